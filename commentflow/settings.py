@@ -1,0 +1,107 @@
+"""One frozen settings object, read once from the environment (``COMMENTFLOW_*``) and CLI flags.
+
+Every field maps to the environment variable ``COMMENTFLOW_<FIELD NAME IN CAPITALS>``; the CLI's
+flags override the environment. Nothing else in the code reads the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DEFAULT_MODEL_DIR", "Settings"]
+
+#: The trained default model shipped in the repository (``models/default``).
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
+
+ENV_PREFIX = "COMMENTFLOW_"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a worker, the stack and the tools can be configured with."""
+
+    # -- connections
+    kafka_bootstrap: str = "localhost:9092"
+    redis_url: str = "redis://localhost:6379/0"
+    # -- topics and names
+    input_topic: str = "comments"
+    predictions_topic: str = "comments.predictions"
+    dlq_topic: str = "comments.dlq"
+    topic_partitions: int = 8
+    app_id: str = "commentflow"
+    redis_prefix: str = "commentflow:"
+    # -- model
+    model_dir: str = str(DEFAULT_MODEL_DIR)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # -- batching and limits
+    batch_max: int = 64  # most events in one micro-batch
+    batch_wait_s: float = 0.05  # longest wait to fill a micro-batch
+    max_event_bytes: int = 256 * 1024  # larger message values are dead-lettered as too_large
+    max_dead_letter_payload_bytes: int = 64 * 1024  # dead letters keep at most this much payload
+    # -- Redis aggregates
+    dedup_ttl_s: int = 7 * 24 * 3600  # how long a comment_id is remembered as processed
+    recent_per_user: int = 20
+    feed_length: int = 200
+    minute_ttl_s: int = 48 * 3600
+    feed_text_chars: int = 280
+    # -- reliability
+    retry_initial_s: float = 0.1
+    retry_max_s: float = 5.0
+    shutdown_timeout_s: float = 30.0
+    # -- Faust / Kafka consumer
+    session_timeout_s: float = 60.0  # Kafka's default; the embedded stack uses 6 s
+    commit_interval_s: float = 1.0
+    max_poll_records: int = 2000
+    web_port: int = 6066
+    web_enabled: bool = True
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, **overrides: Any
+    ) -> Settings:
+        """Read ``COMMENTFLOW_*`` variables, then apply ``overrides`` (``None`` values are ignored)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is not None:
+                values[f.name] = _coerce(f, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def __post_init__(self) -> None:
+        if self.batch_max < 1:
+            raise ValueError("batch_max must be at least 1")
+        if self.batch_wait_s <= 0:
+            raise ValueError("batch_wait_s must be positive")
+        if not self.redis_prefix:
+            raise ValueError("redis_prefix must not be empty")
+
+
+def _coerce(f: dataclasses.Field[Any], raw: str) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "bool":
+            if raw.strip().lower() in {"1", "true", "yes", "on"}:
+                return True
+            if raw.strip().lower() in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(raw)
+    except ValueError as exc:
+        raise ValueError(f"{ENV_PREFIX}{f.name.upper()}: cannot read {raw!r} as {kind}") from exc
+    return raw
+
+
