@@ -47,7 +47,7 @@ DEAD_LETTER_CODES: dict[str, str] = {
     "invalid_json": "the message value is not a JSON document",
     "too_large": "the message, or one of its fields, is over its size limit",
     "unsupported_schema": "the event names a schema version this worker does not read",
-    "schema_violation": "valid JSON that breaks the comment contract (missing field, wrong type, ...)",
+    "schema_violation": "valid JSON that breaks the comment contract (missing field, wrong type)",
     "processing_failed": "a valid event the model could not process, after retries",
 }
 

@@ -62,10 +62,8 @@ class Settings:
     log_level: str = "info"
 
     @classmethod
-    def from_env(
-        cls, env: Mapping[str, str] | None = None, **overrides: Any
-    ) -> Settings:
-        """Read ``COMMENTFLOW_*`` variables, then apply ``overrides`` (``None`` values are ignored)."""
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read ``COMMENTFLOW_*`` variables, then apply ``overrides`` (``None`` ignored)."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         for f in fields(cls):
@@ -103,5 +101,3 @@ def _coerce(f: dataclasses.Field[Any], raw: str) -> Any:
     except ValueError as exc:
         raise ValueError(f"{ENV_PREFIX}{f.name.upper()}: cannot read {raw!r} as {kind}") from exc
     return raw
-
-

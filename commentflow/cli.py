@@ -1,0 +1,136 @@
+"""The ``commentflow`` command: stack, worker, produce, train, evaluate, bench, demo.
+
+Every :class:`~commentflow.settings.Settings` field is a flag (``--kafka-bootstrap``,
+``--redis-url``, ``--model-dir``, ...) that overrides its ``COMMENTFLOW_*`` variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import fields
+from typing import Any
+
+from commentflow import __version__
+from commentflow.settings import ENV_PREFIX, Settings
+
+__all__ = ["main"]
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "settings", f"each overrides its environment variable {ENV_PREFIX}<NAME>"
+    )
+    for f in fields(Settings):
+        flag = "--" + f.name.replace("_", "-")
+        kind = f.type if isinstance(f.type, str) else f.type.__name__
+        env = ENV_PREFIX + f.name.upper()
+        if kind == "bool":
+            group.add_argument(
+                flag,
+                dest=f.name,
+                default=None,
+                action=argparse.BooleanOptionalAction,
+                help=f"(env {env}, default {f.default})",
+            )
+        else:
+            conv: Callable[[str], Any] = {"int": int, "float": float}.get(kind, str)
+            group.add_argument(
+                flag,
+                dest=f.name,
+                type=conv,
+                default=None,
+                metavar=f.name.upper(),
+                help=f"(env {env}, default {f.default})",
+            )
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    overrides = {f.name: getattr(args, f.name, None) for f in fields(Settings)}
+    return Settings.from_env(**overrides)
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from streamer.app import run_worker
+
+    return run_worker(settings_from_args(args))
+
+
+def _cmd_produce(args: argparse.Namespace) -> int:
+    from commentflow import produce
+
+    return produce.run(args, settings_from_args(args))
+
+
+def _lazy(module: str, attr: str = "run", with_settings: bool = False) -> Callable[..., int]:
+    def call(args: argparse.Namespace) -> int:
+        import importlib
+
+        fn = getattr(importlib.import_module(module), attr)
+        return fn(args, settings_from_args(args)) if with_settings else fn(args)
+
+    return call
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="commentflow", description="Classify streaming comments from text, images and audio."
+    )
+    parser.add_argument("--version", action="version", version=f"commentflow {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_: str, *, settings: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        if settings:
+            add_settings_arguments(p)
+        return p
+
+    from commentflow import produce, stack
+
+    p = command("stack", "start the embedded broker (tansu) and Redis on loopback, until Ctrl-C")
+    stack.add_arguments(p)
+    p.set_defaults(func=_lazy("commentflow.stack"))
+
+    p = command("worker", "run the stream processor against the configured broker and Redis")
+    p.set_defaults(func=_cmd_worker)
+
+    p = command("produce", "send comment events (JSON lines from FILE or -, or --synthetic N)")
+    produce.add_arguments(p)
+    p.set_defaults(func=_cmd_produce)
+
+    from model import evaluate, train
+
+    p = command("train", "train the classifier (defaults rebuild models/default)", settings=False)
+    train.add_arguments(p)
+    p.set_defaults(func=_lazy("model.train"))
+
+    p = command("evaluate", "evaluate a model directory on labelled data", settings=False)
+    evaluate.add_arguments(p)
+    p.set_defaults(func=_lazy("model.evaluate"))
+
+    from commentflow import bench, demo
+
+    p = command("bench", "model-only, end-to-end and naive-baseline throughput in one run")
+    bench.add_arguments(p)
+    p.set_defaults(func=_lazy("commentflow.bench", with_settings=True))
+
+    p = command("demo", "stack + worker + synthetic producer, with a live summary, until Ctrl-C")
+    demo.add_arguments(p)
+    p.set_defaults(func=_lazy("commentflow.demo", with_settings=True))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""Send comment events: JSON lines from a file or stdin, or synthetic comments for demos and load.
+
+Any Kafka client can produce events; this is the reference producer. Keys are the user id, so one
+user's comments stay in order on one partition.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import random
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from commentflow.settings import Settings
+
+__all__ = ["add_arguments", "produce", "run", "synthetic_events"]
+
+_POSITIVE = [
+    "I love this so much, thank you!",
+    "Best purchase I've made all year, totally worth it",
+    "This made my day, what a great idea",
+    "Amazing work, the new update is fantastic",
+    "So happy with the service, five stars",
+    "Wonderful community here, you all are awesome",
+]
+_NEGATIVE = [
+    "This is terrible, I want my money back",
+    "Worst experience ever, never ordering again",
+    "I hate how slow and buggy this app has become",
+    "Absolutely awful customer support, so disappointed",
+    "This update broke everything, really annoying",
+    "What a waste of time, completely useless",
+]
+_NEUTRAL = [
+    "The store opens at 9am on weekdays",
+    "Posted the new schedule for next week",
+    "Does anyone know which version this is?",
+    "The package arrived on Tuesday",
+    "Meeting moved to room 4 this afternoon",
+    "Here is the link to the documentation",
+]
+_TOPICS = ["the app", "my order", "the new phone", "this thread", "the update", "the concert"]
+
+
+def synthetic_events(
+    n: int, *, users: int = 200, seed: int = 0, prefix: str = "syn"
+) -> Iterator[dict[str, Any]]:
+    """``n`` valid, varied comment events from ``users`` users (deterministic for a seed)."""
+    rng = random.Random(seed)
+    pools = [_NEGATIVE, _NEUTRAL, _POSITIVE]
+    for i in range(n):
+        pool = rng.choice(pools)
+        text = f"{rng.choice(pool)} ({rng.choice(_TOPICS)})"
+        yield {
+            "schema": "commentflow.comment/1",
+            "comment_id": f"{prefix}-{seed}-{i}",
+            "user_id": f"user-{rng.randrange(users)}",
+            "text": text,
+            "created_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "lang": "en",
+            "source": "synthetic",
+        }
+
+
+def _key_of(doc: Any) -> bytes | None:
+    if isinstance(doc, dict) and isinstance(doc.get("user_id"), str):
+        return doc["user_id"].encode()
+    return None
+
+
+async def produce(
+    bootstrap: str,
+    topic: str,
+    values: Iterable[bytes | dict[str, Any]],
+    *,
+    rate: float | None = None,
+    progress: bool = False,
+) -> int:
+    """Send every value (dicts are JSON-encoded, bytes sent as they are); returns the count."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    await producer.start()
+    sent = 0
+    started = time.monotonic()
+    try:
+        pending = []
+        for value in values:
+            if isinstance(value, dict):
+                raw, key = orjson.dumps(value), _key_of(value)
+            else:
+                raw, key = value, None
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    key = _key_of(orjson.loads(value))
+            pending.append(await producer.send(topic, raw, key=key))
+            sent += 1
+            if len(pending) >= 1000:
+                await asyncio.gather(*pending)
+                pending.clear()
+            if rate:
+                delay = started + sent / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            if progress and sent % 1000 == 0:
+                print(f"sent {sent}", file=sys.stderr)
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return sent
+
+
+def _read_lines(path: str) -> Iterator[bytes]:
+    stream = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
+    try:
+        for line in stream:
+            line = line.strip()
+            if line:
+                yield line
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", nargs="?", help="JSON lines file, or - for stdin")
+    p.add_argument("--synthetic", type=int, metavar="N", help="send N synthetic comments instead")
+    p.add_argument("--users", type=int, default=200, help="distinct users for --synthetic")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rate", type=float, help="events per second (default: as fast as possible)")
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    if (args.file is None) == (args.synthetic is None):
+        print("give a FILE (or -) or --synthetic N", file=sys.stderr)
+        return 2
+    values: Iterable[bytes | dict[str, Any]]
+    if args.synthetic is not None:
+        values = synthetic_events(args.synthetic, users=args.users, seed=args.seed)
+    else:
+        values = _read_lines(args.file)
+    n = asyncio.run(
+        produce(
+            settings.kafka_bootstrap, settings.input_topic, values, rate=args.rate, progress=True
+        )
+    )
+    print(f"sent {n} events to {settings.input_topic} on {settings.kafka_bootstrap}")
+    return 0

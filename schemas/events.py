@@ -1,0 +1,174 @@
+"""The public contracts: comment events in, predictions and dead letters out.
+
+These pydantic models are the single source of the contracts. ``python -m schemas.export`` writes
+them as JSON Schema files under ``schemas/json/`` for producers and consumers in any language; a
+test keeps the files in sync. The worker validates input against :class:`CommentEvent` once, at
+the boundary; outputs are built as plain dicts on the hot path and checked against these models in
+the tests.
+
+Versioning: each document names its schema (``commentflow.comment/1`` ...). Adding optional fields
+keeps the version; removing or retyping a field bumps it, and workers keep reading the old one
+for a deprecation period.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "COMMENT_SCHEMA",
+    "DEAD_LETTER_SCHEMA",
+    "MAX_MEDIA_ITEMS",
+    "MAX_TEXT_CHARS",
+    "PREDICTION_SCHEMA",
+    "CommentEvent",
+    "DeadLetter",
+    "DeadLetterError",
+    "DeadLetterSource",
+    "MediaError",
+    "MediaRef",
+    "ModelRef",
+    "Prediction",
+]
+
+COMMENT_SCHEMA = "commentflow.comment/1"
+PREDICTION_SCHEMA = "commentflow.prediction/1"
+DEAD_LETTER_SCHEMA = "commentflow.dead_letter/1"
+
+MAX_TEXT_CHARS = 20_000
+MAX_MEDIA_ITEMS = 8
+MAX_URL_CHARS = 2_048
+
+Identifier = Annotated[str, Field(min_length=1, max_length=128)]
+Label = Literal["negative", "neutral", "positive"]
+Modality = Literal["text", "image", "audio"]
+
+
+class MediaRef(BaseModel):
+    """One attached media item, fetched by the worker."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+
+    type: Literal["image", "audio"]
+    url: Annotated[
+        str, Field(min_length=1, max_length=MAX_URL_CHARS, pattern=r"^[hH][tT][tT][pP][sS]?://")
+    ]
+
+
+class CommentEvent(BaseModel):
+    """A comment as upstream services publish it to the input topic (key: the user id)."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        frozen=True,
+        strict=True,
+        title="commentflow.comment/1",
+        json_schema_extra={"$id": "https://commentflow.dev/schemas/comment-1.json"},
+    )
+
+    schema_: Literal["commentflow.comment/1"] | None = Field(default=None, alias="schema")
+    comment_id: Identifier
+    user_id: Identifier
+    text: Annotated[str, Field(max_length=MAX_TEXT_CHARS)] = ""
+    media: Annotated[list[MediaRef], Field(max_length=MAX_MEDIA_ITEMS)] = Field(
+        default_factory=list
+    )
+    created_at: AwareDatetime = Field(description="RFC 3339 timestamp with a UTC offset")
+    lang: Annotated[str, Field(max_length=35)] | None = None
+    source: Annotated[str, Field(max_length=128)] | None = None
+    metadata: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _text_or_media(self) -> CommentEvent:
+        if not self.text.strip() and not self.media:
+            raise ValueError("text may be empty only when media is present")
+        return self
+
+
+class ModelRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    version: str
+
+
+class MediaError(BaseModel):
+    """A media item that could not be used; the prediction was made without it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(description="redacted: no query string, user info or fragment")
+    type: Literal["image", "audio"]
+    reason: str = Field(description="timeout, too_large, blocked_address, http_404, ...")
+
+
+class Prediction(BaseModel):
+    """One prediction per comment, on the predictions topic (key: the user id)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        title="commentflow.prediction/1",
+        json_schema_extra={"$id": "https://commentflow.dev/schemas/prediction-1.json"},
+    )
+
+    schema_: Literal["commentflow.prediction/1"] = Field(alias="schema")
+    comment_id: Identifier
+    user_id: Identifier
+    label: Label
+    scores: dict[Label, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
+        description="label -> probability; the values sum to 1"
+    )
+    modalities: list[Modality] = Field(description="the modalities the model actually used")
+    media_errors: list[MediaError] = Field(default_factory=list)
+    model: ModelRef
+    created_at: str = Field(description="the event's created_at, as sent")
+    processed_at: str = Field(description="RFC 3339 UTC time the prediction was made")
+
+
+class DeadLetterError(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: Literal[
+        "invalid_encoding",
+        "invalid_json",
+        "too_large",
+        "unsupported_schema",
+        "schema_violation",
+        "processing_failed",
+    ]
+    message: str
+    details: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class DeadLetterSource(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None = None
+    key: str | None = Field(description="the message key, UTF-8 text or base64 (see key_encoding)")
+    key_encoding: Literal["utf-8", "base64"] | None = None
+
+
+class DeadLetter(BaseModel):
+    """An input that could not be processed, with why (dead-letter topic, key: the source key)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        title="commentflow.dead_letter/1",
+        json_schema_extra={"$id": "https://commentflow.dev/schemas/dead_letter-1.json"},
+    )
+
+    schema_: Literal["commentflow.dead_letter/1"] = Field(alias="schema")
+    error: DeadLetterError
+    source: DeadLetterSource
+    payload: str = Field(description="the original value: UTF-8 text, or base64 (payload_encoding)")
+    payload_encoding: Literal["utf-8", "base64"]
+    payload_bytes: int = Field(description="size of the original value in bytes")
+    payload_truncated: bool = Field(
+        description="true when only the first max_dead_letter_payload_bytes were kept"
+    )
+    failed_at: str

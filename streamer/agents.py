@@ -1,0 +1,156 @@
+"""The one agent: micro-batches from the comments topic into the batch processor.
+
+Acknowledgement: ``noack_take`` hands over events without acknowledging them; the agent acks a
+batch only after ``process`` returned, i.e. after its predictions and dead letters were
+acknowledged by the broker and Redis was written. Faust commits the acked offsets (contiguous
+per partition) every ``commit_interval_s``. A ``kill -9`` therefore redelivers at most the
+uncommitted tail, which the idempotent Redis scripts absorb.
+
+Shutdown: when the worker stops, the batch in flight is allowed ``shutdown_timeout_s`` to finish
+and is then acked; if it cannot finish (Redis down, say) it is not acked and will be redelivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable
+
+import faust
+import redis.asyncio as aioredis
+
+from commentflow.settings import Settings
+from model import load_classifier
+from streamer.topics import input_topic
+from workers.aggregates import AggregateStore
+from workers.inference import InferenceRunner
+from workers.messages import Inbound, Outbound
+from workers.processor import BatchProcessor, BatchResult
+
+__all__ = ["install"]
+
+log = logging.getLogger("commentflow.agent")
+
+
+class FaustPublisher:
+    """Publishes through the app's own producer; the returned future is the broker's ack."""
+
+    def __init__(self, app: faust.App) -> None:
+        self._app = app
+
+    async def send(self, message: Outbound) -> Awaitable[object]:
+        return await self._app.producer.send(
+            message.topic, message.key, message.value, partition=None, timestamp=None, headers=None
+        )
+
+
+class Resources:
+    """The worker's model, Redis client and processor; started lazily by the agent."""
+
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        self.settings = settings
+        self.runner = InferenceRunner(lambda: load_classifier(settings.model_dir, settings.device))
+        self.redis = aioredis.Redis.from_url(
+            settings.redis_url,
+            socket_timeout=10,
+            socket_connect_timeout=5,
+            health_check_interval=15,
+        )
+        self.store = AggregateStore(
+            self.redis,
+            prefix=settings.redis_prefix,
+            dedup_ttl_s=settings.dedup_ttl_s,
+            recent_per_user=settings.recent_per_user,
+            feed_length=settings.feed_length,
+            minute_ttl_s=settings.minute_ttl_s,
+        )
+        self.processor = BatchProcessor(settings, self.runner, FaustPublisher(app), self.store)
+        self.totals = BatchResult()
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        async with self._lock:
+            await self.runner.start()
+
+    async def stop(self) -> None:
+        async with self._lock:
+            await self.runner.stop()
+            await self.redis.aclose()
+
+    def record(self, result: BatchResult) -> None:
+        t = self.totals
+        t.received += result.received
+        t.predicted += result.predicted
+        t.skipped_duplicates += result.skipped_duplicates
+        for code, n in result.dead_lettered.items():
+            t.dead_lettered[code] = t.dead_lettered.get(code, 0) + n
+        for label, n in result.labels.items():
+            t.labels[label] = t.labels.get(label, 0) + n
+        t.inference_s += result.inference_s
+        t.total_s += result.total_s
+
+
+def _inbound(event: faust.EventT) -> Inbound:
+    m = event.message
+    ts = m.timestamp
+    return Inbound(
+        topic=m.topic,
+        partition=m.partition,
+        offset=m.offset,
+        key=m.key,
+        value=m.value,
+        timestamp_ms=int(ts * 1000) if ts else None,
+        handle=event,
+    )
+
+
+def install(app: faust.App, settings: Settings) -> Resources:
+    """Declare the agent (and a progress timer) on ``app``; returns its resources."""
+    resources = Resources(app, settings)
+    topic = input_topic(app, settings)
+
+    @app.agent(topic, name=f"{settings.app_id}.classify", concurrency=1)
+    async def classify(stream: faust.StreamT) -> None:
+        await resources.start()
+        try:
+            async for events in stream.noack_take(settings.batch_max, within=settings.batch_wait_s):
+                batch = [_inbound(e) for e in events]
+                task = asyncio.ensure_future(resources.processor.process(batch))
+                try:
+                    result = await asyncio.shield(task)
+                except asyncio.CancelledError:
+                    # stopping: give the batch in flight a bounded time, ack it only if it finished
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(task, settings.shutdown_timeout_s)
+                    if task.done() and not task.cancelled() and task.exception() is None:
+                        for e in events:
+                            await stream.ack(e)
+                    raise
+                for e in events:
+                    await stream.ack(e)
+                resources.record(result)
+        finally:
+            await resources.stop()
+
+    last = {"t": time.monotonic(), "n": 0}
+
+    @app.timer(interval=10.0)
+    async def progress() -> None:
+        t = resources.totals
+        now = time.monotonic()
+        rate = (t.received - last["n"]) / max(now - last["t"], 1e-9)
+        last.update(t=now, n=t.received)
+        log.info(
+            "processed=%d predicted=%d dead_lettered=%d duplicates=%d rate=%.1f/s labels=%s",
+            t.received,
+            t.predicted,
+            sum(t.dead_lettered.values()),
+            t.skipped_duplicates,
+            rate,
+            t.labels,
+        )
+
+    app.commentflow = resources  # type: ignore[attr-defined]
+    return resources

@@ -1,0 +1,52 @@
+"""Build the Faust app from :class:`~commentflow.settings.Settings` and run a worker."""
+
+from __future__ import annotations
+
+import faust
+
+from commentflow.settings import Settings
+
+__all__ = ["create_app", "run_worker"]
+
+
+def broker_url(bootstrap: str) -> str:
+    """``host1:9092,host2:9092`` -> ``kafka://host1:9092;host2:9092`` (Faust's spelling)."""
+    hosts = [h.strip() for h in bootstrap.split(",") if h.strip()]
+    return "kafka://" + ";".join(hosts)
+
+
+def create_app(settings: Settings) -> faust.App:
+    """A Faust app with the pipeline's agent installed."""
+    from streamer.agents import install
+
+    session = settings.session_timeout_s
+    app = faust.App(
+        settings.app_id,
+        broker=broker_url(settings.kafka_bootstrap),
+        store="memory://",
+        key_serializer="raw",
+        value_serializer="raw",
+        broker_session_timeout=session,
+        broker_heartbeat_interval=max(0.5, min(3.0, session / 3)),
+        broker_rebalance_timeout=max(session, 10.0),
+        broker_commit_interval=settings.commit_interval_s,
+        broker_max_poll_records=settings.max_poll_records,
+        consumer_auto_offset_reset="earliest",
+        producer_linger=0.005,
+        producer_acks=-1,
+        topic_partitions=settings.topic_partitions,
+        topic_allow_declare=False,  # topics are created by `commentflow stack` / the deployment
+        web_enabled=settings.web_enabled,
+        web_port=settings.web_port,
+        stream_wait_empty=True,
+    )
+    install(app, settings)
+    return app
+
+
+def run_worker(settings: Settings) -> int:
+    """Run one worker until SIGINT/SIGTERM; returns the exit code."""
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
+    worker.execute_from_commandline()  # handles signals, stops gracefully, then exits
+    return 0

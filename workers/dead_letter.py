@@ -1,0 +1,64 @@
+"""Build the dead letter for an input that cannot be processed (``commentflow.dead_letter/1``)."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+
+import orjson
+
+from commentflow.errors import DeadLetterError
+from schemas.events import DEAD_LETTER_SCHEMA
+from workers.messages import Inbound, Outbound
+
+__all__ = ["build_dead_letter", "utc_now_iso"]
+
+
+def utc_now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _text_or_base64(data: bytes) -> tuple[str, str]:
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return base64.b64encode(data).decode("ascii"), "base64"
+
+
+def build_dead_letter(
+    message: Inbound, error: DeadLetterError, *, dlq_topic: str, max_payload_bytes: int
+) -> Outbound:
+    """The dead letter for ``message``: why it failed, where it came from, what it held."""
+    raw = message.value or b""
+    kept = raw[:max_payload_bytes]
+    if len(kept) < len(raw):
+        # do not cut a UTF-8 sequence in half: a truncated text payload stays text
+        kept = kept.decode("utf-8", "ignore").encode("utf-8") if _is_utf8(raw) else kept
+    payload, payload_encoding = _text_or_base64(kept)
+    key, key_encoding = _text_or_base64(message.key) if message.key is not None else (None, None)
+    doc = {
+        "schema": DEAD_LETTER_SCHEMA,
+        "error": {"code": error.code, "message": error.message, "details": error.details},
+        "source": {
+            "topic": message.topic,
+            "partition": message.partition,
+            "offset": message.offset,
+            "timestamp_ms": message.timestamp_ms,
+            "key": key,
+            "key_encoding": key_encoding,
+        },
+        "payload": payload,
+        "payload_encoding": payload_encoding,
+        "payload_bytes": len(raw),
+        "payload_truncated": len(kept) < len(raw),
+        "failed_at": utc_now_iso(),
+    }
+    return Outbound(topic=dlq_topic, key=message.key, value=orjson.dumps(doc))
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

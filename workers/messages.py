@@ -1,0 +1,30 @@
+"""The plain records that move between the stream and the workers (hot path: slotted, frozen)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Inbound", "Outbound"]
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One consumed message: its coordinates and raw bytes, plus an opaque handle to ack it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int | None = None
+    handle: Any = None  # the stream's event, acknowledged by the agent after the batch is done
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """One message to publish."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
