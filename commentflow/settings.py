@@ -73,6 +73,16 @@ class Settings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
+    def to_env(self) -> dict[str, str]:
+        """The ``COMMENTFLOW_*`` variables that rebuild these settings in another process."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[ENV_PREFIX + f.name.upper()] = (
+                str(value).lower() if isinstance(value, bool) else str(value)
+            )
+        return out
+
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 

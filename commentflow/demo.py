@@ -1,0 +1,146 @@
+"""``commentflow demo``: the embedded stack, worker processes and a synthetic producer in one go.
+
+Prints a live summary (throughput, label counts, dead letters, the latest prediction) read back
+from Redis, the same keys any dashboard reads, until Ctrl-C or ``--duration``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import signal
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from commentflow.local import WorkerProcess
+from commentflow.produce import produce, synthetic_events
+from commentflow.settings import Settings
+from commentflow.stack import EmbeddedStack
+
+__all__ = ["add_arguments", "run"]
+
+#: Malformed events mixed into the demo stream, to show the dead-letter topic at work.
+_MALFORMED: list[bytes] = [
+    b"{not json",
+    b'{"comment_id": 5, "user_id": "u", "text": "x", "created_at": "2026-01-01T00:00:00Z"}',
+    b'{"comment_id": "m", "user_id": "u", "text": "no timestamp"}',
+]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rate", type=float, default=40.0, help="synthetic comments per second")
+    p.add_argument("--users", type=int, default=100, help="distinct synthetic users")
+    p.add_argument("--workers", type=int, default=1, help="worker processes in the group")
+    p.add_argument("--malformed-every", type=int, default=50, help="every Nth event is malformed")
+    p.add_argument("--duration", type=float, default=None, help="seconds to run (default: forever)")
+    p.add_argument("--kafka-port", type=int, default=None)
+    p.add_argument("--redis-port", type=int, default=None)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    return asyncio.run(_demo(args, settings))
+
+
+def _stream(args: argparse.Namespace) -> Iterator[bytes | dict[str, Any]]:
+    bad = itertools.cycle(_MALFORMED)
+    for i, event in enumerate(synthetic_events(10**12, users=args.users, seed=int(time.time()))):
+        if args.malformed_every and i % args.malformed_every == args.malformed_every - 1:
+            yield next(bad)
+        yield event
+
+
+async def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    log_dir = Path(tempfile.mkdtemp(prefix="commentflow-demo-"))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    stack = EmbeddedStack(
+        kafka_port=args.kafka_port,
+        redis_port=args.redis_port,
+        partitions=settings.topic_partitions,
+        log_dir=log_dir,
+    )
+    async with stack:
+        settings = settings.replace(
+            kafka_bootstrap=stack.bootstrap,
+            redis_url=stack.redis_url,
+            session_timeout_s=6.0,
+            commit_interval_s=0.5,
+        )
+        await stack.create_topics(
+            [settings.input_topic, settings.predictions_topic, settings.dlq_topic]
+        )
+        workers = [
+            WorkerProcess(
+                settings.replace(web_port=settings.web_port + i),
+                log_path=log_dir / f"worker-{i}.log",
+            ).start()
+            for i in range(args.workers)
+        ]
+        print(
+            f"commentflow demo\n"
+            f"  kafka bootstrap  {stack.bootstrap}   topics: {settings.input_topic} -> "
+            f"{settings.predictions_topic}, {settings.dlq_topic}\n"
+            f"  redis            {stack.redis_url}   prefix {settings.redis_prefix!r}\n"
+            f"  model            {settings.model_dir}\n"
+            f"  workers          {args.workers} (logs in {log_dir})\n"
+            f"  producing {args.rate:g} comments/s from {args.users} users; Ctrl-C to stop\n",
+            flush=True,
+        )
+        producer = asyncio.create_task(
+            produce(settings.kafka_bootstrap, settings.input_topic, _stream(args), rate=args.rate)
+        )
+        client = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            await _summaries(client, settings, stop, args.duration, producer)
+        finally:
+            producer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await producer
+            await client.aclose()
+            print("stopping workers ...", flush=True)
+            await asyncio.gather(*(asyncio.to_thread(w.stop) for w in workers))
+    return 0
+
+
+async def _summaries(
+    client: aioredis.Redis,
+    settings: Settings,
+    stop: asyncio.Event,
+    duration: float | None,
+    producer: asyncio.Task[int],
+) -> None:
+    p = settings.redis_prefix
+    started = time.monotonic()
+    last_total, last_t = 0, started
+    while not stop.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=2.0)
+        if producer.done() and producer.exception() is not None:
+            raise producer.exception()  # type: ignore[misc]
+        now = time.monotonic()
+        g = {k.decode(): int(v) for k, v in (await client.hgetall(f"{p}global")).items()}
+        latest = await client.lindex(f"{p}feed", 0)
+        total = g.get("total", 0)
+        rate = (total - last_total) / max(now - last_t, 1e-9)
+        last_total, last_t = total, now
+        line = (
+            f"[{now - started:6.1f}s] predicted {total:6d} ({rate:5.1f}/s)  "
+            f"neg {g.get('negative', 0):5d}  neu {g.get('neutral', 0):5d}  "
+            f"pos {g.get('positive', 0):5d}  dead letters {g.get('dead_letters', 0):4d}"
+        )
+        if latest:
+            item = orjson.loads(latest)
+            line += f"  | {item['label']:>8}: {item['text'][:48]!r}"
+        print(line, flush=True)
+        if duration is not None and now - started >= duration:
+            break
