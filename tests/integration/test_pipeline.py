@@ -298,3 +298,33 @@ async def test_sigterm_finishes_in_bounded_time_and_resumes(
     # a graceful stop acks and commits what it published: no redelivered duplicates
     assert len(docs) - len(labels_of(docs)) == 0
     await check_redis(redis_client, settings.redis_prefix, events, labels_of(docs))
+
+
+async def test_two_workers_share_the_group_and_survive_losing_one(
+    topics, make_settings, tiny_model, redis_client, tmp_path
+):
+    settings = make_settings(tiny_model, batch_max=BATCH_MAX)
+    events = valid_events(3000, seed=5, users=300)
+    a = WorkerProcess(settings, log_path=tmp_path / "a.log").start()
+    b = WorkerProcess(settings, log_path=tmp_path / "b.log").start()
+    try:
+        await send(
+            settings.kafka_bootstrap,
+            settings.input_topic,
+            [orjson.dumps(e) for e in events],
+            [e["user_id"].encode() for e in events],
+        )
+        await read_topic(
+            settings.kafka_bootstrap,
+            settings.predictions_topic,
+            until=lambda d: len(d) >= 500,
+            timeout_s=120,
+        )
+        a.kill()  # b takes over a's partitions after the session timeout
+        docs = await wait_predictions(settings, {e["comment_id"] for e in events})
+    finally:
+        a.stop()
+        b.stop()
+    assert "Executing _on_partitions_assigned" in b.log_tail(10**6)
+    assert len(docs) - len(labels_of(docs)) <= BATCH_MAX
+    await check_redis(redis_client, settings.redis_prefix, events, labels_of(docs))
