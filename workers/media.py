@@ -1,0 +1,303 @@
+"""The media facade: a comment's ``media`` references in, decoded images and audio out.
+
+:class:`MediaService` resolves every item of a comment (or of a whole batch) concurrently, each
+under its own deadline, through the cache (URL -> content hash -> decoded payload), a coalesced
+fetch (one request per URL however many comments ask) and a decode in the executor. A failed item
+never fails its comment: it becomes a ``media_errors`` entry ``{url (redacted), type, reason}``
+(reasons: :data:`~workers.address_policy.MEDIA_ERROR_REASONS`); an unexpected exception (a bug)
+is logged with its traceback and reported as ``decode_error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from workers.address_policy import BlockedURL, DecodeFailed, FetchFailed, MediaError
+from workers.media_cache import CachedMedia, MediaCache, sha256_hex
+from workers.media_decode import DecodeConfig, decode_async, kind_of, sniff
+from workers.media_fetch import MediaFetcher, redact_url
+
+__all__ = ["MediaConfig", "MediaRef", "MediaService", "MediaStats", "ResolvedMedia"]
+
+log = logging.getLogger(__name__)
+
+_KINDS = ("image", "audio")
+# Failures that would recur at once: remembered per URL for ``negative_ttl_s``.
+_TRANSIENT = frozenset({"timeout", "connection_error", "http_429"})
+_HASH_INLINE_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class MediaRef:
+    """One ``media`` item of an event: ``{"type": "image" | "audio", "url": ...}``."""
+
+    type: str
+    url: str
+
+    @classmethod
+    def of(cls, ref: MediaRef | Mapping[str, Any]) -> MediaRef:
+        if isinstance(ref, MediaRef):
+            return ref
+        kind, url = ref.get("type"), ref.get("url")
+        return cls(kind if isinstance(kind, str) else "", url if isinstance(url, str) else "")
+
+
+class ResolvedMedia(NamedTuple):
+    """What one comment's media became; unpacks as ``images, audio, media_errors``."""
+
+    images: list[np.ndarray]  # (H, W, 3) uint8 RGB, read-only, in reference order
+    audio: list[np.ndarray]  # (T,) float32 mono at the decode sample rate, read-only
+    media_errors: list[dict[str, str]]  # {"url": redacted, "type": ..., "reason": ...}
+
+
+@dataclass(frozen=True, slots=True)
+class MediaConfig:
+    item_timeout_s: float = 10.0  # one item: cache, fetch (with retries) and decode
+    max_items: int = 8  # per comment; the rest are reported as too_large
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    decode_threads: int = max(1, min(4, os.cpu_count() or 1))  # when no executor is given
+
+
+@dataclass(slots=True)
+class MediaStats:
+    """Counters since start (a later stage exports them as metrics)."""
+
+    items: int = 0
+    fetches: int = 0  # bodies fetched over the network
+    url_hits: int = 0  # served from cache by URL, no request
+    content_hits: int = 0  # fetched, but the content was decoded before (another URL)
+    decodes: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    STARTED = "started"
+    STOPPED = "stopped"
+
+
+class MediaService:
+    """Resolves media references; owns ``fetcher``, ``cache`` and, if none is given, a decode
+    thread pool: :meth:`start` / :meth:`stop` (both idempotent) or ``async with``."""
+
+    def __init__(
+        self,
+        fetcher: MediaFetcher,
+        cache: MediaCache | None = None,
+        *,
+        config: MediaConfig | None = None,
+        executor: Executor | None = None,
+    ) -> None:
+        self.fetcher = fetcher
+        self.cache = cache or MediaCache()
+        self.config = config or MediaConfig()
+        self.stats = MediaStats()
+        self._executor = executor
+        self._own_executor = executor is None
+        self._variant = self.config.decode.fingerprint()
+        self._state = _State.NEW
+
+    async def start(self) -> None:
+        if self._state is _State.STARTED:
+            return
+        if self._state is _State.STOPPED:
+            raise RuntimeError("a stopped MediaService cannot be restarted")
+        if self._own_executor:
+            self._executor = ThreadPoolExecutor(
+                self.config.decode_threads, thread_name_prefix="media-decode"
+            )
+        await self.fetcher.start()
+        self._state = _State.STARTED
+
+    async def stop(self) -> None:
+        if self._state is _State.STARTED:
+            await self.cache.close()
+            await self.fetcher.stop()
+            if self._own_executor and self._executor is not None:
+                self._executor.shutdown(wait=True, cancel_futures=True)
+        self._state = _State.STOPPED
+
+    async def __aenter__(self) -> MediaService:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # -- public API
+
+    async def resolve(
+        self,
+        media_refs: Iterable[MediaRef | Mapping[str, Any]],
+        deadline: float | None = None,
+    ) -> ResolvedMedia:
+        """Resolve one comment's media concurrently; never raises for a media failure.
+
+        ``deadline`` is an event-loop time (``loop.time()``); ``None``: ``item_timeout_s`` from
+        now. Items still unresolved at the deadline become ``timeout`` errors.
+        """
+        if self._state is not _State.STARTED:
+            raise RuntimeError("MediaService is not started")
+        if deadline is None:
+            deadline = asyncio.get_running_loop().time() + self.config.item_timeout_s
+        refs = [MediaRef.of(r) for r in media_refs]
+        kept, extra = refs[: self.config.max_items], refs[self.config.max_items :]
+        outcomes = await asyncio.gather(*(self._outcome(r, deadline) for r in kept))
+        images: list[np.ndarray] = []
+        audio: list[np.ndarray] = []
+        errors: list[dict[str, str]] = []
+        for ref, outcome in zip(kept, outcomes, strict=True):
+            if isinstance(outcome, MediaError):
+                errors.append(self._error_entry(ref, outcome.reason))
+            elif ref.type == "image":
+                images.append(outcome)
+            else:
+                audio.append(outcome)
+        errors.extend(self._error_entry(ref, "too_large") for ref in extra)
+        return ResolvedMedia(images, audio, errors)
+
+    async def resolve_batch(
+        self,
+        batch: Sequence[Iterable[MediaRef | Mapping[str, Any]]],
+        *,
+        timeout_s: float | None = None,
+    ) -> list[ResolvedMedia]:
+        """Resolve the media of every comment of a batch at once, one result per comment.
+
+        Every item runs concurrently under its own deadline (``timeout_s``, default
+        ``item_timeout_s``, from now): a slow host costs only its own items.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.config.item_timeout_s if timeout_s is None else timeout_s)
+        return list(await asyncio.gather(*(self.resolve(refs, deadline) for refs in batch)))
+
+    # -- one item
+
+    def _error_entry(self, ref: MediaRef, reason: str) -> dict[str, str]:
+        self.stats.errors[reason] += 1
+        return {"url": redact_url(ref.url), "type": ref.type, "reason": reason}
+
+    async def _outcome(self, ref: MediaRef, deadline: float) -> np.ndarray | MediaError:
+        self.stats.items += 1
+        try:
+            return await self._resolve_item(ref, deadline)
+        except MediaError as exc:
+            if exc.reason not in _TRANSIENT and not exc.reason.startswith("http_5"):
+                self.cache.put_failure(ref.url, ref.type, exc.reason)
+            log.debug("media %s %s: %s", ref.type, redact_url(ref.url), exc.reason)
+            return exc
+        except Exception as exc:
+            # A bug must not drop the comment either: logged loudly, reported as decode_error.
+            log.exception("media %s %s: unexpected failure", ref.type, redact_url(ref.url))
+            return DecodeFailed("decode_error", f"internal: {type(exc).__name__}")
+
+    async def _resolve_item(self, ref: MediaRef, deadline: float) -> np.ndarray:
+        if ref.type not in _KINDS:
+            raise DecodeFailed("unsupported_type", f"media type {ref.type!r}")
+        if not ref.url:
+            raise BlockedURL("invalid_url", "no url")
+        failed = self.cache.get_failure(ref.url, ref.type)
+        if failed is not None:
+            raise MediaError(failed, "recent failure")
+        try:
+            async with asyncio.timeout_at(deadline):
+                # Coalesced by URL: concurrent askers share one fetch and decode; the shared work
+                # is cancelled only when all of them have given up.
+                return await self.cache.coalesce(
+                    ("item", ref.type, ref.url), lambda: self._load(ref.url, ref.type)
+                )
+        except TimeoutError as exc:
+            raise FetchFailed("timeout", "item deadline passed") from exc
+
+    async def _load(self, url: str, kind: str) -> np.ndarray:
+        # No caller's deadline here: coalesced callers each wait under their own; the fetcher's
+        # own cap (``deadline_s``) bounds the shared work.
+        content_hash = await self.cache.get_url(url)
+        if content_hash is not None:
+            media = await self._known_media(content_hash)
+            if media is not None:
+                self.stats.url_hits += 1
+                return _accept(media, kind)
+        result = await self.fetcher.fetch(url, kind, known=self._known_url)
+        if result.known_hash is not None:  # a redirect led to a URL we already have
+            media = await self._known_media(result.known_hash)
+            if media is not None:
+                self.stats.url_hits += 1
+                await self.cache.put_url(url, result.known_hash)
+                return _accept(media, kind)
+            result = await self.fetcher.fetch(url, kind)
+        self.stats.fetches += 1
+        content_hash = await self._hash(result.data)
+        await self.cache.put_url(url, content_hash)
+        if result.final_url != url:
+            await self.cache.put_url(result.final_url, content_hash)
+        media = await self._known_media(content_hash)
+        if media is None:
+            decoded_here = False
+
+            async def decode() -> CachedMedia:
+                nonlocal decoded_here
+                decoded_here = True
+                return await self._decode(result.data, kind, content_hash)
+
+            # Coalesced by content: other URLs of the same bytes, fetched meanwhile, wait here.
+            media = await self.cache.coalesce(("decode", kind, content_hash), decode)
+            if not decoded_here:
+                self.stats.content_hits += 1
+        else:
+            self.stats.content_hits += 1
+        return _accept(media, kind)
+
+    async def _hash(self, data: bytes) -> str:
+        if len(data) < _HASH_INLINE_BYTES:
+            return sha256_hex(data)
+        # hashlib releases the GIL: megabytes are hashed off the event loop.
+        return await asyncio.get_running_loop().run_in_executor(self._executor, sha256_hex, data)
+
+    async def _known_url(self, url: str) -> str | None:
+        """For the fetcher's redirect hops: a URL whose decoded content we hold."""
+        content_hash = await self.cache.get_url(url)
+        if content_hash is None or await self._known_media(content_hash) is None:
+            return None
+        return content_hash
+
+    async def _known_media(self, content_hash: str) -> CachedMedia | None:
+        media = await self.cache.get_media(content_hash, self._variant)
+        if media is None or (media.array is None and media.reason is None):
+            return None  # unknown, or only a marker: fetch and decode again
+        return media
+
+    async def _decode(self, data: bytes, kind: str, content_hash: str) -> CachedMedia:
+        actual = kind_of(sniff(data))
+        if actual is None:
+            media = CachedMedia(kind="unknown", reason="unsupported_type")
+        elif actual != kind:
+            # The content is fine as the other kind: nothing to remember about it.
+            raise DecodeFailed("unsupported_type", f"asked {kind}, got {actual}")
+        else:
+            self.stats.decodes += 1
+            try:
+                array = await decode_async(data, kind, self.config.decode, self._executor)
+                media = CachedMedia(kind=kind, array=array)
+            except DecodeFailed as exc:
+                media = CachedMedia(kind=kind, reason=exc.reason)
+        await self.cache.put_media(content_hash, media, self._variant)
+        return media
+
+
+def _accept(media: CachedMedia, kind: str) -> np.ndarray:
+    if media.kind != kind:
+        raise DecodeFailed("unsupported_type", f"asked {kind}, content is {media.kind}")
+    if media.reason is not None or media.array is None:
+        raise DecodeFailed(media.reason or "decode_error", "content known to fail")
+    return media.array

@@ -1,0 +1,469 @@
+"""Fetch one media body over HTTP(S), safely: SSRF policy, size caps, timeouts, bounded retries.
+
+:class:`MediaFetcher` owns one transport (by default one ``aiohttp.ClientSession`` whose
+``TCPConnector`` bounds connections globally and per host, and resolves through
+:class:`PolicyResolver`, which refuses the host if ANY address DNS returns is internal). Every hop
+is re-checked: redirects are followed by hand, each hop's URL goes through
+:meth:`AddressPolicy.check_url` and, at connect time, each resolved address through
+:meth:`AddressPolicy.check_ip`, so nothing is sent to a refused address.
+
+Per item: connect/read/attempt timeouts, a deadline over all attempts, the body capped while it
+streams (and up front from Content-Length), retries with jittered exponential backoff only for
+``timeout``, ``connection_error`` and ``http_5xx``. Failures raise
+:class:`~workers.address_policy.MediaError` subclasses. Never log a full URL: :func:`redact_url`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hashlib
+import inspect
+import logging
+import random
+import socket
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import aiohttp
+import yarl
+from aiohttp.abc import AbstractResolver, ResolveResult
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from workers.address_policy import AddressPolicy, BlockedURL, FetchFailed, MediaError
+
+__all__ = [
+    "AiohttpTransport",
+    "FetchConfig",
+    "FetchResult",
+    "MediaFetcher",
+    "MockResponse",
+    "MockTransport",
+    "PolicyResolver",
+    "Transport",
+    "TransportResponse",
+    "redact_url",
+]
+
+log = logging.getLogger(__name__)
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+KnownLookup = Callable[[str], Awaitable[str | None]]
+
+
+def redact_url(url: str | yarl.URL) -> str:
+    """``scheme://host[:port]/~<hash>``: loggable; no userinfo, path, query or fragment in clear.
+
+    The hash (sha256 of path and query, 12 hex digits) still tells two URLs of a host apart.
+    """
+    try:
+        u = url if isinstance(url, yarl.URL) else yarl.URL(str(url))
+        host = u.raw_host
+        if not u.scheme or not host:
+            return "<invalid-url>"
+        port = "" if u.explicit_port is None or u.is_default_port() else f":{u.port}"
+        if ":" in host:
+            host = f"[{host}]"
+        tail = hashlib.sha256(u.raw_path_qs.encode()).hexdigest()[:12]
+    except (ValueError, TypeError, UnicodeError):
+        return "<invalid-url>"
+    return f"{u.scheme}://{host}{port}/~{tail}"
+
+
+@dataclass(frozen=True, slots=True)
+class FetchConfig:
+    """Limits of one fetch; a fetcher has one, immutable."""
+
+    connect_timeout_s: float = 3.0  # includes waiting for a pool slot
+    read_timeout_s: float = 5.0  # longest silence between two reads
+    attempt_timeout_s: float = 10.0  # one attempt, redirects included
+    deadline_s: float = 15.0  # one item, all attempts and backoff included
+    max_image_bytes: int = 10 * 1024 * 1024
+    max_audio_bytes: int = 25 * 1024 * 1024
+    max_redirects: int = 5
+    retries: int = 2  # extra attempts after the first, for retriable failures only
+    backoff_initial_s: float = 0.2
+    backoff_max_s: float = 2.0
+    limit: int = 100  # open connections, all hosts
+    limit_per_host: int = 8
+    chunk_bytes: int = 64 * 1024
+    dns_cache_s: int = 10
+    user_agent: str = "commentflow-media/0.1"
+
+    def max_bytes(self, kind: str) -> int:
+        return self.max_audio_bytes if kind == "audio" else self.max_image_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    """A fetched body. ``known_hash`` is set (and ``data`` empty) when a redirect hop led to a URL
+    the caller already knew (see ``known`` in :meth:`MediaFetcher.fetch`)."""
+
+    url: str
+    final_url: str
+    kind: str
+    data: bytes
+    content_type: str | None  # as the server said; advisory only, decoding sniffs the bytes
+    attempts: int
+    redirects: int
+    known_hash: str | None = None
+
+
+# -- transports
+
+
+class TransportResponse(Protocol):
+    status: int
+    headers: Mapping[str, str]  # case-insensitive
+
+    def iter_chunks(self, size: int) -> AsyncIterator[bytes]: ...
+
+
+class Transport(Protocol):
+    """One GET without redirects; maps its failures onto :class:`MediaError` reasons."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def request(
+        self, url: yarl.URL, config: FetchConfig
+    ) -> AbstractAsyncContextManager[TransportResponse]: ...
+
+
+class PolicyResolver(AbstractResolver):
+    """Resolves with ``inner`` (aiohttp's default resolver when ``None``), then refuses the host
+    with ``blocked_address`` if ANY returned address breaks the policy (a mixed answer is a
+    rebinding attempt). Hosts in ``allow_hosts_any_address`` pass unchecked."""
+
+    def __init__(self, policy: AddressPolicy, inner: AbstractResolver | None = None) -> None:
+        self._policy = policy
+        self._inner = inner
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        if self._inner is None:
+            self._inner = aiohttp.DefaultResolver()
+        infos = await self._inner.resolve(host, port, family)
+        if not self._policy.is_exempt(host):
+            for info in infos:
+                self._policy.check_ip(info["host"])
+        return infos
+
+    async def close(self) -> None:
+        if self._inner is not None:
+            await self._inner.close()
+
+
+class _AiohttpResponse:
+    __slots__ = ("_resp", "headers", "status")
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self._resp = resp
+        self.status = resp.status
+        self.headers: Mapping[str, str] = resp.headers
+
+    def iter_chunks(self, size: int) -> AsyncIterator[bytes]:
+        return self._resp.content.iter_chunked(size)
+
+
+class AiohttpTransport:
+    """The production transport: one shared ``ClientSession`` over a policy-filtering connector.
+
+    ``resolver`` is the inner DNS resolver (tests inject a static one); it is always wrapped in
+    :class:`PolicyResolver`.
+    """
+
+    def __init__(
+        self,
+        policy: AddressPolicy,
+        config: FetchConfig,
+        *,
+        resolver: AbstractResolver | None = None,
+    ) -> None:
+        self._config = config
+        self._resolver = PolicyResolver(policy, resolver)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self._session is not None:
+            return
+        connector = aiohttp.TCPConnector(
+            limit=self._config.limit,
+            limit_per_host=self._config.limit_per_host,
+            resolver=self._resolver,
+            ttl_dns_cache=self._config.dns_cache_s,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,  # we ask for identity; a compressed body fails to sniff
+            trust_env=False,  # no proxies from the environment
+            cookie_jar=aiohttp.DummyCookieJar(),
+            headers={
+                "User-Agent": self._config.user_agent,
+                "Accept": "image/*, audio/*;q=0.9, */*;q=0.1",
+                "Accept-Encoding": "identity",
+            },
+        )
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+            await self._resolver.close()  # the connector closes only resolvers it created
+
+    @asynccontextmanager
+    async def request(self, url: yarl.URL, config: FetchConfig) -> AsyncIterator[_AiohttpResponse]:
+        if self._session is None:
+            raise RuntimeError("transport is not started")
+        timeout = aiohttp.ClientTimeout(
+            total=config.attempt_timeout_s,
+            connect=config.connect_timeout_s,
+            sock_connect=config.connect_timeout_s,
+            sock_read=config.read_timeout_s,
+        )
+        try:
+            async with self._session.get(url, allow_redirects=False, timeout=timeout) as resp:
+                yield _AiohttpResponse(resp)
+        except MediaError:
+            raise
+        except TimeoutError as exc:  # aiohttp's ServerTimeoutError and its total timeout
+            raise FetchFailed("timeout", type(exc).__name__) from exc
+        except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:
+            raise BlockedURL("invalid_url", type(exc).__name__) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise FetchFailed("connection_error", type(exc).__name__) from exc
+
+
+@dataclass(slots=True)
+class MockResponse:
+    """What :class:`MockTransport` answers: a status, headers and a body (bytes or chunks)."""
+
+    status: int = 200
+    body: bytes | Iterable[bytes] | AsyncIterable[bytes] = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class _MockResponse:
+    __slots__ = ("_body", "headers", "status")
+
+    def __init__(self, r: MockResponse) -> None:
+        self.status = r.status
+        self.headers: Mapping[str, str] = CIMultiDictProxy(CIMultiDict(r.headers))
+        self._body = r.body
+
+    async def iter_chunks(self, size: int) -> AsyncIterator[bytes]:
+        body = self._body
+        if isinstance(body, bytes):
+            for i in range(0, len(body), size):
+                yield body[i : i + size]
+        elif isinstance(body, AsyncIterable):
+            async for chunk in body:
+                yield chunk
+        else:
+            for chunk in body:
+                yield chunk
+
+
+class MockTransport:
+    """Test transport (as httpx's ``MockTransport``): ``handler(url)`` returns a
+    :class:`MockResponse` (or an awaitable of one) or raises a :class:`MediaError`. Every
+    requested URL is appended to :attr:`requests`."""
+
+    def __init__(
+        self, handler: Callable[[yarl.URL], MockResponse | Awaitable[MockResponse]]
+    ) -> None:
+        self._handler = handler
+        self.requests: list[yarl.URL] = []
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    @asynccontextmanager
+    async def request(self, url: yarl.URL, config: FetchConfig) -> AsyncIterator[_MockResponse]:
+        self.requests.append(url)
+        answer = self._handler(url)
+        if inspect.isawaitable(answer):
+            answer = await answer
+        yield _MockResponse(answer)
+
+
+# -- the fetcher
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    STARTED = "started"
+    STOPPED = "stopped"
+
+
+def _retriable(reason: str) -> bool:
+    return reason in ("timeout", "connection_error") or (
+        reason.startswith("http_5") and len(reason) == 8
+    )
+
+
+class MediaFetcher:
+    """Fetches media bodies under an :class:`AddressPolicy`; one per worker, shared by all items.
+
+    ``start()`` and ``stop()`` may be called twice; a stopped fetcher does not restart. Also an
+    async context manager. ``transport`` defaults to :class:`AiohttpTransport` (``resolver`` is
+    its inner DNS resolver); ``rng`` drives the backoff jitter.
+    """
+
+    def __init__(
+        self,
+        policy: AddressPolicy | None = None,
+        config: FetchConfig | None = None,
+        *,
+        transport: Transport | None = None,
+        resolver: AbstractResolver | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.policy = policy or AddressPolicy()
+        self.config = config or FetchConfig()
+        self._transport: Transport = transport or AiohttpTransport(
+            self.policy, self.config, resolver=resolver
+        )
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._state = _State.NEW
+
+    @property
+    def started(self) -> bool:
+        return self._state is _State.STARTED
+
+    async def start(self) -> None:
+        if self._state is _State.STARTED:
+            return
+        if self._state is _State.STOPPED:
+            raise RuntimeError("a stopped MediaFetcher cannot be restarted")
+        await self._transport.start()
+        self._state = _State.STARTED
+
+    async def stop(self) -> None:
+        if self._state is _State.STARTED:
+            await self._transport.close()
+        self._state = _State.STOPPED
+
+    async def __aenter__(self) -> MediaFetcher:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def fetch(
+        self,
+        url: str,
+        kind: str,
+        *,
+        deadline: float | None = None,
+        known: KnownLookup | None = None,
+    ) -> FetchResult:
+        """Fetch ``url`` for a ``kind`` (``image``/``audio``) item; raise :class:`MediaError`.
+
+        ``deadline`` is an event-loop time (``loop.time()``), capped at ``config.deadline_s``
+        from now; past it the fetch is cancelled and fails with ``timeout``. ``known(url)``,
+        when given, is asked before following each redirect hop; a content hash it returns ends
+        the fetch there (the caller has that URL's content already).
+        """
+        if self._state is not _State.STARTED:
+            raise RuntimeError("MediaFetcher is not started")
+        loop = asyncio.get_running_loop()
+        cap = loop.time() + self.config.deadline_s
+        deadline = cap if deadline is None else min(deadline, cap)
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self._fetch_retrying(url, kind, deadline, known)
+        except TimeoutError as exc:
+            log.debug("media fetch %s: deadline passed", redact_url(url))
+            raise FetchFailed("timeout", "deadline passed") from exc
+
+    async def _fetch_retrying(
+        self, url: str, kind: str, deadline: float, known: KnownLookup | None
+    ) -> FetchResult:
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self._fetch_once(url, kind, attempt, known)
+            except FetchFailed as exc:
+                if not _retriable(exc.reason) or attempt > self.config.retries:
+                    raise
+                delay = self._backoff(attempt)
+                if loop.time() + delay >= deadline:
+                    raise
+                log.debug(
+                    "media fetch %s: %s, retry %d in %.2fs",
+                    redact_url(url), exc.reason, attempt, delay,
+                )
+                await asyncio.sleep(delay)
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential, with "equal jitter": half fixed, half random, so retries spread out."""
+        cap = min(self.config.backoff_max_s, self.config.backoff_initial_s * 2 ** (attempt - 1))
+        return cap / 2 + self._rng.uniform(0, cap / 2)
+
+    async def _fetch_once(
+        self, url: str, kind: str, attempt: int, known: KnownLookup | None
+    ) -> FetchResult:
+        cfg = self.config
+        current: str | yarl.URL = url
+        for hop in range(cfg.max_redirects + 1):
+            checked = self.policy.check_url(current)
+            if hop and known is not None:
+                content_hash = await known(str(checked.url))
+                if content_hash is not None:
+                    return FetchResult(
+                        url, str(checked.url), kind, b"", None, attempt, hop, content_hash
+                    )
+            async with self._transport.request(checked.url, cfg) as resp:
+                status = resp.status
+                if status in _REDIRECTS:
+                    current = self._next_hop(checked.url, resp.headers.get("Location"), status)
+                    continue
+                if not 200 <= status < 300:
+                    raise FetchFailed(f"http_{status}")
+                data = await self._read_capped(resp, cfg.max_bytes(kind))
+                return FetchResult(
+                    url=url,
+                    final_url=str(checked.url),
+                    kind=kind,
+                    data=data,
+                    content_type=resp.headers.get("Content-Type"),
+                    attempts=attempt,
+                    redirects=hop,
+                )
+        raise FetchFailed("too_many_redirects", f"more than {cfg.max_redirects}")
+
+    @staticmethod
+    def _next_hop(base: yarl.URL, location: str | None, status: int) -> yarl.URL:
+        if not location:
+            raise FetchFailed(f"http_{status}", "redirect without Location")
+        try:
+            return base.join(yarl.URL(location))
+        except (ValueError, TypeError, UnicodeError) as exc:
+            raise BlockedURL("invalid_url", "unparsable Location") from exc
+
+    async def _read_capped(self, resp: TransportResponse, max_bytes: int) -> bytes:
+        declared = resp.headers.get("Content-Length")
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                size = -1
+            if size > max_bytes:
+                raise FetchFailed("too_large", f"Content-Length {size} > {max_bytes}")
+        body = bytearray()
+        async for chunk in resp.iter_chunks(self.config.chunk_bytes):
+            body += chunk
+            if len(body) > max_bytes:  # abort now: leaving the response drops the connection
+                raise FetchFailed("too_large", f"body over {max_bytes} bytes")
+        return bytes(body)
