@@ -13,9 +13,12 @@ class, what the worker does with it::
     │   ├── TooLarge
     │   ├── UnsupportedSchema
     │   └── SchemaViolation
-    └── ModelError                a model directory that cannot be loaded: fatal at start-up
-        ├── ModelFormatError
-        └── UnsafeWeightsError    pickled weights, refused
+    ├── ModelError                a model directory that cannot be loaded: fatal at start-up
+    │   ├── ModelFormatError
+    │   └── UnsafeWeightsError    pickled weights, refused
+    ├── StackError                the embedded dev/test stack (commentflow.stack) did not start
+    └── MediaError                a media item that cannot be used (workers.address_policy):
+                                  the comment is classified without it, listed in media_errors
 
 The dead-letter codes are part of the public contract (README, ``schemas/json``):
 :data:`DEAD_LETTER_CODES` lists every one with its meaning.

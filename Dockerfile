@@ -1,0 +1,41 @@
+# commentflow worker / dashboard / producer image.
+#
+#   docker build -t commentflow:latest .
+#   docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 -t commentflow:gpu .
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# torch FIRST and pinned: installed after the project, pip would pull the default (multi-GB CUDA)
+# build. The CPU index keeps the image small; GPU builds swap the index (a CUDA wheel index of
+# the same torch version) with --build-arg TORCH_INDEX_URL=...
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+RUN pip install --index-url "${TORCH_INDEX_URL}" torch==2.13.0
+
+WORKDIR /app
+
+# Only what the wheel needs (the build context also holds .venv and caches).
+COPY pyproject.toml README.md ./
+COPY commentflow ./commentflow
+COPY streamer ./streamer
+COPY workers ./workers
+COPY model ./model
+COPY schemas ./schemas
+RUN pip install . && rm -rf build *.egg-info
+
+# The trained default model. Installed (not editable), the package cannot find models/ next to
+# itself, so the path is given explicitly.
+COPY models ./models
+ENV COMMENTFLOW_MODEL_DIR=/app/models/default
+
+RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin commentflow
+USER commentflow
+# Faust keeps its data directory under the working directory: make it writable.
+WORKDIR /home/commentflow
+
+EXPOSE 6066 8000
+ENTRYPOINT ["commentflow"]
+CMD ["worker"]

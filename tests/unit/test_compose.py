@@ -1,0 +1,144 @@
+"""docker-compose.yml is valid for docker-compose (v1, offline) and wires the production stack.
+
+``docker-compose`` must be installed (``make system-deps``): a missing tool fails, never skips.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from commentflow.settings import ENV_PREFIX, Settings
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO / "docker-compose.yml"
+TOPICS = ("comments", "comments.predictions", "comments.dlq")
+
+
+@pytest.fixture(scope="module")
+def config() -> dict[str, Any]:
+    tool = shutil.which("docker-compose")
+    assert tool, (
+        "docker-compose is not installed: make system-deps (apt-get install docker-compose)"
+    )
+    result = subprocess.run(
+        [tool, "-f", str(COMPOSE_FILE), "config"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+def _env(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def test_services(config: dict[str, Any]) -> None:
+    services = config["services"]
+    assert {"kafka", "topics", "redis", "worker", "producer-demo"} <= set(services)
+    assert services["producer-demo"].get("profiles") == ["demo"]
+    assert services["redis"]["image"].startswith("redis:7")
+    assert "--appendonly" in services["redis"]["command"]
+    assert "yes" in services["redis"]["command"]
+    for name in ("kafka", "redis", "worker"):
+        assert "healthcheck" in services[name], name
+
+
+def test_kafka_runs_kraft_combined_mode(config: dict[str, Any]) -> None:
+    kafka = config["services"]["kafka"]
+    env = _env(kafka)
+    assert kafka["image"].startswith(("apache/kafka:", "bitnami/kafka:"))
+    roles = env.get("KAFKA_PROCESS_ROLES") or env.get("KAFKA_CFG_PROCESS_ROLES")
+    assert set(roles.split(",")) == {"broker", "controller"}
+    assert "1@kafka:9093" in (
+        env.get("KAFKA_CONTROLLER_QUORUM_VOTERS") or env.get("KAFKA_CFG_CONTROLLER_QUORUM_VOTERS")
+    )
+    advertised = env.get("KAFKA_ADVERTISED_LISTENERS") or env.get("KAFKA_CFG_ADVERTISED_LISTENERS")
+    assert "kafka:9092" in advertised
+    assert not any("ZOOKEEPER" in k for k in env)
+
+
+def test_topics_service_creates_the_three_topics(config: dict[str, Any]) -> None:
+    topics = config["services"]["topics"]
+    script = " ".join(topics.get("command") or []) + " ".join(topics.get("entrypoint") or [])
+    for topic in TOPICS:
+        assert topic in script
+    assert "--if-not-exists" in script
+    assert topics["depends_on"]["kafka"]["condition"] == "service_healthy"
+
+
+def test_worker_is_scaled_with_a_gpu_each(config: dict[str, Any]) -> None:
+    worker = config["services"]["worker"]
+    assert worker["command"] == ["worker"]
+    assert worker["build"]["dockerfile"] == "Dockerfile"
+    assert worker["deploy"]["replicas"] == 3
+    (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia"
+    assert device["count"] == 1
+    assert device["capabilities"] == ["gpu"]
+    assert worker["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert worker["depends_on"]["topics"]["condition"] == "service_completed_successfully"
+    env = _env(worker)
+    assert env["COMMENTFLOW_KAFKA_BOOTSTRAP"] == "kafka:9092"
+    assert env["COMMENTFLOW_REDIS_URL"] == "redis://redis:6379/0"
+
+
+@pytest.mark.parametrize("service", ["worker", "producer-demo"])
+def test_env_names_only_settings_fields(config: dict[str, Any], service: str) -> None:
+    known = {ENV_PREFIX + f.name.upper() for f in fields(Settings)}
+    env = _env(config["services"][service])
+    assert env, service
+    assert set(env) <= known, set(env) - known
+    Settings.from_env(env)  # and every value reads as its field's type
+
+
+@pytest.mark.parametrize("service", ["worker", "producer-demo"])
+def test_commands_are_real_cli_commands(config: dict[str, Any], service: str) -> None:
+    """Every commentflow service's command parses with the real ``commentflow`` CLI."""
+    from commentflow.cli import build_parser
+
+    args = build_parser().parse_args(config["services"][service]["command"])
+    assert callable(args.func)
+
+
+def test_dockerfile_installs_cpu_torch_first() -> None:
+    text = (REPO / "Dockerfile").read_text()
+    assert text.startswith("#") and "FROM python:3.11-slim" in text
+    torch_at = text.index("torch==2.13.0")
+    assert "download.pytorch.org/whl/cpu" in text
+    assert torch_at < text.index("pip install .")
+    assert 'ENTRYPOINT ["commentflow"]' in text
+    assert "\nUSER " in text
+
+
+def test_validator_rejects_a_broken_file(tmp_path: Path) -> None:
+    """The check above means something: a wrong type fails ``config``."""
+    tool = shutil.which("docker-compose")
+    assert tool
+    broken = tmp_path / "docker-compose.yml"
+    text = COMPOSE_FILE.read_text().replace("replicas: 3", "replicas: three")
+    assert text != COMPOSE_FILE.read_text()
+    broken.write_text(text)
+    result = subprocess.run(
+        [tool, "-f", str(broken), "config"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode != 0
