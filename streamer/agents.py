@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 
 from commentflow.settings import Settings
 from model import load_classifier
+from model.base import Classifier
 from streamer.topics import input_topic
 from workers.aggregates import AggregateStore
 from workers.inference import InferenceRunner
@@ -49,9 +50,15 @@ class FaustPublisher:
 class Resources:
     """The worker's model, Redis client and processor; started lazily by the agent."""
 
-    def __init__(self, app: faust.App, settings: Settings) -> None:
+    def __init__(
+        self, app: faust.App, settings: Settings, classifier: Classifier | None = None
+    ) -> None:
         self.settings = settings
-        self.runner = InferenceRunner(lambda: load_classifier(settings.model_dir, settings.device))
+        self.runner = InferenceRunner(
+            (lambda: classifier)
+            if classifier is not None
+            else (lambda: load_classifier(settings.model_dir, settings.device))
+        )
         self.redis = aioredis.Redis.from_url(
             settings.redis_url,
             socket_timeout=10,
@@ -106,9 +113,9 @@ def _inbound(event: faust.EventT) -> Inbound:
     )
 
 
-def install(app: faust.App, settings: Settings) -> Resources:
+def install(app: faust.App, settings: Settings, classifier: Classifier | None = None) -> Resources:
     """Declare the agent (and a progress timer) on ``app``; returns its resources."""
-    resources = Resources(app, settings)
+    resources = Resources(app, settings, classifier)
     topic = input_topic(app, settings)
 
     @app.agent(topic, name=f"{settings.app_id}.classify", concurrency=1)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+
 import faust
 
+from commentflow.errors import ModelError
 from commentflow.settings import Settings
+from model.base import Classifier
 
 __all__ = ["create_app", "run_worker"]
 
@@ -15,8 +19,8 @@ def broker_url(bootstrap: str) -> str:
     return "kafka://" + ";".join(hosts)
 
 
-def create_app(settings: Settings) -> faust.App:
-    """A Faust app with the pipeline's agent installed."""
+def create_app(settings: Settings, classifier: Classifier | None = None) -> faust.App:
+    """A Faust app with the pipeline's agent installed (``classifier``: already loaded, or lazy)."""
     from streamer.agents import install
 
     session = settings.session_timeout_s
@@ -40,13 +44,27 @@ def create_app(settings: Settings) -> faust.App:
         web_port=settings.web_port,
         stream_wait_empty=True,
     )
-    install(app, settings)
+    install(app, settings, classifier)
     return app
 
 
 def run_worker(settings: Settings) -> int:
-    """Run one worker until SIGINT/SIGTERM; returns the exit code."""
-    app = create_app(settings)
+    """Run one worker until SIGINT/SIGTERM; returns the exit code.
+
+    The model is loaded first, before the worker joins the consumer group: a bad model directory
+    fails fast with a clear message, and partitions are never held by a worker still loading.
+    """
+    from model import load_classifier
+
+    try:
+        classifier = load_classifier(settings.model_dir, settings.device)
+    except (ModelError, OSError) as exc:
+        print(
+            f"commentflow worker: cannot load the model in {settings.model_dir}: {exc}",
+            file=sys.stderr,
+        )
+        return 2
+    app = create_app(settings, classifier)
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
     worker.execute_from_commandline()  # handles signals, stops gracefully, then exits
     return 0
