@@ -43,6 +43,15 @@ class Settings:
     batch_wait_s: float = 0.05  # longest wait to fill a micro-batch
     max_event_bytes: int = 256 * 1024  # larger message values are dead-lettered as too_large
     max_dead_letter_payload_bytes: int = 64 * 1024  # dead letters keep at most this much payload
+    # -- media fetching (images and audio referenced by URL)
+    media_enabled: bool = True
+    media_timeout_s: float = 8.0  # per item: a comment whose media is late is classified without it
+    media_allow_private: bool = False  # never in production: lets media URLs reach private networks
+    media_allow_hosts: str = ""  # comma-separated hosts allowed on any address (local dev, tests)
+    media_deny_hosts: str = ""  # comma-separated hosts always refused
+    media_max_image_bytes: int = 10 * 1024 * 1024
+    media_max_audio_bytes: int = 25 * 1024 * 1024
+    media_cache_redis: bool = True  # share decoded media between workers through Redis
     # -- Redis aggregates
     dedup_ttl_s: int = 7 * 24 * 3600  # how long a comment_id is remembered as processed
     recent_per_user: int = 20

@@ -6,8 +6,12 @@ acknowledged by the broker and Redis was written. Faust commits the acked offset
 per partition) every ``commit_interval_s``. A ``kill -9`` therefore redelivers at most the
 uncommitted tail, which the idempotent Redis scripts absorb.
 
-Shutdown: when the worker stops, the batch in flight is allowed ``shutdown_timeout_s`` to finish
-and is then acked; if it cannot finish (Redis down, say) it is not acked and will be redelivered.
+Two stages: the agent prepares batch N+1 (validation, Redis dedup lookup, media fetch and
+decode) while a finisher task classifies, publishes and aggregates batch N; a queue of one batch
+between them is the backpressure, and the single finisher acks batches in offset order.
+
+Shutdown: batches already prepared get ``shutdown_timeout_s`` to finish and are then acked; one
+that cannot finish (Redis down, say) is not acked and will be redelivered.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Awaitable
 
 import faust
 import redis.asyncio as aioredis
+from mode import CrashingSupervisor
 
 from commentflow.settings import Settings
 from model import load_classifier
@@ -27,8 +32,9 @@ from model.base import Classifier
 from streamer.topics import input_topic
 from workers.aggregates import AggregateStore
 from workers.inference import InferenceRunner
+from workers.media import build_media_service
 from workers.messages import Inbound, Outbound
-from workers.processor import BatchProcessor, BatchResult
+from workers.processor import BatchProcessor, BatchResult, Prepared
 
 __all__ = ["install"]
 
@@ -73,16 +79,24 @@ class Resources:
             feed_length=settings.feed_length,
             minute_ttl_s=settings.minute_ttl_s,
         )
-        self.processor = BatchProcessor(settings, self.runner, FaustPublisher(app), self.store)
+        self.media = build_media_service(settings, self.redis) if settings.media_enabled else None
+        self.processor = BatchProcessor(
+            settings, self.runner, FaustPublisher(app), self.store, self.media
+        )
         self.totals = BatchResult()
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
         async with self._lock:
             await self.runner.start()
+            if self.media is not None:
+                await self.media.start()
 
     async def stop(self) -> None:
         async with self._lock:
+            if self.media is not None:
+                await self.media.stop()
+                self.media = None
             await self.runner.stop()
             await self.redis.aclose()
 
@@ -113,32 +127,60 @@ def _inbound(event: faust.EventT) -> Inbound:
     )
 
 
+async def _finish_in_order(
+    queue: asyncio.Queue[tuple[list[faust.EventT], Prepared] | None],
+    stream: faust.StreamT,
+    resources: Resources,
+) -> None:
+    """Stage 2: finish each prepared batch, then ack its events; ``None`` ends the loop."""
+    while (item := await queue.get()) is not None:
+        events, prepared = item
+        result = await resources.processor.finish(prepared)
+        for event in events:
+            await stream.ack(event)
+        resources.record(result)
+
+
+async def _drain(queue: asyncio.Queue[object], finisher: asyncio.Future[None]) -> None:
+    if not finisher.done():
+        await queue.put(None)
+        await finisher
+
+
 def install(app: faust.App, settings: Settings, classifier: Classifier | None = None) -> Resources:
     """Declare the agent (and a progress timer) on ``app``; returns its resources."""
     resources = Resources(app, settings, classifier)
     topic = input_topic(app, settings)
 
-    @app.agent(topic, name=f"{settings.app_id}.classify", concurrency=1)
+    # A failing agent crashes the worker (non-zero exit) instead of restarting in place: the
+    # process manager restarts it and the uncommitted offsets are redelivered.
+    @app.agent(
+        topic,
+        name=f"{settings.app_id}.classify",
+        concurrency=1,
+        supervisor_strategy=CrashingSupervisor,
+    )
     async def classify(stream: faust.StreamT) -> None:
+        # Two stages: this loop prepares batch N+1 (validation, dedup lookup, media fetch) while
+        # the finisher classifies, publishes and aggregates batch N. The queue holds one batch:
+        # backpressure, and acks stay in offset order because one finisher acks in queue order.
         await resources.start()
+        queue: asyncio.Queue[tuple[list[faust.EventT], Prepared] | None] = asyncio.Queue(1)
+        finisher = asyncio.ensure_future(_finish_in_order(queue, stream, resources))
         try:
             async for events in stream.noack_take(settings.batch_max, within=settings.batch_wait_s):
-                batch = [_inbound(e) for e in events]
-                task = asyncio.ensure_future(resources.processor.process(batch))
-                try:
-                    result = await asyncio.shield(task)
-                except asyncio.CancelledError:
-                    # stopping: give the batch in flight a bounded time, ack it only if it finished
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(task, settings.shutdown_timeout_s)
-                    if task.done() and not task.cancelled() and task.exception() is None:
-                        for e in events:
-                            await stream.ack(e)
-                    raise
-                for e in events:
-                    await stream.ack(e)
-                resources.record(result)
+                if finisher.done():
+                    finisher.result()  # re-raise what stopped it
+                prepared = await resources.processor.prepare([_inbound(e) for e in events])
+                await queue.put((list(events), prepared))
         finally:
+            # stopping: batches already prepared get shutdown_timeout_s to finish and be acked;
+            # whatever is not done then is not acked and will be redelivered
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(_drain(queue, finisher), settings.shutdown_timeout_s)
+            finisher.cancel()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await finisher
             await resources.stop()
 
     last = {"t": time.monotonic(), "n": 0}

@@ -301,3 +301,33 @@ def _accept(media: CachedMedia, kind: str) -> np.ndarray:
     if media.reason is not None or media.array is None:
         raise DecodeFailed(media.reason or "decode_error", "content known to fail")
     return media.array
+
+
+def build_media_service(settings: Any, redis: Any = None) -> MediaService:
+    """The worker's media service from :class:`~commentflow.settings.Settings` (SSRF-safe)."""
+    from workers.address_policy import AddressPolicy
+    from workers.media_cache import CacheConfig
+    from workers.media_fetch import FetchConfig
+
+    def hosts(value: str) -> frozenset[str]:
+        return frozenset(h.strip().lower() for h in value.split(",") if h.strip())
+
+    policy = AddressPolicy(
+        allow_private=settings.media_allow_private,
+        denied_hosts=hosts(settings.media_deny_hosts),
+        allow_hosts_any_address=hosts(settings.media_allow_hosts),
+    )
+    fetch = FetchConfig(
+        max_image_bytes=settings.media_max_image_bytes,
+        max_audio_bytes=settings.media_max_audio_bytes,
+        deadline_s=settings.media_timeout_s,
+    )
+    cache = MediaCache(
+        CacheConfig(redis_prefix=settings.redis_prefix),
+        redis=redis if settings.media_cache_redis else None,
+    )
+    return MediaService(
+        MediaFetcher(policy, fetch),
+        cache,
+        config=MediaConfig(item_timeout_s=settings.media_timeout_s),
+    )

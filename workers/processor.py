@@ -38,12 +38,14 @@ from schemas.events import PREDICTION_SCHEMA, CommentEvent
 from workers.aggregates import AggregateStore, DeadLetterRecord, PredictionRecord
 from workers.dead_letter import build_dead_letter, utc_now_iso
 from workers.inference import InferenceRunner
+from workers.media import MediaService
+from workers.media_fetch import redact_url
 from workers.messages import Inbound, Outbound
 from workers.redact import redact_text
 from workers.retry import Backoff, retry_forever
 from workers.validation import parse_event
 
-__all__ = ["BatchProcessor", "BatchResult", "Publisher"]
+__all__ = ["BatchProcessor", "BatchResult", "Prepared", "Publisher"]
 
 log = logging.getLogger("commentflow.processor")
 
@@ -84,6 +86,19 @@ class _Valid:
     event: CommentEvent
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A batch after stage 1: what to classify (with its decoded media) and what to dead-letter."""
+
+    received: int
+    todo: list[_Valid]
+    inputs: list[CommentInput]
+    media_errors: list[list[dict[str, str]]]
+    bad: list[tuple[Inbound, DeadLetterError]]
+    skipped_duplicates: int
+    started: float
+
+
 class BatchProcessor:
     """Plain, Faust-free batch processing; inject the runner, publisher and store."""
 
@@ -93,18 +108,26 @@ class BatchProcessor:
         runner: InferenceRunner,
         publisher: Publisher,
         store: AggregateStore,
+        media: MediaService | None = None,
     ) -> None:
         self._s = settings
         self._runner = runner
         self._publisher = publisher
         self._store = store
+        self._media = media
         self._backoff = Backoff(settings.retry_initial_s, settings.retry_max_s)
 
     async def process(self, batch: Sequence[Inbound]) -> BatchResult:
-        started = time.perf_counter()
-        result = BatchResult(received=len(batch))
-        valid, bad = self._parse(batch)
+        """Handle ``batch`` completely (both stages); ack its input after this returns."""
+        return await self.finish(await self.prepare(batch))
 
+    async def prepare(self, batch: Sequence[Inbound]) -> Prepared:
+        """Stage 1, no side effects: validate, skip what is done, fetch and decode media.
+
+        The agent runs it for the next batch while :meth:`finish` runs for the current one.
+        """
+        started = time.perf_counter()
+        valid, bad = self._parse(batch)
         done_comments, done_bad = await self._redis(
             lambda: self._store.already_done(
                 [v.event.comment_id for v in valid], [_source_id(m) for m, _ in bad]
@@ -112,11 +135,26 @@ class BatchProcessor:
             "redis lookup",
         )
         todo = _first_unseen(valid, done_comments)
-        result.skipped_duplicates = len(valid) - len(todo)
         bad = [b for b, done in zip(bad, done_bad, strict=True) if not done]
+        inputs, media_errors = await self._resolve_media(todo)
+        return Prepared(
+            received=len(batch),
+            todo=todo,
+            inputs=inputs,
+            media_errors=media_errors,
+            bad=bad,
+            skipped_duplicates=len(valid) - len(todo),
+            started=started,
+        )
 
+    async def finish(self, prepared: Prepared) -> BatchResult:
+        """Stage 2: classify, publish (broker acks awaited), write Redis. Then ack the input."""
+        result = BatchResult(
+            received=prepared.received, skipped_duplicates=prepared.skipped_duplicates
+        )
+        bad = list(prepared.bad)
         t0 = time.perf_counter()
-        outputs, failed = await self._classify(todo)
+        outputs, failed = await self._classify(prepared.todo, prepared.inputs)
         result.inference_s = time.perf_counter() - t0
         for item, error in failed:
             bad.append((item.message, error))
@@ -125,8 +163,11 @@ class BatchProcessor:
         outbound: list[Outbound] = []
         records: list[PredictionRecord] = []
         model = {"name": self._runner.classifier.name, "version": self._runner.classifier.version}
+        errors_of = dict(zip((id(v) for v in prepared.todo), prepared.media_errors, strict=True))
         for item, out in outputs:
-            value, feed_item = self._prediction(item.event, out, model, processed_at)
+            value, feed_item = self._prediction(
+                item.event, out, errors_of[id(item)], model, processed_at
+            )
             outbound.append(Outbound(self._s.predictions_topic, item.message.key, value))
             records.append(
                 PredictionRecord(
@@ -153,7 +194,7 @@ class BatchProcessor:
         result.predicted = len(records)
         for item, _ in outputs:
             result.end_to_end_ms.append(now_ms - item.event.created_at.timestamp() * 1000)
-        result.total_s = time.perf_counter() - started
+        result.total_s = time.perf_counter() - prepared.started
         return result
 
     # -- steps ------------------------------------------------------------------------------
@@ -172,13 +213,35 @@ class BatchProcessor:
                 bad.append((message, exc))
         return valid, bad
 
-    async def _classify(
+    async def _resolve_media(
         self, items: list[_Valid]
+    ) -> tuple[list[CommentInput], list[list[dict[str, str]]]]:
+        """Fetch and decode every item's media concurrently; failures become ``media_errors``."""
+        with_media = [i for i, v in enumerate(items) if v.event.media]
+        inputs = [CommentInput(text=v.event.text) for v in items]
+        errors: list[list[dict[str, str]]] = [[] for _ in items]
+        if not with_media:
+            return inputs, errors
+        if self._media is None:
+            for i in with_media:
+                errors[i] = [
+                    {"url": redact_url(m.url), "type": m.type, "reason": "media_disabled"}
+                    for m in items[i].event.media
+                ]
+            return inputs, errors
+        refs = [[{"type": m.type, "url": m.url} for m in items[i].event.media] for i in with_media]
+        resolved = await self._media.resolve_batch(refs, timeout_s=self._s.media_timeout_s)
+        for i, r in zip(with_media, resolved, strict=True):
+            inputs[i] = CommentInput(items[i].event.text, tuple(r.images), tuple(r.audio))
+            errors[i] = list(r.media_errors)
+        return inputs, errors
+
+    async def _classify(
+        self, items: list[_Valid], inputs: list[CommentInput]
     ) -> tuple[list[tuple[_Valid, ClassOutput]], list[tuple[_Valid, DeadLetterError]]]:
         """Classify ``items``; if the batch fails, isolate the items that fail on their own."""
         if not items:
             return [], []
-        inputs = [CommentInput(text=v.event.text) for v in items]
         try:
             outputs = await self._runner.predict(inputs)
             return list(zip(items, outputs, strict=True)), []
@@ -199,7 +262,12 @@ class BatchProcessor:
         return ok, failed
 
     def _prediction(
-        self, event: CommentEvent, out: ClassOutput, model: dict[str, str], processed_at: str
+        self,
+        event: CommentEvent,
+        out: ClassOutput,
+        media_errors: list[dict[str, str]],
+        model: dict[str, str],
+        processed_at: str,
     ) -> tuple[bytes, bytes]:
         created_at = event.created_at.isoformat().replace("+00:00", "Z")
         scores = {label: round(float(p), 6) for label, p in out.scores.items()}
@@ -210,7 +278,7 @@ class BatchProcessor:
             "label": out.label,
             "scores": scores,
             "modalities": list(out.modalities),
-            "media_errors": [],
+            "media_errors": media_errors,
             "model": model,
             "created_at": created_at,
             "processed_at": processed_at,
