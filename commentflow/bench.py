@@ -5,7 +5,9 @@
     flooded, then p50/p99 latency (event ``created_at`` to the prediction read back) at a paced
     rate of half that throughput (a flood would measure only queueing);
 (c) naive baseline: one consumer that parses, classifies, publishes, writes Redis and commits one
-    event at a time, on the event loop.
+    event at a time, on the event loop;
+(d) media: end to end with 20% image and 10% audio comments served by a local HTTP server, cold
+    (every media URL new) and warm (the same media again, new comments: the cache at work).
 
 Prints the table and the ratios (b)/(a) and (b)/(c); saves ``results.json`` and ``bench.png``.
 """
@@ -42,6 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--latency-seconds", type=float, default=15.0, help="paced latency phase")
     p.add_argument("--model-events", type=int, default=1024, help="comments per batch size (a)")
     p.add_argument("--naive-events", type=int, default=300, help="events for the baseline (c)")
+    p.add_argument("--media-events", type=int, default=1000, help="events for the media run (d)")
     p.add_argument("--batch-sizes", default="1,8,32,64,128", help="batch sizes for (a)")
     p.add_argument("--out", default=None, help="output folder (default runs/bench-<time>)")
 
@@ -165,6 +168,122 @@ def _pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
+# -- (d) media, cold and warm cache ----------------------------------------------------------
+
+
+async def _media_server(images: int, clips: int) -> tuple[Any, int, dict[str, int]]:
+    """A local server with ``images`` distinct JPEGs and ``clips`` distinct WAVs; counts GETs."""
+    import io
+
+    import numpy as np
+    import soundfile as sf
+    from aiohttp import web
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    bodies: dict[str, bytes] = {}
+    for i in range(images):
+        buf = io.BytesIO()
+        pixels = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(buf, "JPEG", quality=85)
+        bodies[f"/img/{i}.jpg"] = buf.getvalue()
+    for i in range(clips):
+        buf = io.BytesIO()
+        t = np.arange(3 * 22_050) / 22_050
+        sf.write(
+            buf, (0.2 * np.sin(2 * np.pi * (200 + i) * t)).astype(np.float32), 22_050, format="WAV"
+        )
+        bodies[f"/audio/{i}.wav"] = buf.getvalue()
+    hits = {"requests": 0}
+
+    async def handle(request: web.Request) -> web.Response:
+        hits["requests"] += 1
+        body = bodies.get(request.path)
+        return web.Response(body=body) if body else web.Response(status=404)
+
+    app = web.Application()
+    app.router.add_route("GET", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1], hits  # noqa: SLF001
+
+
+async def _media(
+    settings: Settings, stack: EmbeddedStack, args: argparse.Namespace, log: Path
+) -> dict[str, Any]:
+    n = args.media_events
+    n_img, n_audio = n // 5, n // 10
+    runner, port, hits = await _media_server(n_img, n_audio)
+    tag = uuid.uuid4().hex[:8]
+    s = settings.replace(
+        input_topic=f"media.{tag}.comments",
+        predictions_topic=f"media.{tag}.predictions",
+        dlq_topic=f"media.{tag}.dlq",
+        app_id=f"media-{tag}",
+        redis_prefix=f"media:{tag}:",
+        web_enabled=False,
+        media_allow_hosts="localhost",
+    )
+    await stack.create_topics([s.input_topic, s.predictions_topic, s.dlq_topic])
+    worker = WorkerProcess(s, log_path=log).start()
+
+    def events(phase: str) -> list[dict[str, Any]]:
+        out = list(synthetic_events(n, users=500, seed=4, prefix=f"{phase}-{tag}"))
+        for i, e in enumerate(out):
+            if i % 10 in (0, 1):  # 20% with an image
+                e["media"] = [
+                    {"type": "image", "url": f"http://localhost:{port}/img/{(i // 5) % n_img}.jpg"}
+                ]
+            elif i % 10 == 2:  # 10% with a voice note
+                e["media"] = [
+                    {
+                        "type": "audio",
+                        "url": f"http://localhost:{port}/audio/{(i // 10) % n_audio}.wav",
+                    }
+                ]
+        return out
+
+    try:
+        warm = list(synthetic_events(1, seed=98, prefix=f"warm-{tag}"))
+        await produce(s.kafka_bootstrap, s.input_topic, warm)
+        await read_topic(
+            s.kafka_bootstrap, s.predictions_topic, until=lambda d: len(d) >= 1, timeout_s=120
+        )
+        out: dict[str, Any] = {"events": n, "image_share": 0.2, "audio_share": 0.1}
+        seen = 1
+        for phase in ("cold", "warm"):
+            before = hits["requests"]
+            bar = tqdm(total=n, desc=f"(d) media, {phase} cache", unit="comment")
+            started = time.perf_counter()
+            producing = asyncio.create_task(
+                produce(s.kafka_bootstrap, s.input_topic, events(phase))
+            )
+            docs = await read_topic(
+                s.kafka_bootstrap,
+                s.predictions_topic,
+                until=lambda d, k=seen + n: len(d) >= k,
+                timeout_s=600,
+                on_message=lambda _d, _t, b=bar: b.update(1),
+            )
+            elapsed = time.perf_counter() - started
+            bar.close()
+            await producing
+            fresh = [d for d in docs if d["comment_id"].startswith(f"{phase}-{tag}")]
+            seen += n
+            out[phase] = {
+                "throughput": n / elapsed,
+                "media_requests": hits["requests"] - before,
+                "media_errors": sum(len(d["media_errors"]) for d in fresh),
+            }
+        out["warm_over_cold"] = out["warm"]["throughput"] / out["cold"]["throughput"]
+        return out
+    finally:
+        worker.stop()
+        await runner.cleanup()
+
+
 # -- (c) naive baseline ----------------------------------------------------------------------
 
 
@@ -247,6 +366,9 @@ async def _bench(args: argparse.Namespace, settings: Settings, out: Path) -> dic
         )
         e2e = await _end_to_end(s, stack, args, out / "worker.log")
         naive = await _naive(s, stack, args.naive_events)
+        media = (
+            await _media(s, stack, args, out / "worker-media.log") if args.media_events else None
+        )
     model_rate = model["per_batch_size"][settings.batch_max]
     return {
         "machine": _machine(),
@@ -259,6 +381,7 @@ async def _bench(args: argparse.Namespace, settings: Settings, out: Path) -> dic
         "model_only": model,
         "end_to_end": e2e,
         "naive": naive,
+        "media": media,
         "ratios": {
             "e2e_over_model": e2e["throughput"] / model_rate,
             "e2e_over_naive": e2e["throughput"] / naive["throughput"],
