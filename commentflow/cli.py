@@ -117,6 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     build_data.add_arguments(p)
     p.set_defaults(func=_lazy("model.build_data"))
 
+    from model import features
+
+    p = command(
+        "features", "extract multimodal features of a data file into an .npz", settings=False
+    )
+    features.add_arguments(p)
+    p.set_defaults(func=_lazy("model.features"))
+
     p = command("evaluate", "evaluate a model directory on labelled data", settings=False)
     evaluate.add_arguments(p)
     p.set_defaults(func=_lazy("model.evaluate"))

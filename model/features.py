@@ -1,0 +1,683 @@
+"""Per-comment multimodal features for the fusion model, live or cached over a data set.
+
+For a batch of :class:`~model.base.CommentInput`, :class:`FeatureExtractor` produces
+:class:`Features` (numpy, one row per comment)::
+
+    text    (B, Dt)  text encoder on the comment text
+    image   (B, Di)  image encoder, mean over the comment's images
+    ocr     (B, Dt)  text encoder on the text read from the images (joined by spaces)
+    speech  (B, Dt)  text encoder on the transcripts of the audio clips (joined by spaces)
+    mel     (B, T, n_mels) + mel_lengths (B,)   log-mel of the audio (clips concatenated,
+                     cropped to max_seconds, padded to the batch's longest)
+    present (B, 5)   bool, in PRESENCE order: text, image, ocr, speech, acoustic
+
+A modality that is absent is a zero row (and ``False`` in ``present``): text iff the (cleaned)
+comment text is non-empty, image iff >= 1 image, ocr iff the OCR text is non-empty, speech iff
+the transcript is non-empty, acoustic iff >= 1 audio clip. All texts of a batch (comment texts,
+OCR texts, transcripts) go through the text encoder in one call, sorted and padded per chunk by
+the encoder itself. Texts are cleaned with :func:`model.data.clean_text` first when the text
+encoder's config says so, as the classifier does.
+
+:func:`extract_dataset` runs the extractor over a ``data/multimodal/*.jsonl`` file and writes one
+``.npz`` (see :func:`load_features` for its layout). OCR texts, transcripts and image embeddings
+are cached per media file in ``cache_dir/media.sqlite`` under the sha256 of the file's bytes and
+the identity of the model that made them, so repeated media and re-runs cost nothing but hashing
+(and audio decoding, for the log-mel, which is cheap).
+
+``commentflow features`` is :func:`add_arguments` / :func:`run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from commentflow.errors import CommentflowError
+from model.acoustic import MelConfig, log_mel_batch
+from model.base import LABELS, CommentInput
+from model.data import clean_text
+
+__all__ = [
+    "FORMAT_VERSION",
+    "PRESENCE",
+    "FeatureError",
+    "FeatureExtractor",
+    "FeatureSet",
+    "Features",
+    "MediaCache",
+    "add_arguments",
+    "extract_dataset",
+    "load_features",
+    "run",
+]
+
+log = logging.getLogger(__name__)
+
+#: Columns of :attr:`Features.present`, in order.
+PRESENCE: tuple[str, ...] = ("text", "image", "ocr", "speech", "acoustic")
+#: Version of the ``.npz`` layout :func:`extract_dataset` writes.
+FORMAT_VERSION = 1
+
+
+class FeatureError(CommentflowError):
+    """A data file or media item that features cannot be extracted from (fatal for the run)."""
+
+
+# --------------------------------------------------------------------------- interfaces
+
+
+class TextEncoderLike(Protocol):
+    out_dim: int
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class ImageEncoderLike(Protocol):
+    dim: int
+    identity: str
+
+    def encode(self, images: Sequence[np.ndarray]) -> np.ndarray: ...
+
+
+class OcrLike(Protocol):
+    identity: str
+
+    def read(self, images: Sequence[np.ndarray]) -> list[str]: ...
+
+
+class AsrLike(Protocol):
+    identity: str
+
+    def transcribe(self, audio: Sequence[np.ndarray]) -> list[str]: ...
+
+
+# --------------------------------------------------------------------------- features
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    """Features of a batch of comments; see the module docstring for every field."""
+
+    text: np.ndarray  # (B, Dt) float32
+    image: np.ndarray  # (B, Di) float32
+    ocr: np.ndarray  # (B, Dt) float32
+    speech: np.ndarray  # (B, Dt) float32
+    mel: np.ndarray  # (B, T, n_mels) float32
+    mel_lengths: np.ndarray  # (B,) int64
+    present: np.ndarray  # (B, 5) bool, PRESENCE order
+    ocr_texts: tuple[str, ...]
+    transcripts: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return int(self.present.shape[0])
+
+
+def _join(parts: Sequence[str]) -> str:
+    return " ".join(p.strip() for p in parts if p and p.strip())
+
+
+class FeatureExtractor:
+    """Text, image, OCR, speech and log-mel features of comments (blocking; one thread owns it).
+
+    Any objects with the encoders' methods work (see the ``*Like`` protocols): tests pass fakes.
+    """
+
+    def __init__(
+        self,
+        text_encoder: TextEncoderLike,
+        image_encoder: ImageEncoderLike,
+        ocr: OcrLike,
+        asr: AsrLike,
+        *,
+        mel: MelConfig | None = None,
+    ) -> None:
+        self.text_encoder = text_encoder
+        self.image_encoder = image_encoder
+        self.ocr = ocr
+        self.asr = asr
+        self.mel_config = mel or MelConfig()
+        config = getattr(text_encoder, "config", None)
+        self._clean = bool(getattr(config, "clean", False))
+
+    @classmethod
+    def default(cls, device: str = "auto", threads: int = 2) -> FeatureExtractor:
+        """MiniLM, EfficientNet-Lite0, RapidOCR and Whisper tiny.en, all from their packages."""
+        from model.asr import SpeechRecognizer
+        from model.image_encoder import ImageEncoder
+        from model.ocr import OcrReader
+        from model.text_encoder import TextEncoder
+
+        return cls(
+            TextEncoder(device=device),
+            ImageEncoder(device=device),
+            OcrReader(threads=threads),
+            SpeechRecognizer(threads=threads, device=device),
+        )
+
+    @property
+    def text_dim(self) -> int:
+        return int(self.text_encoder.out_dim)
+
+    @property
+    def image_dim(self) -> int:
+        return int(self.image_encoder.dim)
+
+    def identities(self) -> dict[str, str]:
+        """What made each feature (stored with extracted data sets)."""
+        return {
+            "text_encoder": str(getattr(self.text_encoder, "identity", type(self.text_encoder))),
+            "image_encoder": self.image_encoder.identity,
+            "ocr": self.ocr.identity,
+            "asr": self.asr.identity,
+        }
+
+    def _prepare(self, text: str) -> str:
+        return clean_text(text) if self._clean else text.strip()
+
+    def read_images(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[str]]:
+        """Embeddings ``(N, Di)`` float32 and OCR texts of a flat list of images."""
+        if not images:
+            return np.zeros((0, self.image_dim), np.float32), []
+        return np.asarray(self.image_encoder.encode(images), np.float32), self.ocr.read(images)
+
+    def extract(self, batch: Sequence[CommentInput]) -> Features:
+        """Features of ``batch``, one row per comment, in order. Blocking."""
+        images = [im for c in batch for im in c.images]
+        clips = [a for c in batch for a in c.audio]
+        vecs, texts = self.read_images(images)
+        transcripts = self.asr.transcribe(clips) if clips else []
+        image_vecs, ocr_texts, speech_texts = [], [], []
+        i = j = 0
+        for c in batch:
+            k, m = len(c.images), len(c.audio)
+            image_vecs.append(vecs[i : i + k])
+            ocr_texts.append(texts[i : i + k])
+            speech_texts.append(transcripts[j : j + m])
+            i, j = i + k, j + m
+        return self.assemble(
+            [c.text for c in batch], image_vecs, ocr_texts, speech_texts, [c.audio for c in batch]
+        )
+
+    __call__ = extract
+
+    def assemble(
+        self,
+        texts: Sequence[str],
+        image_vecs: Sequence[np.ndarray],
+        ocr_texts: Sequence[Sequence[str]],
+        transcripts: Sequence[Sequence[str]],
+        audio: Sequence[Sequence[np.ndarray]],
+    ) -> Features:
+        """Features from per-comment media results (what :meth:`extract` and the cache share).
+
+        ``image_vecs[b]`` is ``(k_b, Di)`` for comment ``b``'s ``k_b`` images, ``ocr_texts[b]`` and
+        ``transcripts[b]`` its per-image / per-clip strings, ``audio[b]`` its clips.
+        """
+        b = len(texts)
+        comment = [self._prepare(t or "") for t in texts]
+        ocr_joined = [self._prepare(_join(t)) for t in ocr_texts]
+        speech_joined = [self._prepare(_join(t)) for t in transcripts]
+
+        present = np.zeros((b, len(PRESENCE)), dtype=bool)  # (B, 5)
+        present[:, 0] = [bool(t) for t in comment]
+        present[:, 1] = [len(v) > 0 for v in image_vecs]
+        present[:, 2] = [bool(t) for t in ocr_joined]
+        present[:, 3] = [bool(t) for t in speech_joined]
+        present[:, 4] = [len(a) > 0 for a in audio]
+
+        # One text-encoder call for every text of the batch (the encoder pads per sorted chunk).
+        columns = (comment, ocr_joined, speech_joined)
+        flat = [t for col in columns for t in col if t]
+        enc = (
+            np.asarray(self.text_encoder.encode(flat), np.float32)
+            if flat
+            else np.zeros((0, self.text_dim), np.float32)
+        )
+        outs = []
+        start = 0
+        for col in (0, 2, 3):  # text, ocr, speech presence columns, in `columns` order
+            out = np.zeros((b, self.text_dim), np.float32)  # (B, Dt)
+            rows = np.flatnonzero(present[:, col])
+            out[rows] = enc[start : start + len(rows)]
+            start += len(rows)
+            outs.append(out)
+
+        image = np.zeros((b, self.image_dim), np.float32)  # (B, Di)
+        for i, v in enumerate(image_vecs):
+            if len(v):
+                image[i] = np.asarray(v, np.float32).mean(axis=0)
+
+        cfg = self.mel_config
+        waves = [
+            np.concatenate([np.asarray(a, np.float32).reshape(-1) for a in clips])
+            if clips
+            else np.zeros(0, np.float32)
+            for clips in audio
+        ]
+        with torch.inference_mode():
+            mel, lengths = log_mel_batch(
+                waves, cfg.sr, cfg.n_mels, cfg.n_fft, cfg.hop, cfg.max_seconds
+            )  # (B, T, M), (B,)
+        return Features(
+            text=outs[0],
+            image=image,
+            ocr=outs[1],
+            speech=outs[2],
+            mel=mel.numpy(),
+            mel_lengths=lengths.numpy(),
+            present=present,
+            ocr_texts=tuple(ocr_joined),
+            transcripts=tuple(speech_joined),
+        )
+
+
+# --------------------------------------------------------------------------- media cache
+
+
+class MediaCache:
+    """Per-media results keyed by ``(kind, model identity, sha256 of the file bytes)``.
+
+    One SQLite file (``cache_dir/media.sqlite``): atomic writes, safe to interrupt, shared by
+    every split and every re-run. ``kind`` is ``image`` (an embedding, float32 bytes), ``ocr`` or
+    ``asr`` (text).
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike[str]) -> None:
+        self.dir = Path(cache_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / "media.sqlite"
+        self.db = sqlite3.connect(self.path)
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS media (ns TEXT NOT NULL, key TEXT NOT NULL,"
+            " value BLOB NOT NULL, PRIMARY KEY (ns, key))"
+        )
+        self.db.commit()
+
+    @staticmethod
+    def namespace(kind: str, identity: str) -> str:
+        return f"{kind}:{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
+
+    def get_many(self, ns: str, keys: Sequence[str]) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        uniq = list(dict.fromkeys(keys))
+        for s in range(0, len(uniq), 500):  # SQLite's bound-parameter limit
+            part = uniq[s : s + 500]
+            marks = ",".join("?" * len(part))
+            # Only '?' placeholders are formatted into the query, never a value.
+            query = f"SELECT key, value FROM media WHERE ns = ? AND key IN ({marks})"  # noqa: S608
+            rows = self.db.execute(query, (ns, *part))
+            out.update({k: bytes(v) for k, v in rows})
+        return out
+
+    def put_many(self, ns: str, items: dict[str, bytes]) -> None:
+        with self.db:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO media (ns, key, value) VALUES (?, ?, ?)",
+                [(ns, k, sqlite3.Binary(v)) for k, v in items.items()],
+            )
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> MediaCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- data set
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    id: str
+    label: str
+    kind: str
+    text: str
+    image: Path | None
+    audio: Path | None
+
+
+def _read_rows(path: Path) -> list[_Row]:
+    rows = []
+    base = path.parent
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+                rows.append(
+                    _Row(
+                        id=str(d["id"]),
+                        label=str(d.get("label") or ""),
+                        kind=str(d.get("kind") or ""),
+                        text=str(d.get("text") or ""),
+                        image=base / d["image"] if d.get("image") else None,
+                        audio=base / d["audio"] if d.get("audio") else None,
+                    )
+                )
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise FeatureError(f"{path}:{n}: bad item: {exc}") from exc
+    return rows
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise FeatureError(f"cannot read media file {path}: {exc}") from exc
+
+
+def _decode_image(data: bytes, path: Path) -> np.ndarray:
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    except Exception as exc:  # PIL raises many types for broken files
+        raise FeatureError(f"cannot decode image {path}: {exc}") from exc
+
+
+def _resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """Band-limited (FFT) resampling of a whole mono clip."""
+    if sr_in == sr_out or len(x) == 0:
+        return x
+    n_out = round(len(x) * sr_out / sr_in)
+    spec = np.fft.rfft(x.astype(np.float64))
+    keep = np.zeros(n_out // 2 + 1, np.complex128)
+    m = min(len(spec), len(keep))
+    keep[:m] = spec[:m]
+    return (np.fft.irfft(keep, n_out) * (n_out / len(x))).astype(np.float32)
+
+
+def _decode_audio(data: bytes, path: Path, sr: int) -> np.ndarray:
+    import soundfile as sf
+
+    try:
+        wave, file_sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises RuntimeError/LibsndfileError/...
+        raise FeatureError(f"cannot decode audio {path}: {exc}") from exc
+    return _resample(wave.mean(axis=1), int(file_sr), sr)
+
+
+def _batches(rows: Sequence[_Row], size: int) -> Iterator[Sequence[_Row]]:
+    for s in range(0, len(rows), size):
+        yield rows[s : s + size]
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class _CachedMedia:
+    """Runs the image encoder, OCR and ASR only on media the cache does not hold yet."""
+
+    def __init__(self, extractor: FeatureExtractor, cache: MediaCache) -> None:
+        self.x = extractor
+        self.cache = cache
+        self.ns_image = cache.namespace("image", extractor.image_encoder.identity)
+        self.ns_ocr = cache.namespace("ocr", extractor.ocr.identity)
+        self.ns_asr = cache.namespace("asr", extractor.asr.identity)
+        self.hits = 0
+        self.misses = 0
+
+    def images(self, paths: dict[str, Path], blobs: dict[str, bytes]) -> dict[str, tuple]:
+        """``sha -> (embedding (Di,) float32, OCR text)``; embedding and OCR are cached apart,
+        so changing one model (an OCR setting, say) recomputes only its half."""
+        keys = list(paths)
+        vecs = self.cache.get_many(self.ns_image, keys)
+        texts = self.cache.get_many(self.ns_ocr, keys)
+        need_v = [k for k in keys if k not in vecs]
+        need_t = [k for k in keys if k not in texts]
+        todo = list(dict.fromkeys(need_v + need_t))
+        self.hits += len(keys) - len(todo)
+        self.misses += len(todo)
+        arrays = {k: _decode_image(blobs[k], paths[k]) for k in todo}
+        if need_v:
+            new_v = np.asarray(self.x.image_encoder.encode([arrays[k] for k in need_v]))
+            put_v = {k: new_v[i].astype(np.float32).tobytes() for i, k in enumerate(need_v)}
+            self.cache.put_many(self.ns_image, put_v)
+            vecs.update(put_v)
+        if need_t:
+            new_t = self.x.ocr.read([arrays[k] for k in need_t])
+            put_t = {k: t.encode() for k, t in zip(need_t, new_t, strict=True)}
+            self.cache.put_many(self.ns_ocr, put_t)
+            texts.update(put_t)
+        return {k: (np.frombuffer(vecs[k], np.float32), texts[k].decode()) for k in keys}
+
+    def transcripts(self, waves: dict[str, np.ndarray]) -> dict[str, str]:
+        keys = list(waves)
+        got = self.cache.get_many(self.ns_asr, keys)
+        todo = [k for k in keys if k not in got]
+        self.hits += len(keys) - len(todo)
+        self.misses += len(todo)
+        if todo:
+            new = self.x.asr.transcribe([waves[k] for k in todo])
+            put = {k: t.encode() for k, t in zip(todo, new, strict=True)}
+            self.cache.put_many(self.ns_asr, put)
+            got.update(put)
+        return {k: got[k].decode() for k in keys}
+
+
+def extract_dataset(
+    jsonl_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    batch_size: int = 32,
+    cache_dir: str | os.PathLike[str] = ".cache/mm/media",
+    *,
+    extractor: FeatureExtractor | None = None,
+    progress: bool = True,
+    limit: int | None = None,
+) -> dict[str, object]:
+    """Extract :class:`Features` for every item of ``jsonl_path`` into one ``.npz`` at ``out_path``.
+
+    Media paths are relative to the jsonl's folder. Returns a summary (counts, timings, cache
+    hits). The file is written atomically (temporary name, then rename). Blocking.
+    """
+    src = Path(jsonl_path)
+    out = Path(out_path)
+    rows = _read_rows(src)[:limit]
+    if not rows:
+        raise FeatureError(f"{src} has no items")
+    x = extractor or FeatureExtractor.default()
+    sr = x.mel_config.sr
+    t0 = time.perf_counter()
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("text", "image", "ocr", "speech")}
+    present, mels, ocr_texts, transcripts = [], [], [], []
+    with MediaCache(cache_dir) as cache:
+        media = _CachedMedia(x, cache)
+        bar = tqdm(total=len(rows), desc=f"features {src.name}", unit="item", disable=not progress)
+        for batch in _batches(rows, batch_size):
+            img_paths: dict[str, Path] = {}
+            img_blobs: dict[str, bytes] = {}
+            img_keys, aud_keys = [], []
+            waves: dict[str, np.ndarray] = {}
+            for r in batch:
+                key = None
+                if r.image is not None:
+                    data = _read_bytes(r.image)
+                    key = _sha(data)
+                    img_paths.setdefault(key, r.image)
+                    img_blobs.setdefault(key, data)
+                img_keys.append(key)
+                key = None
+                if r.audio is not None:
+                    data = _read_bytes(r.audio)
+                    key = _sha(data)
+                    if key not in waves:
+                        waves[key] = _decode_audio(data, r.audio, sr)
+                aud_keys.append(key)
+            img_res = media.images(img_paths, img_blobs) if img_paths else {}
+            asr_res = media.transcripts(waves) if waves else {}
+            feats = x.assemble(
+                [r.text for r in batch],
+                [
+                    img_res[k][0][None, :] if k else np.zeros((0, x.image_dim), np.float32)
+                    for k in img_keys
+                ],
+                [[img_res[k][1]] if k else [] for k in img_keys],
+                [[asr_res[k]] if k else [] for k in aud_keys],
+                [(waves[k],) if k else () for k in aud_keys],
+            )
+            for name in cols:
+                cols[name].append(getattr(feats, name).astype(np.float16))
+            present.append(feats.present)
+            mels.extend(
+                feats.mel[i, : feats.mel_lengths[i]].astype(np.float16) for i in range(len(batch))
+            )
+            ocr_texts.extend(feats.ocr_texts)
+            transcripts.extend(feats.transcripts)
+            bar.update(len(batch))
+            bar.set_postfix(cache_hits=media.hits, computed=media.misses, refresh=False)
+        bar.close()
+
+    lengths = np.array([len(m) for m in mels], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    n_mels = x.mel_config.n_mels
+    label_ids = np.array([LABELS.index(r.label) if r.label in LABELS else -1 for r in rows])
+    elapsed = time.perf_counter() - t0
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "source": str(src),
+        "items": len(rows),
+        "presence": list(PRESENCE),
+        "labels": list(LABELS),
+        "mel": x.mel_config.to_json(),
+        "models": x.identities(),
+        "seconds": round(elapsed, 1),
+    }
+    arrays = {
+        "ids": np.array([r.id for r in rows]),
+        "labels": np.array([r.label for r in rows]),
+        "label_ids": label_ids.astype(np.int64),
+        "kinds": np.array([r.kind for r in rows]),
+        **{k: np.concatenate(v) for k, v in cols.items()},
+        "present": np.concatenate(present),
+        "mel": np.concatenate(mels) if mels else np.zeros((0, n_mels), np.float16),
+        "mel_offsets": offsets,
+        "ocr_texts": np.array(ocr_texts, dtype=str),
+        "transcripts": np.array(transcripts, dtype=str),
+        "meta": np.array(json.dumps(meta, sort_keys=True)),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with tmp.open("wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, out)
+    summary = {
+        **meta,
+        "out": str(out),
+        "cache_hits": media.hits,
+        "computed": media.misses,
+        "present": dict(
+            zip(PRESENCE, arrays["present"].sum(axis=0).astype(int).tolist(), strict=True)
+        ),
+    }
+    log.info("wrote %s: %s", out, summary)
+    return summary
+
+
+# --------------------------------------------------------------------------- reading back
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureSet:
+    """A data set's features as :func:`extract_dataset` wrote them (embeddings as float16)."""
+
+    ids: np.ndarray  # (N,) str
+    labels: np.ndarray  # (N,) str
+    label_ids: np.ndarray  # (N,) int64, index in LABELS (-1: unknown)
+    kinds: np.ndarray  # (N,) str
+    text: np.ndarray  # (N, Dt)
+    image: np.ndarray  # (N, Di)
+    ocr: np.ndarray  # (N, Dt)
+    speech: np.ndarray  # (N, Dt)
+    present: np.ndarray  # (N, 5) bool
+    mel: np.ndarray  # (sum of frames, n_mels) float16, item i at mel_offsets[i]:mel_offsets[i+1]
+    mel_offsets: np.ndarray  # (N + 1,) int64
+    ocr_texts: np.ndarray  # (N,) str
+    transcripts: np.ndarray  # (N,) str
+    meta: dict[str, object]
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    @property
+    def mel_lengths(self) -> np.ndarray:
+        return np.diff(self.mel_offsets)  # (N,)
+
+    def mel_batch(self, index: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Log-mel of items ``index`` padded to their longest: ``(B, T, M)`` float32, ``(B,)``."""
+        idx = np.asarray(index, dtype=np.int64)
+        lengths = self.mel_lengths[idx]
+        t_max = max(1, int(lengths.max()) if len(idx) else 1)
+        out = np.full((len(idx), t_max, self.mel.shape[1]), np.log(1e-6), np.float32)
+        for b, i in enumerate(idx):
+            s, e = self.mel_offsets[i], self.mel_offsets[i + 1]
+            out[b, : e - s] = self.mel[s:e]
+        return out, lengths
+
+
+def load_features(path: str | os.PathLike[str]) -> FeatureSet:
+    """Read a features ``.npz`` written by :func:`extract_dataset`."""
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise FeatureError(
+                f"{path}: features format {meta.get('format_version')}, expected {FORMAT_VERSION}"
+            )
+        fields = {k: z[k] for k in z.files if k != "meta"}
+    return FeatureSet(meta=meta, **fields)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``commentflow features``."""
+    a = parser.add_argument
+    a("--data", required=True, help="a data/multimodal/{train,val,test}.jsonl file")
+    a("--out", required=True, help="the .npz to write (e.g. .cache/mm/train.npz)")
+    a("--batch-size", type=int, default=32, help="comments per extraction batch")
+    a(
+        "--cache-dir",
+        default=".cache/mm/media",
+        help="per-media cache (OCR text, transcript, image embedding by file sha256)",
+    )
+    a("--device", default="auto", help="auto, cpu or cuda[:i]")
+    a("--threads", type=int, default=2, help="CPU threads for torch, OCR and ASR")
+    a("--limit", type=int, default=None, help="only the first N items (smoke runs)")
+    a("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``commentflow features``: extract and write one split's features; 0 on success."""
+    torch.set_num_threads(max(1, args.threads))
+    extractor = FeatureExtractor.default(device=args.device, threads=args.threads)
+    summary = extract_dataset(
+        args.data,
+        args.out,
+        batch_size=args.batch_size,
+        cache_dir=args.cache_dir,
+        extractor=extractor,
+        progress=not args.no_progress,
+        limit=args.limit,
+    )
+    print(json.dumps(summary, indent=2, sort_keys=True))
+    return 0
