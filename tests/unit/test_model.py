@@ -1,0 +1,253 @@
+"""The text classifier and its model directory, on a tiny random model (no real weights)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import model
+from commentflow.errors import ModelFormatError, UnsafeWeightsError
+from model import LABELS, Classifier, CommentInput, load_classifier
+from model.classifier import HeadConfig, MLPHead, save_model_dir
+from model.testing import make_tiny_model_dir
+
+TEXTS = [
+    "I love this so much!",
+    "",
+    "the flight was delayed again, terrible service @united http://t.co/x",
+    "ok",
+    "word " * 300,  # longer than max_length: truncated
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+
+
+@pytest.fixture(scope="module")
+def clf(tiny_dir: Path):
+    return load_classifier(tiny_dir, device="cpu")
+
+
+def test_protocol_and_metadata(clf) -> None:
+    assert isinstance(clf, Classifier)
+    assert clf.labels == LABELS
+    assert clf.device == "cpu"
+    assert clf.name == "tiny-test" and clf.version
+    assert model.load_classifier is load_classifier
+
+
+def test_outputs_shape_scores_and_labels(clf) -> None:
+    out = clf.predict([CommentInput(t) for t in TEXTS])
+    assert len(out) == len(TEXTS)
+    for o in out:
+        assert o.label in LABELS
+        assert tuple(o.scores) == LABELS
+        assert math.isclose(sum(o.scores.values()), 1.0, abs_tol=1e-5)
+        assert all(0.0 <= v <= 1.0 for v in o.scores.values())
+        assert o.label == max(o.scores, key=o.scores.__getitem__)
+        assert o.modalities == ("text",)
+    probs = clf.predict_proba(TEXTS)
+    assert probs.shape == (len(TEXTS), len(LABELS)) and probs.dtype == torch.float32
+
+
+def test_empty_batch_and_empty_text(clf) -> None:
+    assert clf.predict([]) == []
+    (o,) = clf.predict([CommentInput("")])
+    assert o.label in LABELS and o.modalities == ("text",)
+
+
+def test_encoder_shapes(clf) -> None:
+    feats = clf.encoder.encode(TEXTS, batch_size=2)
+    assert feats.shape == (len(TEXTS), 32) and feats.dtype.name == "float32"
+    assert clf.encoder.encode([]).shape == (0, 32)
+
+
+def test_cpu_determinism(clf) -> None:
+    a = clf.predict_proba(TEXTS)
+    b = clf.predict_proba(TEXTS)
+    assert torch.equal(a, b)
+
+
+def test_batch_matches_one_by_one(clf) -> None:
+    batch = clf.predict([CommentInput(t) for t in TEXTS])
+    single = [clf.predict([CommentInput(t)])[0] for t in TEXTS]
+    assert [o.label for o in batch] == [o.label for o in single]
+    for x, y in zip(batch, single, strict=True):
+        for lab in LABELS:
+            assert math.isclose(x.scores[lab], y.scores[lab], abs_tol=1e-4)
+
+
+def test_input_order_is_kept(clf) -> None:
+    fwd = clf.predict_proba(TEXTS)
+    rev = clf.predict_proba(TEXTS[::-1])
+    assert torch.allclose(fwd, rev.flip(0), atol=1e-5)
+
+
+def test_save_load_round_trip(clf, tiny_dir: Path, tmp_path: Path) -> None:
+    out = save_model_dir(
+        tmp_path / "copy",
+        name=clf.name,
+        version=clf.version,
+        encoder=clf.encoder.config,
+        heads={"sentiment": clf.head},
+        encoder_src=tiny_dir / "text_encoder",
+    )
+    again = load_classifier(out, device="cpu")
+    assert torch.equal(clf.predict_proba(TEXTS), again.predict_proba(TEXTS))
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["format"] == "commentflow.model" and cfg["format_version"] == 1
+    assert cfg["modalities"] == ["text"] and "sentiment" in cfg["heads"]
+
+
+def test_standardized_head_round_trip(tmp_path: Path) -> None:
+    head = MLPHead(HeadConfig(in_dim=4, hidden_dim=3, standardize=True))
+    head.set_standardization(torch.arange(4.0), torch.full((4,), 2.0))
+    assert "feat_mean" in head.state_dict()
+    again = MLPHead(head.config)
+    again.load_state_dict(head.state_dict())
+    x = torch.randn(5, 4)
+    assert torch.equal(head.eval()(x), again.eval()(x))
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "pytorch_model.bin",
+        "model.pt",
+        "head.pth",
+        "x.pkl",
+        "a.ckpt",
+        "text_encoder/pytorch_model.bin",
+    ],
+)
+def test_pickled_weights_are_refused(tiny_dir: Path, tmp_path: Path, name: str) -> None:
+    d = shutil.copytree(tiny_dir, tmp_path / "m")
+    (d / name).write_bytes(b"\x80\x04not really a pickle")
+    with pytest.raises(UnsafeWeightsError, match="pickle"):
+        load_classifier(d)
+
+
+@pytest.mark.parametrize("version", [0, 2, "1", None])
+def test_unknown_format_version(tiny_dir: Path, tmp_path: Path, version) -> None:
+    d = shutil.copytree(tiny_dir, tmp_path / "m")
+    cfg = json.loads((d / "config.json").read_text())
+    if version is None:
+        del cfg["format_version"]
+    else:
+        cfg["format_version"] = version
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelFormatError, match="format_version 1"):
+        load_classifier(d)
+
+
+def test_missing_or_broken_files(tiny_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ModelFormatError):
+        load_classifier(tmp_path / "nope")
+    d = shutil.copytree(tiny_dir, tmp_path / "m")
+    (d / "model.safetensors").unlink()
+    with pytest.raises(ModelFormatError, match="model.safetensors"):
+        load_classifier(d)
+    d2 = shutil.copytree(tiny_dir, tmp_path / "m2")
+    cfg = json.loads((d2 / "config.json").read_text())
+    cfg["heads"]["sentiment"]["hidden_dim"] = 17  # weights no longer match
+    (d2 / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelFormatError, match="does not match"):
+        load_classifier(d2)
+    (d2 / "config.json").write_text("{not json")
+    with pytest.raises(ModelFormatError, match="JSON"):
+        load_classifier(d2)
+
+
+@pytest.mark.slow
+def test_default_model_gets_obvious_sentences_right() -> None:
+    root = Path(__file__).resolve().parents[2] / "models" / "default"
+    if not (root / "config.json").is_file():
+        pytest.skip("models/default is not trained")
+    clf = load_classifier(root, device="cpu")
+    neg = ["This is the worst airline ever, I hate you.", "Terrible service, my bag is lost again!"]
+    pos = [
+        "I love this, thank you so much! Amazing!",
+        "Great flight, wonderful crew, best trip ever",
+    ]
+    out = clf.predict([CommentInput(t) for t in neg + pos])
+    assert [o.label for o in out] == ["negative"] * len(neg) + ["positive"] * len(pos)
+
+
+def _train_args(tmp_path: Path, encoder: Path, out: str, epochs: int, *extra: str):
+    import argparse
+
+    from model import train
+
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+    return parser.parse_args([
+        "--data", str(tmp_path / "d.csv"), "--out", str(tmp_path / out),
+        "--encoder", str(encoder), "--epochs", str(epochs), "--patience", "100",
+        "--hidden-dim", "8", "--batch-size", "16", "--cache-dir", str(tmp_path / "cache"),
+        "--checkpoint-dir", str(tmp_path / "ck" / out), "--no-progress", *extra,
+    ])  # fmt: skip
+
+
+@pytest.mark.slow  # trains three times (~5 s): "slow" covers training
+def test_train_resume_evaluate(tiny_dir: Path, tmp_path: Path) -> None:
+    import argparse
+
+    from safetensors.torch import load_file
+
+    from model import train
+
+    words = {"negative": "awful bad terrible", "neutral": "the a table", "positive": "great love"}
+    (tmp_path / "d.csv").write_text(
+        "text,label\n" + "".join(f"{words[lab]} {i},{lab}\n" for i in range(60) for lab in words),
+        encoding="utf-8",
+    )
+    enc = tiny_dir / "text_encoder"
+    assert train.run(_train_args(tmp_path, enc, "full", 4)) == 0
+    assert train.run(_train_args(tmp_path, enc, "half", 2)) == 0
+    assert train.run(_train_args(tmp_path, enc, "half", 4, "--resume")) == 0
+    full, half = (
+        load_file(tmp_path / "full/model.safetensors"),
+        load_file(tmp_path / "half/model.safetensors"),
+    )
+    assert full.keys() == half.keys() and all(torch.equal(full[k], half[k]) for k in full)
+    for name in (
+        "config.json",
+        "metrics.json",
+        "MODEL_CARD.md",
+        "confusion_matrix.png",
+        "text_encoder/model.safetensors",
+    ):
+        assert (tmp_path / "full" / name).is_file(), name
+    metrics = json.loads((tmp_path / "full/metrics.json").read_text())
+    assert metrics["test"]["n"] == 18 and metrics["data"]["splits"]["train"] == 144
+    clf = load_classifier(tmp_path / "full", device="cpu")
+    assert len(clf.predict([CommentInput("great love")])) == 1
+    assert list((tmp_path / "cache").glob("*.npy")), "features are cached"
+    from model import evaluate
+
+    parser = argparse.ArgumentParser()
+    evaluate.add_arguments(parser)
+    out = tmp_path / "eval"
+    args = parser.parse_args(
+        [
+            "--model",
+            str(tmp_path / "full"),
+            "--data",
+            f"{tmp_path / 'd.csv'}:test",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    assert evaluate.run(args) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["metrics"]["n"] == 18 and (out / "confusion_matrix.png").is_file()
+    # the serving path scores the test split exactly as training did
+    assert result["metrics"]["confusion_matrix"] == metrics["test"]["confusion_matrix"]
