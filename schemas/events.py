@@ -123,7 +123,7 @@ class Prediction(BaseModel):
     modalities: list[Modality] = Field(description="the modalities the model actually used")
     media_errors: list[MediaError] = Field(default_factory=list)
     model: ModelRef
-    created_at: str = Field(description="the event's created_at, as sent")
+    created_at: str = Field(description="the event's created_at, normalised to UTC")
     processed_at: str = Field(description="RFC 3339 UTC time the prediction was made")
 
 

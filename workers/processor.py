@@ -26,6 +26,7 @@ import logging
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Protocol
 
 import orjson
@@ -269,7 +270,7 @@ class BatchProcessor:
         model: dict[str, str],
         processed_at: str,
     ) -> tuple[bytes, bytes]:
-        created_at = event.created_at.isoformat().replace("+00:00", "Z")
+        created_at = event.created_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
         scores = {label: round(float(p), 6) for label, p in out.scores.items()}
         doc = {
             "schema": PREDICTION_SCHEMA,
