@@ -53,7 +53,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     out = Path(args.out or f"runs/bench-{datetime.now(UTC):%Y%m%d-%H%M%S}")
     out.mkdir(parents=True, exist_ok=True)
     results = asyncio.run(_bench(args, settings, out))
-    (out / "results.json").write_text(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
+    (out / "results.json").write_text(
+        orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode()
+    )
     _print(results)
     _plot(results, out / "bench.png")
     print(f"\nsaved {out / 'results.json'} and {out / 'bench.png'}")
@@ -203,7 +205,7 @@ async def _media_server(images: int, clips: int) -> tuple[Any, int, dict[str, in
 
     app = web.Application()
     app.router.add_route("GET", "/{tail:.*}", handle)
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -265,7 +267,9 @@ async def _media(
                 s.predictions_topic,
                 until=lambda d, k=seen + n: len(d) >= k,
                 timeout_s=600,
-                on_message=lambda _d, _t, b=bar: b.update(1),
+                on_message=lambda d, _t, b=bar, p=f"{phase}-{tag}": (
+                    b.update(1) if d["comment_id"].startswith(p) else None
+                ),
             )
             elapsed = time.perf_counter() - started
             bar.close()

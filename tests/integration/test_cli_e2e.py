@@ -101,3 +101,35 @@ async def test_cli_worker_and_producer_with_the_default_model(topics, env_for_st
     assert (model["name"], model["version"]) == (config["name"], config["version"])
     assert [d["error"]["code"] for d in dead] == ["invalid_json"]
     assert worker.returncode == 0
+
+
+@pytest.mark.slow
+def test_demo_shows_predictions_flowing(tmp_path):
+    """`commentflow demo` (what `make demo` runs) starts everything and shows live numbers."""
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("COMMENTFLOW_")}
+    env["COMMENTFLOW_APP_ID"] = f"demo-test-{tmp_path.name}"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "commentflow.cli",
+            "demo",
+            "--duration",
+            "40",
+            "--rate",
+            "30",
+            "--no-web-enabled",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line for line in done.stdout.splitlines() if "predicted" in line]
+    assert lines, done.stdout[-3000:]
+    last = lines[-1].split()
+    predicted = int(last[last.index("predicted") + 1])
+    dead = int(last[last.index("letters") + 1])
+    assert predicted > 0 and dead > 0, lines[-1]
+    assert "kafka bootstrap" in done.stdout and "redis" in done.stdout
