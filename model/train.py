@@ -306,7 +306,6 @@ class Trainer:
         t = load_file(str(self.ckpt_dir / f"epoch-{state['epoch']:03d}.safetensors"))
         self.head.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
         self.best_state = {k[5:]: v for k, v in t.items() if k.startswith("best.")}
-        params = list(self.head.parameters())
         opt_state: dict[int, dict[str, torch.Tensor]] = {}
         for k, v in t.items():
             if k.startswith("opt."):
@@ -315,7 +314,6 @@ class Trainer:
         sd = self.opt.state_dict()
         sd["state"] = opt_state
         self.opt.load_state_dict(sd)
-        del params
         torch.set_rng_state(t["rng.torch"])
         self.epoch, self.best_f1 = state["epoch"], state["best_f1"]
         self.best_epoch, self.bad_epochs = state["best_epoch"], state["bad_epochs"]
@@ -462,6 +460,18 @@ def model_card(m: dict[str, Any], enc: TextEncoderConfig) -> str:
         )
     else:
         source = f"`{d['path']}`"
+    labels = t["labels"]
+    cm = np.asarray(t["confusion_matrix"])
+    off = cm - np.diag(np.diag(cm))
+    i, j = np.unravel_index(off.argmax(), off.shape)
+    support = np.array([t["per_class"][x]["support"] for x in labels])
+    minority = labels[int(support.argmin())]
+    share = support.min() / max(support.sum(), 1)
+    weakest = min(labels, key=lambda x: t["per_class"][x]["f1"])
+    ensemble = (
+        f"; an ensemble of {c['members']} such MLPs (logits averaged)" if c["members"] > 1 else ""
+    )
+    conflicting = d["conflicting_label"] / max(d["input"], 1)
     return f"""# {MODEL_NAME} {MODEL_VERSION}
 
 Sentiment of short social-media comments: `negative`, `neutral` or `positive`, from text only.
@@ -471,8 +481,7 @@ Sentiment of short social-media comments: `negative`, `neutral` or `positive`, f
   ({enc.out_dim}-d features), text cleaned with `model.data.clean_text` first.
 - Head (`model.safetensors`, the only trained weights): feature standardisation
   ({c["standardize"]}), Linear {enc.out_dim}->{c["hidden_dim"]}, GELU, dropout {c["dropout"]},
-  Linear {c["hidden_dim"]}->3; an ensemble of {c["members"]} such MLPs (trained side by side from
-  different initialisations, logits averaged).
+  Linear {c["hidden_dim"]}->3{ensemble}.
 - Trained with AdamW (lr {c["lr"]}, weight decay {c["weight_decay"]}, batch {c["batch_size"]}),
   class weights `{c["class_weights"]}`, early stopping on validation macro-F1 (best epoch
   {m["best_epoch"]} of {m["epochs_run"]}).
@@ -483,7 +492,8 @@ Sentiment of short social-media comments: `negative`, `neutral` or `positive`, f
 carries conflicting labels were dropped: {d["kept"]} rows. Stratified 80/10/10 split with seed
 {m["split_seed"]}: {d["splits"]["train"]} train / {d["splits"]["val"]} val /
 {d["splits"]["test"]} test.
-All model choices were made on validation; test was scored once.
+Pooling, head size, dropout, learning rate, class weighting and ensembling were chosen on
+validation macro-F1; test was scored once.
 
 ## Test metrics (held-out split, n={t["n"]})
 accuracy **{t["accuracy"]:.3f}**, macro-F1 **{t["macro_f1"]:.3f}** (validation macro-F1
@@ -502,8 +512,11 @@ comments). Scores are softmax probabilities, not calibrated confidences.
 ## Limits
 - English tweets from 2013-2015 on a handful of topics; other domains, languages, long texts
   (> {enc.max_length} tokens are truncated), sarcasm and code-switching will be worse.
-- `positive` is the minority class (~19%) and the one most often confused with `neutral`.
-- Labels come from crowd annotation with moderate agreement; ~4% of texts had conflicting labels.
+- `{minority}` is the minority class ({share:.0%} of test rows); the weakest class is `{weakest}`
+  (F1 {t["per_class"][weakest]["f1"]:.3f}); the most frequent error is true `{labels[i]}`
+  predicted `{labels[j]}` ({int(off[i, j])} of {t["n"]} test rows).
+- Labels come from crowd annotation with moderate agreement; {conflicting:.1%} of rows had a text
+  also annotated with another label (dropped).
 - Not for decisions about individuals (moderation, credit, hiring) without human review.
 
 ## Reproduce
