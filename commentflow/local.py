@@ -89,8 +89,12 @@ async def read_topic(
     until: Callable[[list[dict]], bool],
     timeout_s: float,
     on_message: Callable[[dict, float], None] | None = None,
+    alive: Callable[[], bool] | None = None,
 ) -> list[dict]:
-    """Read ``topic`` from the beginning (no group) until ``until(docs)`` or ``timeout_s``."""
+    """Read ``topic`` from the beginning (no group) until ``until(docs)`` or ``timeout_s``.
+
+    ``alive``: stop early once it returns False (the worker that should write died).
+    """
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
     )
@@ -110,6 +114,8 @@ async def read_topic(
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         while not until(docs) and time.monotonic() < deadline:
+            if alive is not None and not alive():
+                break
             batches = await consumer.getmany(timeout_ms=200, max_records=5000)
             now = time.time()
             for records in batches.values():

@@ -213,6 +213,7 @@ async def test_media_comments_degrade_never_drop(
             settings.predictions_topic,
             until=lambda d: len(d) >= len(events),
             timeout_s=180,
+            alive=worker.alive,
         )
     finally:
         await producer.stop()

@@ -92,12 +92,15 @@ def valid_events(n: int, seed: int, users: int = 150) -> list[dict]:
     return list(synthetic_events(n, users=users, seed=seed, prefix="it"))
 
 
-async def wait_predictions(settings, want_ids: set[str], timeout_s: float = 180) -> list[dict]:
+async def wait_predictions(
+    settings, want_ids: set[str], timeout_s: float = 180, worker: WorkerProcess | None = None
+) -> list[dict]:
     docs = await read_topic(
         settings.kafka_bootstrap,
         settings.predictions_topic,
         until=lambda d: want_ids <= {x["comment_id"] for x in d},
         timeout_s=timeout_s,
+        alive=worker.alive if worker is not None else None,
     )
     missing = want_ids - {x["comment_id"] for x in docs}
     assert not missing, f"{len(missing)} predictions missing, e.g. {sorted(missing)[:5]}"
@@ -144,7 +147,7 @@ async def test_valid_and_bad_events_replay_exactly_once(
     worker = WorkerProcess(settings, log_path=tmp_path / "worker.log").start()
     try:
         await send(settings.kafka_bootstrap, settings.input_topic, values, keys)
-        docs = await wait_predictions(settings, {e["comment_id"] for e in events})
+        docs = await wait_predictions(settings, {e["comment_id"] for e in events}, worker=worker)
         dead = await read_topic(
             settings.kafka_bootstrap,
             settings.dlq_topic,
@@ -167,7 +170,7 @@ async def test_valid_and_bad_events_replay_exactly_once(
         # replay everything: valid ones change nothing; each re-sent bad message is a new input
         await send(settings.kafka_bootstrap, settings.input_topic, values, keys)
         sentinels = await send_sentinels(settings.kafka_bootstrap, settings.input_topic, 4, "r")
-        after = await wait_predictions(settings, set(sentinels))
+        after = await wait_predictions(settings, set(sentinels), worker=worker)
         assert len(after) == len(events) + len(sentinels)
         dead = await read_topic(
             settings.kafka_bootstrap,
@@ -218,7 +221,7 @@ async def test_kill_9_mid_stream_then_restart_loses_nothing_counts_once(
         )
         assert len({d["comment_id"] for d in partial}) < len(ids), "killed too late to test"
         worker = WorkerProcess(settings, log_path=log).start()
-        docs = await wait_predictions(settings, ids)
+        docs = await wait_predictions(settings, ids, worker=worker)
     finally:
         worker.stop()
     duplicates = len(docs) - len(labels_of(docs))
@@ -257,7 +260,7 @@ async def test_redis_connection_drops_are_retried_without_double_counting(
                 "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"
             )
             await asyncio.sleep(0.15)
-        docs = await wait_predictions(settings, {e["comment_id"] for e in events})
+        docs = await wait_predictions(settings, {e["comment_id"] for e in events}, worker=worker)
         assert worker.alive(), worker.log_tail()
     finally:
         worker.stop()
@@ -292,7 +295,7 @@ async def test_sigterm_finishes_in_bounded_time_and_resumes(
         assert code == 0, worker.log_tail()
         assert stop_s < settings.shutdown_timeout_s + 15, stop_s
         worker = WorkerProcess(settings, log_path=log).start()
-        docs = await wait_predictions(settings, {e["comment_id"] for e in events})
+        docs = await wait_predictions(settings, {e["comment_id"] for e in events}, worker=worker)
     finally:
         worker.stop()
     # a graceful stop acks and commits what it published: no redelivered duplicates
@@ -321,7 +324,7 @@ async def test_two_workers_share_the_group_and_survive_losing_one(
             timeout_s=120,
         )
         a.kill()  # b takes over a's partitions after the session timeout
-        docs = await wait_predictions(settings, {e["comment_id"] for e in events})
+        docs = await wait_predictions(settings, {e["comment_id"] for e in events}, worker=b)
     finally:
         a.stop()
         b.stop()
