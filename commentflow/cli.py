@@ -125,6 +125,22 @@ def build_parser() -> argparse.ArgumentParser:
     features.add_arguments(p)
     p.set_defaults(func=_lazy("model.features"))
 
+    from model import evaluate_multimodal, train_fusion
+
+    p = command(
+        "train-fusion", "train the multimodal fusion model on extracted features", settings=False
+    )
+    train_fusion.add_arguments(p)
+    p.set_defaults(func=_lazy("model.train_fusion"))
+
+    p = command(
+        "evaluate-multimodal",
+        "evaluate a fusion model by kind, with the text-only ablation",
+        settings=False,
+    )
+    evaluate_multimodal.add_arguments(p)
+    p.set_defaults(func=_lazy("model.evaluate_multimodal"))
+
     p = command("evaluate", "evaluate a model directory on labelled data", settings=False)
     evaluate.add_arguments(p)
     p.set_defaults(func=_lazy("model.evaluate"))

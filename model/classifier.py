@@ -329,8 +329,10 @@ def save_model_dir(
     save_file(
         state,
         str(out / "model.safetensors"),
-        metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)},
+        # one key: safetensors writes metadata in hash order, two keys break byte-reproducibility
+        metadata={"format": f"{FORMAT}/{FORMAT_VERSION}"},
     )
+    (out / "model.safetensors").chmod(0o644)  # safetensors creates it owner-only
     cfg: dict[str, Any] = dict(extra_config or {})
     cfg |= {
         "format": FORMAT,

