@@ -44,6 +44,7 @@ from model.base import MODALITIES, ClassOutput, CommentInput
 from model.classifier import FORMAT, check_no_pickles
 from model.features import FeatureExtractor, Features
 from model.fusion import FusionConfig, FusionModel, fusion_state, load_fusion_state
+from model.shared_cache import SharedFeatureCache
 from model.text_encoder import TextEncoder, TextEncoderConfig, resolve_device
 
 __all__ = [
@@ -103,6 +104,7 @@ class ContentCache:
         self._data: OrderedDict[str, Any] = OrderedDict()
         self.hits = 0
         self.misses = 0
+        self.shared: SharedFeatureCache | None = None  # optional second level, across workers
 
     @staticmethod
     def key(a: np.ndarray) -> str:
@@ -119,16 +121,23 @@ class ContentCache:
                 self._data.move_to_end(k)
             elif k not in todo:
                 todo[k] = x
+        found = {k: self._data[k] for k in keys if k in self._data}
+        if todo and self.shared is not None:
+            for k, v in zip(list(todo), self.shared.get_many(list(todo)), strict=True):
+                if v is not None:
+                    found[k] = self._data[k] = v
+                    del todo[k]
         self.hits += len(keys) - len(todo)
         self.misses += len(todo)
-        found = {k: self._data[k] for k in keys if k in self._data}
         if todo:
             new = compute(list(todo.values()))
             for k, v in zip(todo, new, strict=True):
                 found[k] = v
                 self._data[k] = v
-            while len(self._data) > self.maxsize:
-                self._data.popitem(last=False)
+            if self.shared is not None:
+                self.shared.set_many(dict(zip(todo, new, strict=True)))
+        while len(self._data) > self.maxsize:
+            self._data.popitem(last=False)
         return [found[k] for k in keys]
 
 
@@ -223,6 +232,20 @@ class MultimodalClassifier:
         """Probabilities ``(B, C)`` float32 on CPU, in :attr:`labels` order. Blocking."""
         feats = self.extractor.extract(batch)
         return self.predict_tensors(features_to_tensors(feats))
+
+    def use_shared_cache(self, client: Any, prefix: str, ttl_s: int = 7 * 24 * 3600) -> None:
+        """Share image embeddings, OCR text and transcripts with other workers through Redis.
+
+        ``client`` is a synchronous ``redis.Redis``: the caches are consulted on the inference
+        thread. Keys are namespaced by each encoder's identity, so another model never reads them.
+        """
+        ex = self.extractor
+        for name, part in (("image", ex.image_encoder), ("ocr", ex.ocr), ("asr", ex.asr)):
+            cache = getattr(part, "cache", None)
+            if isinstance(cache, ContentCache):
+                cache.shared = SharedFeatureCache(
+                    client, prefix=prefix, namespace=f"{name}:{part.identity}", ttl_s=ttl_s
+                )
 
     def predict(self, batch: Sequence[CommentInput]) -> list[ClassOutput]:
         """One :class:`ClassOutput` per comment, in order. Blocking."""

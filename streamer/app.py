@@ -64,6 +64,14 @@ def run_worker(settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
+    if settings.media_cache_redis and hasattr(classifier, "use_shared_cache"):
+        import redis
+
+        # OCR text, transcripts and image embeddings shared with the other workers
+        classifier.use_shared_cache(
+            redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2),
+            settings.redis_prefix,
+        )
     app = create_app(settings, classifier)
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
     worker.execute_from_commandline()  # handles signals, stops gracefully, then exits
