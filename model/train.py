@@ -35,6 +35,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from model.base import LABELS
+from model.checkpoint import pack_training_state, restore_training_state
 from model.classifier import HeadConfig, MLPHead, load_classifier, save_model_dir
 from model.data import DEFAULT_SEED, Example, load_dataset, stratified_split, texts_sha256
 from model.metrics import classification_metrics, format_report, plot_confusion_matrix
@@ -265,14 +266,7 @@ class Trainer:
 
     # checkpoints ---------------------------------------------------------------------------------
     def _ckpt_tensors(self) -> dict[str, torch.Tensor]:
-        t = {f"model.{k}": v.contiguous() for k, v in self.head.state_dict().items()}
-        t |= {f"best.{k}": v.contiguous() for k, v in self.best_state.items()}
-        for i, p in enumerate(self.head.parameters()):
-            st = self.opt.state.get(p, {})
-            for name, val in st.items():
-                t[f"opt.{i}.{name}"] = torch.as_tensor(val).reshape(-1) if name == "step" else val
-        t["rng.torch"] = torch.get_rng_state()
-        return t
+        return pack_training_state(self.head, self.best_state, self.opt)
 
     def save_checkpoint(self) -> None:
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -304,17 +298,7 @@ class Trainer:
                 f"({state.get('config')}); remove it or use the same flags"
             )
         t = load_file(str(self.ckpt_dir / f"epoch-{state['epoch']:03d}.safetensors"))
-        self.head.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
-        self.best_state = {k[5:]: v for k, v in t.items() if k.startswith("best.")}
-        opt_state: dict[int, dict[str, torch.Tensor]] = {}
-        for k, v in t.items():
-            if k.startswith("opt."):
-                _, i, name = k.split(".", 2)
-                opt_state.setdefault(int(i), {})[name] = v.reshape(()) if name == "step" else v
-        sd = self.opt.state_dict()
-        sd["state"] = opt_state
-        self.opt.load_state_dict(sd)
-        torch.set_rng_state(t["rng.torch"])
+        self.best_state = restore_training_state(t, self.head, self.opt)
         self.epoch, self.best_f1 = state["epoch"], state["best_f1"]
         self.best_epoch, self.bad_epochs = state["best_epoch"], state["bad_epochs"]
         self.history = state["history"]

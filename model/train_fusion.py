@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 
 from model.acoustic import LOG_EPS, AcousticEncoderConfig, MelConfig
 from model.base import LABELS
+from model.checkpoint import pack_training_state, restore_training_state
 from model.data import DEFAULT_SEED, load_dataset, stratified_split
 from model.features import PRESENCE, FeatureSet, load_features
 from model.fusion import FusionConfig, FusionModel
@@ -398,12 +399,7 @@ class FusionTrainer:
     # checkpoints ---------------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        t = {f"model.{k}": v.contiguous() for k, v in self.model.state_dict().items()}
-        t |= {f"best.{k}": v.contiguous() for k, v in self.best_state.items()}
-        for i, p in enumerate(self.model.parameters()):
-            for name, val in self.opt.state.get(p, {}).items():
-                t[f"opt.{i}.{name}"] = torch.as_tensor(val).reshape(-1) if name == "step" else val
-        t["rng.torch"] = torch.get_rng_state()
+        t = pack_training_state(self.model, self.best_state, self.opt)
         save_file(t, str(self.ckpt_dir / f"epoch-{self.epoch:03d}.safetensors"))
         state = {
             "epoch": self.epoch,
@@ -428,17 +424,7 @@ class FusionTrainer:
         if state.get("fingerprint") != self.cfg.fingerprint():
             raise SystemExit(f"--resume: checkpoint in {self.ckpt_dir} has another config")
         t = load_file(str(self.ckpt_dir / f"epoch-{state['epoch']:03d}.safetensors"))
-        self.model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
-        self.best_state = {k[5:]: v for k, v in t.items() if k.startswith("best.")}
-        opt_state: dict[int, dict[str, torch.Tensor]] = {}
-        for k, v in t.items():
-            if k.startswith("opt."):
-                _, i, name = k.split(".", 2)
-                opt_state.setdefault(int(i), {})[name] = v.reshape(()) if name == "step" else v
-        sd = self.opt.state_dict()
-        sd["state"] = opt_state
-        self.opt.load_state_dict(sd)
-        torch.set_rng_state(t["rng.torch"])
+        self.best_state = restore_training_state(t, self.model, self.opt)
         self.epoch, self.best_score = state["epoch"], state["best_score"]
         self.best_epoch, self.bad_epochs = state["best_epoch"], state["bad_epochs"]
         self.history = state["history"]

@@ -168,8 +168,7 @@ def test_missing_or_broken_files(tiny_dir: Path, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_default_model_gets_obvious_sentences_right() -> None:
     root = Path(__file__).resolve().parents[2] / "models" / "default"
-    if not (root / "config.json").is_file():
-        pytest.skip("models/default is not trained")
+    assert (root / "config.json").is_file(), "models/default is missing (commentflow train)"
     clf = load_classifier(root, device="cpu")
     neg = ["This is the worst airline ever, I hate you.", "Terrible service, my bag is lost again!"]
     pos = [
