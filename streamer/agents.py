@@ -172,7 +172,12 @@ def install(app: faust.App, settings: Settings, classifier: Classifier | None = 
                 if finisher.done():
                     finisher.result()  # re-raise what stopped it
                 prepared = await resources.processor.prepare([_inbound(e) for e in events])
-                await queue.put((list(events), prepared))
+                # wait for room in the queue, but never for a finisher that died (a bug): crash
+                put = asyncio.ensure_future(queue.put((list(events), prepared)))
+                await asyncio.wait({put, finisher}, return_when=asyncio.FIRST_COMPLETED)
+                if not put.done():
+                    put.cancel()
+                    finisher.result()
         finally:
             # stopping: batches already prepared get shutdown_timeout_s to finish and be acked;
             # whatever is not done then is not acked and will be redelivered

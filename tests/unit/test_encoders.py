@@ -89,10 +89,11 @@ def ocr():  # type: ignore[no-untyped-def]
 def asr():  # type: ignore[no-untyped-def]
     from model.asr import SpeechRecognizer
 
-    threads = torch.get_num_threads()
+    # earlier tests (trainers' run()) may have changed the process-wide setting: pin it first
+    torch.set_num_threads(2)
     recognizer = SpeechRecognizer(threads=2, device="cpu")
     # silero_vad's import sets torch to one thread for the whole process; asr undoes it.
-    assert torch.get_num_threads() == threads
+    assert torch.get_num_threads() == 2
     return recognizer
 
 
