@@ -26,6 +26,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from model.threads import torch_threads
+
 __all__ = ["SAMPLE_RATE", "SpeechRecognizer", "whisper_model_dir"]
 
 #: The only sample rate this module takes (silero-vad and Whisper both work at 16 kHz).
@@ -49,11 +51,8 @@ def _version(dist: str) -> str:
 
 def _load_vad() -> object:
     # Importing silero_vad runs torch.set_num_threads(1) for the whole process: undo that.
-    threads = torch.get_num_threads()
-    try:
+    with torch_threads(torch.get_num_threads()):
         from silero_vad import load_silero_vad
-    finally:
-        torch.set_num_threads(threads)
     with warnings.catch_warnings():
         # silero-vad 6.2 locates its model with the deprecated importlib.resources.path().
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -40,6 +40,7 @@ from model.classifier import HeadConfig, MLPHead, load_classifier, save_model_di
 from model.data import DEFAULT_SEED, Example, load_dataset, stratified_split, texts_sha256
 from model.metrics import classification_metrics, format_report, plot_confusion_matrix
 from model.text_encoder import POOLINGS, TextEncoder, TextEncoderConfig, derive_features
+from model.threads import torch_threads
 
 __all__ = ["TrainConfig", "Trainer", "add_arguments", "cached_features", "run"]
 
@@ -320,12 +321,8 @@ class Trainer:
     def train(self) -> None:
         # Batches of (128, 384) are too small for intra-op parallelism: one thread is as fast on an
         # idle machine and ~30x faster on a busy one (OpenMP workers spin-wait for a lost core).
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with torch_threads(1):
             self._train()
-        finally:
-            torch.set_num_threads(threads)
 
     def _train(self) -> None:
         cfg = self.cfg

@@ -52,6 +52,7 @@ from model.fusion import FusionConfig, FusionModel
 from model.metrics import classification_metrics, format_report, plot_confusion_matrix
 from model.multimodal import default_encoders_config, save_multimodal_dir
 from model.text_encoder import TextEncoderConfig, derive_features
+from model.threads import torch_threads
 from model.train import cached_features
 
 __all__ = ["FusionTrainConfig", "FusionTrainer", "add_arguments", "run"]
@@ -471,12 +472,8 @@ class FusionTrainer:
     def train(self) -> None:
         # Batches of ~256 x 6 tokens are too small for intra-op parallelism: on a busy 2-core
         # machine a second thread mostly spin-waits (see model.train.Trainer.train).
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with torch_threads(1):
             self._train()
-        finally:
-            torch.set_num_threads(threads)
 
     def _train(self) -> None:
         cfg = self.cfg
