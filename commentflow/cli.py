@@ -7,7 +7,6 @@ Every :class:`~commentflow.settings.Settings` field is a flag (``--kafka-bootstr
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Callable
 from dataclasses import fields
@@ -159,10 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from commentflow import logs
+
+    try:
+        log_format = settings_from_args(args).log_format
+    except ValueError:
+        log_format = "text"  # a bad setting is reported by the command itself
+    logs.configure("debug" if args.verbose else "info", log_format)
     return int(args.func(args) or 0)
 
 

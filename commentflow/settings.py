@@ -66,9 +66,15 @@ class Settings:
     session_timeout_s: float = 60.0  # Kafka's default; the embedded stack uses 6 s
     commit_interval_s: float = 1.0
     max_poll_records: int = 2000
-    web_port: int = 6066
+    web_port: int = 6066  # the worker's web server: /metrics, /livez, /readyz
+    lag_interval_s: float = 2.0  # how often the consumer lag gauge is refreshed
     web_enabled: bool = True
     log_level: str = "info"
+    log_format: str = "text"  # text | json (one JSON object per line)
+    # -- the live dashboard (commentflow dashboard): reads only Redis
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = 8080  # 0: any free port
+    dashboard_token: str = ""  # when set, required (Bearer header, ?token= once, then a cookie)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -102,6 +108,8 @@ class Settings:
             raise ValueError("batch_wait_s must be positive")
         if not self.redis_prefix:
             raise ValueError("redis_prefix must not be empty")
+        if self.log_format not in ("text", "json"):
+            raise ValueError("log_format must be text or json")
 
 
 def _coerce(f: dataclasses.Field[Any], raw: str) -> Any:

@@ -26,14 +26,17 @@ import faust
 import redis.asyncio as aioredis
 from mode import CrashingSupervisor
 
+from commentflow.errors import DEAD_LETTER_CODES
 from commentflow.settings import Settings
 from model import load_classifier
-from model.base import Classifier
+from model.base import LABELS, Classifier
 from streamer.topics import input_topic
 from workers.aggregates import AggregateStore
+from workers.health import BrokerProbe
 from workers.inference import InferenceRunner
 from workers.media import build_media_service
 from workers.messages import Inbound, Outbound
+from workers.metrics import LagTracker, PipelineMetrics
 from workers.processor import BatchProcessor, BatchResult, Prepared
 
 __all__ = ["install"]
@@ -60,6 +63,10 @@ class Resources:
         self, app: faust.App, settings: Settings, classifier: Classifier | None = None
     ) -> None:
         self.settings = settings
+        self.metrics = PipelineMetrics()
+        self.metrics.prime(LABELS, DEAD_LETTER_CODES)
+        self.lag = LagTracker(self.metrics.consumer_lag)
+        self.broker_probe = BrokerProbe(settings.kafka_bootstrap)  # for /readyz
         self.runner = InferenceRunner(
             (lambda: classifier)
             if classifier is not None
@@ -79,9 +86,13 @@ class Resources:
             feed_length=settings.feed_length,
             minute_ttl_s=settings.minute_ttl_s,
         )
-        self.media = build_media_service(settings, self.redis) if settings.media_enabled else None
+        self.media = (
+            build_media_service(settings, self.redis, self.metrics)
+            if settings.media_enabled
+            else None
+        )
         self.processor = BatchProcessor(
-            settings, self.runner, FaustPublisher(app), self.store, self.media
+            settings, self.runner, FaustPublisher(app), self.store, self.media, self.metrics
         )
         self.totals = BatchResult()
         self._lock = asyncio.Lock()
@@ -89,6 +100,7 @@ class Resources:
     async def start(self) -> None:
         async with self._lock:
             await self.runner.start()
+            self.metrics.model_loaded.set(1)
             if self.media is not None:
                 await self.media.start()
 
@@ -98,6 +110,8 @@ class Resources:
                 await self.media.stop()
                 self.media = None
             await self.runner.stop()
+            self.metrics.model_loaded.set(0)
+            await self.broker_probe.close()
             await self.redis.aclose()
 
     def record(self, result: BatchResult) -> None:
@@ -111,6 +125,19 @@ class Resources:
             t.labels[label] = t.labels.get(label, 0) + n
         t.inference_s += result.inference_s
         t.total_s += result.total_s
+
+
+async def update_lag(app: faust.App, settings: Settings, lag: LagTracker) -> None:
+    """Lag of every assigned input partition, from the fetch high-water mark."""
+    consumer = app.consumer
+    try:
+        assigned = [tp for tp in consumer.assignment() if tp.topic == settings.input_topic]
+        highwaters = {(tp.topic, tp.partition): consumer.highwater(tp) for tp in assigned}
+        positions = {(tp.topic, tp.partition): await consumer.position(tp) for tp in assigned}
+    except Exception as exc:  # noqa: BLE001 - not started, or rebalancing: try again later
+        log.debug("consumer lag not available yet: %s", type(exc).__name__)
+        return
+    lag.update(highwaters, positions)
 
 
 def _inbound(event: faust.EventT) -> Inbound:
@@ -138,6 +165,8 @@ async def _finish_in_order(
         result = await resources.processor.finish(prepared)
         for event in events:
             await stream.ack(event)
+            m = event.message
+            resources.lag.processed(m.topic, m.partition, m.offset)
         resources.record(result)
 
 
@@ -205,6 +234,10 @@ def install(app: faust.App, settings: Settings, classifier: Classifier | None = 
             rate,
             t.labels,
         )
+
+    @app.timer(interval=settings.lag_interval_s)
+    async def consumer_lag() -> None:
+        await update_lag(app, settings, resources.lag)
 
     app.commentflow = resources  # type: ignore[attr-defined]
     return resources

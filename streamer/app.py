@@ -7,6 +7,7 @@ import sys
 import faust
 
 from commentflow.errors import ModelError
+from commentflow.logs import logging_config
 from commentflow.settings import Settings
 from model.base import Classifier
 
@@ -22,6 +23,7 @@ def broker_url(bootstrap: str) -> str:
 def create_app(settings: Settings, classifier: Classifier | None = None) -> faust.App:
     """A Faust app with the pipeline's agent installed (``classifier``: already loaded, or lazy)."""
     from streamer.agents import install
+    from streamer.web import install_web
 
     session = settings.session_timeout_s
     app = faust.App(
@@ -44,7 +46,9 @@ def create_app(settings: Settings, classifier: Classifier | None = None) -> faus
         web_port=settings.web_port,
         stream_wait_empty=True,
     )
-    install(app, settings, classifier)
+    resources = install(app, settings, classifier)
+    if settings.web_enabled:
+        install_web(app, resources)
     return app
 
 
@@ -73,6 +77,11 @@ def run_worker(settings: Settings) -> int:
             settings.redis_prefix,
         )
     app = create_app(settings, classifier)
-    worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
+    worker = faust.Worker(
+        app,
+        loglevel=settings.log_level.upper(),
+        quiet=True,
+        logging_config=logging_config(settings.log_level, settings.log_format),
+    )
     worker.execute_from_commandline()  # handles signals, stops gracefully, then exits
     return 0

@@ -26,6 +26,7 @@ from workers.address_policy import BlockedURL, DecodeFailed, FetchFailed, MediaE
 from workers.media_cache import CachedMedia, MediaCache, sha256_hex
 from workers.media_decode import DecodeConfig, decode_async, kind_of, sniff
 from workers.media_fetch import MediaFetcher, redact_url
+from workers.metrics import PipelineMetrics
 
 __all__ = ["MediaConfig", "MediaRef", "MediaService", "MediaStats", "ResolvedMedia"]
 
@@ -97,11 +98,15 @@ class MediaService:
         *,
         config: MediaConfig | None = None,
         executor: Executor | None = None,
+        metrics: PipelineMetrics | None = None,
     ) -> None:
         self.fetcher = fetcher
         self.cache = cache or MediaCache()
         self.config = config or MediaConfig()
         self.stats = MediaStats()
+        self.metrics = metrics if metrics is not None else PipelineMetrics()
+        media_cache_errors = self.metrics.redis_errors.labels("media_cache")
+        self.cache.on_redis_error = media_cache_errors.inc
         self._executor = executor
         self._own_executor = executor is None
         self._variant = self.config.decode.fingerprint()
@@ -185,10 +190,15 @@ class MediaService:
 
     def _error_entry(self, ref: MediaRef, reason: str) -> dict[str, str]:
         self.stats.errors[reason] += 1
+        self.metrics.media_errors.labels(reason).inc()
         return {"url": redact_url(ref.url), "type": ref.type, "reason": reason}
 
     async def _outcome(self, ref: MediaRef, deadline: float) -> np.ndarray | MediaError:
         self.stats.items += 1
+        kind = ref.type if ref.type in _KINDS else "other"
+        self.metrics.media_items.labels(kind).inc()
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
         try:
             return await self._resolve_item(ref, deadline)
         except MediaError as exc:
@@ -200,6 +210,8 @@ class MediaService:
             # A bug must not drop the comment either: logged loudly, reported as decode_error.
             log.exception("media %s %s: unexpected failure", ref.type, redact_url(ref.url))
             return DecodeFailed("decode_error", f"internal: {type(exc).__name__}")
+        finally:
+            self.metrics.media_fetch.labels(kind).observe(loop.time() - t0)
 
     async def _resolve_item(self, ref: MediaRef, deadline: float) -> np.ndarray:
         if ref.type not in _KINDS:
@@ -227,12 +239,14 @@ class MediaService:
             media = await self._known_media(content_hash)
             if media is not None:
                 self.stats.url_hits += 1
+                self.metrics.media_cache_hits.labels("url").inc()
                 return _accept(media, kind)
         result = await self.fetcher.fetch(url, kind, known=self._known_url)
         if result.known_hash is not None:  # a redirect led to a URL we already have
             media = await self._known_media(result.known_hash)
             if media is not None:
                 self.stats.url_hits += 1
+                self.metrics.media_cache_hits.labels("url").inc()
                 await self.cache.put_url(url, result.known_hash)
                 return _accept(media, kind)
             result = await self.fetcher.fetch(url, kind)
@@ -254,8 +268,10 @@ class MediaService:
             media = await self.cache.coalesce(("decode", kind, content_hash), decode)
             if not decoded_here:
                 self.stats.content_hits += 1
+                self.metrics.media_cache_hits.labels("content").inc()
         else:
             self.stats.content_hits += 1
+            self.metrics.media_cache_hits.labels("content").inc()
         return _accept(media, kind)
 
     async def _hash(self, data: bytes) -> str:
@@ -303,7 +319,9 @@ def _accept(media: CachedMedia, kind: str) -> np.ndarray:
     return media.array
 
 
-def build_media_service(settings: Any, redis: Any = None) -> MediaService:
+def build_media_service(
+    settings: Any, redis: Any = None, metrics: PipelineMetrics | None = None
+) -> MediaService:
     """The worker's media service from :class:`~commentflow.settings.Settings` (SSRF-safe)."""
     from workers.address_policy import AddressPolicy
     from workers.media_cache import CacheConfig
@@ -330,4 +348,5 @@ def build_media_service(settings: Any, redis: Any = None) -> MediaService:
         MediaFetcher(policy, fetch),
         cache,
         config=MediaConfig(item_timeout_s=settings.media_timeout_s),
+        metrics=metrics,
     )

@@ -293,6 +293,7 @@ class MediaCache:
         self._pending: set[asyncio.Task[Any]] = set()
         self.flights: SingleFlight[Any] = SingleFlight()
         self.redis_errors = 0
+        self.on_redis_error: Callable[[], None] | None = None  # a metrics hook
 
     @property
     def local(self) -> LRUCache:
@@ -448,6 +449,8 @@ class MediaCache:
             return task.result()
         except (RedisError, OSError) as exc:  # TimeoutError is an OSError
             self.redis_errors += 1
+            if self.on_redis_error is not None:
+                self.on_redis_error()
             self._redis_down_until = self._clock() + self.config.redis_backoff_s
             log.warning(
                 "media cache: redis %s failed (%s), skipping redis for %.0fs",

@@ -42,6 +42,7 @@ from workers.inference import InferenceRunner
 from workers.media import MediaService
 from workers.media_fetch import redact_url
 from workers.messages import Inbound, Outbound
+from workers.metrics import PipelineMetrics
 from workers.redact import redact_text
 from workers.retry import Backoff, retry_forever
 from workers.validation import parse_event
@@ -98,6 +99,8 @@ class Prepared:
     bad: list[tuple[Inbound, DeadLetterError]]
     skipped_duplicates: int
     started: float
+    prepared_at: float = 0.0  # perf_counter() at the end of stage 1 (queue wait starts)
+    skipped_dead_letters: int = 0  # bad inputs already dead-lettered (a redelivery)
 
 
 class BatchProcessor:
@@ -110,6 +113,7 @@ class BatchProcessor:
         publisher: Publisher,
         store: AggregateStore,
         media: MediaService | None = None,
+        metrics: PipelineMetrics | None = None,
     ) -> None:
         self._s = settings
         self._runner = runner
@@ -117,6 +121,7 @@ class BatchProcessor:
         self._store = store
         self._media = media
         self._backoff = Backoff(settings.retry_initial_s, settings.retry_max_s)
+        self.metrics = metrics if metrics is not None else PipelineMetrics()
 
     async def process(self, batch: Sequence[Inbound]) -> BatchResult:
         """Handle ``batch`` completely (both stages); ack its input after this returns."""
@@ -136,6 +141,7 @@ class BatchProcessor:
             "redis lookup",
         )
         todo = _first_unseen(valid, done_comments)
+        n_bad = len(bad)
         bad = [b for b, done in zip(bad, done_bad, strict=True) if not done]
         inputs, media_errors = await self._resolve_media(todo)
         return Prepared(
@@ -146,6 +152,8 @@ class BatchProcessor:
             bad=bad,
             skipped_duplicates=len(valid) - len(todo),
             started=started,
+            prepared_at=time.perf_counter(),
+            skipped_dead_letters=n_bad - len(bad),
         )
 
     async def finish(self, prepared: Prepared) -> BatchResult:
@@ -155,8 +163,17 @@ class BatchProcessor:
         )
         bad = list(prepared.bad)
         t0 = time.perf_counter()
+        m = self.metrics
+        if prepared.prepared_at:
+            m.queue_wait.observe(max(0.0, t0 - prepared.prepared_at))
         outputs, failed = await self._classify(prepared.todo, prepared.inputs)
         result.inference_s = time.perf_counter() - t0
+        if prepared.todo:
+            m.inference.observe(result.inference_s)
+            m.batch_tokens.observe(sum(_estimated_tokens(i.text) for i in prepared.inputs))
+            m.batch_pixels.observe(
+                sum(img.shape[0] * img.shape[1] for i in prepared.inputs for img in i.images)
+            )
         for item, error in failed:
             bad.append((item.message, error))
         processed_at = utc_now_iso()
@@ -191,12 +208,40 @@ class BatchProcessor:
 
         await self._publish(outbound)
         now_ms = int(time.time() * 1000)
+        for item, _ in outputs:
+            m.end_to_end.labels("created_at").observe(
+                max(0.0, now_ms / 1000 - item.event.created_at.timestamp())
+            )
+            if item.message.timestamp_ms:
+                m.end_to_end.labels("broker").observe(
+                    max(0.0, (now_ms - item.message.timestamp_ms) / 1000)
+                )
         await self._redis(lambda: self._store.apply(records, dead, now_ms=now_ms), "redis update")
         result.predicted = len(records)
         for item, _ in outputs:
             result.end_to_end_ms.append(now_ms - item.event.created_at.timestamp() * 1000)
         result.total_s = time.perf_counter() - prepared.started
+        self._count(prepared, result, [out for _, out in outputs])
         return result
+
+    def _count(self, prepared: Prepared, result: BatchResult, outputs: list[ClassOutput]) -> None:
+        """The batch's outcomes, counted once it is complete (published and aggregated)."""
+        m = self.metrics
+        m.batches.inc()
+        m.batch_size.observe(prepared.received)
+        m.batch_duration.observe(result.total_s)
+        m.events.labels("predicted").inc(result.predicted)
+        m.events.labels("dead_lettered").inc(sum(result.dead_lettered.values()))
+        m.events.labels("duplicate").inc(
+            prepared.skipped_duplicates + prepared.skipped_dead_letters
+        )
+        for code, n in result.dead_lettered.items():
+            m.dead_letters.labels(code).inc(n)
+        for label, n in result.labels.items():
+            m.predictions.labels(label).inc(n)
+        for out in outputs:
+            for modality in out.modalities:
+                m.modalities.labels(modality).inc()
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -224,6 +269,9 @@ class BatchProcessor:
         if not with_media:
             return inputs, errors
         if self._media is None:
+            self.metrics.media_errors.labels("media_disabled").inc(
+                sum(len(items[i].event.media) for i in with_media)
+            )
             for i in with_media:
                 errors[i] = [
                     {"url": redact_url(m.url), "type": m.type, "reason": "media_disabled"}
@@ -315,6 +363,7 @@ class BatchProcessor:
             if not failed:
                 return
             attempt += 1
+            self.metrics.producer_errors.inc(len(failed))
             first = next(r for r in results if isinstance(r, BaseException))
             delay = self._backoff.delay(attempt)
             log.warning(
@@ -329,13 +378,25 @@ class BatchProcessor:
             await asyncio.sleep(delay)
 
     async def _redis(self, op, what: str):  # type: ignore[no-untyped-def]
-        return await retry_forever(op, what=what, retriable=REDIS_RETRIABLE, backoff=self._backoff)
+        errors = self.metrics.redis_errors.labels(what.removeprefix("redis "))
+        return await retry_forever(
+            op,
+            what=what,
+            retriable=REDIS_RETRIABLE,
+            backoff=self._backoff,
+            on_retry=lambda _exc: errors.inc(),
+        )
 
 
 def _failed(exc: Exception) -> asyncio.Future[object]:
     future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
     future.set_exception(exc)
     return future
+
+
+def _estimated_tokens(text: str) -> int:
+    # about 4 characters per token for English BPE/WordPiece; the exact count is the model's
+    return (len(text) + 3) // 4
 
 
 def _source_id(message: Inbound) -> str:

@@ -1,0 +1,50 @@
+"""The worker's web endpoints on Faust's web server (``web_port``): metrics and health.
+
+``GET /metrics``  Prometheus text format (:mod:`workers.metrics`)
+``GET /livez``    200 while the process runs; no dependency is checked
+``GET /readyz``   200 when the model is loaded and Redis and the broker answer, else 503, with
+                  ``{"status", "checks": {"model", "redis", "broker"}}``
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import faust
+
+from workers.health import Readiness
+from workers.metrics import CONTENT_TYPE_LATEST
+
+if TYPE_CHECKING:
+    from streamer.agents import Resources
+
+__all__ = ["install_web"]
+
+
+def install_web(app: faust.App, resources: Resources) -> Readiness:
+    """Add the three pages to ``app``; returns the readiness checks."""
+    broker = resources.broker_probe
+
+    async def model_loaded() -> bool:
+        return resources.runner.ready
+
+    readiness = Readiness(
+        {"model": model_loaded, "redis": resources.redis.ping, "broker": broker}, timeout_s=2.0
+    )
+
+    @app.page("/metrics")
+    async def metrics(view: Any, request: Any) -> Any:
+        return view.bytes(
+            resources.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    @app.page("/livez")
+    async def livez(view: Any, request: Any) -> Any:
+        return view.json({"status": "alive"})
+
+    @app.page("/readyz")
+    async def readyz(view: Any, request: Any) -> Any:
+        report = await readiness.report()
+        return view.json(report.to_json(), status=200 if report.ready else 503)
+
+    return readiness
