@@ -19,6 +19,7 @@ Blocking and not thread-safe by design: one dedicated inference thread owns a re
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import os
 import warnings
 from collections.abc import Sequence
@@ -106,6 +107,8 @@ class SpeechRecognizer:
             num_workers=1,
             local_files_only=True,
         )
+        # faster-whisper logs every clip's duration at INFO: noise in a worker's log.
+        logging.getLogger("faster_whisper").setLevel(logging.WARNING)
         self.vad = _load_vad()
         self.vad_threshold = float(vad_threshold)
         self.min_speech_ms = int(min_speech_ms)

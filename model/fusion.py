@@ -25,7 +25,15 @@ Forward pass, top to bottom:
 3. in training, modality dropout marks present slots absent at random (never all of them);
 4. a pre-norm TransformerEncoder over ``[CLS, text, image, ocr, speech, acoustic]``;
 5. the final CLS state goes through one ``nn.Linear`` per head (``nn.ModuleDict``): more heads can
-   be added later without breaking stored weights of the existing ones.
+   be added later without breaking stored weights of the existing ones;
+6. **text expert** (``text_expert_hidden > 0``): a frozen copy of the text model's sentiment MLP
+   (``models/default``, trained on 28k tweets) reads each present text-space slot (the comment
+   text, the text read in the images, the transcript) on its own, and the sentiment logits are
+   ``head(CLS) + sum over present slots of gate_s(CLS) * expert(slot)`` with
+   ``gate = softplus(Linear(CLS))`` (B, 3). The gates start at 1 and the head at 0, so an
+   untrained model *is* the text model on text-only comments; training learns when to trust
+   which slot ("see pic" + a meme: the OCR) and what the image and acoustic tokens add.
+   Absent slots contribute nothing, by the mask.
 
 ``forward(batch) -> {head: logits (B, C)}``. Checkpoints carry their config and a format
 version (:func:`fusion_state` / :func:`load_fusion_state`); safetensors only.
@@ -34,6 +42,7 @@ version (:func:`fusion_state` / :func:`load_fusion_state`); safetensors only.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -44,6 +53,7 @@ from torch import nn
 from commentflow.errors import ModelFormatError
 from model.acoustic import AcousticEncoder, AcousticEncoderConfig
 from model.base import LABELS
+from model.classifier import HeadConfig, MLPHead
 from model.features import PRESENCE
 
 __all__ = [
@@ -61,6 +71,7 @@ SLOTS: tuple[str, ...] = PRESENCE
 #: Version of the fusion weights layout (keys and config fields) in ``model.safetensors``.
 FUSION_FORMAT_VERSION = 1
 _TEXT_SPACE = ("text", "ocr", "speech")  # slots holding text-encoder features
+EXPERT_HEAD = "sentiment"  # the head the text expert adds to (the text model's head)
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,7 @@ class FusionConfig:
     dropout: float = 0.1
     modality_dropout: float = 0.25  # per present slot, training only; never drops all
     share_text_proj: bool = True
+    text_expert_hidden: int = 0  # hidden width of the frozen text-model head (0: no expert)
     heads: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: {"sentiment": LABELS})
 
     def __post_init__(self) -> None:
@@ -86,6 +98,10 @@ class FusionConfig:
             )
         if min(self.text_dim, self.image_dim, self.d_model, self.n_layers, self.ff_mult) <= 0:
             raise ModelFormatError(f"bad fusion dimensions: {self}")
+        if self.text_expert_hidden < 0:
+            raise ModelFormatError(f"text_expert_hidden must be >= 0: {self}")
+        if self.text_expert_hidden and EXPERT_HEAD not in self.heads:
+            raise ModelFormatError(f"a text expert needs a {EXPERT_HEAD!r} head")
         if not (0.0 <= self.dropout < 1.0 and 0.0 <= self.modality_dropout < 1.0):
             raise ModelFormatError(f"dropouts must be in [0, 1): {self}")
         if not self.heads:
@@ -176,6 +192,37 @@ class FusionModel(nn.Module):
         self.norm = nn.LayerNorm(d)
         self.heads = nn.ModuleDict({k: nn.Linear(d, len(v)) for k, v in c.heads.items()})
 
+        self.text_expert: MLPHead | None = None
+        if c.text_expert_hidden:
+            labels = c.heads[EXPERT_HEAD]
+            self.text_expert = MLPHead(
+                HeadConfig(c.text_dim, c.text_expert_hidden, standardize=True, labels=labels)
+            )
+            self.text_expert.requires_grad_(False)  # frozen: load_text_expert() fills it
+            self.expert_gate = nn.Linear(d, len(_TEXT_SPACE))
+            nn.init.zeros_(self.expert_gate.weight)
+            nn.init.constant_(self.expert_gate.bias, math.log(math.e - 1))  # softplus(b) = 1
+            nn.init.zeros_(self.heads[EXPERT_HEAD].weight)  # the head learns a residual
+            nn.init.zeros_(self.heads[EXPERT_HEAD].bias)
+
+    def load_text_expert(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        """Copy a text model's sentiment head (its ``model.safetensors`` keys
+        ``heads.sentiment.*``) into the frozen expert."""
+        if self.text_expert is None:
+            raise ModelFormatError("this fusion config has no text expert (text_expert_hidden=0)")
+        prefix = f"heads.{EXPERT_HEAD}."
+        sub = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        try:
+            self.text_expert.load_state_dict(sub, strict=True)
+        except RuntimeError as exc:
+            raise ModelFormatError(f"text model head does not fit the expert: {exc}") from exc
+
+    def train(self, mode: bool = True) -> FusionModel:
+        super().train(mode)
+        if self.text_expert is not None:
+            self.text_expert.eval()  # frozen: no dropout, ever
+        return self
+
     def set_standardization(self, space: str, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Store the training features' mean / std of ``space`` (``text`` or ``image``)."""
         getattr(self, f"{space}_mean").copy_(mean)
@@ -222,7 +269,20 @@ class FusionModel(nn.Module):
         pad = torch.cat([torch.zeros_like(present[:, :1]), ~present], 1)  # (B, 1 + S) True=ignore
         x = self.encoder(x, src_key_padding_mask=pad)  # (B, 1 + S, D)
         h = self.norm(x[:, 0])  # (B, D)
-        return {name: head(h) for name, head in self.heads.items()}  # {head: (B, C)}
+        out = {name: head(h) for name, head in self.heads.items()}  # {head: (B, C)}
+        if self.text_expert is not None:
+            out[EXPERT_HEAD] = out[EXPERT_HEAD] + self._expert(batch, present, h)
+        return out
+
+    def _expert(self, batch: Mapping[str, torch.Tensor], present: torch.Tensor, h: torch.Tensor):
+        """Gated sum of the frozen text head over the present text-space slots: (B, C)."""
+        assert self.text_expert is not None
+        x = torch.stack([batch[s].float() for s in _TEXT_SPACE], 1)  # (B, 3, Dt)
+        b, k, dt = x.shape
+        logits = self.text_expert(x.reshape(b * k, dt)).reshape(b, k, -1)  # (B, 3, C)
+        idx = [SLOTS.index(s) for s in _TEXT_SPACE]
+        gate = nn.functional.softplus(self.expert_gate(h)) * present[:, idx].to(h.dtype)  # (B, 3)
+        return (gate[..., None] * logits.to(h.dtype)).sum(1)  # (B, C)
 
 
 # --------------------------------------------------------------------------- checkpoints

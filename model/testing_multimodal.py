@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from model.acoustic import AcousticEncoderConfig, MelConfig
+from model.classifier import HeadConfig, MLPHead
 from model.fusion import FusionConfig, FusionModel
 from model.multimodal import save_multimodal_dir
 from model.text_encoder import TextEncoderConfig
@@ -99,8 +100,11 @@ def fake_components(sections: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]
     return out
 
 
-def tiny_fusion_config(text_dim: int = 32, image_dim: int = 16) -> FusionConfig:
+def tiny_fusion_config(
+    text_dim: int = 32, image_dim: int = 16, text_expert_hidden: int = 0
+) -> FusionConfig:
     return FusionConfig(
+        text_expert_hidden=text_expert_hidden,
         text_dim=text_dim,
         image_dim=image_dim,
         acoustic=AcousticEncoderConfig(channels=(4, 8), dim=16),
@@ -125,7 +129,15 @@ def make_tiny_multimodal_dir(path: str | Path, seed: int = 0) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         v1 = make_tiny_model_dir(Path(tmp) / "v1", seed=seed)
         torch.manual_seed(seed)
-        fusion = FusionModel(tiny_fusion_config(text_dim=TINY_BERT["hidden_size"])).eval()
+        dim = TINY_BERT["hidden_size"]
+        fusion = FusionModel(tiny_fusion_config(text_dim=dim, text_expert_hidden=8)).eval()
+        # As if trained: a random text expert, and a head and gates that are not at their init.
+        expert = MLPHead(HeadConfig(dim, 8, standardize=True))
+        expert.set_standardization(torch.randn(dim) * 0.1, torch.rand(dim) + 0.5)
+        fusion.load_text_expert({f"heads.sentiment.{k}": v for k, v in expert.state_dict().items()})
+        with torch.no_grad():
+            for p in (*fusion.heads.parameters(), *fusion.expert_gate.parameters()):
+                p.normal_(0.0, 0.2)
         text = TextEncoderConfig(
             source="path",
             package=None,

