@@ -19,7 +19,6 @@ Prints accuracy, per-class precision/recall/F1, macro-F1 and the confusion matri
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import time
 from datetime import UTC, datetime
@@ -33,6 +32,7 @@ from model import CommentInput
 from model import load_classifier as load_any
 from model.classifier import load_classifier
 from model.data import DEFAULT_SEED, load_dataset
+from model.features import features_for, is_multimodal_data
 from model.metrics import classification_metrics, format_report, plot_confusion_matrix
 
 __all__ = ["add_arguments", "run"]
@@ -69,51 +69,10 @@ def _is_multimodal_model(model_dir: str) -> bool:
         return False
 
 
-def _is_multimodal_data(spec: str) -> bool:
-    """A features .npz, or a .jsonl whose first item has the build-data fields."""
-    path = Path(spec)
-    if path.suffix == ".npz":
-        return True
-    if path.suffix != ".jsonl" or not path.is_file():
-        return False
-    with path.open(encoding="utf-8") as f:
-        first = next((line for line in f if line.strip()), "{}")
-    try:
-        item = json.loads(first)
-    except ValueError:
-        return False
-    return isinstance(item, dict) and {"id", "kind"} <= item.keys() and (
-        "image" in item or "audio" in item
-    )
-
-
-def _features_for(args: argparse.Namespace) -> Path:
-    """The features .npz of ``--data``: itself, or extracted once into ``--cache-dir``."""
-    from model.features import extract_dataset
-
-    data = Path(args.data)
-    if data.suffix == ".npz":
-        return data
-    st = data.stat()
-    key = hashlib.sha256(
-        f"{data.resolve()}|{st.st_size}|{st.st_mtime_ns}|{args.limit}".encode()
-    ).hexdigest()[:16]
-    npz = Path(args.cache_dir) / f"eval-{data.stem}-{key}.npz"
-    if not npz.is_file():
-        extract_dataset(
-            data,
-            npz,
-            cache_dir=Path(args.cache_dir) / "media",
-            progress=not args.no_progress,
-            limit=args.limit,
-        )
-    return npz
-
-
 def _run_multimodal(args: argparse.Namespace, out: Path) -> int:
     from model import evaluate_multimodal
 
-    npz = _features_for(args)
+    npz = features_for(args.data, args.cache_dir, limit=args.limit, progress=not args.no_progress)
     data = None if Path(args.data).suffix == ".npz" else args.data
     return evaluate_multimodal.run(
         argparse.Namespace(
@@ -135,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, args.threads))
     out = Path(args.out or f"runs/eval-{datetime.now(UTC):%Y%m%d-%H%M%S}")
     multimodal = _is_multimodal_model(args.model)
-    if _is_multimodal_data(args.data):
+    if is_multimodal_data(args.data):
         if not multimodal:
             print(f"{args.data} is multimodal data: evaluate a multimodal model on it")
             return 1

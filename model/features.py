@@ -30,6 +30,7 @@ the identity of the model that made them, so repeated media and re-runs cost not
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import io
 import json
@@ -61,6 +62,8 @@ __all__ = [
     "MediaCache",
     "add_arguments",
     "extract_dataset",
+    "features_for",
+    "is_multimodal_data",
     "load_features",
     "run",
 ]
@@ -353,28 +356,101 @@ class _Row:
     audio: Path | None
 
 
-def _read_rows(path: Path) -> list[_Row]:
-    rows = []
-    base = path.parent
-    with path.open(encoding="utf-8") as f:
+def _kind(text: str, image: object, audio: object) -> str:
+    """Which modalities an item carries, when its file does not say."""
+    media = "image" if image else "audio" if audio else ""
+    if not media:
+        return "text"
+    return f"text_{media}" if text.strip() else f"{media}_only"
+
+
+def _items(path: Path) -> Iterator[tuple[int, dict]]:
+    """``(line or row number, item dict)`` of a .jsonl or .csv file."""
+    with path.open(encoding="utf-8", newline="") as f:
+        if path.suffix.lower() == ".csv":
+            for n, d in enumerate(csv.DictReader(f), 2):
+                yield n, {k: v for k, v in d.items() if k is not None}
+            return
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
                 d = json.loads(line)
-                rows.append(
-                    _Row(
-                        id=str(d["id"]),
-                        label=str(d.get("label") or ""),
-                        kind=str(d.get("kind") or ""),
-                        text=str(d.get("text") or ""),
-                        image=base / d["image"] if d.get("image") else None,
-                        audio=base / d["audio"] if d.get("audio") else None,
-                    )
-                )
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            except json.JSONDecodeError as exc:
                 raise FeatureError(f"{path}:{n}: bad item: {exc}") from exc
+            if not isinstance(d, dict):
+                raise FeatureError(f"{path}:{n}: bad item: not a JSON object")
+            yield n, d
+
+
+def _read_rows(path: Path) -> list[_Row]:
+    """Items of a .jsonl (``commentflow build-data``'s) or .csv file: ``text``, ``label``,
+    optional ``image`` / ``audio`` paths relative to the file's folder, optional ``id`` (default:
+    file name + line) and ``kind`` (default: from which fields are filled)."""
+    rows = []
+    base = path.parent
+    for n, d in _items(path):
+        try:
+            text = str(d.get("text") or "")
+            rows.append(
+                _Row(
+                    id=str(d.get("id") or f"{path.stem}-{n}"),
+                    label=str(d.get("label") or ""),
+                    kind=str(d.get("kind") or _kind(text, d.get("image"), d.get("audio"))),
+                    text=text,
+                    image=base / d["image"] if d.get("image") else None,
+                    audio=base / d["audio"] if d.get("audio") else None,
+                )
+            )
+        except (KeyError, TypeError) as exc:
+            raise FeatureError(f"{path}:{n}: bad item: {exc}") from exc
     return rows
+
+
+def is_multimodal_data(spec: str | os.PathLike[str]) -> bool:
+    """A features ``.npz``, or a .jsonl / .csv whose first item has an ``image`` or ``audio``
+    field (filled or not): data for :func:`extract_dataset`, not for the text-only loader."""
+    path = Path(spec)
+    if path.suffix == ".npz":
+        return True
+    if path.suffix.lower() not in (".jsonl", ".csv") or not path.is_file():
+        return False
+    try:
+        first = next(_items(path), (0, {}))[1]
+    except (FeatureError, UnicodeDecodeError):
+        return False
+    return "image" in first or "audio" in first
+
+
+def features_for(
+    data: str | os.PathLike[str],
+    cache_dir: str | os.PathLike[str] = ".cache/mm",
+    *,
+    limit: int | None = None,
+    progress: bool = True,
+    extractor: FeatureExtractor | None = None,
+) -> Path:
+    """The features ``.npz`` of ``data``: itself if it is one, else extracted once into
+    ``cache_dir`` (keyed by the file's path, size, mtime and ``limit``; media cached by content
+    in ``cache_dir/media``)."""
+    src = Path(data)
+    if src.suffix == ".npz":
+        return src
+    st = src.stat()
+    key = hashlib.sha256(
+        f"{src.resolve()}|{st.st_size}|{st.st_mtime_ns}|{limit}".encode()
+    ).hexdigest()[:16]
+    npz = Path(cache_dir) / f"{src.stem}-{key}.npz"
+    if not npz.is_file():
+        extract_dataset(
+            src,
+            npz,
+            cache_dir=Path(cache_dir) / "media",
+            progress=progress,
+            limit=limit,
+            extractor=extractor,
+        )
+    return npz
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -652,7 +728,11 @@ def load_features(path: str | os.PathLike[str]) -> FeatureSet:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``commentflow features``."""
     a = parser.add_argument
-    a("--data", required=True, help="a data/multimodal/{train,val,test}.jsonl file")
+    a(
+        "--data",
+        required=True,
+        help="data/multimodal/{train,val,test}.jsonl, or a .jsonl/.csv: text,label,image,audio",
+    )
     a("--out", required=True, help="the .npz to write (e.g. .cache/mm/train.npz)")
     a("--batch-size", type=int, default=32, help="comments per extraction batch")
     a(

