@@ -352,8 +352,8 @@ def build_app(
                 await response.write(_sse("snapshot", hub.snapshot))
             while (message := await queue.get()) is not None:
                 await response.write(message)
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
+        except ConnectionResetError:
+            pass  # the page went away
         finally:
             hub.clients.discard(queue)
         return response
