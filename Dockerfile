@@ -15,6 +15,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 RUN pip install --index-url "${TORCH_INDEX_URL}" torch==2.13.0
 
+# opencv (pulled by rapidocr, the OCR of the multimodal model) needs libGL and glib at import.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 \
+    && rm -rf /var/lib/apt/lists/*
+
 WORKDIR /app
 
 # Only what the wheel needs (the build context also holds .venv and caches).
@@ -29,7 +34,7 @@ RUN pip install . && rm -rf build *.egg-info
 # The trained default model. Installed (not editable), the package cannot find models/ next to
 # itself, so the path is given explicitly.
 COPY models ./models
-ENV COMMENTFLOW_MODEL_DIR=/app/models/default
+ENV COMMENTFLOW_MODEL_DIR=/app/models/multimodal
 
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin commentflow
 USER commentflow

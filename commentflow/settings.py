@@ -15,8 +15,9 @@ from typing import Any
 
 __all__ = ["DEFAULT_MODEL_DIR", "Settings"]
 
-#: The trained default model shipped in the repository (``models/default``).
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
+#: The trained default model shipped in the repository: the multimodal fusion model
+#: (``models/multimodal``; the text-only model is ``models/text``).
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "multimodal"
 
 ENV_PREFIX = "COMMENTFLOW_"
 

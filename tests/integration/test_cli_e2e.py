@@ -25,7 +25,7 @@ CLEAR = {
 
 @pytest.mark.slow
 async def test_cli_worker_and_producer_with_the_default_model(topics, env_for_stack, tmp_path):
-    assert (DEFAULT_MODEL_DIR / "model.safetensors").exists(), "models/default is missing"
+    assert (DEFAULT_MODEL_DIR / "model.safetensors").exists(), f"{DEFAULT_MODEL_DIR} is missing"
     lines = [
         orjson.dumps(
             {

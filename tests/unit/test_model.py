@@ -166,9 +166,9 @@ def test_missing_or_broken_files(tiny_dir: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_default_model_gets_obvious_sentences_right() -> None:
-    root = Path(__file__).resolve().parents[2] / "models" / "default"
-    assert (root / "config.json").is_file(), "models/default is missing (commentflow train)"
+def test_text_model_gets_obvious_sentences_right() -> None:
+    root = Path(__file__).resolve().parents[2] / "models" / "text"
+    assert (root / "config.json").is_file(), "models/text is missing (commentflow train)"
     clf = load_classifier(root, device="cpu")
     neg = ["This is the worst airline ever, I hate you.", "Terrible service, my bag is lost again!"]
     pos = [
@@ -250,3 +250,4 @@ def test_train_resume_evaluate(tiny_dir: Path, tmp_path: Path) -> None:
     assert result["metrics"]["n"] == 18 and (out / "confusion_matrix.png").is_file()
     # the serving path scores the test split exactly as training did
     assert result["metrics"]["confusion_matrix"] == metrics["test"]["confusion_matrix"]
+
