@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from model import evaluate, train
 
-    p = command("train", "train the classifier (defaults rebuild models/default)", settings=False)
+    p = command("train", "train the classifier (defaults rebuild models/text)", settings=False)
     train.add_arguments(p)
     p.set_defaults(func=_lazy("model.train"))
 
@@ -140,6 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate_multimodal.add_arguments(p)
     p.set_defaults(func=_lazy("model.evaluate_multimodal"))
+
+    from model import throughput
+
+    p = command(
+        "bench-model",
+        "the classifier alone: comments/s by batch size, text vs new vs cached media",
+        settings=False,
+    )
+    throughput.add_arguments(p)
+    p.set_defaults(func=_lazy("model.throughput"))
 
     p = command("evaluate", "evaluate a model directory on labelled data", settings=False)
     evaluate.add_arguments(p)
