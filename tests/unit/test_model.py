@@ -251,3 +251,52 @@ def test_train_resume_evaluate(tiny_dir: Path, tmp_path: Path) -> None:
     # the serving path scores the test split exactly as training did
     assert result["metrics"]["confusion_matrix"] == metrics["test"]["confusion_matrix"]
 
+
+
+@pytest.mark.slow
+def test_default_multimodal_model_reads_text_pictures_and_voice_notes(tmp_path: Path) -> None:
+    """The workers' default model, on its real encoders: sentiment only in the picture or only
+    in the voice note is found; text alone still works; a failed medium just is not there."""
+    import random
+
+    import numpy as np
+    import soundfile as sf
+
+    from commentflow.settings import DEFAULT_MODEL_DIR
+    from model import build_data as bd
+    from model import load_classifier as load_any
+
+    assert (DEFAULT_MODEL_DIR / "config.json").is_file(), f"{DEFAULT_MODEL_DIR} is missing"
+    clf = load_any(DEFAULT_MODEL_DIR, device="cpu")
+    assert set(clf.modalities) == {"text", "image", "audio"}
+    rng = random.Random(5)
+    fonts = bd.find_fonts()
+
+    def picture(text: str) -> np.ndarray:
+        return np.asarray(bd.render_text_image(text, rng, fonts=fonts))[..., :3]
+
+    def voice(text: str) -> np.ndarray:
+        path = tmp_path / f"{abs(hash(text))}.wav"
+        bd.synthesize_speech(text, path, rng, voices=("en-us",))
+        return sf.read(path, dtype="float32")[0]
+
+    neg = "This is the worst day ever, I hate it so much"
+    pos = "I love this so much, thank you, best day ever"
+    batch = [
+        CommentInput("see pic", images=(picture(neg),)),
+        CommentInput("look at this", images=(picture(pos),)),
+        CommentInput("listen", audio=(voice(neg),)),
+        CommentInput("", audio=(voice(pos),)),
+        CommentInput(neg),
+        CommentInput(pos),
+    ]
+    out = clf.predict(batch)
+    assert [o.label for o in out] == ["negative", "positive"] * 3, [o.scores for o in out]
+    assert [o.modalities for o in out] == [
+        ("text", "image"),
+        ("text", "image"),
+        ("text", "audio"),
+        ("audio",),
+        ("text",),
+        ("text",),
+    ]
