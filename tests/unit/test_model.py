@@ -254,6 +254,33 @@ def test_train_resume_evaluate(tiny_dir: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_finetune_the_text_encoder(tiny_dir: Path, tmp_path: Path) -> None:
+    """--finetune-epochs: the encoder learns too, is saved in the model dir, and the reloaded
+    model scores the test split exactly as training did."""
+    from safetensors.torch import load_file
+
+    from model import train
+
+    words = {"negative": "awful bad terrible", "neutral": "the a table", "positive": "great love"}
+    (tmp_path / "d.csv").write_text(
+        "text,label\n" + "".join(f"{words[lab]} {i},{lab}\n" for i in range(60) for lab in words),
+        encoding="utf-8",
+    )
+    enc = tiny_dir / "text_encoder"
+    args = _train_args(tmp_path, enc, "ft", 2, "--finetune-epochs", "2", "--finetune-lr", "1e-3")
+    assert train.run(args) == 0  # 0 only when the reloaded model agrees with training
+    before = load_file(enc / "model.safetensors")
+    after = load_file(tmp_path / "ft" / "text_encoder" / "model.safetensors")
+    assert before.keys() == after.keys()
+    assert any(not torch.equal(before[k], after[k]) for k in before), "encoder did not change"
+    m = json.loads((tmp_path / "ft" / "metrics.json").read_text())
+    assert [h["finetune_epoch"] for h in m["history"] if "finetune_epoch" in h] == [1, 2]
+    assert "fine-tuned" in (tmp_path / "ft" / "MODEL_CARD.md").read_text()
+    cfg = json.loads((tmp_path / "ft" / "config.json").read_text())
+    assert cfg["text_encoder"]["source"] == "path" and cfg["text_encoder"]["path"] == "text_encoder"
+
+
+@pytest.mark.slow
 def test_default_multimodal_model_reads_text_pictures_and_voice_notes(tmp_path: Path) -> None:
     """The workers' default model, on its real encoders: sentiment only in the picture or only
     in the voice note is found; text alone still works; a failed medium just is not there."""
