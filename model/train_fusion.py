@@ -404,12 +404,14 @@ class FusionTrainer:
         head = HeadConfig.from_json(cfg["heads"][SENTIMENT_HEAD])
         enc = cfg["text_encoder"]
         if (head.members, head.standardize, tuple(head.labels)) != (1, True, LABELS) or (
+            enc.get("source"),
             enc.get("pooling"),
             enc.get("normalize"),
-        ) != ("mean", False):
+        ) != ("package", "mean", False):
             raise SystemExit(
                 f"--text-model {self.cfg.text_model}: the expert needs a single standardised "
-                "MLP head on mean-pooled, unnormalised MiniLM features (what the fusion reads)"
+                "MLP head on the packaged MiniLM's mean-pooled, unnormalised features (what the "
+                "fusion reads; a fine-tuned encoder reads differently)"
             )
         return head.hidden_dim
 
