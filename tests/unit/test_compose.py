@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from dataclasses import fields
@@ -34,9 +35,30 @@ def config() -> dict[str, Any]:
         text=True,
         timeout=120,
         check=False,
+        env={**os.environ, "COMMENTFLOW_DASHBOARD_TOKEN": "compose-test-token"},
     )
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
+
+
+def test_dashboard_needs_a_token_and_the_worker_health_is_readyz(config: dict[str, Any]) -> None:
+    dash = config["services"]["dashboard"]
+    assert _env(dash)["COMMENTFLOW_DASHBOARD_TOKEN"] == "compose-test-token"
+    assert _env(dash)["COMMENTFLOW_DASHBOARD_HOST"] == "0.0.0.0"  # noqa: S104 (in a container)
+    env = {k: v for k, v in os.environ.items() if k != "COMMENTFLOW_DASHBOARD_TOKEN"}
+    tool = shutil.which("docker-compose")
+    assert tool
+    result = subprocess.run(
+        [tool, "-f", str(COMPOSE_FILE), "config"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert result.returncode != 0 and "dashboard token" in result.stderr
+    assert "/readyz" in " ".join(config["services"]["worker"]["healthcheck"]["test"])
 
 
 def _env(service: dict[str, Any]) -> dict[str, str]:
@@ -97,7 +119,7 @@ def test_worker_is_scaled_with_a_gpu_each(config: dict[str, Any]) -> None:
     assert env["COMMENTFLOW_REDIS_URL"] == "redis://redis:6379/0"
 
 
-@pytest.mark.parametrize("service", ["worker", "producer-demo"])
+@pytest.mark.parametrize("service", ["worker", "producer-demo", "dashboard"])
 def test_env_names_only_settings_fields(config: dict[str, Any], service: str) -> None:
     known = {ENV_PREFIX + f.name.upper() for f in fields(Settings)}
     env = _env(config["services"][service])
@@ -106,7 +128,7 @@ def test_env_names_only_settings_fields(config: dict[str, Any], service: str) ->
     Settings.from_env(env)  # and every value reads as its field's type
 
 
-@pytest.mark.parametrize("service", ["worker", "producer-demo"])
+@pytest.mark.parametrize("service", ["worker", "producer-demo", "dashboard"])
 def test_commands_are_real_cli_commands(config: dict[str, Any], service: str) -> None:
     """Every commentflow service's command parses with the real ``commentflow`` CLI."""
     from commentflow.cli import build_parser
@@ -140,5 +162,6 @@ def test_validator_rejects_a_broken_file(tmp_path: Path) -> None:
         text=True,
         timeout=120,
         check=False,
+        env={**os.environ, "COMMENTFLOW_DASHBOARD_TOKEN": "compose-test-token"},
     )
-    assert result.returncode != 0
+    assert result.returncode != 0 and "replicas" in result.stderr, result.stderr
