@@ -22,21 +22,29 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 TOPICS = ("comments", "comments.predictions", "comments.dlq")
 
 
-@pytest.fixture(scope="module")
-def config() -> dict[str, Any]:
+def _compose_config(path: Path, token: str | None = "compose-test-token"):
+    """``docker-compose -f path config``; ``token``: COMMENTFLOW_DASHBOARD_TOKEN (None: unset)."""
     tool = shutil.which("docker-compose")
     assert tool, (
         "docker-compose is not installed: make system-deps (apt-get install docker-compose)"
     )
-    result = subprocess.run(
-        [tool, "-f", str(COMPOSE_FILE), "config"],
-        cwd=REPO,
+    env = {k: v for k, v in os.environ.items() if k != "COMMENTFLOW_DASHBOARD_TOKEN"}
+    if token is not None:
+        env["COMMENTFLOW_DASHBOARD_TOKEN"] = token
+    return subprocess.run(
+        [tool, "-f", str(path), "config"],
+        cwd=path.parent,
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
-        env={**os.environ, "COMMENTFLOW_DASHBOARD_TOKEN": "compose-test-token"},
+        env=env,
     )
+
+
+@pytest.fixture(scope="module")
+def config() -> dict[str, Any]:
+    result = _compose_config(COMPOSE_FILE)
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
 
@@ -45,18 +53,7 @@ def test_dashboard_needs_a_token_and_the_worker_health_is_readyz(config: dict[st
     dash = config["services"]["dashboard"]
     assert _env(dash)["COMMENTFLOW_DASHBOARD_TOKEN"] == "compose-test-token"
     assert _env(dash)["COMMENTFLOW_DASHBOARD_HOST"] == "0.0.0.0"  # noqa: S104 (in a container)
-    env = {k: v for k, v in os.environ.items() if k != "COMMENTFLOW_DASHBOARD_TOKEN"}
-    tool = shutil.which("docker-compose")
-    assert tool
-    result = subprocess.run(
-        [tool, "-f", str(COMPOSE_FILE), "config"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=env,
-    )
+    result = _compose_config(COMPOSE_FILE, token=None)
     assert result.returncode != 0 and "dashboard token" in result.stderr
     assert "/readyz" in " ".join(config["services"]["worker"]["healthcheck"]["test"])
 
@@ -149,19 +146,9 @@ def test_dockerfile_installs_cpu_torch_first() -> None:
 
 def test_validator_rejects_a_broken_file(tmp_path: Path) -> None:
     """The check above means something: a wrong type fails ``config``."""
-    tool = shutil.which("docker-compose")
-    assert tool
     broken = tmp_path / "docker-compose.yml"
     text = COMPOSE_FILE.read_text().replace("replicas: 3", "replicas: three")
     assert text != COMPOSE_FILE.read_text()
     broken.write_text(text)
-    result = subprocess.run(
-        [tool, "-f", str(broken), "config"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, "COMMENTFLOW_DASHBOARD_TOKEN": "compose-test-token"},
-    )
+    result = _compose_config(broken)
     assert result.returncode != 0 and "replicas" in result.stderr, result.stderr
