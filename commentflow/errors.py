@@ -12,7 +12,9 @@ class, what the worker does with it::
     │   ├── InvalidJson
     │   ├── TooLarge
     │   ├── UnsupportedSchema
-    │   └── SchemaViolation
+    │   ├── SchemaViolation
+    │   ├── ProcessingFailed      one valid event failed alone (isolated by bisection)
+    │   └── Poison                the worker died repeatedly with this event in flight
     ├── ModelError                a model directory that cannot be loaded: fatal at start-up
     │   ├── ModelFormatError
     │   └── UnsafeWeightsError    pickled weights, refused
@@ -35,6 +37,7 @@ __all__ = [
     "InvalidJson",
     "ModelError",
     "ModelFormatError",
+    "Poison",
     "ProcessingFailed",
     "RetriableError",
     "SchemaViolation",
@@ -51,7 +54,10 @@ DEAD_LETTER_CODES: dict[str, str] = {
     "too_large": "the message, or one of its fields, is over its size limit",
     "unsupported_schema": "the event names a schema version this worker does not read",
     "schema_violation": "valid JSON that breaks the comment contract (missing field, wrong type)",
-    "processing_failed": "a valid event the model could not process, after retries",
+    "processing_failed": "a valid event that failed on its own while it was processed "
+    "(details: the stage and the exception type)",
+    "poison": "the worker died (crashed, killed, hung) repeatedly while this message was in "
+    "flight; it is set aside instead of being processed again",
 }
 
 
@@ -108,6 +114,10 @@ class SchemaViolation(DeadLetterError):
 
 class ProcessingFailed(DeadLetterError):
     code = "processing_failed"
+
+
+class Poison(DeadLetterError):
+    code = "poison"
 
 
 class ModelError(CommentflowError):

@@ -28,7 +28,8 @@ class Settings:
 
     # -- connections
     kafka_bootstrap: str = "localhost:9092"
-    redis_url: str = "redis://localhost:6379/0"
+    redis_url: str = "redis://localhost:6379/0"  # the state: aggregates, dedup (noeviction)
+    redis_cache_url: str = ""  # the cache: media, derived features (allkeys-lru); "" = in-process
     # -- topics and names
     input_topic: str = "comments"
     predictions_topic: str = "comments.predictions"
@@ -52,17 +53,28 @@ class Settings:
     media_deny_hosts: str = ""  # comma-separated hosts always refused
     media_max_image_bytes: int = 10 * 1024 * 1024
     media_max_audio_bytes: int = 25 * 1024 * 1024
-    media_cache_redis: bool = True  # share decoded media between workers through Redis
+    media_cache_redis: bool = True  # share media and derived features through the cache Redis
+    media_max_pixels: int = 16_000_000  # source width * height, checked before decoding
+    media_inflight_bytes: int = 96 * 1024 * 1024  # all bodies being fetched or decoded at once
+    media_max_items_per_batch: int = 64  # media items one micro-batch fetches; the rest: errors
+    media_max_requests_per_comment: int = 24  # HTTP requests for one comment, retries+redirects
+    media_per_domain_connections: int = 16  # open connections per registrable domain
+    media_resolve: str = ""  # host=ip overrides, "*.example.test=127.0.0.1" (like curl --resolve)
     # -- Redis aggregates
     dedup_ttl_s: int = 7 * 24 * 3600  # how long a comment_id is remembered as processed
     recent_per_user: int = 20
     feed_length: int = 200
     minute_ttl_s: int = 48 * 3600
     feed_text_chars: int = 280
+    user_retention_s: int = 90 * 24 * 3600  # per-user keys expire after this long without activity
     # -- reliability
     retry_initial_s: float = 0.1
     retry_max_s: float = 5.0
     shutdown_timeout_s: float = 30.0
+    poison_after: int = 3  # a message in flight when the worker died this often: dead letter
+    predict_deadline_s: float = 300.0  # one predict() call; past it /livez fails, the worker exits
+    model_failure_ratio: float = 0.5  # share of a batch failing in the model that means "model"
+    model_failure_exit_s: float = 120.0  # model failing this long: exit non-zero (restart)
     # -- Faust / Kafka consumer
     session_timeout_s: float = 60.0  # Kafka's default; the embedded stack uses 6 s
     commit_interval_s: float = 1.0
@@ -111,6 +123,10 @@ class Settings:
             raise ValueError("redis_prefix must not be empty")
         if self.log_format not in ("text", "json"):
             raise ValueError("log_format must be text or json")
+        if self.poison_after < 1:
+            raise ValueError("poison_after must be at least 1")
+        if not 0 < self.model_failure_ratio <= 1:
+            raise ValueError("model_failure_ratio must be in (0, 1]")
 
 
 def _coerce(f: dataclasses.Field[Any], raw: str) -> Any:

@@ -137,6 +137,7 @@ class DeadLetterError(BaseModel):
         "unsupported_schema",
         "schema_violation",
         "processing_failed",
+        "poison",
     ]
     message: str
     details: list[dict[str, Any]] = Field(default_factory=list)
