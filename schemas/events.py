@@ -13,15 +13,18 @@ for a deprecation period.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "COMMENT_SCHEMA",
     "DEAD_LETTER_SCHEMA",
     "MAX_MEDIA_ITEMS",
     "MAX_TEXT_CHARS",
+    "MAX_YEAR",
+    "MIN_YEAR",
     "PREDICTION_SCHEMA",
     "CommentEvent",
     "DeadLetter",
@@ -40,6 +43,8 @@ DEAD_LETTER_SCHEMA = "commentflow.dead_letter/1"
 MAX_TEXT_CHARS = 20_000
 MAX_MEDIA_ITEMS = 8
 MAX_URL_CHARS = 2_048
+#: ``created_at`` must fall in these years (inclusive, UTC); anything else is a schema violation.
+MIN_YEAR, MAX_YEAR = 1970, 2100
 
 Identifier = Annotated[str, Field(min_length=1, max_length=128)]
 Label = Literal["negative", "neutral", "positive"]
@@ -75,10 +80,26 @@ class CommentEvent(BaseModel):
     media: Annotated[list[MediaRef], Field(max_length=MAX_MEDIA_ITEMS)] = Field(
         default_factory=list
     )
-    created_at: AwareDatetime = Field(description="RFC 3339 timestamp with a UTC offset")
+    created_at: AwareDatetime = Field(
+        description=f"RFC 3339 timestamp with a UTC offset, between the years {MIN_YEAR} and "
+        f"{MAX_YEAR} once normalised to UTC (the worker keeps it in UTC)"
+    )
     lang: Annotated[str, Field(max_length=35)] | None = None
     source: Annotated[str, Field(max_length=128)] | None = None
     metadata: dict[str, Any] | None = None
+
+    @field_validator("created_at")
+    @classmethod
+    def _utc_in_range(cls, value: datetime) -> datetime:
+        # Normalised here, once: an offset at the edge of the datetime range (9999-12-31T23:59
+        # -01:00) cannot be represented in UTC, and must fail validation, not a later stage.
+        try:
+            utc = value.astimezone(UTC)
+        except (OverflowError, ValueError):
+            raise ValueError("created_at cannot be represented in UTC") from None
+        if not MIN_YEAR <= utc.year <= MAX_YEAR:
+            raise ValueError(f"created_at must be between the years {MIN_YEAR} and {MAX_YEAR}")
+        return utc
 
     @model_validator(mode="after")
     def _text_or_media(self) -> CommentEvent:

@@ -1,23 +1,21 @@
-"""The one agent: micro-batches from the comments topic into the batch processor.
+"""The one agent: micro-batches from the comments topic into the stream pipeline.
 
-Acknowledgement: ``noack_take`` hands over events without acknowledging them; the agent acks a
-batch only after ``process`` returned, i.e. after its predictions and dead letters were
+Acknowledgement: ``noack_take`` hands over events without acknowledging them; the pipeline
+(:mod:`workers.pipeline`) acks each event only after its prediction or dead letter was
 acknowledged by the broker and Redis was written. Faust commits the acked offsets (contiguous
 per partition) every ``commit_interval_s``. A ``kill -9`` therefore redelivers at most the
-uncommitted tail, which the idempotent Redis scripts absorb.
-
-Two stages: the agent prepares batch N+1 (validation, Redis dedup lookup, media fetch and
-decode) while a finisher task classifies, publishes and aggregates batch N; a queue of one batch
-between them is the backpressure, and the single finisher acks batches in offset order.
+uncommitted tail, which the idempotent Redis scripts absorb, and the crash guard
+(:mod:`workers.crash_guard`) sets aside a message the workers keep dying on.
 
 Shutdown: batches already prepared get ``shutdown_timeout_s`` to finish and are then acked; one
-that cannot finish (Redis down, say) is not acked and will be redelivered.
+that cannot finish (Redis down, say) is not acked and will be redelivered. A pipeline that
+cannot go on (a model that kept failing: :class:`~workers.model_guard.ModelFailed`, or a bug)
+crashes the worker with a non-zero exit, so the orchestrator restarts it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable
@@ -32,12 +30,14 @@ from model import load_classifier
 from model.base import LABELS, Classifier
 from streamer.topics import input_topic
 from workers.aggregates import AggregateStore
-from workers.health import BrokerProbe
+from workers.crash_guard import CrashGuard
+from workers.health import BrokerProbe, PipelineHealth
 from workers.inference import InferenceRunner
 from workers.media import build_media_service
 from workers.messages import Inbound, Outbound
 from workers.metrics import LagTracker, PipelineMetrics
-from workers.processor import BatchProcessor, BatchResult, Prepared
+from workers.pipeline import StreamPipeline
+from workers.processor import BatchProcessor, BatchResult
 
 __all__ = ["install"]
 
@@ -65,12 +65,17 @@ class Resources:
         self.settings = settings
         self.metrics = PipelineMetrics()
         self.metrics.prime(LABELS, DEAD_LETTER_CODES)
+        stalled = self.metrics.stalled
+        self.health = PipelineHealth(
+            on_change=lambda stage, on: stalled.labels(stage).set(1 if on else 0)
+        )
         self.lag = LagTracker(self.metrics.consumer_lag)
         self.broker_probe = BrokerProbe(settings.kafka_bootstrap)  # for /readyz
         self.runner = InferenceRunner(
             (lambda: classifier)
             if classifier is not None
-            else (lambda: load_classifier(settings.model_dir, settings.device))
+            else (lambda: load_classifier(settings.model_dir, settings.device)),
+            deadline_s=settings.predict_deadline_s,
         )
         self.redis = aioredis.Redis.from_url(
             settings.redis_url,
@@ -86,13 +91,33 @@ class Resources:
             feed_length=settings.feed_length,
             minute_ttl_s=settings.minute_ttl_s,
         )
+        # The cache Redis (allkeys-lru): media shared between workers. Never the state Redis.
+        self.cache_redis = (
+            aioredis.Redis.from_url(
+                settings.redis_cache_url, socket_timeout=5, socket_connect_timeout=2
+            )
+            if settings.redis_cache_url and settings.media_cache_redis
+            else None
+        )
         self.media = (
-            build_media_service(settings, self.redis, self.metrics)
+            build_media_service(settings, self.cache_redis, self.metrics)
             if settings.media_enabled
             else None
         )
         self.processor = BatchProcessor(
-            settings, self.runner, FaustPublisher(app), self.store, self.media, self.metrics
+            settings,
+            self.runner,
+            FaustPublisher(app),
+            self.store,
+            self.media,
+            self.metrics,
+            self.health,
+        )
+        self.guard = CrashGuard(
+            self.redis,
+            prefix=settings.redis_prefix,
+            app_id=settings.app_id,
+            poison_after=settings.poison_after,
         )
         self.totals = BatchResult()
         self._lock = asyncio.Lock()
@@ -113,6 +138,8 @@ class Resources:
             self.metrics.model_loaded.set(0)
             await self.broker_probe.close()
             await self.redis.aclose()
+            if self.cache_redis is not None:
+                await self.cache_redis.aclose()
 
     def record(self, result: BatchResult) -> None:
         t = self.totals
@@ -154,28 +181,6 @@ def _inbound(event: faust.EventT) -> Inbound:
     )
 
 
-async def _finish_in_order(
-    queue: asyncio.Queue[tuple[list[faust.EventT], Prepared] | None],
-    stream: faust.StreamT,
-    resources: Resources,
-) -> None:
-    """Stage 2: finish each prepared batch, then ack its events; ``None`` ends the loop."""
-    while (item := await queue.get()) is not None:
-        events, prepared = item
-        result = await resources.processor.finish(prepared)
-        for event in events:
-            await stream.ack(event)
-            m = event.message
-            resources.lag.processed(m.topic, m.partition, m.offset)
-        resources.record(result)
-
-
-async def _drain(queue: asyncio.Queue[object], finisher: asyncio.Future[None]) -> None:
-    if not finisher.done():
-        await queue.put(None)
-        await finisher
-
-
 def install(app: faust.App, settings: Settings, classifier: Classifier | None = None) -> Resources:
     """Declare the agent (and a progress timer) on ``app``; returns its resources."""
     resources = Resources(app, settings, classifier)
@@ -190,31 +195,21 @@ def install(app: faust.App, settings: Settings, classifier: Classifier | None = 
         supervisor_strategy=CrashingSupervisor,
     )
     async def classify(stream: faust.StreamT) -> None:
-        # Two stages: this loop prepares batch N+1 (validation, dedup lookup, media fetch) while
-        # the finisher classifies, publishes and aggregates batch N. The queue holds one batch:
-        # backpressure, and acks stay in offset order because one finisher acks in queue order.
         await resources.start()
-        queue: asyncio.Queue[tuple[list[faust.EventT], Prepared] | None] = asyncio.Queue(1)
-        finisher = asyncio.ensure_future(_finish_in_order(queue, stream, resources))
+
+        async def ack(message: Inbound) -> None:
+            await stream.ack(message.handle)
+            resources.lag.processed(message.topic, message.partition, message.offset)
+
+        pipeline = StreamPipeline(
+            resources.processor, ack, guard=resources.guard, on_result=resources.record
+        )
+        await pipeline.start()
         try:
             async for events in stream.noack_take(settings.batch_max, within=settings.batch_wait_s):
-                if finisher.done():
-                    finisher.result()  # re-raise what stopped it
-                prepared = await resources.processor.prepare([_inbound(e) for e in events])
-                # wait for room in the queue, but never for a finisher that died (a bug): crash
-                put = asyncio.ensure_future(queue.put((list(events), prepared)))
-                await asyncio.wait({put, finisher}, return_when=asyncio.FIRST_COMPLETED)
-                if not put.done():
-                    put.cancel()
-                    finisher.result()
+                await pipeline.submit([_inbound(e) for e in events])
         finally:
-            # stopping: batches already prepared get shutdown_timeout_s to finish and be acked;
-            # whatever is not done then is not acked and will be redelivered
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait_for(_drain(queue, finisher), settings.shutdown_timeout_s)
-            finisher.cancel()
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await finisher
+            await pipeline.stop(settings.shutdown_timeout_s)
             await resources.stop()
 
     last = {"t": time.monotonic(), "n": 0}

@@ -68,12 +68,19 @@ def run_worker(settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
-    if settings.media_cache_redis and hasattr(classifier, "use_shared_cache"):
+    if (
+        settings.media_cache_redis
+        and settings.redis_cache_url
+        and hasattr(classifier, "use_shared_cache")
+    ):
         import redis
 
-        # OCR text, transcripts and image embeddings shared with the other workers
+        # OCR text, transcripts and image embeddings shared with the other workers, in the
+        # cache Redis (allkeys-lru, bounded), never in the state Redis
         classifier.use_shared_cache(
-            redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2),
+            redis.Redis.from_url(
+                settings.redis_cache_url, socket_timeout=2, socket_connect_timeout=2
+            ),
             settings.redis_prefix,
         )
     app = create_app(settings, classifier)

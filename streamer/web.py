@@ -1,9 +1,11 @@
 """The worker's web endpoints on Faust's web server (``web_port``): metrics and health.
 
 ``GET /metrics``  Prometheus text format (:mod:`workers.metrics`)
-``GET /livez``    200 while the process runs; no dependency is checked
-``GET /readyz``   200 when the model is loaded and Redis and the broker answer, else 503, with
-                  ``{"status", "checks": {"model", "redis", "broker"}}``
+``GET /livez``    200 while the process runs and no ``predict()`` is past its deadline (503
+                  then, and the worker exits); no dependency is checked
+``GET /readyz``   200 when the model is loaded, Redis and the broker answer and no stage is
+                  stalled in a retry loop, else 503, with
+                  ``{"status", "checks": {"model", "redis", "broker", "pipeline"}}``
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import faust
 
-from workers.health import Readiness
+from workers.health import CheckFailed, Readiness
 from workers.metrics import CONTENT_TYPE_LATEST
 
 if TYPE_CHECKING:
@@ -28,8 +30,19 @@ def install_web(app: faust.App, resources: Resources) -> Readiness:
     async def model_loaded() -> bool:
         return resources.runner.ready
 
+    async def pipeline() -> bool:
+        if not resources.health.ready():
+            raise CheckFailed(resources.health.describe())
+        return True
+
     readiness = Readiness(
-        {"model": model_loaded, "redis": resources.redis.ping, "broker": broker}, timeout_s=2.0
+        {
+            "model": model_loaded,
+            "redis": resources.redis.ping,
+            "broker": broker,
+            "pipeline": pipeline,
+        },
+        timeout_s=2.0,
     )
 
     @app.page("/metrics")
@@ -40,6 +53,8 @@ def install_web(app: faust.App, resources: Resources) -> Readiness:
 
     @app.page("/livez")
     async def livez(view: Any, request: Any) -> Any:
+        if resources.runner.hung:
+            return view.json({"status": "inference hung"}, status=503)
         return view.json({"status": "alive"})
 
     @app.page("/readyz")

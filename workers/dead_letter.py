@@ -13,6 +13,12 @@ from workers.messages import Inbound, Outbound
 
 __all__ = ["build_dead_letter", "utc_now_iso"]
 
+# A dead letter stays small whatever the input: bounded error details and key.
+_MAX_DETAILS = 10
+_MAX_DETAIL_CHARS = 200
+_MAX_MESSAGE_CHARS = 1_000
+_MAX_KEY_BYTES = 1_024
+
 
 def utc_now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -35,10 +41,19 @@ def build_dead_letter(
         # do not cut a UTF-8 sequence in half: a truncated text payload stays text
         kept = kept.decode("utf-8", "ignore").encode("utf-8") if _is_utf8(raw) else kept
     payload, payload_encoding = _text_or_base64(kept)
-    key, key_encoding = _text_or_base64(message.key) if message.key is not None else (None, None)
+    raw_key = message.key[:_MAX_KEY_BYTES] if message.key is not None else None
+    key, key_encoding = _text_or_base64(raw_key) if raw_key is not None else (None, None)
+    details = [
+        {k: v[:_MAX_DETAIL_CHARS] if isinstance(v, str) else v for k, v in d.items()}
+        for d in error.details[:_MAX_DETAILS]
+    ]
     doc = {
         "schema": DEAD_LETTER_SCHEMA,
-        "error": {"code": error.code, "message": error.message, "details": error.details},
+        "error": {
+            "code": error.code,
+            "message": error.message[:_MAX_MESSAGE_CHARS],
+            "details": details,
+        },
         "source": {
             "topic": message.topic,
             "partition": message.partition,

@@ -1,9 +1,12 @@
 """Liveness and readiness of a worker, as plain objects (the Faust web views only serve them).
 
-``/livez`` answers as long as the process and its event loop run: no dependency is checked, so
-an orchestrator never restarts a worker because Redis is down (restarting would not help).
-``/readyz`` checks what processing needs: the model is loaded, Redis answers ``PING`` and the
-broker answers a metadata request, each within ``timeout_s``.
+``/livez`` answers as long as the process and its event loop run and no ``predict()`` call is
+past its deadline (:attr:`PipelineHealth.hung`): no dependency is checked, so an orchestrator
+never restarts a worker because Redis is down (restarting would not help).
+``/readyz`` checks what processing needs: the model is loaded, Redis answers ``PING``, the
+broker answers a metadata request (each within ``timeout_s``), and no stage of the pipeline is
+stalled in a retry loop (:class:`PipelineHealth`: the model breaker is open, Redis or the broker
+refuses writes).
 
 The checks never cancel a Redis or broker call mid-reply (redis-py's CVE-2023-28858): they wait
 with :func:`asyncio.wait`, which leaves a late call to finish in the background.
@@ -13,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-__all__ = ["BrokerProbe", "Readiness", "ReadinessReport"]
+__all__ = ["BrokerProbe", "CheckFailed", "PipelineHealth", "Readiness", "ReadinessReport"]
 
 Check = Callable[[], Awaitable[object]]
 
@@ -28,6 +32,48 @@ class ReadinessReport:
 
     def to_json(self) -> dict[str, object]:
         return {"status": "ready" if self.ready else "not ready", "checks": self.checks}
+
+
+class CheckFailed(Exception):
+    """A readiness check's own answer; its message is shown in ``/readyz``."""
+
+
+@dataclass(slots=True)
+class PipelineHealth:
+    """What the pipeline itself knows about its health, shared by its stages and the probes.
+
+    A stage that enters a retry loop calls :meth:`stall` (``stage`` -> the reason) and
+    :meth:`recover` once it succeeds; :meth:`ready` is false while any stage is stalled. ``hung``
+    is set by the inference watchdog when a ``predict()`` call is past its deadline (``/livez``
+    then fails, and the worker exits).
+    """
+
+    stalled: dict[str, tuple[str, float]] = field(default_factory=dict)  # stage -> (why, since)
+    hung: bool = False
+    on_change: Callable[[str, bool], None] | None = None  # (stage, stalled): metrics
+
+    def stall(self, stage: str, reason: str) -> None:
+        if stage not in self.stalled:
+            self.stalled[stage] = (reason, time.monotonic())
+            if self.on_change is not None:
+                self.on_change(stage, True)
+
+    def recover(self, stage: str) -> None:
+        if self.stalled.pop(stage, None) is not None and self.on_change is not None:
+            self.on_change(stage, False)
+
+    def stalled_for(self, stage: str) -> float:
+        """Seconds ``stage`` has been stalled (0 when it is not)."""
+        entry = self.stalled.get(stage)
+        return 0.0 if entry is None else time.monotonic() - entry[1]
+
+    def ready(self) -> bool:
+        return not self.stalled and not self.hung
+
+    def describe(self) -> str:
+        if self.hung:
+            return "inference hung"
+        return ", ".join(f"{stage}: {why}" for stage, (why, _) in sorted(self.stalled.items()))
 
 
 class Readiness:
@@ -53,7 +99,8 @@ class Readiness:
         try:
             value = task.result()
         except Exception as exc:  # noqa: BLE001 - a failed check is an answer, not an error
-            return type(exc).__name__
+            # only our own CheckFailed says why; other errors may quote hosts or credentials
+            return f"failed: {exc}" if isinstance(exc, CheckFailed) else type(exc).__name__
         return "ok" if value else "failed"
 
 

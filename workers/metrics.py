@@ -171,10 +171,36 @@ class PipelineMetrics:
         self.model_loaded = Gauge(
             "model_loaded", "1 once the model is loaded", namespace=ns, registry=r
         )
+        self.model_failures = Counter(
+            "model_failures",
+            "Model calls that failed: kind=call (a predict() raised or returned invalid output), "
+            "isolated (one comment failed alone: dead-lettered), unavailable (the model, not "
+            "the input, is broken: the batch is retried, not dead-lettered)",
+            ["kind"],
+            namespace=ns,
+            registry=r,
+        )
+        self.poison = Counter(
+            "poison_messages",
+            "Messages set aside because the worker died repeatedly with them in flight",
+            namespace=ns,
+            registry=r,
+        )
+        self.stalled = Gauge(
+            "stalled",
+            "1 while a stage retries: model (breaker open), redis, publish",
+            ["stage"],
+            namespace=ns,
+            registry=r,
+        )
         # Outcomes and known codes/labels exist from the start at 0: rate() works from the
         # first scrape and a dashboard sees every series.
         for outcome in ("predicted", "dead_lettered", "duplicate"):
             self.events.labels(outcome)
+        for kind in ("call", "isolated", "unavailable"):
+            self.model_failures.labels(kind)
+        for stage in ("model", "redis", "publish"):
+            self.stalled.labels(stage)
 
     def prime(self, labels: Iterable[str], codes: Iterable[str]) -> None:
         """Create the series of every label and dead-letter code at 0."""

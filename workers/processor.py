@@ -16,7 +16,14 @@ Order of one batch::
 A comment already aggregated (a redelivery after the Redis write, or the same comment sent
 again) is not published again: replays change nothing. The one window left is a crash after the
 publish and before the Redis write: that batch's predictions appear twice on the output topic
-(never in the aggregates). ``comment_id`` is the idempotency key for consumers.
+(never in the aggregates). ``(user_id, comment_id)`` is the idempotency key for consumers.
+
+Isolation: whatever goes wrong with ONE message (it does not validate, its media handling
+raises, the model fails on it alone, its prediction cannot be built or is refused by the broker
+for good) dead-letters that message with the stage and the exception type, and the rest of the
+batch goes on. What goes wrong with the infrastructure (Redis, the broker, a model that fails on
+everything: :mod:`workers.model_guard`) is retried with backoff and never dead-letters anything;
+the stage is reported as stalled meanwhile (``/readyz``).
 """
 
 from __future__ import annotations
@@ -27,36 +34,38 @@ import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
-import redis.exceptions
+from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError
 
-from commentflow.errors import DeadLetterError, ProcessingFailed
+from commentflow.errors import DeadLetterError, Poison, ProcessingFailed
 from commentflow.settings import Settings
 from model.base import ClassOutput, CommentInput
 from schemas.events import PREDICTION_SCHEMA, CommentEvent
 from workers.aggregates import AggregateStore, DeadLetterRecord, PredictionRecord
 from workers.dead_letter import build_dead_letter, utc_now_iso
+from workers.health import PipelineHealth
 from workers.inference import InferenceRunner
 from workers.media import MediaService
 from workers.media_fetch import redact_url
 from workers.messages import Inbound, Outbound
 from workers.metrics import PipelineMetrics
+from workers.model_guard import ModelGuard
 from workers.redact import redact_text
-from workers.retry import Backoff, retry_forever
+from workers.retry import REDIS_RETRIABLE, Backoff, retry_forever
 from workers.validation import parse_event
 
-__all__ = ["BatchProcessor", "BatchResult", "Prepared", "Publisher"]
+__all__ = ["REDIS_RETRIABLE", "BatchProcessor", "BatchResult", "Prepared", "Publisher"]
 
 log = logging.getLogger("commentflow.processor")
 
-REDIS_RETRIABLE: tuple[type[BaseException], ...] = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.BusyLoadingError,
-    redis.exceptions.TryAgainError,
-    OSError,
+#: Publish errors that no retry can fix: this one message is refused by the broker for good.
+_PERMANENT_PUBLISH: tuple[type[BaseException], ...] = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    TypeError,
+    ValueError,
 )
 
 
@@ -92,6 +101,7 @@ class _Valid:
 class Prepared:
     """A batch after stage 1: what to classify (with its decoded media) and what to dead-letter."""
 
+    messages: tuple[Inbound, ...]  # every message of the batch: acknowledged after finish()
     received: int
     todo: list[_Valid]
     inputs: list[CommentInput]
@@ -114,6 +124,7 @@ class BatchProcessor:
         store: AggregateStore,
         media: MediaService | None = None,
         metrics: PipelineMetrics | None = None,
+        health: PipelineHealth | None = None,
     ) -> None:
         self._s = settings
         self._runner = runner
@@ -122,30 +133,58 @@ class BatchProcessor:
         self._media = media
         self._backoff = Backoff(settings.retry_initial_s, settings.retry_max_s)
         self.metrics = metrics if metrics is not None else PipelineMetrics()
+        self.health = health if health is not None else PipelineHealth()
+        self.model = ModelGuard(
+            runner,
+            failure_ratio=settings.model_failure_ratio,
+            exit_after_s=settings.model_failure_exit_s,
+            backoff=Backoff(max(settings.retry_initial_s, 0.01), max(settings.retry_max_s, 0.05)),
+            health=self.health,
+            metrics=self.metrics,
+        )
 
     async def process(self, batch: Sequence[Inbound]) -> BatchResult:
         """Handle ``batch`` completely (both stages); ack its input after this returns."""
         return await self.finish(await self.prepare(batch))
 
-    async def prepare(self, batch: Sequence[Inbound]) -> Prepared:
+    async def prepare(
+        self, batch: Sequence[Inbound], *, poison: Sequence[tuple[Inbound, int]] = ()
+    ) -> Prepared:
         """Stage 1, no side effects: validate, skip what is done, fetch and decode media.
 
+        ``poison``: messages the crash guard set aside (with how often the worker died on
+        them): they are dead-lettered as ``poison`` without being looked at.
         The agent runs it for the next batch while :meth:`finish` runs for the current one.
         """
         started = time.perf_counter()
         valid, bad = self._parse(batch)
-        done_comments, done_bad = await self._redis(
+        bad += [
+            (
+                m,
+                Poison(
+                    f"the worker died {crashes} times while this message was in flight",
+                    details=[{"stage": "crash_guard", "crashes": crashes}],
+                ),
+            )
+            for m, crashes in poison
+        ]
+        self.metrics.poison.inc(len(poison))
+        done_comments, done_bad = await self.redis_call(
             lambda: self._store.already_done(
-                [v.event.comment_id for v in valid], [_source_id(m) for m, _ in bad]
+                [(v.event.user_id, v.event.comment_id) for v in valid],
+                [_source_id(m) for m, _ in bad],
             ),
             "redis lookup",
         )
         todo = _first_unseen(valid, done_comments)
         n_bad = len(bad)
         bad = [b for b, done in zip(bad, done_bad, strict=True) if not done]
-        inputs, media_errors = await self._resolve_media(todo)
+        todo, inputs, media_errors, media_bad = await self._resolve_media(todo)
+        bad += media_bad
         return Prepared(
-            received=len(batch),
+            # acknowledged in this order: offsets ascending within each partition
+            messages=tuple(sorted((*batch, *(m for m, _ in poison)), key=_position)),
+            received=len(batch) + len(poison),
             todo=todo,
             inputs=inputs,
             media_errors=media_errors,
@@ -157,7 +196,11 @@ class BatchProcessor:
         )
 
     async def finish(self, prepared: Prepared) -> BatchResult:
-        """Stage 2: classify, publish (broker acks awaited), write Redis. Then ack the input."""
+        """Stage 2: classify, publish (broker acks awaited), write Redis. Then ack the input.
+
+        Raises only for the infrastructure: :class:`~workers.model_guard.ModelFailed` (the
+        worker must exit) or cancellation; nothing of the batch may be acknowledged then.
+        """
         result = BatchResult(
             received=prepared.received, skipped_duplicates=prepared.skipped_duplicates
         )
@@ -174,41 +217,39 @@ class BatchProcessor:
             m.batch_pixels.observe(
                 sum(img.shape[0] * img.shape[1] for i in prepared.inputs for img in i.images)
             )
-        for item, error in failed:
-            bad.append((item.message, error))
+        bad += failed
         processed_at = utc_now_iso()
 
-        outbound: list[Outbound] = []
-        records: list[PredictionRecord] = []
+        # Each message's output is built on its own: one that cannot be built is dead-lettered.
+        predicted: list[tuple[_Valid, ClassOutput, Outbound, PredictionRecord]] = []
         model = {"name": self._runner.classifier.name, "version": self._runner.classifier.version}
         errors_of = dict(zip((id(v) for v in prepared.todo), prepared.media_errors, strict=True))
         for item, out in outputs:
-            value, feed_item = self._prediction(
-                item.event, out, errors_of[id(item)], model, processed_at
-            )
-            outbound.append(Outbound(self._s.predictions_topic, item.message.key, value))
-            records.append(
-                PredictionRecord(
-                    item.event.comment_id, item.event.user_id, out.label, out.modalities, feed_item
+            try:
+                value, feed_item = self._prediction(
+                    item.event, out, errors_of[id(item)], model, processed_at
                 )
+            except Exception as exc:  # noqa: BLE001 - this message fails, not the batch
+                bad.append((item.message, _failed_at("build", exc)))
+                continue
+            record = PredictionRecord(
+                item.event.comment_id, item.event.user_id, out.label, out.modalities, feed_item
             )
-            result.labels[out.label] = result.labels.get(out.label, 0) + 1
-        dead: list[DeadLetterRecord] = []
-        for message, error in bad:
-            outbound.append(
-                build_dead_letter(
-                    message,
-                    error,
-                    dlq_topic=self._s.dlq_topic,
-                    max_payload_bytes=self._s.max_dead_letter_payload_bytes,
-                )
-            )
-            dead.append(DeadLetterRecord(_source_id(message), error.code))
-            result.dead_lettered[error.code] = result.dead_lettered.get(error.code, 0) + 1
+            outbound = Outbound(self._s.predictions_topic, item.message.key, value)
+            predicted.append((item, out, outbound, record))
 
-        await self._publish(outbound)
+        # Publish; a prediction the broker refuses for good becomes its input's dead letter.
+        refused = await self._publish([o for _, _, o, _ in predicted])
+        if refused:
+            for i in sorted(refused):
+                bad.append((predicted[i][0].message, _failed_at("publish", refused[i])))
+            predicted = [p for i, p in enumerate(predicted) if i not in refused]
+        dead = await self._publish_dead_letters(bad)
+        for code in (d.code for d in dead):
+            result.dead_lettered[code] = result.dead_lettered.get(code, 0) + 1
+
         now_ms = int(time.time() * 1000)
-        for item, _ in outputs:
+        for item, *_ in predicted:
             m.end_to_end.labels("created_at").observe(
                 max(0.0, now_ms / 1000 - item.event.created_at.timestamp())
             )
@@ -216,13 +257,49 @@ class BatchProcessor:
                 m.end_to_end.labels("broker").observe(
                     max(0.0, (now_ms - item.message.timestamp_ms) / 1000)
                 )
-        await self._redis(lambda: self._store.apply(records, dead, now_ms=now_ms), "redis update")
+        records = [r for *_, r in predicted]
+        await self.redis_call(
+            lambda: self._store.apply(records, dead, now_ms=now_ms), "redis update"
+        )
         result.predicted = len(records)
-        for item, _ in outputs:
+        for item, out, _, _ in predicted:
+            result.labels[out.label] = result.labels.get(out.label, 0) + 1
             result.end_to_end_ms.append(now_ms - item.event.created_at.timestamp() * 1000)
         result.total_s = time.perf_counter() - prepared.started
-        self._count(prepared, result, [out for _, out in outputs])
+        self._count(prepared, result, [out for _, out, _, _ in predicted])
         return result
+
+    async def _publish_dead_letters(
+        self, bad: list[tuple[Inbound, DeadLetterError]]
+    ) -> list[DeadLetterRecord]:
+        """Publish one dead letter per bad message; one refused for good is sent again without
+        its payload, and if even that is refused, logged and counted (never silently lost)."""
+        letters = [self._dead_letter(message, error) for message, error in bad]
+        refused = await self._publish(letters)
+        if refused:
+            bare = {i: self._dead_letter(bad[i][0], bad[i][1], payload_bytes=0) for i in refused}
+            still = await self._publish([bare[i] for i in sorted(bare)])
+            for j, exc in still.items():
+                message = bad[sorted(bare)[j]][0]
+                self.metrics.producer_errors.inc()
+                log.error(
+                    "dead letter for %s refused by the broker (%s): not published",
+                    _source_id(message),
+                    type(exc).__name__,
+                )
+        return [DeadLetterRecord(_source_id(message), error.code) for message, error in bad]
+
+    def _dead_letter(
+        self, message: Inbound, error: DeadLetterError, *, payload_bytes: int | None = None
+    ) -> Outbound:
+        return build_dead_letter(
+            message,
+            error,
+            dlq_topic=self._s.dlq_topic,
+            max_payload_bytes=(
+                self._s.max_dead_letter_payload_bytes if payload_bytes is None else payload_bytes
+            ),
+        )
 
     def _count(self, prepared: Prepared, result: BatchResult, outputs: list[ClassOutput]) -> None:
         """The batch's outcomes, counted once it is complete (published and aggregated)."""
@@ -257,17 +334,29 @@ class BatchProcessor:
                 )
             except DeadLetterError as exc:
                 bad.append((message, exc))
+            except Exception as exc:  # noqa: BLE001 - a validator bug fails this message only
+                log.exception("validation raised unexpectedly for %s", _source_id(message))
+                bad.append((message, _failed_at("validate", exc)))
         return valid, bad
 
     async def _resolve_media(
         self, items: list[_Valid]
-    ) -> tuple[list[CommentInput], list[list[dict[str, str]]]]:
-        """Fetch and decode every item's media concurrently; failures become ``media_errors``."""
+    ) -> tuple[
+        list[_Valid],
+        list[CommentInput],
+        list[list[dict[str, str]]],
+        list[tuple[Inbound, DeadLetterError]],
+    ]:
+        """Fetch and decode every item's media concurrently; failures become ``media_errors``.
+
+        A media failure never fails its comment (it is classified without that item). Only an
+        unexpected exception (a bug) for one comment dead-letters that comment.
+        """
         with_media = [i for i, v in enumerate(items) if v.event.media]
         inputs = [CommentInput(text=v.event.text) for v in items]
         errors: list[list[dict[str, str]]] = [[] for _ in items]
         if not with_media:
-            return inputs, errors
+            return items, inputs, errors, []
         if self._media is None:
             self.metrics.media_errors.labels("media_disabled").inc(
                 sum(len(items[i].event.media) for i in with_media)
@@ -277,38 +366,50 @@ class BatchProcessor:
                     {"url": redact_url(m.url), "type": m.type, "reason": "media_disabled"}
                     for m in items[i].event.media
                 ]
-            return inputs, errors
+            return items, inputs, errors, []
         refs = [[{"type": m.type, "url": m.url} for m in items[i].event.media] for i in with_media]
-        resolved = await self._media.resolve_batch(refs, timeout_s=self._s.media_timeout_s)
+        resolved: list[Any]
+        try:
+            resolved = list(
+                await self._media.resolve_batch(refs, timeout_s=self._s.media_timeout_s)
+            )
+        except Exception:  # noqa: BLE001 - find the comment(s) it was, one by one
+            log.exception("media resolution failed for a batch; resolving comment by comment")
+            resolved = []
+            for r in refs:
+                try:
+                    resolved.append(await self._media.resolve(r))
+                except Exception as exc:  # noqa: BLE001 - this comment only
+                    resolved.append(exc)
+        failed: set[int] = set()
+        bad: list[tuple[Inbound, DeadLetterError]] = []
         for i, r in zip(with_media, resolved, strict=True):
+            if isinstance(r, BaseException):
+                failed.add(i)
+                bad.append((items[i].message, _failed_at("media", r)))
+                continue
             inputs[i] = CommentInput(items[i].event.text, tuple(r.images), tuple(r.audio))
             errors[i] = list(r.media_errors)
-        return inputs, errors
+        if failed:
+            keep = [i for i in range(len(items)) if i not in failed]
+            return (
+                [items[i] for i in keep],
+                [inputs[i] for i in keep],
+                [errors[i] for i in keep],
+                bad,
+            )
+        return items, inputs, errors, bad
 
     async def _classify(
         self, items: list[_Valid], inputs: list[CommentInput]
-    ) -> tuple[list[tuple[_Valid, ClassOutput]], list[tuple[_Valid, DeadLetterError]]]:
-        """Classify ``items``; if the batch fails, isolate the items that fail on their own."""
+    ) -> tuple[list[tuple[_Valid, ClassOutput]], list[tuple[Inbound, DeadLetterError]]]:
+        """Classify ``items``; comments that fail on their own are isolated (bisection)."""
         if not items:
             return [], []
-        try:
-            outputs = await self._runner.predict(inputs)
-            return list(zip(items, outputs, strict=True)), []
-        except Exception:
-            log.exception("inference failed for a batch of %d; retrying one by one", len(items))
-        ok: list[tuple[_Valid, ClassOutput]] = []
-        failed: list[tuple[_Valid, DeadLetterError]] = []
-        for item, single in zip(items, inputs, strict=True):
-            try:
-                ok.append((item, (await self._runner.predict([single]))[0]))
-            except Exception as exc:  # noqa: BLE001 - a poison comment must not stop the stream
-                failed.append(
-                    (
-                        item,
-                        ProcessingFailed(f"the model failed on this comment: {type(exc).__name__}"),
-                    )
-                )
-        return ok, failed
+        outputs, failed = await self.model.classify(inputs)
+        ok = [(item, out) for item, out in zip(items, outputs, strict=True) if out is not None]
+        bad = [(items[i].message, _failed_at("model", exc)) for i, exc in sorted(failed.items())]
+        return ok, bad
 
     def _prediction(
         self,
@@ -344,47 +445,68 @@ class BatchProcessor:
         }
         return orjson.dumps(doc), orjson.dumps(feed)
 
-    async def _publish(self, messages: list[Outbound]) -> None:
-        """Publish all ``messages`` and wait for the broker; resend only the ones that failed."""
-        pending = messages
+    async def _publish(self, messages: list[Outbound]) -> dict[int, BaseException]:
+        """Publish ``messages`` and wait for the broker; resend only the ones that failed.
+
+        Transient failures (timeouts, a broker away) are retried with backoff until they go
+        through; returns the messages refused for good (index -> error: too large, ...).
+        """
+        pending = list(range(len(messages)))
+        refused: dict[int, BaseException] = {}
         attempt = 0
         while pending:
             futures: list[Awaitable[object]] = []
-            for m in pending:  # sequential sends keep the per-partition order
+            for i in pending:  # sequential sends keep the per-partition order
                 try:
-                    futures.append(await self._publisher.send(m))
-                except Exception as exc:  # noqa: BLE001 - resent below, with backoff
+                    futures.append(await self._publisher.send(messages[i]))
+                except Exception as exc:  # noqa: BLE001 - judged below
                     futures.append(_failed(exc))
             results = await asyncio.gather(*futures, return_exceptions=True)
-            # a cancelled delivery (BaseException) is a failure too, never a success
-            failed = [
-                m for m, r in zip(pending, results, strict=True) if isinstance(r, BaseException)
-            ]
-            if not failed:
-                return
+            retry: list[int] = []
+            first: BaseException | None = None
+            for i, r in zip(pending, results, strict=True):
+                # a cancelled delivery (BaseException) is a failure too, never a success
+                if not isinstance(r, BaseException):
+                    continue
+                if isinstance(r, _PERMANENT_PUBLISH):
+                    refused[i] = r
+                else:
+                    retry.append(i)
+                    first = first or r
+            if not retry:
+                self.health.recover("publish")
+                return refused
             attempt += 1
-            self.metrics.producer_errors.inc(len(failed))
-            first = next(r for r in results if isinstance(r, BaseException))
+            self.metrics.producer_errors.inc(len(retry))
+            self.health.stall("publish", type(first).__name__)
             delay = self._backoff.delay(attempt)
             log.warning(
                 "publish failed for %d of %d messages (%s), retry %d in %.2fs",
-                len(failed),
+                len(retry),
                 len(pending),
                 type(first).__name__,
                 attempt,
                 delay,
             )
-            pending = failed
+            pending = retry
             await asyncio.sleep(delay)
+        return refused
 
-    async def _redis(self, op, what: str):  # type: ignore[no-untyped-def]
+    async def redis_call(self, op, what: str):  # type: ignore[no-untyped-def]
+        """Await ``op()``, retrying Redis trouble with backoff (the stage shows as stalled)."""
         errors = self.metrics.redis_errors.labels(what.removeprefix("redis "))
+
+        def failed(exc: BaseException) -> None:
+            errors.inc()
+            self.health.stall("redis", type(exc).__name__)
+
         return await retry_forever(
             op,
             what=what,
             retriable=REDIS_RETRIABLE,
             backoff=self._backoff,
-            on_retry=lambda _exc: errors.inc(),
+            on_retry=failed,
+            on_success=lambda: self.health.recover("redis"),
         )
 
 
@@ -399,18 +521,31 @@ def _estimated_tokens(text: str) -> int:
     return (len(text) + 3) // 4
 
 
+def _failed_at(stage: str, exc: BaseException) -> ProcessingFailed:
+    """The dead-letter error for one message that failed at ``stage`` (no exception text: it
+    may quote the comment, and the dead letter already carries the payload)."""
+    return ProcessingFailed(
+        f"{stage} failed for this message: {type(exc).__name__}",
+        details=[{"stage": stage, "exception": type(exc).__name__}],
+    )
+
+
+def _position(message: Inbound) -> tuple[str, int, int]:
+    return message.topic, message.partition, message.offset
+
+
 def _source_id(message: Inbound) -> str:
     return f"{message.topic}:{message.partition}:{message.offset}"
 
 
 def _first_unseen(valid: list[_Valid], done: list[bool]) -> list[_Valid]:
-    """Drop comments already aggregated, and repeats of one comment_id inside the batch."""
-    seen: set[str] = set()
+    """Drop comments already aggregated, and repeats of one (user, comment) inside the batch."""
+    seen: set[tuple[str, str]] = set()
     todo = []
     for item, is_done in zip(valid, done, strict=True):
-        cid = item.event.comment_id
-        if is_done or cid in seen:
+        key = (item.event.user_id, item.event.comment_id)
+        if is_done or key in seen:
             continue
-        seen.add(cid)
+        seen.add(key)
         todo.append(item)
     return todo

@@ -13,10 +13,28 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-__all__ = ["Backoff", "retry_forever"]
+import redis.exceptions
+
+__all__ = ["REDIS_RETRIABLE", "Backoff", "retry_forever"]
 
 T = TypeVar("T")
 log = logging.getLogger("commentflow.retry")
+
+#: Redis answers that say "not now" rather than "never": a broken connection, a timeout, a
+#: server still loading its data set, a replica that became read-only in a failover, a full
+#: state Redis (``noeviction`` answers OOM to writes). All are retried with backoff, never a
+#: crash loop; the scripts are idempotent, so a retried call changes nothing twice.
+REDIS_RETRIABLE: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.MasterDownError,
+    redis.exceptions.ClusterDownError,
+    OSError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,12 +56,20 @@ async def retry_forever(
     retriable: tuple[type[BaseException], ...],
     backoff: Backoff,
     on_retry: Callable[[BaseException], None] | None = None,
+    on_success: Callable[[], None] | None = None,
 ) -> T:
-    """Await ``op()`` until it succeeds; retry only on ``retriable`` exceptions."""
+    """Await ``op()`` until it succeeds; retry only on ``retriable`` exceptions.
+
+    ``on_retry`` is called with each retried exception, ``on_success`` once after a success that
+    followed retries (health reporting: a stage is stalled from the first until then).
+    """
     attempt = 0
     while True:
         try:
-            return await op()
+            value = await op()
+            if attempt and on_success is not None:
+                on_success()
+            return value
         except retriable as exc:
             attempt += 1
             delay = backoff.delay(attempt)

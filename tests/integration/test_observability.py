@@ -147,7 +147,12 @@ async def test_metrics_match_what_was_sent_and_health_endpoints(
 
             status, body = await get(session, f"{base}/readyz")
             assert status == 200, body
-            assert orjson.loads(body)["checks"] == {"model": "ok", "redis": "ok", "broker": "ok"}
+            assert orjson.loads(body)["checks"] == {
+                "model": "ok",
+                "redis": "ok",
+                "broker": "ok",
+                "pipeline": "ok",
+            }
 
             await stack.kill_redis()
             try:

@@ -7,84 +7,13 @@ import asyncio
 import orjson
 import pytest
 import redis.exceptions
+from support.fakes import FakeClassifier, FakePublisher, FakeStore
 
 from commentflow.settings import Settings
-from model.base import ClassOutput
 from schemas.events import DeadLetter, Prediction
 from workers.inference import InferenceRunner
 from workers.messages import Inbound
 from workers.processor import BatchProcessor
-
-
-class FakeClassifier:
-    name, version, labels, device = "fake", "0", ("negative", "neutral", "positive"), "cpu"
-
-    def __init__(self, poison: str | None = None) -> None:
-        self.poison = poison
-        self.calls: list[int] = []
-
-    def predict(self, batch):
-        self.calls.append(len(batch))
-        if self.poison and any(self.poison in c.text for c in batch):
-            raise RuntimeError("boom")
-        label = lambda t: "negative" if "bad" in t else "positive"  # noqa: E731
-        return [
-            ClassOutput(
-                label(c.text),
-                {"negative": 0.1, "neutral": 0.1, "positive": 0.8}
-                if label(c.text) == "positive"
-                else {"negative": 0.8, "neutral": 0.1, "positive": 0.1},
-                ("text",),
-            )
-            for c in batch
-        ]
-
-
-class FakePublisher:
-    def __init__(self, fail_first: int = 0) -> None:
-        self.sent: list = []
-        self.fail_first = fail_first
-
-    async def send(self, message):
-        fut = asyncio.get_running_loop().create_future()
-        if self.fail_first > 0:
-            self.fail_first -= 1
-            fut.set_exception(ConnectionError("broker down"))
-        else:
-            self.sent.append(message)
-            fut.set_result(None)
-        return fut
-
-
-class FakeStore:
-    def __init__(self, fail_first: int = 0) -> None:
-        self.seen: set[str] = set()
-        self.dlq_seen: set[str] = set()
-        self.applied: list = []
-        self.fail_first = fail_first
-        self.events: list[str] = []
-
-    async def already_done(self, comment_ids, source_ids):
-        self._maybe_fail()
-        return [c in self.seen for c in comment_ids], [s in self.dlq_seen for s in source_ids]
-
-    async def apply(self, predictions, dead_letters, *, now_ms):
-        self._maybe_fail()
-        self.events.append("apply")
-        out = []
-        for p in predictions:
-            out.append(int(p.comment_id not in self.seen))
-            self.seen.add(p.comment_id)
-            self.applied.append(p)
-        for d in dead_letters:
-            out.append(int(d.source_id not in self.dlq_seen))
-            self.dlq_seen.add(d.source_id)
-        return out
-
-    def _maybe_fail(self):
-        if self.fail_first > 0:
-            self.fail_first -= 1
-            raise redis.exceptions.ConnectionError("redis down")
 
 
 def settings() -> Settings:
@@ -169,7 +98,11 @@ async def test_poison_comment_is_dead_lettered_and_the_rest_predicted():
     )
     await runner.stop()
     assert result.predicted == 2 and result.dead_lettered == {"processing_failed": 1}
-    assert clf.calls == [3, 1, 1, 1]
+    # the batch, the canary, then bisection: [a] | [p, b] -> [p] | [b]
+    assert clf.calls == [3, 1, 1, 2, 1, 1]
+    (dead,) = [orjson.loads(m.value) for m in pub.sent if m.topic == "comments.dlq"]
+    assert dead["source"]["offset"] == 1
+    assert dead["error"]["details"] == [{"stage": "model", "exception": "RuntimeError"}]
 
 
 async def test_feed_text_is_redacted_and_truncated():
@@ -190,3 +123,105 @@ async def test_cancel_during_outage_raises_and_aggregates_nothing():
         await task
     await runner.stop()
     assert store.applied == []
+
+
+async def test_two_users_with_the_same_comment_id_are_both_predicted():
+    proc, runner, pub, store = await make()
+    result = await proc.process(
+        [inbound(0, ev("same", user="u1")), inbound(1, ev("same", user="u2"))]
+    )
+    again = await proc.process([inbound(2, ev("same", user="u2"))])
+    await runner.stop()
+    assert result.predicted == 2 and again.predicted == 0 and again.skipped_duplicates == 1
+    assert sorted(p.user_id for p in store.applied) == ["u1", "u2"]
+
+
+async def test_edge_of_range_dates_are_schema_violations_and_the_batch_goes_on():
+    proc, runner, pub, _ = await make()
+    doc = orjson.loads(ev("edge"))
+    batch = [
+        inbound(0, orjson.dumps({**doc, "created_at": "9999-12-31T23:59:59-01:00"})),
+        inbound(1, orjson.dumps({**doc, "created_at": "0001-01-01T00:00:00+14:00"})),
+        inbound(2, orjson.dumps({**doc, "created_at": "1900-01-01T00:00:00Z"})),
+        inbound(3, ev("fine")),
+    ]
+    result = await proc.process(batch)
+    await runner.stop()
+    assert result.dead_lettered == {"schema_violation": 3} and result.predicted == 1
+
+
+async def test_a_prediction_that_cannot_be_built_dead_letters_only_that_comment(monkeypatch):
+    proc, runner, pub, store = await make()
+    real = proc._prediction
+
+    def flaky(event, *args):
+        if event.comment_id == "b":
+            raise OverflowError("cannot build")
+        return real(event, *args)
+
+    monkeypatch.setattr(proc, "_prediction", flaky)
+    result = await proc.process([inbound(i, ev(c)) for i, c in enumerate("abc")])
+    await runner.stop()
+    assert result.predicted == 2 and result.dead_lettered == {"processing_failed": 1}
+    (dead,) = [orjson.loads(m.value) for m in pub.sent if m.topic == "comments.dlq"]
+    assert dead["error"]["details"] == [{"stage": "build", "exception": "OverflowError"}]
+    assert {p.comment_id for p in store.applied} == {"a", "c"}
+
+
+class RefusingPublisher(FakePublisher):
+    """The broker refuses for good (MessageSizeTooLarge) the prediction of comment ``c`` and
+    any dead letter over ``limit`` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    async def send(self, message):
+        from aiokafka.errors import MessageSizeTooLargeError
+
+        doc = orjson.loads(message.value)
+        if doc.get("comment_id") == "c" or len(message.value) > self.limit:
+            raise MessageSizeTooLargeError("too large")
+        return await super().send(message)
+
+
+async def test_a_prediction_the_broker_refuses_becomes_a_dead_letter_without_payload():
+    proc, runner, pub, store = await make(publisher=RefusingPublisher(limit=1200))
+    result = await proc.process(
+        [inbound(0, ev("a")), inbound(1, ev("c", "good " + "y" * 2000)), inbound(2, ev("b"))]
+    )
+    await runner.stop()
+    assert result.predicted == 2 and result.dead_lettered == {"processing_failed": 1}
+    preds = [orjson.loads(m.value) for m in pub.sent if m.topic == "comments.predictions"]
+    (dead,) = [orjson.loads(m.value) for m in pub.sent if m.topic == "comments.dlq"]
+    assert [p["comment_id"] for p in preds] == ["a", "b"]
+    assert dead["error"]["details"] == [
+        {"stage": "publish", "exception": "MessageSizeTooLargeError"}
+    ]
+    # the full dead letter (2 KB payload) was refused too: it went out without its payload
+    assert dead["payload"] == "" and dead["payload_truncated"] is True
+    assert dead["source"]["offset"] == 1
+    assert {p.comment_id for p in store.applied} == {"a", "b"}
+    assert store.dlq_seen == {"comments:0:1"}
+
+
+async def test_redis_out_of_memory_and_read_only_answers_are_retried():
+    class Store(FakeStore):
+        def __init__(self):
+            super().__init__()
+            self.errors = [
+                redis.exceptions.OutOfMemoryError("OOM command not allowed"),
+                redis.exceptions.ReadOnlyError("READONLY You can't write against a replica"),
+                redis.exceptions.BusyLoadingError("LOADING"),
+            ]
+
+        async def apply(self, predictions, dead_letters, *, now_ms):
+            if self.errors:
+                raise self.errors.pop(0)
+            return await super().apply(predictions, dead_letters, now_ms=now_ms)
+
+    store = Store()
+    proc, runner, pub, _ = await make(store=store)
+    result = await proc.process([inbound(0, ev("a"))])
+    await runner.stop()
+    assert result.predicted == 1 and store.errors == [] and proc.health.ready()
