@@ -439,7 +439,12 @@ class DecodePool:
                     self.refused += 1
                     raise MediaBusy("busy", f"{len(self._abandoned)} abandoned decodes running")
                 self._threads_busy += 1
-            future = self._executor.submit(fn, *args)
+            try:
+                future = self._executor.submit(fn, *args)
+            except BaseException:  # closed: the thread was never taken
+                with self._lock:
+                    self._threads_busy -= 1
+                raise
             future.add_done_callback(self._thread_done)
             try:
                 async with asyncio.timeout_at(deadline):
