@@ -16,7 +16,15 @@ error tree lives here::
         │                          invalid_url (never retried)
         ├── FetchFailed            timeout, too_large, http_<status>, too_many_redirects,
         │                          connection_error (the fetcher retried what was retriable)
-        └── DecodeFailed           unsupported_type, decode_error, too_large (media_decode)
+        ├── DecodeFailed           unsupported_type, decode_error, too_large,
+        │                          unsupported_sample_rate (media_decode)
+        └── MediaBusy              busy, batch_limit, request_limit: a worker limit, not the
+                                   media's fault (transient, never remembered)
+
+Which failures are remembered per URL (the negative cache) is decided here too:
+:func:`is_deterministic` is true only for what would fail the same way on the next try.
+
+:func:`registrable_domain` groups hosts for the fetcher's per-domain connection limit.
 """
 
 from __future__ import annotations
@@ -37,8 +45,11 @@ __all__ = [
     "CheckedURL",
     "DecodeFailed",
     "FetchFailed",
+    "MediaBusy",
     "MediaError",
+    "is_deterministic",
     "parse_legacy_ipv4",
+    "registrable_domain",
 ]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -56,7 +67,32 @@ MEDIA_ERROR_REASONS: dict[str, str] = {
     "too_many_redirects": "more redirects than the fetcher follows",
     "connection_error": "the connection failed or broke, after retries",
     "invalid_url": "the URL cannot be parsed, has credentials, or an ambiguous host spelling",
+    "unsupported_sample_rate": "the audio sample rate is not one of the common rates we resample",
+    "busy": "no media budget (bytes in flight, decode slot) was free before the deadline",
+    "batch_limit": "the micro-batch already had media_max_items_per_batch items; not fetched",
+    "request_limit": "the comment used up media_max_requests_per_comment HTTP requests",
 }
+
+# Reasons that never enter the negative cache: the next try may well succeed.
+_TRANSIENT: Final = frozenset(
+    {"timeout", "connection_error", "busy", "batch_limit", "request_limit", "http_408",
+     "http_429"}
+)
+
+
+def is_deterministic(reason: str) -> bool:
+    """Whether ``reason`` would recur on an immediate retry (so it may be remembered per URL).
+
+    Deterministic: 4xx statuses but 408/429, policy refusals, too_large, too_many_redirects,
+    unsupported_type, unsupported_sample_rate, decode_error. Transient: timeouts, connection
+    errors, 5xx (and any other non-4xx status), and the worker's own limits (busy, batch_limit,
+    request_limit).
+    """
+    if reason in _TRANSIENT:
+        return False
+    if reason.startswith("http_"):
+        return reason[5:6] == "4" and len(reason) == 8
+    return True
 
 
 class MediaError(CommentflowError):
@@ -78,7 +114,12 @@ class FetchFailed(MediaError):
 
 
 class DecodeFailed(MediaError):
-    """The body is not a usable image/audio: unsupported_type, decode_error, too_large."""
+    """The body is not a usable image/audio: unsupported_type, decode_error, too_large,
+    unsupported_sample_rate."""
+
+
+class MediaBusy(MediaError):
+    """A worker limit, not the media: busy, batch_limit, request_limit (never remembered)."""
 
 
 # Ranges refused whatever Python's ``is_global`` says (it changed across 3.11.x/3.12.x).
@@ -164,8 +205,15 @@ def _norm_host(host: str) -> str:
     return host.strip().lower().rstrip(".")
 
 
+def _norm_pattern(pattern: str) -> str:
+    """``*.example.com`` (curl/TLS style) is the same pattern as ``.example.com``."""
+    host = _norm_host(pattern).strip("[]")
+    return host[1:] if host.startswith("*.") else host
+
+
 def _host_matches(host: str, patterns: frozenset[str]) -> bool:
-    """``example.com`` matches itself; ``.example.com`` matches every subdomain (not the apex)."""
+    """``example.com`` matches itself; ``.example.com`` and ``*.example.com`` match every
+    subdomain (not the apex)."""
     if host in patterns:
         return True
     return any(p.startswith(".") and host.endswith(p) for p in patterns)
@@ -175,7 +223,8 @@ def _host_matches(host: str, patterns: frozenset[str]) -> bool:
 class AddressPolicy:
     """The SSRF policy: immutable, shared by every hop and every connection of a fetcher.
 
-    ``allowed_hosts`` empty means any host; otherwise only those (``.example.com`` = subdomains).
+    ``allowed_hosts`` empty means any host; otherwise only those (``.example.com`` or
+    ``*.example.com`` = every subdomain, not the apex; the same for the other host lists).
     ``allow_hosts_any_address`` names hosts that may resolve anywhere, loopback included (local
     development and tests); they are implicitly allowed hosts. ``allow_private`` lets private,
     loopback and CGNAT addresses through but never link-local (cloud metadata), multicast or
@@ -193,7 +242,7 @@ class AddressPolicy:
     def __post_init__(self) -> None:
         # Normalised once (frozen: hence object.__setattr__), so matching is a set lookup.
         for name in ("allowed_hosts", "denied_hosts", "allow_hosts_any_address"):
-            hosts = frozenset(_norm_host(h).strip("[]") for h in getattr(self, name))
+            hosts = frozenset(_norm_pattern(h) for h in getattr(self, name))
             object.__setattr__(self, name, hosts)
         schemes = frozenset(s.lower() for s in self.allowed_schemes)
         object.__setattr__(self, "allowed_schemes", schemes)
@@ -325,3 +374,54 @@ class AddressPolicy:
         if labels[-1].isdigit():
             raise BlockedURL("invalid_url", "numeric top-level label")
         return None
+
+
+# -- registrable domains (the per-domain connection limit)
+
+# Second-level labels under which registrations happen (co.uk, com.au, ...): a small offline
+# stand-in for the Public Suffix List, enough to keep unrelated sites apart in the fairness limit.
+_SECOND_LEVEL: Final = frozenset(
+    {"ac", "co", "com", "edu", "gov", "govt", "gob", "go", "ltd", "me", "mil", "ne", "net", "nic",
+     "nom", "or", "org", "plc", "sch"}
+)
+
+
+def _psl_private_suffix() -> object | None:
+    try:  # optional: the full Public Suffix List (an offline copy ships with the package)
+        from publicsuffixlist import PublicSuffixList  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return PublicSuffixList().privatesuffix
+
+
+_PSL: Final = _psl_private_suffix()
+
+
+def registrable_domain(host: str) -> str:
+    """The registrable domain ("eTLD+1") of ``host``: ``a1.evil.test`` -> ``evil.test``.
+
+    With the ``publicsuffixlist`` package installed, its offline Public Suffix List decides.
+    Without it: the last two labels, or the last three when the second-to-last is a common
+    second-level suffix label of a two-letter country code (``x.example.co.uk`` ->
+    ``example.co.uk``, ``shop.example.com.au`` -> ``example.com.au``). An IP literal is its
+    own domain. Never raises: a host it cannot split is returned as it is.
+    """
+    host = _norm_host(host).strip("[]")
+    if ":" in host or _is_numeric_ipv4(host):
+        return host
+    if _PSL is not None:
+        found = _PSL(host)  # type: ignore[operator]
+        if isinstance(found, str) and found:
+            return found
+    labels = host.split(".")
+    if len(labels) >= 3 and len(labels[-1]) == 2 and labels[-2] in _SECOND_LEVEL:
+        return ".".join(labels[-3:])
+    return ".".join(labels[-2:])
+
+
+def _is_numeric_ipv4(host: str) -> bool:
+    """Whether ``host`` is some numeric IPv4 spelling (in range or not)."""
+    try:
+        return parse_legacy_ipv4(host) is not None
+    except BlockedURL:
+        return True

@@ -6,12 +6,22 @@ Two layers, both optional to hit and never a reason to fail an item:
 * a Redis layer (``redis.asyncio``), shared by workers, with TTLs::
 
       {prefix}media:url:{sha256(url)}      -> content sha256 (hex)
-      {prefix}media:blob:{content sha256}  -> encoded decoded array, or a marker (payload over
-                                              the per-entry cap, or the content's decode failure)
+      {prefix}media:blob:{content sha256}  -> the decoded media re-encoded compactly, or a marker
+                                              (over the per-entry cap, or the content's
+                                              deterministic decode failure)
       {prefix}media:feat:{kind}:{sha256}   -> a derived feature (OCR text, ASR, embeddings ...)
 
+The Redis here is the cache Redis (``allkeys-lru`` under ``maxmemory``); every key is written
+with a TTL. Decoded arrays are never stored raw (a 448x448 RGB array is 602 kB): images are
+stored as lossless WebP of the resized array, audio as 16-bit FLAC of the decoded clip
+(:func:`encode_media`), so a hit is bit-identical to the decode that stored it (the service puts
+audio on the 16-bit grid before caching it). Measured: resized photos 400-515 kB raw -> 160-200
+kB (39-48 %); 30 s of 16 kHz audio 1.92 MB raw (over the 1 MB entry cap: was only a marker) ->
+0.66 MB. Encoding (10-90 ms) and decoding run in a thread, off the event loop.
+
 Payloads are a small self-describing binary format (:func:`encode_payload`), never pickle.
-Decoded arrays handed out are read-only and shared: copy before writing into them.
+Decoded arrays handed out are read-only and shared: copy before writing into them. The
+in-process LRU is bounded by entries and bytes.
 
 Redis commands run in tasks the cache owns: a caller waits at most ``redis_wait_s`` and is
 shielded, so neither a slow Redis nor an item deadline cancels a command mid-reply (the redis-py
@@ -25,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import logging
 import struct
 import time
@@ -43,7 +54,9 @@ __all__ = [
     "LRUCache",
     "MediaCache",
     "SingleFlight",
+    "decode_media",
     "decode_payload",
+    "encode_media",
     "encode_payload",
     "sha256_hex",
 ]
@@ -134,6 +147,63 @@ def decode_payload(blob: bytes) -> tuple[dict[str, Any], np.ndarray | bytes | No
     if kind == "none":
         return header, None
     raise ValueError("unknown payload type")
+
+
+def encode_media(media: CachedMedia, meta: dict[str, Any]) -> bytes:
+    """A :class:`CachedMedia` as a compact payload: lossless WebP (``(H, W, 3) uint8`` images),
+    16-bit FLAC (``(T,)`` float32 audio, on the 16-bit grid), or a marker (anything else)."""
+    header = {**meta, "kind": media.kind, "reason": media.reason}
+    array = media.array
+    if array is None:
+        return encode_payload(None, header)
+    buf = io.BytesIO()
+    rgb = array.dtype == np.uint8 and array.ndim == 3 and array.shape[2] == 3
+    if media.kind == "image" and rgb:
+        from PIL import Image
+
+        # method 0: the fastest lossless effort (~50 ms for 448x448), ~15% under PNG level 1.
+        Image.fromarray(array, "RGB").save(buf, "WEBP", lossless=True, method=0, quality=0)
+        header["codec"] = "webp"
+    elif media.kind == "audio" and array.dtype == np.float32 and array.ndim == 1 and array.size:
+        import soundfile as sf
+
+        pcm = np.rint(np.clip(array, -1.0, 1.0) * 32767.0).astype(np.int16)
+        sf.write(buf, pcm, 16_000, format="FLAC", subtype="PCM_16")  # the rate is not used
+        header["codec"] = "flac"
+    else:
+        return encode_payload(None, header)  # nothing compact to store: a marker
+    return encode_payload(buf.getvalue(), header)
+
+
+def decode_media(blob: bytes) -> tuple[dict[str, Any], CachedMedia]:
+    """Inverse of :func:`encode_media`; raises ``ValueError`` on anything malformed (a raw
+    array payload of the old format included)."""
+    meta, value = decode_payload(blob)
+    kind, reason, codec = meta.get("kind"), meta.get("reason"), meta.get("codec")
+    if not isinstance(kind, str) or not (reason is None or isinstance(reason, str)):
+        raise ValueError("bad media header")
+    if value is None:
+        return meta, CachedMedia(kind, None, reason)
+    if not isinstance(value, bytes):
+        raise ValueError("raw arrays are not cached any more")
+    try:
+        if codec == "webp":
+            from PIL import Image
+
+            with Image.open(io.BytesIO(value), formats=["WEBP"]) as im:
+                array = np.asarray(im.convert("RGB"), dtype=np.uint8)
+        elif codec == "flac":
+            import soundfile as sf
+
+            pcm, _rate = sf.read(io.BytesIO(value), dtype="int16")
+            array = pcm.astype(np.float32) / np.float32(32767.0)
+        else:
+            raise ValueError(f"unknown codec {codec!r}")
+    except ValueError:
+        raise
+    except Exception as exc:  # Pillow OSError, soundfile LibsndfileError (RuntimeError) ...
+        raise ValueError(f"corrupt {codec} payload") from exc
+    return meta, CachedMedia(kind, _frozen(np.ascontiguousarray(array)), reason)
 
 
 def _size_of(value: Any) -> int:
@@ -365,25 +435,25 @@ class MediaCache:
         if not isinstance(raw, bytes):
             return None
         try:
-            meta, value = decode_payload(raw)
+            meta, media = await asyncio.to_thread(decode_media, raw)
         except ValueError:
             log.warning("media cache: unreadable blob payload for %s", content_hash[:12])
             return None
-        if meta.get("variant") != variant or not isinstance(meta.get("kind"), str):
+        if meta.get("variant") != variant:
             return None
-        array = value if isinstance(value, np.ndarray) else None
-        media = CachedMedia(kind=meta["kind"], array=array, reason=meta.get("reason"))
-        if array is not None or media.reason is not None:
+        if media.array is not None or media.reason is not None:
             self._put_local(local_key, media)
         return media
 
     async def put_media(self, content_hash: str, media: CachedMedia, variant: str = "") -> None:
         media = CachedMedia(media.kind, _frozen(media.array), media.reason)
         self._put_local(("media", variant, content_hash), media)
-        meta = {"kind": media.kind, "variant": variant, "reason": media.reason}
-        payload = encode_payload(media.array, meta)
+        if self._redis is None:
+            return  # no need to encode
+        meta = {"variant": variant}
+        payload = await asyncio.to_thread(encode_media, media, meta)
         if len(payload) > self.config.redis_max_entry_bytes:
-            payload = encode_payload(None, meta)  # marker: known content, refetch to decode
+            payload = encode_media(CachedMedia(media.kind, None, media.reason), meta)  # marker
         await self._redis_call(
             "set", self.blob_key(content_hash), payload, ex=self.config.redis_blob_ttl_s
         )

@@ -11,6 +11,22 @@ Per item: connect/read/attempt timeouts, a deadline over all attempts, the body 
 streams (and up front from Content-Length), retries with jittered exponential backoff only for
 ``timeout``, ``connection_error`` and ``http_5xx``. Failures raise
 :class:`~workers.address_policy.MediaError` subclasses. Never log a full URL: :func:`redact_url`.
+
+Shared limits, so that no input can make the worker hold unbounded memory or connections:
+
+* :class:`ByteBudget`: bytes of bodies in flight, all items together. A body's bytes are
+  reserved once its headers arrived and before it is read (its Content-Length when declared, and
+  the body may not exceed it; otherwise the kind's max bytes, shrunk to the real size once read)
+  and released by the owner of the :class:`FetchResult` after decoding. Waiting for budget counts
+  against the deadline; who gets none in time fails with ``busy``.
+* :class:`DomainLimiter`: requests in flight per registrable domain (``a1.evil.test`` and
+  ``a2.evil.test`` share ``evil.test``'s budget), on top of aiohttp's per-host and total limits:
+  a wildcard domain cannot take the whole connection pool.
+* :class:`RequestBudget`: HTTP requests one comment may send, every attempt and redirect hop
+  counted; beyond it ``request_limit``.
+
+:class:`StaticResolver` answers from a ``host=ip`` table (:func:`parse_resolve`, settings
+``media_resolve``, like curl ``--resolve``); its answers still pass :class:`PolicyResolver`.
 """
 
 from __future__ import annotations
@@ -19,9 +35,11 @@ import asyncio
 import enum
 import hashlib
 import inspect
+import ipaddress
 import logging
 import random
 import socket
+from collections import Counter, deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -32,18 +50,32 @@ import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from workers.address_policy import AddressPolicy, BlockedURL, FetchFailed, MediaError
+from workers.address_policy import (
+    AddressPolicy,
+    BlockedURL,
+    FetchFailed,
+    MediaBusy,
+    MediaError,
+    registrable_domain,
+)
 
 __all__ = [
     "AiohttpTransport",
+    "ByteBudget",
+    "DomainLimiter",
     "FetchConfig",
+    "FetchProgress",
     "FetchResult",
     "MediaFetcher",
     "MockResponse",
     "MockTransport",
     "PolicyResolver",
+    "RequestBudget",
+    "Reservation",
+    "StaticResolver",
     "Transport",
     "TransportResponse",
+    "parse_resolve",
     "redact_url",
 ]
 
@@ -88,6 +120,8 @@ class FetchConfig:
     backoff_max_s: float = 2.0
     limit: int = 100  # open connections, all hosts
     limit_per_host: int = 8
+    limit_per_domain: int = 16  # requests in flight per registrable domain
+    inflight_bytes: int = 96 * 1024 * 1024  # the ByteBudget a fetcher makes when given none
     chunk_bytes: int = 64 * 1024
     dns_cache_s: int = 10
     user_agent: str = "commentflow-media/0.1"
@@ -109,6 +143,151 @@ class FetchResult:
     attempts: int
     redirects: int
     known_hash: str | None = None
+    reservation: Reservation | None = None  # the body's bytes in the ByteBudget
+
+    def release(self) -> None:
+        """Give the body's bytes back to the budget (after decoding); idempotent."""
+        if self.reservation is not None:
+            self.reservation.release()
+
+
+# -- shared limits
+
+
+class Reservation:
+    """Bytes held in a :class:`ByteBudget`; :meth:`release` is idempotent."""
+
+    __slots__ = ("_budget", "nbytes")
+
+    def __init__(self, budget: ByteBudget, nbytes: int) -> None:
+        self._budget = budget
+        self.nbytes = nbytes
+
+    def shrink(self, nbytes: int) -> None:
+        """Keep only ``nbytes`` (the body turned out smaller than reserved)."""
+        if 0 <= nbytes < self.nbytes:
+            self._budget._give(self.nbytes - nbytes)  # noqa: SLF001 - the budget's own handle
+            self.nbytes = nbytes
+
+    def release(self) -> None:
+        self.shrink(0)
+
+
+class ByteBudget:
+    """An async semaphore counted in bytes, first come first served (a large request at the
+    head is not starved by small ones behind it). Event-loop use only.
+
+    A request over ``capacity`` is clamped to it (it then waits for the whole budget).
+    :attr:`high_water` is the most bytes ever held at once.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity <= 0:
+            raise ValueError("capacity must be positive")
+        self.capacity = capacity
+        self.used = 0
+        self.high_water = 0
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    async def reserve(self, nbytes: int, deadline: float | None = None) -> Reservation:
+        """Wait for ``nbytes`` until ``deadline`` (loop time; ``TimeoutError`` past it)."""
+        n = max(0, min(nbytes, self.capacity))
+        if not self._waiters and self.used + n <= self.capacity:
+            self._take(n)
+            return Reservation(self, n)
+        entry = (n, asyncio.get_running_loop().create_future())
+        self._waiters.append(entry)
+        try:
+            async with asyncio.timeout_at(deadline):
+                await entry[1]
+        except BaseException:
+            if entry[1].done() and not entry[1].cancelled():
+                self._give(n)  # granted just as we gave up
+            else:
+                entry[1].cancel()
+                self._wake()  # we may have been the head that blocked the others
+            raise
+        return Reservation(self, n)
+
+    def _take(self, n: int) -> None:
+        self.used += n
+        self.high_water = max(self.high_water, self.used)
+
+    def _give(self, n: int) -> None:
+        self.used -= n
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters:
+            n, fut = self._waiters[0]
+            if fut.done():  # gave up
+                self._waiters.popleft()
+                continue
+            if self.used + n > self.capacity:
+                return
+            self._waiters.popleft()
+            self._take(n)
+            fut.set_result(None)
+
+
+class DomainLimiter:
+    """At most ``per_domain`` requests in flight per registrable domain. Semaphores exist only
+    while a domain has requests (no growth with the number of domains ever seen).
+    :attr:`high_water` maps each domain to its most requests at once."""
+
+    def __init__(self, per_domain: int) -> None:
+        self.per_domain = per_domain
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._users: Counter[str] = Counter()
+        self.active: Counter[str] = Counter()
+        self.high_water: Counter[str] = Counter()
+
+    @asynccontextmanager
+    async def slot(self, host: str) -> AsyncIterator[None]:
+        domain = registrable_domain(host)
+        sem = self._slots.get(domain)
+        if sem is None:
+            sem = self._slots[domain] = asyncio.Semaphore(self.per_domain)
+        self._users[domain] += 1
+        try:
+            async with sem:
+                self.active[domain] += 1
+                self.high_water[domain] = max(self.high_water[domain], self.active[domain])
+                try:
+                    yield
+                finally:
+                    self.active[domain] -= 1
+        finally:
+            self._users[domain] -= 1
+            if not self._users[domain]:
+                del self._users[domain], self._slots[domain], self.active[domain]
+
+
+class RequestBudget:
+    """HTTP requests one comment may still send; every attempt and redirect hop takes one."""
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self) -> None:
+        if self.used >= self.limit:
+            raise MediaBusy("request_limit", f"{self.limit} requests for this comment")
+        self.used += 1
+
+
+@dataclass(slots=True)
+class FetchProgress:
+    """Where a fetch is (set by the fetcher, read by whoever gives up on it): ``phase`` is
+    ``request`` or ``budget`` (waiting for :class:`ByteBudget`)."""
+
+    phase: str = "request"
 
 
 # -- transports
@@ -156,6 +335,73 @@ class PolicyResolver(AbstractResolver):
     async def close(self) -> None:
         if self._inner is not None:
             await self._inner.close()
+
+
+def parse_resolve(spec: str) -> dict[str, tuple[str, ...]]:
+    """``"host=ip,*.domain=ip"`` -> ``{host: (ip, ...)}`` (a host given twice gets both).
+
+    ``*.domain`` matches every subdomain, at any depth, not the apex. Raises ``ValueError`` on
+    an entry without ``=``, an empty host or an address that is not an IP literal.
+    """
+    table: dict[str, tuple[str, ...]] = {}
+    for raw in spec.split(","):
+        entry = raw.strip()
+        if not entry:
+            continue
+        host, sep, ip = (part.strip() for part in entry.partition("="))
+        host = host.lower().rstrip(".")
+        if not sep or not host or host in ("*", "*."):
+            raise ValueError(f"media_resolve entry {entry!r}: expected host=ip")
+        addr = ipaddress.ip_address(ip.strip("[]")).compressed  # ValueError if not an IP
+        table[host] = (*table.get(host, ()), addr)
+    return table
+
+
+class StaticResolver(AbstractResolver):
+    """Answers from a fixed table (:func:`parse_resolve`); other hosts go to ``fallback``
+    (aiohttp's default resolver when ``None``). The most specific entry wins: ``a.b.test``,
+    then ``*.b.test``, then ``*.test``. Wrap it in :class:`PolicyResolver`: a table does not
+    make an address acceptable."""
+
+    def __init__(
+        self, table: Mapping[str, Iterable[str]], fallback: AbstractResolver | None = None
+    ) -> None:
+        self._table = {h.lower().rstrip("."): tuple(ips) for h, ips in table.items()}
+        self._fallback = fallback
+
+    def lookup(self, host: str) -> tuple[str, ...] | None:
+        host = host.lower().rstrip(".")
+        found = self._table.get(host)
+        labels = host.split(".")
+        for i in range(1, len(labels)):
+            if found is not None:
+                break
+            found = self._table.get("*." + ".".join(labels[i:]))
+        return found
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        ips = self.lookup(host)
+        if ips is None:
+            if self._fallback is None:
+                self._fallback = aiohttp.DefaultResolver()
+            return await self._fallback.resolve(host, port, family)
+        return [
+            {
+                "hostname": host,
+                "host": ip,
+                "port": port,
+                "family": socket.AF_INET6 if ":" in ip else socket.AF_INET,
+                "proto": 0,
+                "flags": socket.AI_NUMERICHOST,
+            }
+            for ip in ips
+        ]
+
+    async def close(self) -> None:
+        if self._fallback is not None:
+            await self._fallback.close()
 
 
 class _AiohttpResponse:
@@ -314,7 +560,8 @@ class MediaFetcher:
 
     ``start()`` and ``stop()`` may be called twice; a stopped fetcher does not restart. Also an
     async context manager. ``transport`` defaults to :class:`AiohttpTransport` (``resolver`` is
-    its inner DNS resolver); ``rng`` drives the backoff jitter.
+    its inner DNS resolver); ``rng`` drives the backoff jitter; ``budget`` is the
+    :class:`ByteBudget` of bodies in flight (one of ``config.inflight_bytes`` when ``None``).
     """
 
     def __init__(
@@ -325,12 +572,15 @@ class MediaFetcher:
         transport: Transport | None = None,
         resolver: AbstractResolver | None = None,
         rng: random.Random | None = None,
+        budget: ByteBudget | None = None,
     ) -> None:
         self.policy = policy or AddressPolicy()
         self.config = config or FetchConfig()
         self._transport: Transport = transport or AiohttpTransport(
             self.policy, self.config, resolver=resolver
         )
+        self.budget = budget or ByteBudget(self.config.inflight_bytes)
+        self.domains = DomainLimiter(self.config.limit_per_domain)
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._state = _State.NEW
 
@@ -365,35 +615,49 @@ class MediaFetcher:
         *,
         deadline: float | None = None,
         known: KnownLookup | None = None,
+        requests: RequestBudget | None = None,
+        progress: FetchProgress | None = None,
     ) -> FetchResult:
         """Fetch ``url`` for a ``kind`` (``image``/``audio``) item; raise :class:`MediaError`.
 
         ``deadline`` is an event-loop time (``loop.time()``), capped at ``config.deadline_s``
-        from now; past it the fetch is cancelled and fails with ``timeout``. ``known(url)``,
-        when given, is asked before following each redirect hop; a content hash it returns ends
-        the fetch there (the caller has that URL's content already).
+        from now; past it the fetch is cancelled and fails with ``timeout`` (``busy`` while it
+        waited for the byte budget). ``known(url)``, when given, is asked before following each
+        redirect hop; a content hash it returns ends the fetch there (the caller has that URL's
+        content already). Every request takes one from ``requests`` (``request_limit`` when it
+        is spent). The result holds a :class:`Reservation`: call :meth:`FetchResult.release`
+        once the body is no longer needed.
         """
         if self._state is not _State.STARTED:
             raise RuntimeError("MediaFetcher is not started")
         loop = asyncio.get_running_loop()
         cap = loop.time() + self.config.deadline_s
         deadline = cap if deadline is None else min(deadline, cap)
+        progress = progress or FetchProgress()
         try:
             async with asyncio.timeout_at(deadline):
-                return await self._fetch_retrying(url, kind, deadline, known)
+                return await self._fetch_retrying(url, kind, deadline, known, requests, progress)
         except TimeoutError as exc:
-            log.debug("media fetch %s: deadline passed", redact_url(url))
+            log.debug("media fetch %s: deadline passed (%s)", redact_url(url), progress.phase)
+            if progress.phase == "budget":
+                raise MediaBusy("busy", "no byte budget before the deadline") from exc
             raise FetchFailed("timeout", "deadline passed") from exc
 
     async def _fetch_retrying(
-        self, url: str, kind: str, deadline: float, known: KnownLookup | None
+        self,
+        url: str,
+        kind: str,
+        deadline: float,
+        known: KnownLookup | None,
+        requests: RequestBudget | None,
+        progress: FetchProgress,
     ) -> FetchResult:
         loop = asyncio.get_running_loop()
         attempt = 0
         while True:
             attempt += 1
             try:
-                return await self._fetch_once(url, kind, attempt, known)
+                return await self._fetch_once(url, kind, attempt, known, requests, progress)
             except FetchFailed as exc:
                 if not _retriable(exc.reason) or attempt > self.config.retries:
                     raise
@@ -412,7 +676,13 @@ class MediaFetcher:
         return cap / 2 + self._rng.uniform(0, cap / 2)
 
     async def _fetch_once(
-        self, url: str, kind: str, attempt: int, known: KnownLookup | None
+        self,
+        url: str,
+        kind: str,
+        attempt: int,
+        known: KnownLookup | None,
+        requests: RequestBudget | None,
+        progress: FetchProgress,
     ) -> FetchResult:
         cfg = self.config
         current: str | yarl.URL = url
@@ -424,14 +694,25 @@ class MediaFetcher:
                     return FetchResult(
                         url, str(checked.url), kind, b"", None, attempt, hop, content_hash
                     )
-            async with self._transport.request(checked.url, cfg) as resp:
+            if requests is not None:
+                requests.take()
+            async with (
+                self.domains.slot(checked.host),
+                self._transport.request(checked.url, cfg) as resp,
+            ):
                 status = resp.status
                 if status in _REDIRECTS:
                     current = self._next_hop(checked.url, resp.headers.get("Location"), status)
                     continue
                 if not 200 <= status < 300:
                     raise FetchFailed(f"http_{status}")
-                data = await self._read_capped(resp, cfg.max_bytes(kind))
+                reservation = await self._reserve(resp, kind, progress)
+                try:
+                    data = await self._read_capped(resp, reservation.nbytes)
+                except BaseException:
+                    reservation.release()
+                    raise
+                reservation.shrink(len(data))
                 return FetchResult(
                     url=url,
                     final_url=str(checked.url),
@@ -440,8 +721,31 @@ class MediaFetcher:
                     content_type=resp.headers.get("Content-Type"),
                     attempts=attempt,
                     redirects=hop,
+                    reservation=reservation,
                 )
         raise FetchFailed("too_many_redirects", f"more than {cfg.max_redirects}")
+
+    async def _reserve(
+        self, resp: TransportResponse, kind: str, progress: FetchProgress
+    ) -> Reservation:
+        """The body's bytes from the budget: its Content-Length, else the kind's max bytes."""
+        max_bytes = self.config.max_bytes(kind)
+        declared = resp.headers.get("Content-Length")
+        size = max_bytes
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                size = max_bytes
+            if size > max_bytes:
+                raise FetchFailed("too_large", f"Content-Length {size} > {max_bytes}")
+            size = max(size, 0)
+        progress.phase = "budget"
+        try:
+            # No deadline of its own: the fetch's deadline cancels the wait (then ``busy``).
+            return await self.budget.reserve(size)
+        finally:
+            progress.phase = "request"
 
     @staticmethod
     def _next_hop(base: yarl.URL, location: str | None, status: int) -> yarl.URL:
@@ -453,14 +757,7 @@ class MediaFetcher:
             raise BlockedURL("invalid_url", "unparsable Location") from exc
 
     async def _read_capped(self, resp: TransportResponse, max_bytes: int) -> bytes:
-        declared = resp.headers.get("Content-Length")
-        if declared is not None:
-            try:
-                size = int(declared)
-            except ValueError:
-                size = -1
-            if size > max_bytes:
-                raise FetchFailed("too_large", f"Content-Length {size} > {max_bytes}")
+        """The body, at most ``max_bytes`` (what was reserved: the Content-Length, if any)."""
         body = bytearray()
         async for chunk in resp.iter_chunks(self.config.chunk_bytes):
             body += chunk

@@ -612,7 +612,7 @@ async def media_redis(redis_port: int) -> AsyncIterator[Any]:
 async def test_redis_layer_shares_decoded_media_across_workers(
     make_service: Any, server: Server, media_redis: Any
 ) -> None:
-    # 16 kB per Redis entry: the 64x48 image (9 kB) is stored, 0.5 s of audio (32 kB) is a marker.
+    # Both are stored re-encoded (WebP, 16-bit FLAC), far under 16 kB: no raw arrays in Redis.
     config = CacheConfig(redis_prefix="cftest:", redis_max_entry_bytes=16 * 1024)
     a = await make_service(cache=MediaCache(config, redis=media_redis))
     url_img, url_wav = server.url("/img/cat.png"), server.url("/audio.wav")
@@ -622,15 +622,20 @@ async def test_redis_layer_shares_decoded_media_across_workers(
     h = sha256_hex(CAT)
     assert await media_redis.get(f"cftest:media:url:{sha256_hex(url_img)}") == h.encode()
     assert 0 < await media_redis.ttl(f"cftest:media:blob:{h}") <= config.redis_blob_ttl_s
+    blob_wav = await media_redis.get(f"cftest:media:blob:{sha256_hex(WAV)}")
+    assert len(blob_wav) < first.audio[0].nbytes / 2  # FLAC, not the 32 kB float32 array
+    async for key in media_redis.scan_iter("cftest:*"):
+        assert await media_redis.ttl(key) > 0, key  # the cache Redis: every key expires
 
     b = await make_service(cache=MediaCache(config, redis=media_redis))  # a fresh worker
     second = await b.resolve(refs)
     assert second.media_errors == []
     np.testing.assert_array_equal(second.images[0], first.images[0])
     np.testing.assert_array_equal(second.audio[0], first.audio[0])
+    assert not second.audio[0].flags.writeable
     assert server.hits["/img/cat.png"] == 1  # the image came from Redis
-    assert server.hits["/audio.wav"] == 2  # only a marker in Redis: fetched and decoded again
-    assert (b.stats.url_hits, b.stats.fetches, b.stats.decodes) == (1, 1, 1)
+    assert server.hits["/audio.wav"] == 1  # so did the audio: bit-identical (16-bit grid)
+    assert (b.stats.url_hits, b.stats.fetches, b.stats.decodes) == (2, 0, 0)
 
 
 async def test_redis_features_and_markers(media_redis: Any) -> None:
@@ -643,7 +648,8 @@ async def test_redis_features_and_markers(media_redis: Any) -> None:
     np.testing.assert_array_equal(await fresh.get_feature("clip:v1", "ab" * 32), emb)
     assert await fresh.get_feature("ocr:v1", "ab" * 32) == b"hello"
     assert await fresh.get_feature("asr:v1", "ab" * 32) is None
-    big = np.zeros((64, 64, 3), np.uint8)  # 12 kB > 1 kB: Redis keeps a marker only
+    # Noise does not compress: 12 kB > 1 kB even as lossless WebP, Redis keeps a marker only.
+    big = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     await cache.put_media("cd" * 32, CachedMedia("image", big), "v")
     marker = await fresh.get_media("cd" * 32, "v")
     assert marker == CachedMedia("image", None, None)

@@ -12,8 +12,11 @@ from workers.address_policy import (
     AddressPolicy,
     BlockedURL,
     MediaError,
+    is_deterministic,
     parse_legacy_ipv4,
+    registrable_domain,
 )
+from workers.media_fetch import PolicyResolver, StaticResolver, parse_resolve
 
 STRICT = AddressPolicy()
 
@@ -279,3 +282,97 @@ def test_error_tree() -> None:
     assert err.reason == "blocked_host"
     assert not err.retriable
     assert {"timeout", "blocked_address", "decode_error", "invalid_url"} <= set(MEDIA_ERROR_REASONS)
+    new = {"busy", "batch_limit", "request_limit", "unsupported_sample_rate"}
+    assert new <= set(MEDIA_ERROR_REASONS)
+
+
+# -- wildcard host lists, media_resolve
+
+
+def test_wildcard_allow_hosts_match_subdomains_not_the_apex() -> None:
+    policy = AddressPolicy(allow_hosts_any_address=frozenset({"*.hostile.test", "Exact.Test."}))
+    assert policy.is_exempt("a1.hostile.test") and policy.is_exempt("x.y.hostile.test")
+    assert not policy.is_exempt("hostile.test") and not policy.is_exempt("evilhostile.test")
+    assert policy.is_exempt("exact.test") and not policy.is_exempt("sub.exact.test")
+    denied = AddressPolicy(denied_hosts=frozenset({"*.bad.test"}))
+    with pytest.raises(BlockedURL, match="blocked_host"):
+        denied.check_url("http://cdn.bad.test/a.png")
+
+
+def test_parse_resolve() -> None:
+    table = parse_resolve(" media.test=127.0.0.1, *.Hostile.test=127.0.0.1,v6.test=[::1],"
+                          "two.test=1.2.3.4,two.test=5.6.7.8,")
+    assert table == {
+        "media.test": ("127.0.0.1",),
+        "*.hostile.test": ("127.0.0.1",),
+        "v6.test": ("::1",),
+        "two.test": ("1.2.3.4", "5.6.7.8"),
+    }
+    assert parse_resolve("") == {}
+    for bad in ("media.test", "=1.2.3.4", "media.test=not-an-ip", "*=1.2.3.4"):
+        with pytest.raises(ValueError):
+            parse_resolve(bad)
+
+
+async def test_static_resolver_most_specific_entry_wins() -> None:
+    r = StaticResolver(parse_resolve("*.test=9.9.9.9,*.b.test=8.8.8.8,a.b.test=7.7.7.7"))
+    assert r.lookup("a.b.test") == ("7.7.7.7",)
+    assert r.lookup("x.a.b.test") == ("8.8.8.8",)
+    assert r.lookup("b.test") == ("9.9.9.9",)  # the apex of *.b.test is not in it
+    assert r.lookup("test") is None
+    assert [i["host"] for i in await r.resolve("Z.B.test.", 80)] == ["8.8.8.8"]
+
+
+async def test_resolved_addresses_still_pass_the_policy() -> None:
+    table = parse_resolve(
+        "*.hostile.test=127.0.0.1,meta.test=169.254.169.254,ok.test=93.184.215.14"
+    )
+    strict = PolicyResolver(AddressPolicy(), StaticResolver(table))
+    for host in ("a.hostile.test", "meta.test"):
+        with pytest.raises(BlockedURL, match="blocked_address"):
+            await strict.resolve(host, 80)
+    assert [i["host"] for i in await strict.resolve("ok.test", 80)] == ["93.184.215.14"]
+    # Loopback only where the allow-list says so (local tests, soak); metadata never is.
+    allowed = PolicyResolver(
+        AddressPolicy(allow_hosts_any_address=frozenset({"*.hostile.test"})), StaticResolver(table)
+    )
+    assert [i["host"] for i in await allowed.resolve("a.hostile.test", 80)] == ["127.0.0.1"]
+    with pytest.raises(BlockedURL, match="blocked_address"):
+        await allowed.resolve("meta.test", 80)
+
+
+# -- registrable domains, failure classes
+
+
+@pytest.mark.parametrize(
+    ("host", "domain"),
+    [
+        ("a1.evil.test", "evil.test"),
+        ("x.y.evil.test", "evil.test"),
+        ("evil.test", "evil.test"),
+        ("cdn.Example.COM.", "example.com"),
+        ("img.example.co.uk", "example.co.uk"),
+        ("shop.example.com.au", "example.com.au"),
+        ("a.b.example.co.jp", "example.co.jp"),
+        ("10.0.0.1", "10.0.0.1"),
+        ("[2001:db8::1]", "2001:db8::1"),
+        ("localhost", "localhost"),
+    ],
+)
+def test_registrable_domain(host: str, domain: str) -> None:
+    assert registrable_domain(host) == domain
+
+
+@pytest.mark.parametrize(
+    ("reason", "remembered"),
+    [
+        ("http_404", True), ("http_403", True), ("http_410", True), ("too_large", True),
+        ("decode_error", True), ("unsupported_type", True), ("blocked_address", True),
+        ("unsupported_sample_rate", True), ("too_many_redirects", True),
+        ("http_408", False), ("http_429", False), ("http_500", False), ("http_503", False),
+        ("timeout", False), ("connection_error", False), ("busy", False),
+        ("batch_limit", False), ("request_limit", False),
+    ],
+)
+def test_only_deterministic_failures_are_remembered(reason: str, remembered: bool) -> None:
+    assert is_deterministic(reason) is remembered
