@@ -12,21 +12,9 @@ streams (and up front from Content-Length), retries with jittered exponential ba
 ``timeout``, ``connection_error`` and ``http_5xx``. Failures raise
 :class:`~workers.address_policy.MediaError` subclasses. Never log a full URL: :func:`redact_url`.
 
-Shared limits, so that no input can make the worker hold unbounded memory or connections:
-
-* :class:`ByteBudget`: bytes of bodies in flight, all items together. A body's bytes are
-  reserved once its headers arrived and before it is read (its Content-Length when declared, and
-  the body may not exceed it; otherwise the kind's max bytes, shrunk to the real size once read)
-  and released by the owner of the :class:`FetchResult` after decoding. Waiting for budget counts
-  against the deadline; who gets none in time fails with ``busy``.
-* :class:`DomainLimiter`: requests in flight per registrable domain (``a1.evil.test`` and
-  ``a2.evil.test`` share ``evil.test``'s budget), on top of aiohttp's per-host and total limits:
-  a wildcard domain cannot take the whole connection pool.
-* :class:`RequestBudget`: HTTP requests one comment may send, every attempt and redirect hop
-  counted; beyond it ``request_limit``.
-
-:class:`StaticResolver` answers from a ``host=ip`` table (:func:`parse_resolve`, settings
-``media_resolve``, like curl ``--resolve``); its answers still pass :class:`PolicyResolver`.
+Shared limits (:mod:`workers.media_limits`: bytes in flight, requests per registrable domain and
+per comment) and name resolution (:mod:`workers.media_resolve`) live in their own modules and
+are re-exported here.
 """
 
 from __future__ import annotations
@@ -35,11 +23,8 @@ import asyncio
 import enum
 import hashlib
 import inspect
-import ipaddress
 import logging
 import random
-import socket
-from collections import Counter, deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -47,7 +32,7 @@ from typing import Protocol
 
 import aiohttp
 import yarl
-from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.abc import AbstractResolver
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from workers.address_policy import (
@@ -56,8 +41,15 @@ from workers.address_policy import (
     FetchFailed,
     MediaBusy,
     MediaError,
-    registrable_domain,
 )
+from workers.media_limits import (
+    ByteBudget,
+    DomainLimiter,
+    FetchProgress,
+    RequestBudget,
+    Reservation,
+)
+from workers.media_resolve import PolicyResolver, StaticResolver, parse_resolve
 
 __all__ = [
     "AiohttpTransport",
@@ -151,145 +143,6 @@ class FetchResult:
             self.reservation.release()
 
 
-# -- shared limits
-
-
-class Reservation:
-    """Bytes held in a :class:`ByteBudget`; :meth:`release` is idempotent."""
-
-    __slots__ = ("_budget", "nbytes")
-
-    def __init__(self, budget: ByteBudget, nbytes: int) -> None:
-        self._budget = budget
-        self.nbytes = nbytes
-
-    def shrink(self, nbytes: int) -> None:
-        """Keep only ``nbytes`` (the body turned out smaller than reserved)."""
-        if 0 <= nbytes < self.nbytes:
-            self._budget._give(self.nbytes - nbytes)  # noqa: SLF001 - the budget's own handle
-            self.nbytes = nbytes
-
-    def release(self) -> None:
-        self.shrink(0)
-
-
-class ByteBudget:
-    """An async semaphore counted in bytes, first come first served (a large request at the
-    head is not starved by small ones behind it). Event-loop use only.
-
-    A request over ``capacity`` is clamped to it (it then waits for the whole budget).
-    :attr:`high_water` is the most bytes ever held at once.
-    """
-
-    def __init__(self, capacity: int) -> None:
-        if capacity <= 0:
-            raise ValueError("capacity must be positive")
-        self.capacity = capacity
-        self.used = 0
-        self.high_water = 0
-        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
-
-    @property
-    def waiting(self) -> int:
-        return len(self._waiters)
-
-    async def reserve(self, nbytes: int, deadline: float | None = None) -> Reservation:
-        """Wait for ``nbytes`` until ``deadline`` (loop time; ``TimeoutError`` past it)."""
-        n = max(0, min(nbytes, self.capacity))
-        if not self._waiters and self.used + n <= self.capacity:
-            self._take(n)
-            return Reservation(self, n)
-        entry = (n, asyncio.get_running_loop().create_future())
-        self._waiters.append(entry)
-        try:
-            async with asyncio.timeout_at(deadline):
-                await entry[1]
-        except BaseException:
-            if entry[1].done() and not entry[1].cancelled():
-                self._give(n)  # granted just as we gave up
-            else:
-                entry[1].cancel()
-                self._wake()  # we may have been the head that blocked the others
-            raise
-        return Reservation(self, n)
-
-    def _take(self, n: int) -> None:
-        self.used += n
-        self.high_water = max(self.high_water, self.used)
-
-    def _give(self, n: int) -> None:
-        self.used -= n
-        self._wake()
-
-    def _wake(self) -> None:
-        while self._waiters:
-            n, fut = self._waiters[0]
-            if fut.done():  # gave up
-                self._waiters.popleft()
-                continue
-            if self.used + n > self.capacity:
-                return
-            self._waiters.popleft()
-            self._take(n)
-            fut.set_result(None)
-
-
-class DomainLimiter:
-    """At most ``per_domain`` requests in flight per registrable domain. Semaphores exist only
-    while a domain has requests (no growth with the number of domains ever seen).
-    :attr:`high_water` maps each domain to its most requests at once."""
-
-    def __init__(self, per_domain: int) -> None:
-        self.per_domain = per_domain
-        self._slots: dict[str, asyncio.Semaphore] = {}
-        self._users: Counter[str] = Counter()
-        self.active: Counter[str] = Counter()
-        self.high_water: Counter[str] = Counter()
-
-    @asynccontextmanager
-    async def slot(self, host: str) -> AsyncIterator[None]:
-        domain = registrable_domain(host)
-        sem = self._slots.get(domain)
-        if sem is None:
-            sem = self._slots[domain] = asyncio.Semaphore(self.per_domain)
-        self._users[domain] += 1
-        try:
-            async with sem:
-                self.active[domain] += 1
-                self.high_water[domain] = max(self.high_water[domain], self.active[domain])
-                try:
-                    yield
-                finally:
-                    self.active[domain] -= 1
-        finally:
-            self._users[domain] -= 1
-            if not self._users[domain]:
-                del self._users[domain], self._slots[domain], self.active[domain]
-
-
-class RequestBudget:
-    """HTTP requests one comment may still send; every attempt and redirect hop takes one."""
-
-    __slots__ = ("limit", "used")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-
-    def take(self) -> None:
-        if self.used >= self.limit:
-            raise MediaBusy("request_limit", f"{self.limit} requests for this comment")
-        self.used += 1
-
-
-@dataclass(slots=True)
-class FetchProgress:
-    """Where a fetch is (set by the fetcher, read by whoever gives up on it): ``phase`` is
-    ``request`` or ``budget`` (waiting for :class:`ByteBudget`)."""
-
-    phase: str = "request"
-
-
 # -- transports
 
 
@@ -310,98 +163,6 @@ class Transport(Protocol):
     def request(
         self, url: yarl.URL, config: FetchConfig
     ) -> AbstractAsyncContextManager[TransportResponse]: ...
-
-
-class PolicyResolver(AbstractResolver):
-    """Resolves with ``inner`` (aiohttp's default resolver when ``None``), then refuses the host
-    with ``blocked_address`` if ANY returned address breaks the policy (a mixed answer is a
-    rebinding attempt). Hosts in ``allow_hosts_any_address`` pass unchecked."""
-
-    def __init__(self, policy: AddressPolicy, inner: AbstractResolver | None = None) -> None:
-        self._policy = policy
-        self._inner = inner
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        if self._inner is None:
-            self._inner = aiohttp.DefaultResolver()
-        infos = await self._inner.resolve(host, port, family)
-        if not self._policy.is_exempt(host):
-            for info in infos:
-                self._policy.check_ip(info["host"])
-        return infos
-
-    async def close(self) -> None:
-        if self._inner is not None:
-            await self._inner.close()
-
-
-def parse_resolve(spec: str) -> dict[str, tuple[str, ...]]:
-    """``"host=ip,*.domain=ip"`` -> ``{host: (ip, ...)}`` (a host given twice gets both).
-
-    ``*.domain`` matches every subdomain, at any depth, not the apex. Raises ``ValueError`` on
-    an entry without ``=``, an empty host or an address that is not an IP literal.
-    """
-    table: dict[str, tuple[str, ...]] = {}
-    for raw in spec.split(","):
-        entry = raw.strip()
-        if not entry:
-            continue
-        host, sep, ip = (part.strip() for part in entry.partition("="))
-        host = host.lower().rstrip(".")
-        if not sep or not host or host in ("*", "*."):
-            raise ValueError(f"media_resolve entry {entry!r}: expected host=ip")
-        addr = ipaddress.ip_address(ip.strip("[]")).compressed  # ValueError if not an IP
-        table[host] = (*table.get(host, ()), addr)
-    return table
-
-
-class StaticResolver(AbstractResolver):
-    """Answers from a fixed table (:func:`parse_resolve`); other hosts go to ``fallback``
-    (aiohttp's default resolver when ``None``). The most specific entry wins: ``a.b.test``,
-    then ``*.b.test``, then ``*.test``. Wrap it in :class:`PolicyResolver`: a table does not
-    make an address acceptable."""
-
-    def __init__(
-        self, table: Mapping[str, Iterable[str]], fallback: AbstractResolver | None = None
-    ) -> None:
-        self._table = {h.lower().rstrip("."): tuple(ips) for h, ips in table.items()}
-        self._fallback = fallback
-
-    def lookup(self, host: str) -> tuple[str, ...] | None:
-        host = host.lower().rstrip(".")
-        found = self._table.get(host)
-        labels = host.split(".")
-        for i in range(1, len(labels)):
-            if found is not None:
-                break
-            found = self._table.get("*." + ".".join(labels[i:]))
-        return found
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        ips = self.lookup(host)
-        if ips is None:
-            if self._fallback is None:
-                self._fallback = aiohttp.DefaultResolver()
-            return await self._fallback.resolve(host, port, family)
-        return [
-            {
-                "hostname": host,
-                "host": ip,
-                "port": port,
-                "family": socket.AF_INET6 if ":" in ip else socket.AF_INET,
-                "proto": 0,
-                "flags": socket.AI_NUMERICHOST,
-            }
-            for ip in ips
-        ]
-
-    async def close(self) -> None:
-        if self._fallback is not None:
-            await self._fallback.close()
 
 
 class _AiohttpResponse:
