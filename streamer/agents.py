@@ -8,15 +8,21 @@ uncommitted tail, which the idempotent Redis scripts absorb, and the crash guard
 (:mod:`workers.crash_guard`) sets aside a message the workers keep dying on.
 
 Shutdown: batches already prepared get ``shutdown_timeout_s`` to finish and are then acked; one
-that cannot finish (Redis down, say) is not acked and will be redelivered. A pipeline that
-cannot go on (a model that kept failing: :class:`~workers.model_guard.ModelFailed`, or a bug)
-crashes the worker with a non-zero exit, so the orchestrator restarts it.
+that cannot finish (Redis down, say) is not acked and will be redelivered.
+
+A pipeline that cannot go on (a model that kept failing: :class:`~workers.model_guard.ModelFailed`,
+or a bug) ends the process at once with a non-zero status (:data:`EXIT_MODEL_FAILED`,
+:data:`EXIT_CRASHED`) so the orchestrator restarts it. It must not unwind through Faust: when an
+agent's ``noack_take`` generator is closed by an exception, Faust turns acknowledgements back on
+and its passive reader acknowledges the events still buffered, i.e. commits offsets that were
+never processed (seen in a test). So the process exits from inside the loop instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable
 
@@ -36,10 +42,16 @@ from workers.inference import InferenceRunner
 from workers.media import build_media_service
 from workers.messages import Inbound, Outbound
 from workers.metrics import LagTracker, PipelineMetrics
+from workers.model_guard import ModelFailed
 from workers.pipeline import StreamPipeline
 from workers.processor import BatchProcessor, BatchResult
 
-__all__ = ["install"]
+__all__ = ["EXIT_CRASHED", "EXIT_MODEL_FAILED", "install"]
+
+#: Exit status when the model kept failing for ``model_failure_exit_s`` (EX_UNAVAILABLE).
+EXIT_MODEL_FAILED = 69
+#: Exit status when the pipeline stopped on an unexpected error (a bug).
+EXIT_CRASHED = 1
 
 log = logging.getLogger("commentflow.agent")
 
@@ -181,6 +193,25 @@ def _inbound(event: faust.EventT) -> Inbound:
     )
 
 
+async def _exit_now(pipeline: StreamPipeline, exc: BaseException) -> None:
+    """Log why, take back the crash-guard counts when the model (not the input) is at fault,
+    and end the process without acknowledging anything more."""
+    model_failed = isinstance(exc, ModelFailed)
+    code = EXIT_MODEL_FAILED if model_failed else EXIT_CRASHED
+    log.critical(
+        "the pipeline cannot go on (%s): exiting with status %d; nothing in flight was "
+        "acknowledged, it will be redelivered",
+        type(exc).__name__,
+        code,
+        exc_info=exc,
+    )
+    try:
+        await asyncio.wait_for(pipeline.stop(0.0, abandon=model_failed), 5.0)
+    finally:
+        logging.shutdown()
+        os._exit(code)
+
+
 def install(app: faust.App, settings: Settings, classifier: Classifier | None = None) -> Resources:
     """Declare the agent (and a progress timer) on ``app``; returns its resources."""
     resources = Resources(app, settings, classifier)
@@ -207,7 +238,10 @@ def install(app: faust.App, settings: Settings, classifier: Classifier | None = 
         await pipeline.start()
         try:
             async for events in stream.noack_take(settings.batch_max, within=settings.batch_wait_s):
-                await pipeline.submit([_inbound(e) for e in events])
+                try:
+                    await pipeline.submit([_inbound(e) for e in events])
+                except Exception as exc:  # noqa: BLE001 - fatal: see the module docstring
+                    await _exit_now(pipeline, exc)
         finally:
             await pipeline.stop(settings.shutdown_timeout_s)
             await resources.stop()

@@ -86,15 +86,20 @@ class StreamPipeline:
             self._unfinished.append(prepared)
             await self._put(prepared)
 
-    async def stop(self, timeout_s: float) -> None:
-        """Finish what is prepared (at most ``timeout_s``), then stop the finisher."""
+    async def stop(self, timeout_s: float, *, abandon: bool = True) -> None:
+        """Finish what is prepared (at most ``timeout_s``), then stop the finisher.
+
+        ``abandon``: take back the crash-guard count of what was not finished (a stop that is
+        not the input's fault); ``False`` leaves it, so the messages count as in flight at a
+        death (a crash that may be theirs).
+        """
         if self._state is not _State.STARTED:
             self._state = _State.STOPPED
             return
         self._state = _State.STOPPED
         finisher = self._finisher
         assert finisher is not None
-        if not finisher.done():
+        if not finisher.done() and timeout_s > 0:
             try:
                 await asyncio.wait_for(self._drain_and_end(finisher), timeout_s)
             except TimeoutError:
@@ -113,7 +118,8 @@ class StreamPipeline:
         if not finisher.cancelled() and finisher.exception() is not None:
             exc = finisher.exception()
             log.error("the finisher stopped with %s", type(exc).__name__, exc_info=exc)
-        await self._abandon()
+        if abandon:
+            await self._abandon()
 
     # -- internals
 
