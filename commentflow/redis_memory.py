@@ -8,8 +8,9 @@ role: ``noeviction``), then writes through the workers' real Lua scripts
 A. ``--users`` users with ``--comments-per-user`` comments each: bytes per user, everything a
    user costs (``user:``, ``recent:``, ``dedup:`` keys, the three sorted sets naming users);
 B. ``--extra-comments`` more comments, one each for as many existing users, with the recent list
-   capped at its current length (the new item replaces the oldest): bytes per dedup entry, what
-   one more comment in the dedup window costs;
+   capped at its current length (the new item replaces the oldest): what one more comment in
+   the dedup window costs (lumpy: the allocator grows small sets in size classes, so compare
+   phase C of two runs with different ``--comments-per-user`` for the per-comment slope);
 C. every ``dedup:`` key deleted: what the dedup sets cost in all;
 D. ``--dead-letters`` dead letters: bytes per ``dlq_seen:`` marker.
 
