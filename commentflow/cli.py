@@ -1,5 +1,5 @@
 """The ``commentflow`` command: stack, worker, produce, build-data, train, evaluate, bench,
-dashboard, demo.
+dashboard, demo, forget-user, redis-memory.
 
 Every :class:`~commentflow.settings.Settings` field is a flag (``--kafka-bootstrap``,
 ``--redis-url``, ``--model-dir``, ...) that overrides its ``COMMENTFLOW_*`` variable.
@@ -170,6 +170,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("demo", "stack + worker + synthetic producer, with a live summary, until Ctrl-C")
     demo.add_arguments(p)
     p.set_defaults(func=_lazy("commentflow.demo", with_settings=True))
+
+    # -- the state Redis: right to erasure, memory measurement
+    from commentflow import forget, redis_memory
+
+    p = command("forget-user", "erase every key and feed item about USER_ID from the state Redis")
+    forget.add_arguments(p)
+    p.set_defaults(func=_lazy("commentflow.forget", with_settings=True))
+
+    p = command(
+        "redis-memory",
+        "measure the state Redis' memory per user and per dedup entry (own redis-server)",
+    )
+    redis_memory.add_arguments(p)
+    p.set_defaults(func=_lazy("commentflow.redis_memory", with_settings=True))
     return parser
 
 

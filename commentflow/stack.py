@@ -1,17 +1,23 @@
-"""The embedded dev/test stack: a tansu Kafka-compatible broker and a redis-server on loopback.
+"""The embedded dev/test stack: a tansu Kafka-compatible broker and two redis-servers on loopback.
 
-Both run as child processes in their own process group, with output to log files, and are
+The two Redis roles of production (``docker-compose.yml``): the *state* Redis (aggregates and
+dedup; ``noeviction``, so a full one answers OOM instead of dropping state) and the *cache* Redis
+(media and derived features; ``allkeys-lru`` under a ``maxmemory``, 256 MB here).
+
+All run as child processes in their own process group, with output to log files, and are
 stopped on :meth:`EmbeddedStack.stop`, at interpreter exit (``atexit``) and, on Linux, when the
 parent dies (``PR_SET_PDEATHSIG``), so a crashed or killed test run leaves no orphans.
 
-tansu here is memory-only: a broker restart loses every topic and committed offset. Redis runs
-with ``--save "" --appendonly no``. Neither is for production (see ``docker-compose.yml``).
+tansu here is memory-only: a broker restart loses every topic and committed offset. Both Redis
+run with ``--save "" --appendonly no``. None is for production (see ``docker-compose.yml``).
 
 ::
 
     async with EmbeddedStack(partitions=4) as stack:
         await stack.create_topics(["comments"])
-        ...  # stack.bootstrap, stack.redis_url
+        ...  # stack.bootstrap, stack.redis_url, stack.redis_cache_url
+
+:class:`EmbeddedRedis` is one redis-server alone (``commentflow redis-memory`` measures on one).
 
 ``commentflow stack`` (:func:`add_arguments`, :func:`run`) runs one until SIGINT/SIGTERM.
 """
@@ -42,10 +48,14 @@ from commentflow.errors import CommentflowError
 from commentflow.settings import Settings
 
 __all__ = [
+    "CACHE_REDIS_ARGS",
+    "STATE_REDIS_ARGS",
+    "EmbeddedRedis",
     "EmbeddedStack",
     "StackError",
     "StackState",
     "add_arguments",
+    "find_redis_server",
     "find_tansu",
     "free_port",
     "run",
@@ -62,6 +72,12 @@ _TANSU_ENV = (
     "SCHEMA_REGISTRY",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
 )
+
+
+#: redis-server flags of the state Redis: a full one refuses writes (OOM), it never evicts state.
+STATE_REDIS_ARGS: tuple[str, ...] = ("--maxmemory-policy", "noeviction")
+#: redis-server flags of the cache Redis: bounded, evicts the least recently used keys.
+CACHE_REDIS_ARGS: tuple[str, ...] = ("--maxmemory", "256mb", "--maxmemory-policy", "allkeys-lru")
 
 
 class StackError(CommentflowError):
@@ -112,6 +128,66 @@ def _port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return False
         return True
+
+
+def find_redis_server(explicit: str | None = None) -> str:
+    """The redis-server binary: ``explicit`` or the one on PATH."""
+    path = explicit or shutil.which("redis-server")
+    if path is None:
+        raise StackError(
+            "redis-server is not on PATH: install it (make system-deps, or "
+            "apt-get install -y redis-server)"
+        )
+    return path
+
+
+def _redis_argv(server: str, port: int, data_dir: Path, extra: Iterable[str]) -> list[str]:
+    """A memory-only redis-server on 127.0.0.1:``port`` (no RDB, no AOF)."""
+    return [
+        server,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(data_dir),
+        *extra,
+    ]
+
+
+async def _wait_redis_child(child: _Child, url: str, deadline: float) -> None:
+    """Poll PING on ``url`` until it answers; fail if ``child`` exits or ``deadline`` passes."""
+    import redis.asyncio as aioredis
+
+    while True:
+        _check_alive(child)
+        client = aioredis.Redis.from_url(url, socket_connect_timeout=1)
+        try:
+            if await client.ping():
+                return
+        except Exception as exc:
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"{child.name} on {url} did not answer in time ({exc!r}); "
+                    f"log {child.log_path}:\n{child.log_tail()}"
+                ) from exc
+        finally:
+            await client.aclose()
+        await asyncio.sleep(0.05)
+
+
+def _check_alive(child: _Child) -> None:
+    assert child.process is not None
+    code = child.process.poll()
+    if code is not None:
+        raise _ChildExited(
+            f"{child.name} exited with code {code} while starting; "
+            f"log {child.log_path}:\n{child.log_tail()}"
+        )
 
 
 def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
@@ -189,11 +265,12 @@ class _Child:
 
 
 class EmbeddedStack:
-    """A tansu broker and a redis-server on loopback ports, for development and tests.
+    """A tansu broker, a state redis-server and a cache redis-server on loopback ports.
 
     ``start()`` and ``stop()`` are idempotent; ``stop()`` is final. Ports are picked free unless
-    given. Processes are reachable as :attr:`kafka_process` and :attr:`redis_process` (for
-    ``kill -9`` tests); :meth:`restart_redis` brings Redis back on the same port (empty).
+    given. Processes are reachable as :attr:`kafka_process`, :attr:`redis_process` (the state
+    Redis) and :attr:`redis_cache_process` (for ``kill -9`` tests); :meth:`restart_redis` brings
+    the state Redis back on the same port (empty). ``cache_maxmemory``: the cache's bound.
     """
 
     def __init__(
@@ -206,6 +283,8 @@ class EmbeddedStack:
         start_timeout_s: float = 20.0,
         stop_timeout_s: float = 5.0,
         redis_server: str | None = None,
+        redis_cache_port: int | None = None,
+        cache_maxmemory: str = "256mb",
     ) -> None:
         if partitions < 1:
             raise ValueError("partitions must be at least 1")
@@ -216,11 +295,15 @@ class EmbeddedStack:
         self._fixed_redis_port = redis_port
         self.kafka_port = kafka_port or 0
         self.redis_port = redis_port or 0
+        self._fixed_cache_port = redis_cache_port
+        self.redis_cache_port = redis_cache_port or 0
+        self._cache_args = _with_maxmemory(CACHE_REDIS_ARGS, cache_maxmemory)
         self._log_dir = Path(log_dir) if log_dir is not None else None
         self._owns_log_dir = log_dir is None  # a temporary one, removed on stop
         self._redis_server = redis_server
         self._kafka: _Child | None = None
         self._redis: _Child | None = None
+        self._redis_cache: _Child | None = None
         self._state = StackState.NEW
         self._lock = asyncio.Lock()
 
@@ -239,8 +322,14 @@ class EmbeddedStack:
         return f"redis://127.0.0.1:{self.redis_port}/0"
 
     @property
+    def redis_cache_url(self) -> str:
+        """The cache Redis (``allkeys-lru``, bounded): media and derived features."""
+        return f"redis://127.0.0.1:{self.redis_cache_port}/0"
+
+    @property
     def log_dir(self) -> Path | None:
-        """Where ``tansu.log`` and ``redis.log`` go (default: a temporary one, removed on stop)."""
+        """Where ``tansu.log``, ``redis.log`` and ``redis-cache.log`` go (default: a temporary
+        one, removed on stop)."""
         return self._log_dir
 
     @property
@@ -250,6 +339,10 @@ class EmbeddedStack:
     @property
     def redis_process(self) -> subprocess.Popen[bytes] | None:
         return self._redis.process if self._redis else None
+
+    @property
+    def redis_cache_process(self) -> subprocess.Popen[bytes] | None:
+        return self._redis_cache.process if self._redis_cache else None
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -338,10 +431,14 @@ class EmbeddedStack:
         return {
             "COMMENTFLOW_KAFKA_BOOTSTRAP": self.bootstrap,
             "COMMENTFLOW_REDIS_URL": self.redis_url,
+            "COMMENTFLOW_REDIS_CACHE_URL": self.redis_cache_url,
         }
 
     def __repr__(self) -> str:
-        return f"<EmbeddedStack {self._state.value} kafka={self.bootstrap} redis={self.redis_url}>"
+        return (
+            f"<EmbeddedStack {self._state.value} kafka={self.bootstrap} redis={self.redis_url} "
+            f"cache={self.redis_cache_url}>"
+        )
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -351,13 +448,13 @@ class EmbeddedStack:
 
     async def _start_servers(self) -> None:
         tansu = find_tansu()
-        redis_server = self._redis_server or shutil.which("redis-server")
-        if redis_server is None:
-            raise StackError(
-                "redis-server is not on PATH: install it (make system-deps, or "
-                "apt-get install -y redis-server)"
-            )
-        for port, what in ((self._fixed_kafka_port, "kafka"), (self._fixed_redis_port, "redis")):
+        redis_server = find_redis_server(self._redis_server)
+        fixed = (
+            (self._fixed_kafka_port, "kafka"),
+            (self._fixed_redis_port, "redis"),
+            (self._fixed_cache_port, "redis cache"),
+        )
+        for port, what in fixed:
             # tansu prints "listening on" and exits 0 when its port is taken, and a probe could
             # reach whatever holds the port: refuse up front.
             if port and not _port_is_free(port):
@@ -375,6 +472,12 @@ class EmbeddedStack:
             self.redis_port = self._fixed_redis_port or free_port()
             while self.redis_port == self.kafka_port and not self._fixed_redis_port:
                 self.redis_port = free_port()
+            self.redis_cache_port = self._fixed_cache_port or free_port()
+            while (
+                self.redis_cache_port in (self.kafka_port, self.redis_port)
+                and not self._fixed_cache_port
+            ):
+                self.redis_cache_port = free_port()
             url = f"tcp://127.0.0.1:{self.kafka_port}"
             self._kafka = _Child(
                 "tansu",
@@ -393,35 +496,34 @@ class EmbeddedStack:
             )
             self._redis = _Child(
                 "redis-server",
-                [
-                    redis_server,
-                    "--port",
-                    str(self.redis_port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    str(self._log_dir),
-                ],
+                _redis_argv(redis_server, self.redis_port, self._log_dir, STATE_REDIS_ARGS),
                 self._log_dir / "redis.log",
+                env,
+            )
+            self._redis_cache = _Child(
+                "redis-server (cache)",
+                _redis_argv(redis_server, self.redis_cache_port, self._log_dir, self._cache_args),
+                self._log_dir / "redis-cache.log",
                 env,
             )
             self._kafka.spawn()
             self._redis.spawn()
+            self._redis_cache.spawn()
             try:
                 await self._wait_redis(deadline)  # each takes tens of milliseconds
+                await _wait_redis_child(self._redis_cache, self.redis_cache_url, deadline)
                 await self._wait_kafka(deadline)
                 # A picked port taken meanwhile makes tansu exit (code 0) right after start.
                 await asyncio.sleep(0.05)
-                self._check_alive(self._kafka)
-                self._check_alive(self._redis)
+                for child in (self._kafka, self._redis, self._redis_cache):
+                    _check_alive(child)
                 return
             except _ChildExited as exc:
                 self._stop_children()
-                retry = attempt < 2 and not (self._fixed_kafka_port and self._fixed_redis_port)
+                all_fixed = (
+                    self._fixed_kafka_port and self._fixed_redis_port and self._fixed_cache_port
+                )
+                retry = attempt < 2 and not all_fixed
                 if not retry:
                     raise StackError(str(exc)) from None
 
@@ -430,7 +532,7 @@ class EmbeddedStack:
 
         assert self._kafka is not None
         while True:
-            self._check_alive(self._kafka)
+            _check_alive(self._kafka)
             admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=2_000)
             try:
                 await admin.start()
@@ -448,34 +550,8 @@ class EmbeddedStack:
             await asyncio.sleep(0.05)
 
     async def _wait_redis(self, deadline: float) -> None:
-        import redis.asyncio as aioredis
-
         assert self._redis is not None
-        while True:
-            self._check_alive(self._redis)
-            client = aioredis.Redis.from_url(self.redis_url, socket_connect_timeout=1)
-            try:
-                if await client.ping():
-                    return
-            except Exception as exc:
-                if time.monotonic() > deadline:
-                    raise StackError(
-                        f"redis-server on port {self.redis_port} did not answer in time "
-                        f"({exc!r}); log {self._redis.log_path}:\n{self._redis.log_tail()}"
-                    ) from exc
-            finally:
-                await client.aclose()
-            await asyncio.sleep(0.05)
-
-    @staticmethod
-    def _check_alive(child: _Child) -> None:
-        assert child.process is not None
-        code = child.process.poll()
-        if code is not None:
-            raise _ChildExited(
-                f"{child.name} exited with code {code} while starting; "
-                f"log {child.log_path}:\n{child.log_tail()}"
-            )
+        await _wait_redis_child(self._redis, self.redis_url, deadline)
 
     def _at_exit(self) -> None:
         """Registered with ``atexit`` while the stack runs: the interpreter exits without stop()."""
@@ -487,14 +563,109 @@ class EmbeddedStack:
             shutil.rmtree(self._log_dir, ignore_errors=True)
 
     def _stop_children(self) -> None:
-        """Stop both children (blocking, bounded by ``stop_timeout_s`` each)."""
-        for child in (self._kafka, self._redis):
+        """Stop the children (blocking, bounded by ``stop_timeout_s`` each)."""
+        for child in (self._kafka, self._redis, self._redis_cache):
             if child is not None:
                 child.stop(self.stop_timeout_s)
 
 
 class _ChildExited(StackError):
     pass
+
+
+def _with_maxmemory(args: tuple[str, ...], maxmemory: str) -> tuple[str, ...]:
+    out = list(args)
+    out[out.index("--maxmemory") + 1] = maxmemory
+    return tuple(out)
+
+
+class EmbeddedRedis:
+    """One memory-only redis-server on a free loopback port, alone (measurements, tools).
+
+    ``extra_args``: more redis-server flags (default :data:`STATE_REDIS_ARGS`). Stopped on
+    :meth:`stop`, at interpreter exit and with the parent, like :class:`EmbeddedStack`'s.
+    """
+
+    def __init__(
+        self,
+        *,
+        extra_args: Iterable[str] = STATE_REDIS_ARGS,
+        log_dir: str | os.PathLike[str] | None = None,
+        start_timeout_s: float = 20.0,
+        stop_timeout_s: float = 5.0,
+        redis_server: str | None = None,
+    ) -> None:
+        self.port = 0
+        self._extra = tuple(extra_args)
+        self._log_dir = Path(log_dir) if log_dir is not None else None
+        self._owns_log_dir = log_dir is None
+        self._start_timeout_s = start_timeout_s
+        self._stop_timeout_s = stop_timeout_s
+        self._redis_server = redis_server
+        self._child: _Child | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        return self._child.process if self._child else None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Start redis-server and wait for PING; a no-op when running."""
+        if self._child is not None and self._child.alive:
+            return
+        server = find_redis_server(self._redis_server)
+        if self._log_dir is None:
+            self._log_dir = Path(tempfile.mkdtemp(prefix="commentflow-redis-"))
+        self._log_dir.mkdir(parents=True, exist_ok=True)
+        atexit.register(self._at_exit)
+        deadline = time.monotonic() + self._start_timeout_s
+        for attempt in range(3):  # a port picked free can be taken before redis binds it
+            self.port = free_port()
+            self._child = _Child(
+                "redis-server",
+                _redis_argv(server, self.port, self._log_dir, self._extra),
+                self._log_dir / "redis.log",
+                dict(os.environ),
+            )
+            self._child.spawn()
+            try:
+                await _wait_redis_child(self._child, self.url, deadline)
+                return
+            except _ChildExited as exc:
+                self._child.stop(self._stop_timeout_s)
+                if attempt == 2:
+                    atexit.unregister(self._at_exit)
+                    raise StackError(str(exc)) from None
+            except BaseException:
+                self._child.stop(self._stop_timeout_s)
+                atexit.unregister(self._at_exit)
+                raise
+
+    async def stop(self) -> None:
+        """Terminate redis-server (kill after the stop timeout); idempotent."""
+        if self._child is not None:
+            await asyncio.to_thread(self._child.stop, self._stop_timeout_s)
+        atexit.unregister(self._at_exit)
+        self._remove_own_log_dir()
+
+    def _at_exit(self) -> None:
+        if self._child is not None:
+            self._child.stop(self._stop_timeout_s)
+        self._remove_own_log_dir()
+
+    def _remove_own_log_dir(self) -> None:
+        if self._owns_log_dir and self._log_dir is not None:
+            shutil.rmtree(self._log_dir, ignore_errors=True)
 
 
 # -- the ``commentflow stack`` command ----------------------------------------------------------
@@ -512,7 +683,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--redis-port",
         type=int,
         default=None,
-        help="redis-server port on 127.0.0.1 (default: a free one)",
+        help="state redis-server port on 127.0.0.1 (default: a free one)",
+    )
+    parser.add_argument(
+        "--redis-cache-port",
+        type=int,
+        default=None,
+        help="cache redis-server port on 127.0.0.1 (default: a free one)",
+    )
+    parser.add_argument(
+        "--cache-maxmemory",
+        default="256mb",
+        help="maxmemory of the cache Redis (allkeys-lru; default 256mb)",
     )
     parser.add_argument(
         "--partitions",
@@ -523,7 +705,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-dir",
         default=None,
-        help="where tansu.log and redis.log go (default: a temporary directory)",
+        help="where tansu.log, redis.log, redis-cache.log go (default: a temporary directory)",
     )
 
 
@@ -546,6 +728,8 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     stack = EmbeddedStack(
         kafka_port=getattr(args, "kafka_port", None),
         redis_port=getattr(args, "redis_port", None),
+        redis_cache_port=getattr(args, "redis_cache_port", None),
+        cache_maxmemory=getattr(args, "cache_maxmemory", None) or "256mb",
         partitions=partitions,
         log_dir=getattr(args, "log_dir", None),
     )
@@ -569,7 +753,8 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
 def _print_banner(stack: EmbeddedStack, topics: list[str], partitions: int) -> None:
     lines = [
         f"kafka bootstrap: {stack.bootstrap}  (tansu, in memory)",
-        f"redis url:       {stack.redis_url}",
+        f"redis url:       {stack.redis_url}  (state: aggregates, dedup; noeviction)",
+        f"redis cache url: {stack.redis_cache_url}  (cache: media, features; allkeys-lru)",
         f"topics:          {', '.join(topics)} ({partitions} partitions each)",
         f"logs:            {stack.log_dir}",
         "",

@@ -2,14 +2,17 @@
 
 Fixtures
 --------
-``stack``          session: a running :class:`~commentflow.stack.EmbeddedStack` (logs under
-                   pytest's temporary directory, ``.../stack/tansu.log`` and ``redis.log``).
+``stack``          session: a running :class:`~commentflow.stack.EmbeddedStack`: the broker, the
+                   state Redis (``stack.redis_url``) and the cache Redis (``stack.redis_cache_url``;
+                   logs under pytest's temporary directory, ``.../stack/tansu.log``,
+                   ``redis.log``, ``redis-cache.log``).
 ``names``          function: a :class:`Names` with a unique ``input_topic``, ``predictions_topic``,
                    ``dlq_topic``, ``app_id`` and ``redis_prefix``; call ``names()`` for another set.
 ``topics``         function (async): creates the three ``names`` topics with
                    :data:`TEST_PARTITIONS` partitions on the stack and returns ``names``.
 ``make_settings``  function: ``make_settings(model_dir=None, *, names=None, **overrides)`` builds a
-                   :class:`~commentflow.settings.Settings` pointing at the stack with ``names``.
+                   :class:`~commentflow.settings.Settings` pointing at the stack (broker, state
+                   and cache Redis) with ``names``.
 ``redis_client``   function (async): ``redis.asyncio.Redis`` on the stack; deletes the test's
                    ``names.redis_prefix`` keys afterwards.
 ``env_for_stack``  function: ``os.environ`` without ``COMMENTFLOW_*``, plus the variables that
@@ -109,6 +112,7 @@ def make_settings(stack: EmbeddedStack, names: Names) -> Callable[..., Settings]
         values: dict[str, Any] = {
             "kafka_bootstrap": stack.bootstrap,
             "redis_url": stack.redis_url,
+            "redis_cache_url": stack.redis_cache_url,
             "input_topic": n.input_topic,
             "predictions_topic": n.predictions_topic,
             "dlq_topic": n.dlq_topic,
@@ -149,7 +153,7 @@ async def redis_client(stack: EmbeddedStack, names: Names) -> AsyncIterator[aior
 def env_for_stack(stack: EmbeddedStack, names: Names) -> dict[str, str]:
     """``COMMENTFLOW_*`` variables for a subprocess (a CLI run) pointing at the stack."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("COMMENTFLOW_")}
-    env.update(stack.env())
+    env.update(stack.env())  # broker, state Redis and cache Redis (COMMENTFLOW_REDIS_CACHE_URL)
     env.update(
         {
             "COMMENTFLOW_INPUT_TOPIC": names.input_topic,

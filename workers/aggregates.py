@@ -1,12 +1,31 @@
-"""Per-user and global aggregates in Redis, exact under redelivery.
+"""Per-user and global aggregates in the state Redis, exact under redelivery, bounded in time.
 
-Each prediction is applied by one Lua script that first claims ``seen:{comment_id}`` with
-``SET NX``: a redelivered or re-sent comment finds the claim and changes nothing. Scripts are sent
-with EVALSHA in one pipeline per batch, so a batch costs one round trip. Every key is documented in
-the README ("Redis key schema"); all of them start with the configured prefix (``commentflow:``).
+Each prediction is applied by one Lua script that first claims its ``(user_id, comment_id)`` pair
+in the user's dedup set ``dedup:{user_id}`` (a sorted set: comment id -> processing time in ms):
+a redelivered or re-sent comment finds its claim and changes nothing, and a comment id that another
+user already used claims a different set, so it cannot suppress anyone else's comment. Scripts are
+sent with EVALSHA in one pipeline per batch, so a batch costs one round trip. Every key is
+documented in the README ("Redis key schema"); all of them start with the configured prefix.
 
-Retries: every call may be retried whole after a connection error, because the scripts are
-idempotent. The caller (the batch processor) owns the retry loop.
+Every script receives all the keys it touches through ``KEYS`` (computed here from the prefix),
+``ARGV`` carries only values, as Redis Cluster and proxies require. The scripts start with a
+``#!lua`` shebang, so a state Redis that is out of memory (``noeviction``) refuses a script before
+it runs (``OutOfMemoryError``): nothing is half applied, and the whole call can be retried.
+
+Bounded in time:
+
+- ``user:{id}`` and ``recent:{id}`` expire ``user_retention_s`` after the user's last comment
+  (``EXPIRE`` refreshed by each update); ``dedup:{id}`` expires ``dedup_ttl_s`` after it, and its
+  members older than ``dedup_ttl_s`` are dropped on each update.
+- The sorted sets naming users (``leaderboard:total``, ``leaderboard:negative``,
+  ``users:last_seen``) are pruned of users inactive longer than the retention by
+  :meth:`AggregateStore.prune_expired_users` (bounded per call; a worker timer calls it).
+- :meth:`AggregateStore.forget_user` erases one user (right to erasure).
+- ``global``, ``minute:*`` (TTL) and ``dead_letters`` are anonymous counts and stay.
+
+Retries: every call may be retried whole after any error in :data:`RETRIABLE_REDIS_ERRORS`
+(a lost connection, Redis loading, out of memory, a read-only replica after a failover), because
+the scripts are idempotent and refused whole. The caller (the batch processor) owns the retry loop.
 """
 
 from __future__ import annotations
@@ -15,26 +34,50 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+import redis.exceptions
 
-__all__ = ["AggregateStore", "DeadLetterRecord", "PredictionRecord"]
+__all__ = [
+    "FORGET_COUNTS",
+    "RETRIABLE_REDIS_ERRORS",
+    "AggregateStore",
+    "DeadLetterRecord",
+    "PredictionRecord",
+]
 
-_APPLY_PREDICTION = """
-local p = ARGV[1]
-local cid, uid, label = ARGV[2], ARGV[3], ARGV[4]
-local minute, now = ARGV[5], ARGV[6]
-local dedup_ttl, recent_len = tonumber(ARGV[7]), tonumber(ARGV[8])
-local feed_len, minute_ttl = tonumber(ARGV[9]), tonumber(ARGV[10])
-local item, mods = ARGV[11], ARGV[12]
-if not redis.call('SET', p .. 'seen:' .. cid, now, 'NX', 'EX', dedup_ttl) then
+#: Redis errors after which a whole store call may be retried (after a backoff). Out of memory
+#: (a full ``noeviction`` state Redis) and read-only (a replica after a failover) included:
+#: the worker waits for an operator or the failover, it never drops the batch or crashes.
+RETRIABLE_REDIS_ERRORS: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,  # BusyLoadingError is one
+    redis.exceptions.TimeoutError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.MasterDownError,
+    OSError,
+)
+
+_APPLY_PREDICTION = """#!lua
+-- KEYS: dedup:{uid} user:{uid} recent:{uid} global minute:{m} leaderboard:total
+--       leaderboard:negative users:last_seen feed (also the pub/sub channel)
+-- ARGV: comment_id user_id label now_ms dedup_ttl_s recent_len feed_len minute_ttl_s
+--       feed_item modalities(comma-separated) user_retention_s
+local cid, uid, label = ARGV[1], ARGV[2], ARGV[3]
+local now, dedup_ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
+local recent_len, feed_len = tonumber(ARGV[6]), tonumber(ARGV[7])
+local minute_ttl, item, mods = tonumber(ARGV[8]), ARGV[9], ARGV[10]
+local retention = tonumber(ARGV[11])
+local dedup, ukey, rkey, gkey, mkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+if redis.call('ZSCORE', dedup, cid) then
   return 0
 end
-local ukey = p .. 'user:' .. uid
-local gkey = p .. 'global'
-local mkey = p .. 'minute:' .. minute
+redis.call('ZREMRANGEBYSCORE', dedup, '-inf', '(' .. string.format('%d', now - dedup_ttl * 1000))
+redis.call('ZADD', dedup, now, cid)
+redis.call('EXPIRE', dedup, dedup_ttl)
 redis.call('HINCRBY', ukey, 'total', 1)
 redis.call('HINCRBY', ukey, label, 1)
-redis.call('HSETNX', ukey, 'first_seen_ms', now)
-redis.call('HSET', ukey, 'last_seen_ms', now, 'last_label', label, 'last_comment_id', cid)
+redis.call('HSETNX', ukey, 'first_seen_ms', ARGV[4])
+redis.call('HSET', ukey, 'last_seen_ms', ARGV[4], 'last_label', label, 'last_comment_id', cid)
 redis.call('HINCRBY', gkey, 'total', 1)
 redis.call('HINCRBY', gkey, label, 1)
 redis.call('HINCRBY', mkey, 'total', 1)
@@ -44,33 +87,85 @@ for m in string.gmatch(mods, '[^,]+') do
   redis.call('HINCRBY', ukey, 'with_' .. m, 1)
   redis.call('HINCRBY', gkey, 'with_' .. m, 1)
 end
-redis.call('ZINCRBY', p .. 'leaderboard:total', 1, uid)
+redis.call('EXPIRE', ukey, retention)
+redis.call('ZINCRBY', KEYS[6], 1, uid)
 if label == 'negative' then
-  redis.call('ZINCRBY', p .. 'leaderboard:negative', 1, uid)
+  redis.call('ZINCRBY', KEYS[7], 1, uid)
 end
-redis.call('ZADD', p .. 'users:last_seen', now, uid)
-redis.call('LPUSH', p .. 'recent:' .. uid, item)
-redis.call('LTRIM', p .. 'recent:' .. uid, 0, recent_len - 1)
-redis.call('LPUSH', p .. 'feed', item)
-redis.call('LTRIM', p .. 'feed', 0, feed_len - 1)
-redis.call('PUBLISH', p .. 'feed', item)
+redis.call('ZADD', KEYS[8], now, uid)
+redis.call('LPUSH', rkey, item)
+redis.call('LTRIM', rkey, 0, recent_len - 1)
+redis.call('EXPIRE', rkey, retention)
+redis.call('LPUSH', KEYS[9], item)
+redis.call('LTRIM', KEYS[9], 0, feed_len - 1)
+redis.call('PUBLISH', KEYS[9], item)
 return 1
 """
 
-_APPLY_DEAD_LETTER = """
-local p = ARGV[1]
-local source_id, code, now = ARGV[2], ARGV[3], ARGV[4]
-local minute, dedup_ttl, minute_ttl = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
-if not redis.call('SET', p .. 'dlq_seen:' .. source_id, now, 'NX', 'EX', dedup_ttl) then
+_APPLY_DEAD_LETTER = """#!lua
+-- KEYS: dlq_seen:{source_id} global dead_letters minute:{m}
+-- ARGV: code now_ms dedup_ttl_s minute_ttl_s
+local code, dedup_ttl, minute_ttl = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4])
+if not redis.call('SET', KEYS[1], ARGV[2], 'NX', 'EX', dedup_ttl) then
   return 0
 end
-redis.call('HINCRBY', p .. 'global', 'dead_letters', 1)
-redis.call('HINCRBY', p .. 'dead_letters', code, 1)
-local mkey = p .. 'minute:' .. minute
-redis.call('HINCRBY', mkey, 'dead_letters', 1)
-redis.call('EXPIRE', mkey, minute_ttl)
+redis.call('HINCRBY', KEYS[2], 'dead_letters', 1)
+redis.call('HINCRBY', KEYS[3], code, 1)
+redis.call('HINCRBY', KEYS[4], 'dead_letters', 1)
+redis.call('EXPIRE', KEYS[4], minute_ttl)
 return 1
 """
+
+# ZREM takes many members; Lua's unpack has a stack limit, so members go in chunks.
+_PRUNE_EXPIRED_USERS = """#!lua
+-- KEYS: users:last_seen leaderboard:total leaderboard:negative
+-- ARGV: cutoff_ms (users last seen strictly before it are removed) limit
+local users = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1],
+                         'LIMIT', 0, tonumber(ARGV[2]))
+for i = 1, #users, 200 do
+  local chunk = {unpack(users, i, math.min(i + 199, #users))}
+  for _, key in ipairs(KEYS) do
+    redis.call('ZREM', key, unpack(chunk))
+  end
+end
+return #users
+"""
+
+_FORGET_USER = """#!lua
+-- KEYS: user:{uid} recent:{uid} dedup:{uid} leaderboard:total leaderboard:negative
+--       users:last_seen feed
+-- ARGV: user_id
+local uid = ARGV[1]
+local out = {}
+out[1] = redis.call('DEL', KEYS[1])
+out[2] = redis.call('DEL', KEYS[2])
+out[3] = redis.call('ZCARD', KEYS[3])
+redis.call('DEL', KEYS[3])
+out[4] = redis.call('ZREM', KEYS[4], uid)
+out[5] = redis.call('ZREM', KEYS[5], uid)
+out[6] = redis.call('ZREM', KEYS[6], uid)
+-- The feed is capped (feed_length items): reading it whole is bounded.
+local removed = 0
+for _, item in ipairs(redis.call('LRANGE', KEYS[7], 0, -1)) do
+  local ok, doc = pcall(cjson.decode, item)
+  if ok and type(doc) == 'table' and doc['user_id'] == uid then
+    removed = removed + redis.call('LREM', KEYS[7], 0, item)
+  end
+end
+out[7] = removed
+return out
+"""
+
+#: The names of :meth:`AggregateStore.forget_user`'s counts, in the script's order.
+FORGET_COUNTS = (
+    "user",
+    "recent",
+    "dedup_markers",
+    "leaderboard_total",
+    "leaderboard_negative",
+    "users_last_seen",
+    "feed_items",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +184,11 @@ class DeadLetterRecord:
 
 
 class AggregateStore:
-    """The Redis side of the pipeline: what was already done, and the idempotent updates."""
+    """The state Redis side of the pipeline: what was already done, and the idempotent updates.
+
+    ``user_retention_s``: per-user keys expire this long after the user's last comment, and
+    :meth:`prune_expired_users` drops users inactive this long from the sorted sets.
+    """
 
     def __init__(
         self,
@@ -100,34 +199,65 @@ class AggregateStore:
         recent_per_user: int,
         feed_length: int,
         minute_ttl_s: int,
+        user_retention_s: int = 90 * 24 * 3600,
     ) -> None:
+        if user_retention_s < 1 or dedup_ttl_s < 1:
+            raise ValueError("user_retention_s and dedup_ttl_s must be at least 1 second")
         self._redis = client
         self._prefix = prefix
         self._dedup_ttl = dedup_ttl_s
         self._recent = recent_per_user
         self._feed = feed_length
         self._minute_ttl = minute_ttl_s
+        self._retention = user_retention_s
         self._apply_prediction = client.register_script(_APPLY_PREDICTION)
         self._apply_dead_letter = client.register_script(_APPLY_DEAD_LETTER)
+        self._prune = client.register_script(_PRUNE_EXPIRED_USERS)
+        self._forget = client.register_script(_FORGET_USER)
+        self._global = prefix + "global"
+        self._dead_letters = prefix + "dead_letters"
+        self._feed_key = prefix + "feed"
+        self._lb_total = prefix + "leaderboard:total"
+        self._lb_negative = prefix + "leaderboard:negative"
+        self._last_seen = prefix + "users:last_seen"
 
     @property
     def prefix(self) -> str:
         return self._prefix
 
+    @property
+    def user_retention_s(self) -> int:
+        return self._retention
+
+    def user_keys(self, user_id: str) -> tuple[str, str, str]:
+        """The keys holding one user's data: ``user:{id}``, ``recent:{id}``, ``dedup:{id}``.
+
+        The user id is the whole rest of each key after a fixed name, so any id (with ``:``,
+        glob characters, spaces) names exactly one key of each kind.
+        """
+        p = self._prefix
+        return f"{p}user:{user_id}", f"{p}recent:{user_id}", f"{p}dedup:{user_id}"
+
     async def ping(self) -> bool:
         return bool(await self._redis.ping())
 
     async def already_done(
-        self, comment_ids: Sequence[str], source_ids: Sequence[str]
+        self, comments: Sequence[tuple[str, str]], source_ids: Sequence[str]
     ) -> tuple[list[bool], list[bool]]:
-        """Which comments were already aggregated, which bad inputs already dead-lettered."""
-        if not comment_ids and not source_ids:
+        """Which ``(user_id, comment_id)`` pairs were aggregated, which bad inputs dead-lettered.
+
+        One round trip. A pair counts as done for at least ``dedup_ttl_s`` after it was applied.
+        """
+        if not comments and not source_ids:
             return [], []
-        keys = [f"{self._prefix}seen:{c}" for c in comment_ids]
-        keys += [f"{self._prefix}dlq_seen:{s}" for s in source_ids]
-        values = await self._redis.mget(keys)
-        done = [v is not None for v in values]
-        return done[: len(comment_ids)], done[len(comment_ids) :]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for user_id, comment_id in comments:
+                pipe.zscore(f"{self._prefix}dedup:{user_id}", comment_id)
+            for s in source_ids:
+                pipe.exists(f"{self._prefix}dlq_seen:{s}")
+            values = await pipe.execute()
+        n = len(comments)
+        return [v is not None for v in values[:n]], [bool(v) for v in values[n:]]
 
     async def apply(
         self,
@@ -139,17 +269,28 @@ class AggregateStore:
         """Apply every record in one pipeline; 1 per record applied now, 0 if seen."""
         if not predictions and not dead_letters:
             return []
-        minute = str(now_ms // 60_000)
+        p = self._prefix
+        minute_key = f"{p}minute:{now_ms // 60_000}"
         now = str(now_ms)
         async with self._redis.pipeline(transaction=False) as pipe:
             for rec in predictions:
+                user_key, recent_key, dedup_key = self.user_keys(rec.user_id)
                 await self._apply_prediction(
+                    keys=[
+                        dedup_key,
+                        user_key,
+                        recent_key,
+                        self._global,
+                        minute_key,
+                        self._lb_total,
+                        self._lb_negative,
+                        self._last_seen,
+                        self._feed_key,
+                    ],
                     args=[
-                        self._prefix,
                         rec.comment_id,
                         rec.user_id,
                         rec.label,
-                        minute,
                         now,
                         self._dedup_ttl,
                         self._recent,
@@ -157,20 +298,57 @@ class AggregateStore:
                         self._minute_ttl,
                         rec.feed_item,
                         ",".join(m for m in rec.modalities if m != "text"),
+                        self._retention,
                     ],
                     client=pipe,
                 )
             for dl in dead_letters:
                 await self._apply_dead_letter(
-                    args=[
-                        self._prefix,
-                        dl.source_id,
-                        dl.code,
-                        now,
-                        minute,
-                        self._dedup_ttl,
-                        self._minute_ttl,
+                    keys=[
+                        f"{p}dlq_seen:{dl.source_id}",
+                        self._global,
+                        self._dead_letters,
+                        minute_key,
                     ],
+                    args=[dl.code, now, self._dedup_ttl, self._minute_ttl],
                     client=pipe,
                 )
             return [int(r) for r in await pipe.execute()]
+
+    async def prune_expired_users(self, now_ms: int, limit: int = 1000) -> int:
+        """Drop up to ``limit`` users inactive longer than the retention from the sorted sets.
+
+        ``leaderboard:total``, ``leaderboard:negative`` and ``users:last_seen``; their
+        ``user:``/``recent:`` keys have expired by then. Returns how many users were dropped:
+        call again while it returns ``limit`` (each call is one short atomic script).
+        """
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        cutoff = now_ms - self._retention * 1000
+        return int(
+            await self._prune(
+                keys=[self._last_seen, self._lb_total, self._lb_negative],
+                args=[str(cutoff), limit],
+            )
+        )
+
+    async def forget_user(self, user_id: str) -> dict[str, int]:
+        """Erase everything the state Redis holds about ``user_id`` (right to erasure).
+
+        Deletes ``user:``, ``recent:`` and ``dedup:`` of the user, removes the user from the
+        three sorted sets and the user's items from ``feed``, in one atomic script. Returns what
+        was removed (:data:`FORGET_COUNTS`). Not removed: the anonymous counts (``global``,
+        ``minute:*``, ``dead_letters``) and, outside Redis, predictions already on the Kafka
+        topic (its retention governs them).
+        """
+        counts = await self._forget(
+            keys=[
+                *self.user_keys(user_id),
+                self._lb_total,
+                self._lb_negative,
+                self._last_seen,
+                self._feed_key,
+            ],
+            args=[user_id],
+        )
+        return dict(zip(FORGET_COUNTS, (int(c) for c in counts), strict=True))

@@ -203,3 +203,22 @@ async def test_reads_are_bounded_with_many_users(seeded, redis_client):
         f"max {times[-1] * 1000:.1f} ms; user view {user_s * 1000:.1f} ms; "
         f"{per_snapshot:.0f} Redis commands per snapshot"
     )
+
+
+async def test_a_forgotten_user_disappears_from_every_view(seeded, redis_client):
+    """After ``forget_user`` (the right to erasure) no view shows the user; the totals stay."""
+    prefix, _ = seeded
+    removed = await store_for(redis_client, prefix).forget_user("u0")
+    assert removed["user"] == 1 and removed["feed_items"] == 11
+    client = await client_for(redis_client, prefix)
+    try:
+        s = await (await client.get("/api/snapshot")).json()
+        assert "u0" not in {u["user_id"] for u in s["top_negative"]}
+        assert "u0" not in {item["user_id"] for item in s["feed"]} and len(s["feed"]) == 20
+        assert s["users"]["known"] == 2
+        assert s["global"]["total"] == 31  # anonymous counts are not erased
+        assert (await client.get("/api/user", params={"id": "u0"})).status == 404
+        u1 = await (await client.get("/api/user", params={"id": "u1"})).json()
+        assert u1["counts"]["total"] == 10
+    finally:
+        await client.close()

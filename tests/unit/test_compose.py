@@ -28,7 +28,8 @@ def _compose_config(path: Path, token: str | None = "compose-test-token"):
     assert tool, (
         "docker-compose is not installed: make system-deps (apt-get install docker-compose)"
     )
-    env = {k: v for k, v in os.environ.items() if k != "COMMENTFLOW_DASHBOARD_TOKEN"}
+    unset = {"COMMENTFLOW_DASHBOARD_TOKEN", "REDIS_STATE_MAXMEMORY", "REDIS_CACHE_MAXMEMORY"}
+    env = {k: v for k, v in os.environ.items() if k not in unset}  # the file's defaults
     if token is not None:
         env["COMMENTFLOW_DASHBOARD_TOKEN"] = token
     return subprocess.run(
@@ -67,13 +68,45 @@ def _env(service: dict[str, Any]) -> dict[str, str]:
 
 def test_services(config: dict[str, Any]) -> None:
     services = config["services"]
-    assert {"kafka", "topics", "redis", "worker", "producer-demo"} <= set(services)
+    assert {"kafka", "topics", "redis", "redis-cache", "worker", "producer-demo"} <= set(services)
     assert services["producer-demo"].get("profiles") == ["demo"]
     assert services["redis"]["image"].startswith("redis:7")
     assert "--appendonly" in services["redis"]["command"]
     assert "yes" in services["redis"]["command"]
-    for name in ("kafka", "redis", "worker"):
+    for name in ("kafka", "redis", "redis-cache", "worker"):
         assert "healthcheck" in services[name], name
+
+
+def _flags(command: list[str]) -> dict[str, str]:
+    """``["redis-server", "--a", "1", "--b", "x"]`` -> ``{"--a": "1", "--b": "x"}``."""
+    assert command[0] == "redis-server", command
+    return dict(zip(command[1::2], command[2::2], strict=True))
+
+
+def test_state_redis_persists_and_never_evicts(config: dict[str, Any]) -> None:
+    redis = config["services"]["redis"]
+    flags = _flags(redis["command"])
+    assert flags["--appendonly"] == "yes" and flags["--appendfsync"] == "everysec"
+    assert flags["--maxmemory-policy"] == "noeviction"
+    assert flags["--maxmemory"] == "4gb"  # full: writes answer OOM, the workers retry
+    assert any(v.endswith(":/data") or ":/data:" in v for v in redis["volumes"])
+
+
+def test_cache_redis_is_bounded_lru_without_persistence(config: dict[str, Any]) -> None:
+    cache = config["services"]["redis-cache"]
+    assert cache["image"].startswith("redis:7")
+    flags = _flags(cache["command"])
+    assert flags["--maxmemory-policy"] == "allkeys-lru"
+    assert flags["--maxmemory"] == "512mb"
+    assert flags["--appendonly"] == "no" and flags["--save"] == ""
+    assert "volumes" not in cache
+
+
+@pytest.mark.parametrize("service", ["worker", "dashboard"])
+def test_workers_and_dashboard_get_both_redis(config: dict[str, Any], service: str) -> None:
+    env = _env(config["services"][service])
+    assert env["COMMENTFLOW_REDIS_URL"] == "redis://redis:6379/0"
+    assert env["COMMENTFLOW_REDIS_CACHE_URL"] == "redis://redis-cache:6379/0"
 
 
 def test_kafka_runs_kraft_combined_mode(config: dict[str, Any]) -> None:
@@ -110,6 +143,7 @@ def test_worker_is_scaled_with_a_gpu_each(config: dict[str, Any]) -> None:
     assert device["capabilities"] == ["gpu"]
     assert worker["depends_on"]["kafka"]["condition"] == "service_healthy"
     assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert worker["depends_on"]["redis-cache"]["condition"] == "service_healthy"
     assert worker["depends_on"]["topics"]["condition"] == "service_completed_successfully"
     env = _env(worker)
     assert env["COMMENTFLOW_KAFKA_BOOTSTRAP"] == "kafka:9092"
