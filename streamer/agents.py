@@ -45,8 +45,12 @@ from workers.metrics import LagTracker, PipelineMetrics
 from workers.model_guard import ModelFailed
 from workers.pipeline import StreamPipeline
 from workers.processor import BatchProcessor, BatchResult
+from workers.retry import REDIS_RETRIABLE
 
 __all__ = ["EXIT_CRASHED", "EXIT_MODEL_FAILED", "install"]
+
+PRUNE_INTERVAL_S = 60.0
+PRUNE_LIMIT = 1000
 
 #: Exit status when the model kept failing for ``model_failure_exit_s`` (EX_UNAVAILABLE).
 EXIT_MODEL_FAILED = 69
@@ -102,6 +106,7 @@ class Resources:
             recent_per_user=settings.recent_per_user,
             feed_length=settings.feed_length,
             minute_ttl_s=settings.minute_ttl_s,
+            user_retention_s=settings.user_retention_s,
         )
         # The cache Redis (allkeys-lru): media shared between workers. Never the state Redis.
         self.cache_redis = (
@@ -267,6 +272,18 @@ def install(app: faust.App, settings: Settings, classifier: Classifier | None = 
     @app.timer(interval=settings.lag_interval_s)
     async def consumer_lag() -> None:
         await update_lag(app, settings, resources.lag)
+
+    @app.timer(interval=PRUNE_INTERVAL_S)
+    async def prune_inactive_users() -> None:
+        # Users inactive past user_retention_s leave the leaderboards (their own keys expire by
+        # TTL). Bounded work per call; several workers doing it at once is harmless.
+        now_ms = int(time.time() * 1000)
+        try:
+            for _ in range(100):
+                if await resources.store.prune_expired_users(now_ms, PRUNE_LIMIT) < PRUNE_LIMIT:
+                    break
+        except REDIS_RETRIABLE as exc:
+            log.warning("pruning inactive users skipped: %s", type(exc).__name__)
 
     app.commentflow = resources  # type: ignore[attr-defined]
     return resources

@@ -34,7 +34,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
-import redis.exceptions
+
+from workers.retry import REDIS_RETRIABLE
 
 __all__ = [
     "FORGET_COUNTS",
@@ -44,18 +45,8 @@ __all__ = [
     "PredictionRecord",
 ]
 
-#: Redis errors after which a whole store call may be retried (after a backoff). Out of memory
-#: (a full ``noeviction`` state Redis) and read-only (a replica after a failover) included:
-#: the worker waits for an operator or the failover, it never drops the batch or crashes.
-RETRIABLE_REDIS_ERRORS: tuple[type[BaseException], ...] = (
-    redis.exceptions.ConnectionError,  # BusyLoadingError is one
-    redis.exceptions.TimeoutError,
-    redis.exceptions.TryAgainError,
-    redis.exceptions.OutOfMemoryError,
-    redis.exceptions.ReadOnlyError,
-    redis.exceptions.MasterDownError,
-    OSError,
-)
+#: Redis errors after which a whole store call may be retried (one list for the whole worker).
+RETRIABLE_REDIS_ERRORS = REDIS_RETRIABLE
 
 _APPLY_PREDICTION = """#!lua
 -- KEYS: dedup:{uid} user:{uid} recent:{uid} global minute:{m} leaderboard:total
