@@ -1,5 +1,5 @@
 """The ``commentflow`` command: stack, worker, produce, build-data, train, evaluate, bench,
-dashboard, demo.
+dashboard, demo, soak.
 
 Every :class:`~commentflow.settings.Settings` field is a flag (``--kafka-bootstrap``,
 ``--redis-url``, ``--model-dir``, ...) that overrides its ``COMMENTFLOW_*`` variable.
@@ -170,6 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("demo", "stack + worker + synthetic producer, with a live summary, until Ctrl-C")
     demo.add_arguments(p)
     p.set_defaults(func=_lazy("commentflow.demo", with_settings=True))
+
+    from commentflow import soak
+
+    p = command(
+        "soak",
+        "one worker under mixed and hostile traffic for --minutes: RSS and Redis memory over time",
+    )
+    soak.add_arguments(p)
+    p.set_defaults(func=_lazy("commentflow.soak", with_settings=True))
     return parser
 
 
