@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import sys
 import tempfile
@@ -214,25 +215,23 @@ async def _sample(
     run: _Run, clients: dict[str, aioredis.Redis], server: HostileMediaServer
 ) -> None:
     """One row: probes, counters; restarts a worker that died (bounded)."""
-    if not run.worker.alive() and run.phase != "stopped":
+    restarted = False
+    if not run.worker.alive() and run.phase != "stopped" and not run.failed:
         code = run.worker.stop(timeout=1)
-        run.restarts.append(
-            {
-                "t_s": round(run.elapsed(), 1),
-                "exit_code": code,
-                "log_tail": run.worker.log_tail(1500),
-            }
-        )
-        print(f"!! worker died (exit code {code}); log tail:\n{run.worker.log_tail(1500)}")
+        crash = _crash_excerpt(run.worker.log_tail(200_000))
+        run.restarts.append({"t_s": round(run.elapsed(), 1), "exit_code": code, "log": crash})
+        print(f"!! worker died (exit code {code}):\n{crash}", flush=True)
         if len(run.restarts) > run.config.max_restarts:
             run.failed = f"the worker died {len(run.restarts)} times"
         else:
             run.worker.start()
+            restarted = True
     proc = process_stats(run.worker.pid)
     row: dict[str, Any] = {
         "t_s": round(run.elapsed(), 1),
         "phase": run.phase,
         "pid": run.worker.pid,
+        "restarted": restarted,  # the probe saw a process that is just starting
         **proc,
         "produced": run.produced,
         "acked": len(run.ledger.sent),
@@ -262,6 +261,15 @@ _HEADER = (
     f"{'t(s)':>6} {'phase':>7} {'produced':>8} {'predict':>8} {'dead':>6} {'backlog':>7} "
     f"{'RSS MB':>7} {'thr':>4} {'fds':>4} {'cpu%':>5} {'redis MB':>9} {'cache MB':>9} {'media':>6}"
 )
+
+
+def _crash_excerpt(log: str, chars: int = 1500) -> str:
+    """The last traceback in a worker log (Faust logs a page of shutdown after it)."""
+    at = log.rfind("Traceback (most recent call last)")
+    if at < 0:
+        return log[-chars:]
+    start = log.rfind("\n", 0, at - 1)  # the log line that introduced it
+    return log[start + 1 : start + 1 + chars]
 
 
 def _row(r: dict[str, Any]) -> str:
@@ -425,21 +433,21 @@ async def _wait_ready(run: _Run, s: Settings, traffic: Traffic) -> float:
 
 
 def _series(samples: list[dict[str, Any]], value: Any, warmup_s: float) -> dict[str, Any]:
-    """At the end of warm-up, max, end, growth after warm-up (%) and slope (MB/h), of one series."""
-    points = [(r["t_s"], value(r)) for r in samples if r["phase"] == "run"]
-    points = [(t, v) for t, v in points if v is not None]
+    """One series: its value at the end of warm-up, max (drain included), end of the run, growth
+    after warm-up (%) and least-squares slope (units per hour) over the post-warm-up samples."""
+    every = [(r["t_s"], r["phase"], value(r)) for r in samples if not r["restarted"]]
+    points = [(t, v) for t, phase, v in every if phase == "run" and v is not None]
     if not points:
         return {}
     after = [(t, v) for t, v in points if t >= warmup_s]
-    before = [(t, v) for t, v in points if t <= warmup_s]
-    start = before[-1] if before else points[0]
+    start = after[0] if after else points[-1]  # the first sample after warm-up is the baseline
     end = points[-1]
     out: dict[str, Any] = {
         "at_warmup_end": start[1],
-        "max": max(v for _, v in points),
+        "max": max(v for _, _, v in every if v is not None),
         "end": end[1],
         "growth_after_warmup_pct": None,
-        "slope_mb_per_h": None,
+        "slope_per_h": None,
         "post_warmup_samples": len(after),
     }
     if len(after) >= 2:
@@ -449,7 +457,7 @@ def _series(samples: list[dict[str, Any]], value: Any, warmup_s: float) -> dict[
         mv = sum(v for _, v in after) / n
         var = sum((t - mt) ** 2 for t, _ in after)
         if var > 0:
-            out["slope_mb_per_h"] = 3600 * sum((t - mt) * (v - mv) for t, v in after) / var
+            out["slope_per_h"] = 3600 * sum((t - mt) * (v - mv) for t, v in after) / var
     return out
 
 
@@ -492,7 +500,7 @@ def print_report(report: dict[str, Any]) -> None:
     def line(name: str, d: dict[str, Any], unit: str = "MB") -> str:
         if not d:
             return f"{name}: no samples"
-        g, k = d.get("growth_after_warmup_pct"), d.get("slope_mb_per_h")
+        g, k = d.get("growth_after_warmup_pct"), d.get("slope_per_h")
         return (
             f"{name}: at warm-up end {d['at_warmup_end']:.1f} {unit}, max {d['max']:.1f}, "
             f"end {d['end']:.1f}; after warm-up "
@@ -521,7 +529,7 @@ def print_report(report: dict[str, Any]) -> None:
     print(
         f"outcomes: sent {o['sent']}, valid {o['valid_comments']} "
         f"(predicted {o['predicted_once_or_more']}), malformed {o['malformed']} "
-        f"(dead-lettered {len(o['by_kind']) and o['dead_lettered']}); missing {o['missing']}, "
+        f"(dead-lettered {o['dead_lettered']}); missing {o['missing']}, "
         f"unexpected {o['unexpected']}, duplicate predictions {o['duplicate_predictions']}, "
         f"duplicate dead letters {o['duplicate_dead_letters']}, send errors {o['send_errors']}"
     )
@@ -531,7 +539,10 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"media errors (first prediction of each comment): {o['media_errors']}")
     print(f"media requests served: {report['media_requests']}")
     if report["worker_restarts"]:
-        print(f"!! the worker died {len(report['worker_restarts'])} time(s): see soak.json")
+        print(
+            f"!! the worker died {len(report['worker_restarts'])} time(s) (see soak.json): "
+            "the memory numbers above span restarts and say nothing about growth"
+        )
     print(f"worker exit code after SIGTERM: {report['worker_exit_code']}")
     print(
         "RESULT: "
@@ -616,6 +627,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.model:
         settings = settings.replace(model_dir=args.model)
     out = Path(args.out)
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)  # the table is the output
     try:
         report = asyncio.run(soak(settings, config, out))
     except (RuntimeError, ValueError) as exc:
