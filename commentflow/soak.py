@@ -360,6 +360,8 @@ async def soak(
         )
         while not producing.done():
             await asyncio.wait({producing}, timeout=config.sample_s)
+            if reader.done():
+                reader.result()  # the outcome reader failed: raise its error
             await _sample(run, clients, server)
         producing.result()
         run.phase = "drain"
@@ -367,7 +369,8 @@ async def soak(
         while run.ledger.backlog and time.monotonic() < drain_until and not run.failed:
             await asyncio.sleep(min(config.sample_s, max(0.0, drain_until - time.monotonic())))
             await _sample(run, clients, server)
-        await _sample(run, clients, server)
+        if run.samples[-1]["phase"] != "drain":
+            await _sample(run, clients, server)  # one row after the run, drained or not
     finally:
         run.phase = "stopped"
         exit_code = await asyncio.to_thread(run.worker.stop, s.shutdown_timeout_s + 10)
