@@ -1,5 +1,5 @@
 """The ``commentflow`` command: stack, worker, produce, build-data, train, evaluate, bench,
-dashboard, demo, forget-user, redis-memory.
+dashboard, demo, forget-user, redis-memory, soak.
 
 Every :class:`~commentflow.settings.Settings` field is a flag (``--kafka-bootstrap``,
 ``--redis-url``, ``--model-dir``, ...) that overrides its ``COMMENTFLOW_*`` variable.
@@ -184,6 +184,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     redis_memory.add_arguments(p)
     p.set_defaults(func=_lazy("commentflow.redis_memory", with_settings=True))
+
+    # -- robustness: a long run under mixed and hostile traffic
+    from commentflow import soak
+
+    p = command(
+        "soak",
+        "one worker under mixed and hostile traffic for --minutes: RSS and Redis memory over time",
+    )
+    soak.add_arguments(p)
+    p.set_defaults(func=_lazy("commentflow.soak", with_settings=True))
     return parser
 
 
