@@ -64,7 +64,7 @@ class SoakConfig:
     ready_timeout_s: float = 300.0  # the worker's first prediction (model load)
     max_restarts: int = 3  # a worker that died is started again (as a process manager would)
     exclude: frozenset[str] = frozenset()
-    media_hosts: tuple[str, ...] = ("media.soak.test", "localhost")
+    media_hosts: tuple[str, ...] = ("media.soak.test",)
     wildcard_domain: str = "wild.soak.test"
 
     @property

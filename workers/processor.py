@@ -134,6 +134,9 @@ class BatchProcessor:
         self._backoff = Backoff(settings.retry_initial_s, settings.retry_max_s)
         self.metrics = metrics if metrics is not None else PipelineMetrics()
         self.health = health if health is not None else PipelineHealth()
+        # (user_id, comment_id) of comments prepared and not yet finished: a copy that arrives in
+        # the next batch (prepared while this one finishes, before Redis knows it) is skipped.
+        self._in_flight: set[tuple[str, str]] = set()
         self.model = ModelGuard(
             runner,
             failure_ratio=settings.model_failure_ratio,
@@ -176,11 +179,12 @@ class BatchProcessor:
             ),
             "redis lookup",
         )
-        todo = _first_unseen(valid, done_comments)
+        todo = _first_unseen(valid, done_comments, self._in_flight)
         n_bad = len(bad)
         bad = [b for b, done in zip(bad, done_bad, strict=True) if not done]
         todo, inputs, media_errors, media_bad = await self._resolve_media(todo)
         bad += media_bad
+        self._in_flight.update(_key(v) for v in todo)
         return Prepared(
             # acknowledged in this order: offsets ascending within each partition
             messages=tuple(sorted((*batch, *(m for m, _ in poison)), key=_position)),
@@ -201,6 +205,12 @@ class BatchProcessor:
         Raises only for the infrastructure: :class:`~workers.model_guard.ModelFailed` (the
         worker must exit) or cancellation; nothing of the batch may be acknowledged then.
         """
+        try:
+            return await self._finish(prepared)
+        finally:
+            self._in_flight.difference_update(_key(v) for v in prepared.todo)
+
+    async def _finish(self, prepared: Prepared) -> BatchResult:
         result = BatchResult(
             received=prepared.received, skipped_duplicates=prepared.skipped_duplicates
         )
@@ -538,13 +548,20 @@ def _source_id(message: Inbound) -> str:
     return f"{message.topic}:{message.partition}:{message.offset}"
 
 
-def _first_unseen(valid: list[_Valid], done: list[bool]) -> list[_Valid]:
-    """Drop comments already aggregated, and repeats of one (user, comment) inside the batch."""
+def _key(item: _Valid) -> tuple[str, str]:
+    return item.event.user_id, item.event.comment_id
+
+
+def _first_unseen(
+    valid: list[_Valid], done: list[bool], in_flight: set[tuple[str, str]]
+) -> list[_Valid]:
+    """Drop comments already aggregated or in flight, and repeats of one (user, comment) inside
+    the batch."""
     seen: set[tuple[str, str]] = set()
     todo = []
     for item, is_done in zip(valid, done, strict=True):
-        key = (item.event.user_id, item.event.comment_id)
-        if is_done or key in seen:
+        key = _key(item)
+        if is_done or key in seen or key in in_flight:
             continue
         seen.add(key)
         todo.append(item)

@@ -225,3 +225,16 @@ async def test_redis_out_of_memory_and_read_only_answers_are_retried():
     result = await proc.process([inbound(0, ev("a"))])
     await runner.stop()
     assert result.predicted == 1 and store.errors == [] and proc.health.ready()
+
+
+async def test_a_copy_in_the_next_batch_is_skipped_while_the_first_is_in_flight():
+    proc, runner, pub, store = await make()
+    first = await proc.prepare([inbound(0, ev("a"))])
+    second = await proc.prepare([inbound(1, ev("a")), inbound(2, ev("b"))])  # before a finished
+    r1 = await proc.finish(first)
+    r2 = await proc.finish(second)
+    third = await proc.process([inbound(3, ev("a"))])  # after: Redis knows it
+    await runner.stop()
+    assert (r1.predicted, r2.predicted, r2.skipped_duplicates) == (1, 1, 1)
+    assert third.skipped_duplicates == 1
+    assert sorted(orjson.loads(m.value)["comment_id"] for m in pub.sent) == ["a", "b"]
