@@ -365,6 +365,7 @@ async def _bench(args: argparse.Namespace, settings: Settings, out: Path) -> dic
         s = settings.replace(
             kafka_bootstrap=stack.bootstrap,
             redis_url=stack.redis_url,
+            redis_cache_url=stack.redis_cache_url,
             session_timeout_s=6.0,
             commit_interval_s=0.5,
         )

@@ -75,6 +75,7 @@ async def _demo(args: argparse.Namespace, settings: Settings) -> int:
         settings = settings.replace(
             kafka_bootstrap=stack.bootstrap,
             redis_url=stack.redis_url,
+            redis_cache_url=stack.redis_cache_url,
             session_timeout_s=6.0,
             commit_interval_s=0.5,
         )
@@ -97,6 +98,7 @@ async def _demo(args: argparse.Namespace, settings: Settings) -> int:
             f"  kafka bootstrap  {stack.bootstrap}   topics: {settings.input_topic} -> "
             f"{settings.predictions_topic}, {settings.dlq_topic}\n"
             f"  redis            {stack.redis_url}   prefix {settings.redis_prefix!r}\n"
+            f"  redis cache      {stack.redis_cache_url}\n"
             f"  model            {settings.model_dir}\n"
             f"  workers          {args.workers} (logs in {log_dir})\n"
             f"  dashboard        {dash_url}"

@@ -89,7 +89,7 @@ class CrashGuard:
         counts = await self.begin(batch)
         poison = {id(m): c - 1 for m, c in zip(batch, counts, strict=True) if c > self.poison_after}
         rest = [m for m in batch if id(m) not in poison]
-        if all(c <= 1 for c in counts) or len(rest) <= 1:
+        if all(c <= 1 for c in counts) or not rest:
             return [Part(rest, [(m, poison[id(m)]) for m in batch if id(m) in poison])]
         # An earlier process died with some of these in flight: one at a time from here, in
         # the batch's order (acknowledgements stay in offset order).
