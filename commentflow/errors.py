@@ -1,4 +1,4 @@
-"""The one error root of commentflow.
+"""The one error root of commentflow, the whole tree in one place (re-exported).
 
 Every error the pipeline raises on purpose derives from :class:`CommentflowError` and says, by
 class, what the worker does with it::
@@ -22,11 +22,31 @@ class, what the worker does with it::
     └── MediaError                a media item that cannot be used (workers.address_policy):
                                   the comment is classified without it, listed in media_errors
 
+Each class lives in the lowest layer that raises it (:mod:`schemas.errors`: the root, retriable
+and dead-letter errors; :mod:`model.errors`; :mod:`workers.address_policy`: media;
+:mod:`commentflow.stack`: the embedded stack); this module re-exports them for the application.
 The dead-letter codes are part of the public contract (README, ``schemas/json``):
 :data:`DEAD_LETTER_CODES` lists every one with its meaning.
 """
 
 from __future__ import annotations
+
+from model.errors import ModelError, ModelFormatError, UnsafeWeightsError
+from schemas.errors import (
+    DEAD_LETTER_CODES,
+    BrokerUnavailable,
+    CommentflowError,
+    DeadLetterError,
+    InvalidEncoding,
+    InvalidJson,
+    Poison,
+    ProcessingFailed,
+    RetriableError,
+    SchemaViolation,
+    StoreUnavailable,
+    TooLarge,
+    UnsupportedSchema,
+)
 
 __all__ = [
     "DEAD_LETTER_CODES",
@@ -46,87 +66,3 @@ __all__ = [
     "UnsafeWeightsError",
     "UnsupportedSchema",
 ]
-
-#: Every ``error.code`` a dead letter can carry, with its meaning (documented in the README).
-DEAD_LETTER_CODES: dict[str, str] = {
-    "invalid_encoding": "the message value is not valid UTF-8",
-    "invalid_json": "the message value is not a JSON document",
-    "too_large": "the message, or one of its fields, is over its size limit",
-    "unsupported_schema": "the event names a schema version this worker does not read",
-    "schema_violation": "valid JSON that breaks the comment contract (missing field, wrong type)",
-    "processing_failed": "a valid event that failed on its own while it was processed "
-    "(details: the stage and the exception type)",
-    "poison": "the worker died (crashed, killed, hung) repeatedly while this message was in "
-    "flight; it is set aside instead of being processed again",
-}
-
-
-class CommentflowError(Exception):
-    """Root of every error commentflow raises on purpose."""
-
-    retriable: bool = False
-
-
-class RetriableError(CommentflowError):
-    """Transient trouble outside the event (broker, Redis): retry with backoff, never drop."""
-
-    retriable = True
-
-
-class BrokerUnavailable(RetriableError):
-    """The Kafka broker did not accept a publish in time."""
-
-
-class StoreUnavailable(RetriableError):
-    """Redis did not answer, or the connection broke."""
-
-
-class DeadLetterError(CommentflowError):
-    """The input is bad for good: it goes to the dead-letter topic with :attr:`code`."""
-
-    code: str = "schema_violation"
-
-    def __init__(self, message: str, *, details: list[dict[str, object]] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.details = details or []
-
-
-class InvalidEncoding(DeadLetterError):
-    code = "invalid_encoding"
-
-
-class InvalidJson(DeadLetterError):
-    code = "invalid_json"
-
-
-class TooLarge(DeadLetterError):
-    code = "too_large"
-
-
-class UnsupportedSchema(DeadLetterError):
-    code = "unsupported_schema"
-
-
-class SchemaViolation(DeadLetterError):
-    code = "schema_violation"
-
-
-class ProcessingFailed(DeadLetterError):
-    code = "processing_failed"
-
-
-class Poison(DeadLetterError):
-    code = "poison"
-
-
-class ModelError(CommentflowError):
-    """A model directory that cannot be used."""
-
-
-class ModelFormatError(ModelError):
-    """Missing files, an unknown or old ``format_version``, mismatched shapes."""
-
-
-class UnsafeWeightsError(ModelError):
-    """The directory holds pickled weights (``.bin``, ``.pt``, ``.pth``, ``.pkl``): refused."""

@@ -30,9 +30,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from commentflow.errors import ModelFormatError, UnsafeWeightsError
 from model.base import LABELS, ClassOutput, CommentInput
 from model.data import clean_text
+from model.errors import ModelFormatError, UnsafeWeightsError
 from model.text_encoder import TextEncoder, TextEncoderConfig, resolve_device
 
 __all__ = [

@@ -47,10 +47,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from commentflow.errors import CommentflowError
 from model.acoustic import MelConfig, log_mel_batch
 from model.base import LABELS, CommentInput
 from model.data import clean_text
+from schemas.errors import CommentflowError
 
 __all__ = [
     "FORMAT_VERSION",

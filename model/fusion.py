@@ -50,10 +50,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from commentflow.errors import ModelFormatError
 from model.acoustic import AcousticEncoder, AcousticEncoderConfig
 from model.base import LABELS
 from model.classifier import HeadConfig, MLPHead
+from model.errors import ModelFormatError
 from model.features import PRESENCE
 
 __all__ = [

@@ -38,10 +38,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from commentflow.errors import ModelFormatError
 from model.acoustic import MelConfig
 from model.base import MODALITIES, ClassOutput, CommentInput
 from model.classifier import FORMAT, check_no_pickles
+from model.errors import ModelFormatError
 from model.features import FeatureExtractor, Features
 from model.fusion import FusionConfig, FusionModel, fusion_state, load_fusion_state
 from model.shared_cache import SharedFeatureCache

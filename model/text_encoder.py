@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from commentflow.errors import ModelFormatError
+from model.errors import ModelFormatError
 
 __all__ = [
     "DEFAULT_PACKAGE",

@@ -30,10 +30,10 @@ import faust
 import redis.asyncio as aioredis
 from mode import CrashingSupervisor
 
-from commentflow.errors import DEAD_LETTER_CODES
 from commentflow.settings import Settings
 from model import load_classifier
 from model.base import LABELS, Classifier
+from schemas.errors import DEAD_LETTER_CODES
 from streamer.topics import input_topic
 from workers.aggregates import AggregateStore
 from workers.crash_guard import CrashGuard

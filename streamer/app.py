@@ -6,10 +6,10 @@ import sys
 
 import faust
 
-from commentflow.errors import ModelError
 from commentflow.logs import logging_config
 from commentflow.settings import Settings
 from model.base import Classifier
+from model.errors import ModelError
 
 __all__ = ["create_app", "run_worker"]
 

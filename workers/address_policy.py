@@ -36,7 +36,7 @@ from typing import Final
 
 import yarl
 
-from commentflow.errors import CommentflowError
+from schemas.errors import CommentflowError
 
 __all__ = [
     "MEDIA_ERROR_REASONS",

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from commentflow.errors import DeadLetterError
+from schemas.errors import DeadLetterError
 from schemas.events import DEAD_LETTER_SCHEMA
 from workers.messages import Inbound, Outbound
 

@@ -27,8 +27,8 @@ import logging
 import math
 from collections.abc import Sequence
 
-from commentflow.errors import CommentflowError, RetriableError
 from model.base import MODALITIES, Classifier, ClassOutput, CommentInput
+from schemas.errors import CommentflowError, RetriableError
 from workers.health import PipelineHealth
 from workers.inference import InferenceRunner
 from workers.metrics import PipelineMetrics

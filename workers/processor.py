@@ -39,9 +39,9 @@ from typing import Any, Protocol
 import orjson
 from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError
 
-from commentflow.errors import DeadLetterError, Poison, ProcessingFailed
 from commentflow.settings import Settings
 from model.base import ClassOutput, CommentInput
+from schemas.errors import DeadLetterError, Poison, ProcessingFailed
 from schemas.events import PREDICTION_SCHEMA, CommentEvent
 from workers.aggregates import AggregateStore, DeadLetterRecord, PredictionRecord
 from workers.dead_letter import build_dead_letter, utc_now_iso

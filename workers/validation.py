@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from commentflow.errors import (
+from schemas.errors import (
     InvalidEncoding,
     InvalidJson,
     SchemaViolation,
@@ -26,7 +26,7 @@ _TOO_LONG = {"string_too_long", "too_long"}
 
 
 def parse_event(raw: bytes | None, *, max_bytes: int) -> CommentEvent:
-    """Validate one message value; raise a :class:`~commentflow.errors.DeadLetterError` if bad."""
+    """Validate one message value; raise a :class:`~schemas.errors.DeadLetterError` if bad."""
     if raw is None:
         raise InvalidJson("the message has no value (tombstone)")
     if len(raw) > max_bytes:
