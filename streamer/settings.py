@@ -74,7 +74,7 @@ class Settings:
     # -- media fetching (images and audio referenced by URL)
     media_enabled: bool = _setting(True, "fetch and decode the images and audio comments link to")
     media_timeout_s: float = _setting(
-        8.0, "per item: a comment whose media is late is classified without it"
+        8.0, "per media item: a comment whose media is late is classified without it"
     )
     media_allow_private: bool = _setting(
         False, "never in production: lets media URLs reach private networks"
@@ -88,15 +88,17 @@ class Settings:
     media_cache_redis: bool = _setting(
         True, "share media and derived features through the cache Redis"
     )
-    media_max_pixels: int = _setting(16_000_000, "source width * height, checked before decoding")
+    media_max_pixels: int = _setting(
+        16_000_000, "most source pixels (width * height), checked before decoding"
+    )
     media_inflight_bytes: int = _setting(
-        96 * 1024 * 1024, "all bodies being fetched or decoded at once"
+        96 * 1024 * 1024, "bytes of all media bodies being fetched or decoded at once"
     )
     media_max_items_per_batch: int = _setting(
-        64, "media items one micro-batch fetches; the rest: errors"
+        64, "most media items one micro-batch fetches (the rest: errors)"
     )
     media_max_requests_per_comment: int = _setting(
-        24, "HTTP requests for one comment, retries+redirects"
+        24, "most HTTP requests for one comment, retries and redirects included"
     )
     media_per_domain_connections: int = _setting(16, "open connections per registrable domain")
     media_resolve: str = _setting(
@@ -121,7 +123,7 @@ class Settings:
         3, "a message in flight when the worker died this often: dead letter"
     )
     predict_deadline_s: float = _setting(
-        300.0, "one predict() call; past it /livez fails, the worker exits"
+        300.0, "longest predict() call: past it /livez fails and the worker exits"
     )
     model_failure_ratio: float = _setting(
         0.5, 'share of a batch failing in the model that means "model"'
@@ -130,19 +132,21 @@ class Settings:
         120.0, "model failing this long: exit non-zero (restart)"
     )
     # -- Faust / Kafka consumer
-    session_timeout_s: float = _setting(60.0, "Kafka's default; the embedded stack uses 6 s")
+    session_timeout_s: float = _setting(
+        60.0, "consumer session timeout (Kafka's default; the embedded stack uses 6 s)"
+    )
     commit_interval_s: float = _setting(1.0, "how often consumer offsets are committed")
     max_poll_records: int = _setting(2000, "most records one consumer poll returns")
-    web_port: int = _setting(6066, "the worker's web server: /metrics, /livez, /readyz")
+    web_port: int = _setting(6066, "port of the worker's web server: /metrics, /livez, /readyz")
     lag_interval_s: float = _setting(2.0, "how often the consumer lag gauge is refreshed")
     web_enabled: bool = _setting(True, "serve /metrics, /livez and /readyz")
     log_level: str = _setting("info", "debug | info | warning | error")
     log_format: str = _setting("text", "text | json (one JSON object per line)")
     # -- the live dashboard (commentflow dashboard): reads only Redis
     dashboard_host: str = _setting("127.0.0.1", "the dashboard's listening address")
-    dashboard_port: int = _setting(8080, "0: any free port")
+    dashboard_port: int = _setting(8080, "the dashboard's port (0: any free one)")
     dashboard_token: str = _setting(
-        "", "when set, required (Bearer header, ?token= once, then a cookie)"
+        "", "the dashboard's token: when set, required (Bearer, ?token= once, then a cookie)"
     )
 
     @classmethod
