@@ -91,8 +91,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def build_parser(only: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The parser; the verbs in ``only`` get their flags (all verbs when ``None``).
 
-    A verb outside ``only`` is listed (its ``HELP``) but not built: ``commentflow VERB`` builds
-    just ``VERB``, so that no other verb's module is imported.
+    ``commentflow VERB ...`` builds and imports just ``VERB``; with no verb (``--help``, a typo)
+    every verb is listed with its ``HELP``, and none is built.
     """
     parser = _Parser(
         prog="commentflow",
@@ -102,7 +102,7 @@ def build_parser(only: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"commentflow {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="VERB")
-    for verb in VERBS:
+    for verb in [v for v in VERBS if v in only] if only else VERBS:
         mod = command(verb)
         p = sub.add_parser(
             verb,
