@@ -55,11 +55,13 @@ system-deps: ## apt-get install redis-server, docker-compose, espeak-ng, chromiu
 demo: install system-deps ## embedded stack + worker + synthetic producer, until Ctrl-C
 	$(BIN)/commentflow demo
 
-test: install system-deps ## the whole suite: unit + integration (starts tansu and redis-server)
+test: install system-deps ## the import contracts, then the whole suite (starts tansu and redis-server)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: install ## ruff
+lint: install ## ruff and the import contracts (layers point down only)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 bench: install system-deps ## model-only, end-to-end and baseline throughput
 	$(BIN)/commentflow bench

@@ -14,11 +14,11 @@ Prints the table and the ratios (b)/(a) and (b)/(c); saves ``results.json`` and 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,23 +36,27 @@ from model import CommentInput, load_classifier
 from workers.aggregates import AggregateStore, PredictionRecord
 from workers.validation import parse_event
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["BenchOptions", "run"]
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--events", type=int, default=3000, help="events for the end-to-end flood")
-    p.add_argument("--latency-seconds", type=float, default=15.0, help="paced latency phase")
-    p.add_argument("--model-events", type=int, default=1024, help="comments per batch size (a)")
-    p.add_argument("--naive-events", type=int, default=300, help="events for the baseline (c)")
-    p.add_argument("--media-events", type=int, default=1000, help="events for the media run (d)")
-    p.add_argument("--batch-sizes", default="1,8,32,64,128", help="batch sizes for (a)")
-    p.add_argument("--out", default=None, help="output folder (default runs/bench-<time>)")
+@dataclass(frozen=True, slots=True)
+class BenchOptions:
+    """What ``commentflow bench`` measures, and where the results go."""
+
+    events: int = 3000  # events for the end-to-end flood (b)
+    latency_seconds: float = 15.0  # paced latency phase of (b)
+    model_events: int = 1024  # comments per batch size (a)
+    naive_events: int = 300  # events for the baseline (c)
+    media_events: int = 1000  # events for the media run (d); 0 skips it
+    batch_sizes: tuple[int, ...] = (1, 8, 32, 64, 128)  # batch sizes for (a)
+    out: str | None = None  # output folder (default runs/bench-<time>)
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:
-    out = Path(args.out or f"runs/bench-{datetime.now(UTC):%Y%m%d-%H%M%S}")
+def run(options: BenchOptions, settings: Settings) -> int:
+    """Run the four measurements, save ``results.json`` and ``bench.png``; the exit status."""
+    out = Path(options.out or f"runs/bench-{datetime.now(UTC):%Y%m%d-%H%M%S}")
     out.mkdir(parents=True, exist_ok=True)
-    results = asyncio.run(_bench(args, settings, out))
+    results = asyncio.run(_bench(options, settings, out))
     (out / "results.json").write_text(
         orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode()
     )
@@ -87,7 +91,7 @@ def _model_only(settings: Settings, sizes: list[int], n: int) -> dict[str, Any]:
 
 
 async def _end_to_end(
-    settings: Settings, stack: EmbeddedStack, args: argparse.Namespace, log: Path
+    settings: Settings, stack: EmbeddedStack, options: BenchOptions, log: Path
 ) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:8]
     s = settings.replace(
@@ -110,7 +114,7 @@ async def _end_to_end(
         if not got:
             raise RuntimeError("the worker produced no prediction; see " + str(log))
 
-        n = args.events
+        n = options.events
         flood = list(synthetic_events(n, users=500, seed=1, prefix=f"flood-{tag}"))
         bar = tqdm(total=n, desc="(b) end to end, flood", unit="comment")
         started = time.perf_counter()
@@ -128,7 +132,7 @@ async def _end_to_end(
         throughput = (len(docs) - 1) / elapsed
 
         rate = max(1.0, throughput / 2)
-        m = max(100, int(rate * args.latency_seconds))
+        m = max(100, int(rate * options.latency_seconds))
         paced = synthetic_events(m, users=500, seed=2, prefix=f"paced-{tag}")
         latencies: list[float] = []
         want = {f"paced-{tag}-2-{i}" for i in range(m)}
@@ -213,9 +217,9 @@ async def _media_server(images: int, clips: int) -> tuple[Any, int, dict[str, in
 
 
 async def _media(
-    settings: Settings, stack: EmbeddedStack, args: argparse.Namespace, log: Path
+    settings: Settings, stack: EmbeddedStack, options: BenchOptions, log: Path
 ) -> dict[str, Any]:
-    n = args.media_events
+    n = options.media_events
     n_img, n_audio = n // 5, n // 10
     runner, port, hits = await _media_server(n_img, n_audio)
     tag = uuid.uuid4().hex[:8]
@@ -357,9 +361,9 @@ async def _naive(settings: Settings, stack: EmbeddedStack, n: int) -> dict[str, 
 # -- driver ----------------------------------------------------------------------------------
 
 
-async def _bench(args: argparse.Namespace, settings: Settings, out: Path) -> dict[str, Any]:
-    sizes = sorted({int(x) for x in args.batch_sizes.split(",")} | {settings.batch_max})
-    model = await asyncio.to_thread(_model_only, settings, sizes, args.model_events)
+async def _bench(options: BenchOptions, settings: Settings, out: Path) -> dict[str, Any]:
+    sizes = sorted({*options.batch_sizes, settings.batch_max})
+    model = await asyncio.to_thread(_model_only, settings, sizes, options.model_events)
     log_dir = Path(tempfile.mkdtemp(prefix="commentflow-bench-"))
     async with EmbeddedStack(partitions=settings.topic_partitions, log_dir=log_dir) as stack:
         s = settings.replace(
@@ -369,10 +373,12 @@ async def _bench(args: argparse.Namespace, settings: Settings, out: Path) -> dic
             session_timeout_s=6.0,
             commit_interval_s=0.5,
         )
-        e2e = await _end_to_end(s, stack, args, out / "worker.log")
-        naive = await _naive(s, stack, args.naive_events)
+        e2e = await _end_to_end(s, stack, options, out / "worker.log")
+        naive = await _naive(s, stack, options.naive_events)
         media = (
-            await _media(s, stack, args, out / "worker-media.log") if args.media_events else None
+            await _media(s, stack, options, out / "worker-media.log")
+            if options.media_events
+            else None
         )
     model_rate = model["per_batch_size"][settings.batch_max]
     return {

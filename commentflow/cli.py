@@ -1,212 +1,159 @@
-"""The ``commentflow`` command: stack, worker, produce, build-data, train, evaluate, bench,
-dashboard, demo, forget-user, redis-memory, soak.
+"""The ``commentflow`` command line: a table of verbs, one module of :mod:`commentflow.commands`
+each.
 
-Every :class:`~commentflow.settings.Settings` field is a flag (``--kafka-bootstrap``,
-``--redis-url``, ``--model-dir``, ...) that overrides its ``COMMENTFLOW_*`` variable.
+``commentflow --help`` reads the verbs' one-line ``HELP`` from their light modules and nothing
+else; ``commentflow VERB ...`` builds that verb's parser only and calls its ``run``, which imports
+what the verb needs (torch only for the verbs that load a model). Every
+:class:`~streamer.settings.Settings` field is a flag of the verbs that use settings
+(``--kafka-bootstrap``, ``--redis-url``, ``--model``, ...) that overrides its ``COMMENTFLOW_*``
+variable. A bad flag or setting is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from collections.abc import Callable
-from dataclasses import fields
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import MISSING, fields
+from types import ModuleType
+from typing import Any, NoReturn
 
 from commentflow import __version__
-from commentflow.settings import ENV_PREFIX, Settings
+from streamer.settings import ENV_PREFIX, Settings
 
-__all__ = ["main"]
+__all__ = ["VERBS", "build_parser", "main", "settings_from_args"]
+
+#: The verbs, in the order ``commentflow --help`` lists them: the stream, the model, the tools.
+VERBS: tuple[str, ...] = (
+    "stack",
+    "worker",
+    "produce",
+    "train",
+    "evaluate",
+    "build-data",
+    "features",
+    "train-fusion",
+    "evaluate-multimodal",
+    "bench-model",
+    "bench",
+    "dashboard",
+    "demo",
+    "forget-user",
+    "redis-memory",
+    "soak",
+)
+
+#: Settings whose flag is not their field's name; the field's name stays a hidden alias.
+FLAGS = {"model_dir": "--model", "topic_partitions": "--partitions"}
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line (no usage block), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def command(verb: str) -> ModuleType:
+    """The light module of ``verb`` (``HELP``, ``EXAMPLE``, ``add_arguments``, ``run``)."""
+    return importlib.import_module("commentflow.commands." + verb.replace("-", "_"))
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per :class:`Settings` field, in a group, each with its one-line help."""
     group = parser.add_argument_group(
-        "settings", f"each overrides its environment variable {ENV_PREFIX}<NAME>"
+        "settings",
+        f"each overrides its environment variable {ENV_PREFIX}<NAME>; [default]",
     )
     for f in fields(Settings):
-        flag = "--" + f.name.replace("_", "-")
+        name = "--" + f.name.replace("_", "-")
+        flag = FLAGS.get(f.name, name)
         kind = f.type if isinstance(f.type, str) else f.type.__name__
-        env = ENV_PREFIX + f.name.upper()
+        default = f.default if f.default is not MISSING else None
+        help_ = f"{f.metadata['help']} [{default}]".replace("%", "%%")
         if kind == "bool":
-            group.add_argument(
-                flag,
-                dest=f.name,
-                default=None,
-                action=argparse.BooleanOptionalAction,
-                help=f"(env {env}, default {f.default})",
-            )
+            kwargs: dict[str, Any] = {"action": argparse.BooleanOptionalAction}
         else:
             conv: Callable[[str], Any] = {"int": int, "float": float}.get(kind, str)
-            group.add_argument(
-                flag,
-                dest=f.name,
-                type=conv,
-                default=None,
-                metavar=f.name.upper(),
-                help=f"(env {env}, default {f.default})",
-            )
+            kwargs = {"type": conv, "metavar": f.name.upper()}
+        group.add_argument(flag, dest=f.name, default=None, help=help_, **kwargs)
+        if flag != name:
+            group.add_argument(name, dest=f.name, default=None, help=argparse.SUPPRESS, **kwargs)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
+    """The environment's settings, overridden by the flags given (``ValueError`` if bad)."""
     overrides = {f.name: getattr(args, f.name, None) for f in fields(Settings)}
     return Settings.from_env(**overrides)
 
 
-def _cmd_worker(args: argparse.Namespace) -> int:
-    from streamer.app import run_worker
+def build_parser(only: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; the verbs in ``only`` get their flags (all verbs when ``None``).
 
-    return run_worker(settings_from_args(args))
-
-
-def _cmd_produce(args: argparse.Namespace) -> int:
-    from commentflow import produce
-
-    return produce.run(args, settings_from_args(args))
-
-
-def _lazy(module: str, attr: str = "run", with_settings: bool = False) -> Callable[..., int]:
-    def call(args: argparse.Namespace) -> int:
-        import importlib
-
-        fn = getattr(importlib.import_module(module), attr)
-        return fn(args, settings_from_args(args)) if with_settings else fn(args)
-
-    return call
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="commentflow", description="Classify streaming comments from text, images and audio."
+    ``commentflow VERB ...`` builds and imports just ``VERB``; with no verb (``--help``, a typo)
+    every verb is listed with its ``HELP``, and none is built.
+    """
+    parser = _Parser(
+        prog="commentflow",
+        description="Classify streaming comments from text, images and audio.",
+        epilog="`commentflow VERB --help` shows a verb's flags and an example.",
     )
     parser.add_argument("--version", action="version", version=f"commentflow {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def command(name: str, help_: str, *, settings: bool = True) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_)
-        if settings:
-            add_settings_arguments(p)
-        return p
-
-    from commentflow import produce, stack
-
-    p = command("stack", "start the embedded broker (tansu) and Redis on loopback, until Ctrl-C")
-    stack.add_arguments(p)
-    p.set_defaults(func=_lazy("commentflow.stack"))
-
-    p = command("worker", "run the stream processor against the configured broker and Redis")
-    p.set_defaults(func=_cmd_worker)
-
-    p = command("produce", "send comment events (JSON lines from FILE or -, or --synthetic N)")
-    produce.add_arguments(p)
-    p.set_defaults(func=_cmd_produce)
-
-    from model import evaluate, train
-
-    p = command("train", "train the classifier (defaults rebuild models/text)", settings=False)
-    train.add_arguments(p)
-    p.set_defaults(func=_lazy("model.train"))
-
-    from model import build_data
-
-    p = command(
-        "build-data",
-        "build the multimodal training/test set (tweets as text, images and voice notes)",
-        settings=False,
-    )
-    build_data.add_arguments(p)
-    p.set_defaults(func=_lazy("model.build_data"))
-
-    from model import features
-
-    p = command(
-        "features", "extract multimodal features of a data file into an .npz", settings=False
-    )
-    features.add_arguments(p)
-    p.set_defaults(func=_lazy("model.features"))
-
-    from model import evaluate_multimodal, train_fusion
-
-    p = command(
-        "train-fusion", "train the multimodal fusion model on extracted features", settings=False
-    )
-    train_fusion.add_arguments(p)
-    p.set_defaults(func=_lazy("model.train_fusion"))
-
-    p = command(
-        "evaluate-multimodal",
-        "evaluate a fusion model by kind, with the text-only ablation",
-        settings=False,
-    )
-    evaluate_multimodal.add_arguments(p)
-    p.set_defaults(func=_lazy("model.evaluate_multimodal"))
-
-    from model import throughput
-
-    p = command(
-        "bench-model",
-        "the classifier alone: comments/s by batch size, text vs new vs cached media",
-        settings=False,
-    )
-    throughput.add_arguments(p)
-    p.set_defaults(func=_lazy("model.throughput"))
-
-    p = command("evaluate", "evaluate a model directory on labelled data", settings=False)
-    evaluate.add_arguments(p)
-    p.set_defaults(func=_lazy("model.evaluate"))
-
-    from commentflow import bench, demo
-
-    p = command("bench", "model-only, end-to-end and naive-baseline throughput in one run")
-    bench.add_arguments(p)
-    p.set_defaults(func=_lazy("commentflow.bench", with_settings=True))
-
-    from commentflow import dashboard
-
-    p = command("dashboard", "serve the live dashboard (reads only Redis), until Ctrl-C")
-    dashboard.add_arguments(p)
-    p.set_defaults(func=_lazy("commentflow.dashboard", with_settings=True))
-
-    p = command("demo", "stack + worker + synthetic producer, with a live summary, until Ctrl-C")
-    demo.add_arguments(p)
-    p.set_defaults(func=_lazy("commentflow.demo", with_settings=True))
-
-    # -- the state Redis: right to erasure, memory measurement
-    from commentflow import forget, redis_memory
-
-    p = command("forget-user", "erase every key and feed item about USER_ID from the state Redis")
-    forget.add_arguments(p)
-    p.set_defaults(func=_lazy("commentflow.forget", with_settings=True))
-
-    p = command(
-        "redis-memory",
-        "measure the state Redis' memory per user and per dedup entry (own redis-server)",
-    )
-    redis_memory.add_arguments(p)
-    p.set_defaults(func=_lazy("commentflow.redis_memory", with_settings=True))
-
-    # -- robustness: a long run under mixed and hostile traffic
-    from commentflow import soak
-
-    p = command(
-        "soak",
-        "one worker under mixed and hostile traffic for --minutes: RSS and Redis memory over time",
-    )
-    soak.add_arguments(p)
-    p.set_defaults(func=_lazy("commentflow.soak", with_settings=True))
+    sub = parser.add_subparsers(dest="command", required=True, metavar="VERB")
+    for verb in [v for v in VERBS if v in only] if only else VERBS:
+        mod = command(verb)
+        p = sub.add_parser(
+            verb,
+            help=mod.HELP,
+            description=mod.HELP,
+            epilog=f"example:\n  {mod.EXAMPLE}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        if only is None or verb in only:
+            mod.add_arguments(p)
+            if mod.USES_SETTINGS:
+                # the usage line shows the verb's own flags; the settings are listed below it
+                p.usage = p.format_usage().removeprefix("usage: ").rstrip() + " [SETTINGS]"
+                add_settings_arguments(p)
+            p.set_defaults(func=mod.run)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from commentflow import logs
+def _verb_in(argv: Sequence[str]) -> str | None:
+    """The verb of ``argv``: its first word that is not an option (the top level has no values)."""
+    for word in argv:
+        if not word.startswith("-"):
+            return word if word in VERBS else None
+    return None
 
-    try:
-        log_format = settings_from_args(args).log_format
-    except ValueError:
-        log_format = "text"  # a bad setting is reported by the command itself
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verb = _verb_in(argv)
+    args = build_parser([verb] if verb else []).parse_args(argv)
+    mod = command(args.command)
+    settings: Settings | None = None
+    if mod.USES_SETTINGS:
+        try:
+            settings = settings_from_args(args)
+        except ValueError as exc:
+            print(f"commentflow {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+    from streamer import logs
+
+    log_format = settings.log_format if settings is not None else _env_log_format()
     logs.configure("debug" if args.verbose else "info", log_format)
-    return int(args.func(args) or 0)
+    return int(mod.run(args, settings) or 0)
+
+
+def _env_log_format() -> str:
+    """``COMMENTFLOW_LOG_FORMAT`` for the verbs without settings (text if unreadable)."""
+    try:
+        return Settings.from_env().log_format
+    except ValueError:
+        return "text"
 
 
 if __name__ == "__main__":

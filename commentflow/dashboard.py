@@ -24,7 +24,6 @@ Comparisons use :func:`hmac.compare_digest`. Put TLS in front of it when it leav
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import hashlib
@@ -41,7 +40,7 @@ from aiohttp import web
 
 from commentflow.settings import Settings
 
-__all__ = ["DashboardData", "add_arguments", "build_app", "run", "start"]
+__all__ = ["DashboardData", "build_app", "serve", "start"]
 
 log = logging.getLogger("commentflow.dashboard")
 
@@ -406,17 +405,12 @@ async def start(settings: Settings, *, port: int | None = None) -> tuple[web.App
     return runner, f"http://{host}:{bound}/"
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--duration", type=float, default=None, help="seconds to serve (default: until Ctrl-C)"
-    )
+def serve(settings: Settings, duration: float | None = None) -> int:
+    """Serve the dashboard until SIGINT/SIGTERM or ``duration`` seconds; the exit status."""
+    return asyncio.run(_serve(settings, duration))
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:
-    return asyncio.run(_serve(args, settings))
-
-
-async def _serve(args: argparse.Namespace, settings: Settings) -> int:
+async def _serve(settings: Settings, duration: float | None) -> int:
     import signal
 
     stop = asyncio.Event()
@@ -428,7 +422,7 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     print(f"commentflow dashboard on {url}{note}", flush=True)
     try:
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stop.wait(), args.duration)
+            await asyncio.wait_for(stop.wait(), duration)
     finally:
         await runner.cleanup()
     return 0

@@ -7,7 +7,6 @@ dashboard (:mod:`commentflow.dashboard`) on ``dashboard_port`` (any free port wh
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import itertools
@@ -15,6 +14,7 @@ import signal
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from commentflow.produce import produce, synthetic_events
 from commentflow.settings import Settings
 from commentflow.stack import EmbeddedStack
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["DemoOptions", "run"]
 
 #: Malformed events mixed into the demo stream, to show the dead-letter topic at work.
 _MALFORMED: list[bytes] = [
@@ -37,37 +37,41 @@ _MALFORMED: list[bytes] = [
 ]
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rate", type=float, default=40.0, help="synthetic comments per second")
-    p.add_argument("--users", type=int, default=100, help="distinct synthetic users")
-    p.add_argument("--workers", type=int, default=1, help="worker processes in the group")
-    p.add_argument("--malformed-every", type=int, default=50, help="every Nth event is malformed")
-    p.add_argument("--duration", type=float, default=None, help="seconds to run (default: forever)")
-    p.add_argument("--kafka-port", type=int, default=None)
-    p.add_argument("--redis-port", type=int, default=None)
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    """The demo's traffic and processes."""
+
+    rate: float = 40.0  # synthetic comments per second
+    users: int = 100  # distinct synthetic users
+    workers: int = 1  # worker processes in the group
+    malformed_every: int = 50  # every Nth event is malformed (0: none)
+    duration: float | None = None  # seconds to run (None: until Ctrl-C)
+    kafka_port: int | None = None  # the embedded broker's port (None: a free one)
+    redis_port: int | None = None  # the embedded state Redis' port (None: a free one)
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:
-    return asyncio.run(_demo(args, settings))
+def run(options: DemoOptions, settings: Settings) -> int:
+    """Run the demo until Ctrl-C or ``options.duration``; the exit status."""
+    return asyncio.run(_demo(options, settings))
 
 
-def _stream(args: argparse.Namespace) -> Iterator[bytes | dict[str, Any]]:
+def _stream(options: DemoOptions) -> Iterator[bytes | dict[str, Any]]:
     bad = itertools.cycle(_MALFORMED)
-    for i, event in enumerate(synthetic_events(10**12, users=args.users, seed=int(time.time()))):
-        if args.malformed_every and i % args.malformed_every == args.malformed_every - 1:
+    for i, event in enumerate(synthetic_events(10**12, users=options.users, seed=int(time.time()))):
+        if options.malformed_every and i % options.malformed_every == options.malformed_every - 1:
             yield next(bad)
         yield event
 
 
-async def _demo(args: argparse.Namespace, settings: Settings) -> int:
+async def _demo(options: DemoOptions, settings: Settings) -> int:
     log_dir = Path(tempfile.mkdtemp(prefix="commentflow-demo-"))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     stack = EmbeddedStack(
-        kafka_port=args.kafka_port,
-        redis_port=args.redis_port,
+        kafka_port=options.kafka_port,
+        redis_port=options.redis_port,
         partitions=settings.topic_partitions,
         log_dir=log_dir,
     )
@@ -91,7 +95,7 @@ async def _demo(args: argparse.Namespace, settings: Settings) -> int:
                 settings.replace(web_port=settings.web_port + i),
                 log_path=log_dir / f"worker-{i}.log",
             ).start()
-            for i in range(args.workers)
+            for i in range(options.workers)
         ]
         print(
             f"commentflow demo\n"
@@ -100,18 +104,20 @@ async def _demo(args: argparse.Namespace, settings: Settings) -> int:
             f"  redis            {stack.redis_url}   prefix {settings.redis_prefix!r}\n"
             f"  redis cache      {stack.redis_cache_url}\n"
             f"  model            {settings.model_dir}\n"
-            f"  workers          {args.workers} (logs in {log_dir})\n"
+            f"  workers          {options.workers} (logs in {log_dir})\n"
             f"  dashboard        {dash_url}"
             f"{'  (token required)' if settings.dashboard_token else ''}\n"
-            f"  producing {args.rate:g} comments/s from {args.users} users; Ctrl-C to stop\n",
+            f"  producing {options.rate:g} comments/s from {options.users} users; Ctrl-C to stop\n",
             flush=True,
         )
         producer = asyncio.create_task(
-            produce(settings.kafka_bootstrap, settings.input_topic, _stream(args), rate=args.rate)
+            produce(
+                settings.kafka_bootstrap, settings.input_topic, _stream(options), rate=options.rate
+            )
         )
         client = aioredis.Redis.from_url(settings.redis_url)
         try:
-            await _summaries(client, settings, stop, args.duration, producer)
+            await _summaries(client, settings, stop, options.duration, producer)
         finally:
             producer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

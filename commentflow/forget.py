@@ -10,21 +10,12 @@ the user still in flight is aggregated again after this: run it after the user's
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import sys
-
-import orjson
 import redis.asyncio as aioredis
 
 from commentflow.settings import Settings
 from workers.aggregates import AggregateStore
 
-__all__ = ["add_arguments", "forget_user", "run"]
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("user_id", metavar="USER_ID", help="the user id exactly as in the events")
+__all__ = ["forget_user"]
 
 
 async def forget_user(settings: Settings, user_id: str) -> dict[str, int]:
@@ -45,16 +36,3 @@ async def forget_user(settings: Settings, user_id: str) -> dict[str, int]:
         return await store.forget_user(user_id)
     finally:
         await client.aclose()
-
-
-def run(args: argparse.Namespace, settings: Settings) -> int:
-    if not 1 <= len(args.user_id) <= 128:
-        print("forget-user: USER_ID must have 1 to 128 characters", file=sys.stderr)
-        return 2
-    try:
-        removed = asyncio.run(forget_user(settings, args.user_id))
-    except (aioredis.RedisError, OSError) as exc:
-        print(f"forget-user: {settings.redis_url}: {exc}", file=sys.stderr)
-        return 1
-    print(orjson.dumps({"user_id": args.user_id, "removed": removed}).decode())
-    return 0

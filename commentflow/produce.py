@@ -6,7 +6,6 @@ user's comments stay in order on one partition.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import random
@@ -19,9 +18,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from commentflow.settings import Settings
-
-__all__ = ["add_arguments", "produce", "run", "synthetic_events"]
+__all__ = ["produce", "read_lines", "synthetic_events"]
 
 _POSITIVE = [
     "I love this so much, thank you!",
@@ -115,7 +112,8 @@ async def produce(
     return sent
 
 
-def _read_lines(path: str) -> Iterator[bytes]:
+def read_lines(path: str) -> Iterator[bytes]:
+    """The non-empty lines of ``path`` (``-``: stdin), stripped."""
     stream = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
     try:
         for line in stream:
@@ -125,29 +123,3 @@ def _read_lines(path: str) -> Iterator[bytes]:
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", nargs="?", help="JSON lines file, or - for stdin")
-    p.add_argument("--synthetic", type=int, metavar="N", help="send N synthetic comments instead")
-    p.add_argument("--users", type=int, default=200, help="distinct users for --synthetic")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--rate", type=float, help="events per second (default: as fast as possible)")
-
-
-def run(args: argparse.Namespace, settings: Settings) -> int:
-    if (args.file is None) == (args.synthetic is None):
-        print("give a FILE (or -) or --synthetic N", file=sys.stderr)
-        return 2
-    values: Iterable[bytes | dict[str, Any]]
-    if args.synthetic is not None:
-        values = synthetic_events(args.synthetic, users=args.users, seed=args.seed)
-    else:
-        values = _read_lines(args.file)
-    n = asyncio.run(
-        produce(
-            settings.kafka_bootstrap, settings.input_topic, values, rate=args.rate, progress=True
-        )
-    )
-    print(f"sent {n} events to {settings.input_topic} on {settings.kafka_bootstrap}")
-    return 0

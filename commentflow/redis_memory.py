@@ -21,9 +21,7 @@ object with ``--json``.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -33,63 +31,14 @@ import redis.asyncio as aioredis
 from tqdm import tqdm
 
 from commentflow.settings import Settings
-from commentflow.stack import STATE_REDIS_ARGS, EmbeddedRedis, StackError
+from commentflow.stack import STATE_REDIS_ARGS, EmbeddedRedis
 from workers.aggregates import AggregateStore, DeadLetterRecord, PredictionRecord
 
-__all__ = ["add_arguments", "measure", "run"]
+__all__ = ["measure", "print_report"]
 
 LABELS = ("negative", "neutral", "positive")
 _NOW_MS = 1_764_324_000_000
 _PREFIX = "commentflow:"
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--users", type=int, default=1_000_000, help="users to load (phase A)")
-    p.add_argument("--comments-per-user", type=int, default=3, help="comments per user (A)")
-    p.add_argument(
-        "--extra-comments",
-        type=int,
-        default=None,
-        help="further comments, one per existing user, for the dedup entry (B; default --users)",
-    )
-    p.add_argument(
-        "--dead-letters", type=int, default=100_000, help="dead letters for the dlq marker (D)"
-    )
-    p.add_argument("--text-chars", type=int, default=120, help="comment text length in items")
-    p.add_argument("--pipeline", type=int, default=2000, help="records per pipeline")
-    p.add_argument("--json", action="store_true", help="print one JSON object only")
-
-
-def run(args: argparse.Namespace, settings: Settings) -> int:
-    extra = args.users if args.extra_comments is None else args.extra_comments
-    if args.users < 1 or args.comments_per_user < 1 or not 0 <= extra <= args.users:
-        print(
-            "redis-memory: need --users >= 1, --comments-per-user >= 1, "
-            "0 <= --extra-comments <= --users",
-            file=sys.stderr,
-        )
-        return 2
-    try:
-        result = asyncio.run(
-            measure(
-                users=args.users,
-                comments_per_user=args.comments_per_user,
-                extra_comments=extra,
-                dead_letters=args.dead_letters,
-                text_chars=args.text_chars,
-                pipeline=args.pipeline,
-                settings=settings,
-                progress=not args.json,
-            )
-        )
-    except StackError as exc:
-        print(f"redis-memory: {exc}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(orjson.dumps(result).decode())
-    else:
-        _print(result)
-    return 0
 
 
 async def measure(
@@ -270,7 +219,7 @@ async def _used_memory(client: aioredis.Redis) -> int:
     return int((await client.info("memory"))["used_memory"])
 
 
-def _print(r: dict[str, Any]) -> None:
+def print_report(r: dict[str, Any]) -> None:
     print(
         f"\nstate Redis {r['redis_version']}, {r['users']:,} users x {r['comments_per_user']} "
         f"comments (feed items {r['feed_item_bytes']} bytes), {r['seconds']} s\n"

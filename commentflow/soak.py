@@ -21,12 +21,9 @@ The numbers are for reading (the README quotes a 30-minute run); nothing here is
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import logging
 import os
-import sys
 import tempfile
 import time
 import uuid
@@ -46,7 +43,7 @@ from commentflow.settings import Settings
 from commentflow.soak_traffic import Ledger, Traffic
 from commentflow.stack import EmbeddedStack, free_port
 
-__all__ = ["SoakConfig", "add_arguments", "run", "soak"]
+__all__ = ["SoakConfig", "print_report", "soak"]
 
 _PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20 if hasattr(os, "sysconf") else 4096 / 2**20
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -592,50 +589,3 @@ def plot(report: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-# -- the command ---------------------------------------------------------------------------------
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--minutes", type=float, default=30.0, help="how long to offer traffic")
-    p.add_argument("--rate", type=float, default=20.0, help="offered messages per second")
-    p.add_argument("--model", default=None, help="model directory (default: the shipped one)")
-    p.add_argument("--out", default="docs/soak", help="where soak.json, soak.png, worker.log go")
-    p.add_argument("--sample-s", type=float, default=10.0, help="seconds between samples")
-    p.add_argument(
-        "--warmup-minutes", type=float, default=None, help="default: max(1, 20%% of --minutes)"
-    )
-    p.add_argument("--users", type=int, default=2000, help="distinct users")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--drain-s", type=float, default=120.0, help="longest wait for the backlog")
-    p.add_argument(
-        "--exclude",
-        default="",
-        help="comma-separated traffic kinds to leave out (absurd_date, slow, hostile_media, ...)",
-    )
-
-
-def run(args: argparse.Namespace, settings: Settings) -> int:
-    config = SoakConfig(
-        minutes=args.minutes,
-        rate=args.rate,
-        sample_s=args.sample_s,
-        warmup_minutes=args.warmup_minutes,
-        users=args.users,
-        seed=args.seed,
-        drain_s=args.drain_s,
-        exclude=frozenset(x.strip() for x in args.exclude.split(",") if x.strip()),
-    )
-    if args.model:
-        settings = settings.replace(model_dir=args.model)
-    out = Path(args.out)
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)  # the table is the output
-    try:
-        report = asyncio.run(soak(settings, config, out))
-    except (RuntimeError, ValueError) as exc:
-        print(f"commentflow soak: {exc}", file=sys.stderr)
-        return 1
-    print_report(report)
-    print(f"\nsaved {out / 'soak.json'} and {out / 'soak.png'}")
-    return 0 if report["ok"] else 1

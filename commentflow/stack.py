@@ -19,12 +19,11 @@ run with ``--save "" --appendonly no``. None is for production (see ``docker-com
 
 :class:`EmbeddedRedis` is one redis-server alone (``commentflow redis-memory`` measures on one).
 
-``commentflow stack`` (:func:`add_arguments`, :func:`run`) runs one until SIGINT/SIGTERM.
+``commentflow stack`` (:func:`serve`) runs one until SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import atexit
 import contextlib
@@ -40,7 +39,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import fields
 from pathlib import Path
 from typing import IO, Self
 
@@ -54,11 +52,10 @@ __all__ = [
     "EmbeddedStack",
     "StackError",
     "StackState",
-    "add_arguments",
     "find_redis_server",
     "find_tansu",
     "free_port",
-    "run",
+    "serve",
 ]
 
 _TOPIC_ALREADY_EXISTS = 36  # Kafka error code TOPIC_ALREADY_EXISTS
@@ -671,67 +668,41 @@ class EmbeddedRedis:
 # -- the ``commentflow stack`` command ----------------------------------------------------------
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``commentflow stack``."""
-    parser.add_argument(
-        "--kafka-port",
-        type=int,
-        default=None,
-        help="broker port on 127.0.0.1 (default: a free one)",
-    )
-    parser.add_argument(
-        "--redis-port",
-        type=int,
-        default=None,
-        help="state redis-server port on 127.0.0.1 (default: a free one)",
-    )
-    parser.add_argument(
-        "--redis-cache-port",
-        type=int,
-        default=None,
-        help="cache redis-server port on 127.0.0.1 (default: a free one)",
-    )
-    parser.add_argument(
-        "--cache-maxmemory",
-        default="256mb",
-        help="maxmemory of the cache Redis (allkeys-lru; default 256mb)",
-    )
-    parser.add_argument(
-        "--partitions",
-        type=int,
-        default=None,
-        help="partitions per topic (default: COMMENTFLOW_TOPIC_PARTITIONS)",
-    )
-    parser.add_argument(
-        "--log-dir",
-        default=None,
-        help="where tansu.log, redis.log, redis-cache.log go (default: a temporary directory)",
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run the stack until SIGINT/SIGTERM; create the topics the settings name. Exit status.
-
-    Settings come from ``COMMENTFLOW_*``, overridden by settings flags ``args`` may carry
-    (``--input-topic``, ``--topic-partitions``, ... as the ``commentflow`` CLI adds them).
-    """
-    settings = Settings.from_env(**{f.name: getattr(args, f.name, None) for f in fields(Settings)})
+def serve(
+    settings: Settings,
+    *,
+    kafka_port: int | None = None,
+    redis_port: int | None = None,
+    redis_cache_port: int | None = None,
+    cache_maxmemory: str = "256mb",
+    log_dir: str | None = None,
+) -> int:
+    """Run the stack until SIGINT/SIGTERM with the topics ``settings`` name; the exit status."""
     try:
-        return asyncio.run(_serve(settings, args))
+        return asyncio.run(
+            _serve(settings, kafka_port, redis_port, redis_cache_port, cache_maxmemory, log_dir)
+        )
     except StackError as exc:
         print(f"commentflow stack: {exc}", file=sys.stderr)
         return 1
 
 
-async def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    partitions = getattr(args, "partitions", None) or settings.topic_partitions
+async def _serve(
+    settings: Settings,
+    kafka_port: int | None,
+    redis_port: int | None,
+    redis_cache_port: int | None,
+    cache_maxmemory: str,
+    log_dir: str | None,
+) -> int:
+    partitions = settings.topic_partitions
     stack = EmbeddedStack(
-        kafka_port=getattr(args, "kafka_port", None),
-        redis_port=getattr(args, "redis_port", None),
-        redis_cache_port=getattr(args, "redis_cache_port", None),
-        cache_maxmemory=getattr(args, "cache_maxmemory", None) or "256mb",
+        kafka_port=kafka_port,
+        redis_port=redis_port,
+        redis_cache_port=redis_cache_port,
+        cache_maxmemory=cache_maxmemory,
         partitions=partitions,
-        log_dir=getattr(args, "log_dir", None),
+        log_dir=log_dir,
     )
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -30,12 +30,13 @@ import faust
 import redis.asyncio as aioredis
 from mode import CrashingSupervisor
 
-from commentflow.settings import Settings
 from model import load_classifier
 from model.base import LABELS, Classifier
 from schemas.errors import DEAD_LETTER_CODES
+from streamer.settings import Settings
 from streamer.topics import input_topic
 from workers.aggregates import AggregateStore
+from workers.config import MediaSettings, ProcessorConfig
 from workers.crash_guard import CrashGuard
 from workers.health import BrokerProbe, PipelineHealth
 from workers.inference import InferenceRunner
@@ -117,12 +118,12 @@ class Resources:
             else None
         )
         self.media = (
-            build_media_service(settings, self.cache_redis, self.metrics)
+            build_media_service(MediaSettings.of(settings), self.cache_redis, self.metrics)
             if settings.media_enabled
             else None
         )
         self.processor = BatchProcessor(
-            settings,
+            ProcessorConfig.of(settings),
             self.runner,
             FaustPublisher(app),
             self.store,

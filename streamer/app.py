@@ -1,4 +1,4 @@
-"""Build the Faust app from :class:`~commentflow.settings.Settings` and run a worker."""
+"""Build the Faust app from :class:`~streamer.settings.Settings` and run a worker."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import sys
 
 import faust
 
-from commentflow.logs import logging_config
-from commentflow.settings import Settings
 from model.base import Classifier
 from model.errors import ModelError
+from streamer.logs import logging_config
+from streamer.settings import Settings
 
 __all__ = ["create_app", "run_worker"]
 

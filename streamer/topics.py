@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import faust
 
-from commentflow.settings import Settings
+from streamer.settings import Settings
 
 __all__ = ["input_topic"]
 

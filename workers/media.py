@@ -47,6 +47,7 @@ from workers.address_policy import (
     MediaError,
     is_deterministic,
 )
+from workers.config import MediaSettings
 from workers.media_cache import CachedMedia, MediaCache, sha256_hex
 from workers.media_decode import DecodeConfig, DecodePool, decode, kind_of, quantize_pcm16, sniff
 from workers.media_fetch import FetchProgress, MediaFetcher, RequestBudget, redact_url
@@ -411,9 +412,9 @@ def _accept(media: CachedMedia, kind: str) -> np.ndarray:
 
 
 def build_media_service(
-    settings: Any, redis: Any = None, metrics: PipelineMetrics | None = None
+    settings: MediaSettings, redis: Any = None, metrics: PipelineMetrics | None = None
 ) -> MediaService:
-    """The worker's media service from :class:`~commentflow.settings.Settings` (SSRF-safe).
+    """The worker's media service from its typed :class:`~workers.config.MediaSettings` (SSRF-safe).
 
     ``redis`` is the cache Redis client (or ``None``: in-process cache only). Every ``media_*``
     setting lands here: the policy (allow/deny hosts, ``*.domain`` patterns, private networks),

@@ -39,11 +39,11 @@ from typing import Any, Protocol
 import orjson
 from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError
 
-from commentflow.settings import Settings
 from model.base import ClassOutput, CommentInput
 from schemas.errors import DeadLetterError, Poison, ProcessingFailed
 from schemas.events import PREDICTION_SCHEMA, CommentEvent
 from workers.aggregates import AggregateStore, DeadLetterRecord, PredictionRecord
+from workers.config import ProcessorConfig
 from workers.dead_letter import build_dead_letter, utc_now_iso
 from workers.health import PipelineHealth
 from workers.inference import InferenceRunner
@@ -118,7 +118,7 @@ class BatchProcessor:
 
     def __init__(
         self,
-        settings: Settings,
+        config: ProcessorConfig,
         runner: InferenceRunner,
         publisher: Publisher,
         store: AggregateStore,
@@ -126,12 +126,12 @@ class BatchProcessor:
         metrics: PipelineMetrics | None = None,
         health: PipelineHealth | None = None,
     ) -> None:
-        self._s = settings
+        self._s = config
         self._runner = runner
         self._publisher = publisher
         self._store = store
         self._media = media
-        self._backoff = Backoff(settings.retry_initial_s, settings.retry_max_s)
+        self._backoff = Backoff(config.retry_initial_s, config.retry_max_s)
         self.metrics = metrics if metrics is not None else PipelineMetrics()
         self.health = health if health is not None else PipelineHealth()
         # (user_id, comment_id) of comments prepared and not yet finished: a copy that arrives in
@@ -139,9 +139,9 @@ class BatchProcessor:
         self._in_flight: set[tuple[str, str]] = set()
         self.model = ModelGuard(
             runner,
-            failure_ratio=settings.model_failure_ratio,
-            exit_after_s=settings.model_failure_exit_s,
-            backoff=Backoff(max(settings.retry_initial_s, 0.01), max(settings.retry_max_s, 0.05)),
+            failure_ratio=config.model_failure_ratio,
+            exit_after_s=config.model_failure_exit_s,
+            backoff=Backoff(max(config.retry_initial_s, 0.01), max(config.retry_max_s, 0.05)),
             health=self.health,
             metrics=self.metrics,
         )

@@ -177,14 +177,11 @@ async def test_stack_lifecycle_is_idempotent_and_final(tmp_path: Path) -> None:
 
 
 async def test_stack_command_runs_until_sigint(tmp_path: Path) -> None:
-    code = (
-        "import argparse, sys; from commentflow.stack import add_arguments, run; "
-        "p = argparse.ArgumentParser(); add_arguments(p); sys.exit(run(p.parse_args()))"
-    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("COMMENTFLOW_")}
     env["COMMENTFLOW_INPUT_TOPIC"] = "cli-comments"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", code, "--partitions", "2", "--log-dir", str(tmp_path),
+        sys.executable, "-m", "commentflow", "stack", "--partitions", "2",
+        "--log-dir", str(tmp_path),
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     assert proc.stdout is not None

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from commentflow.settings import Settings
+from streamer.settings import Settings
+from workers.config import MediaSettings, ProcessorConfig
 from workers.media import build_media_service
 from workers.media_fetch import AiohttpTransport, PolicyResolver, StaticResolver
 
@@ -25,7 +26,7 @@ def test_every_media_setting_is_wired() -> None:
         media_resolve="*.hostile.test=127.0.0.1",
     )
     redis = object()
-    svc = build_media_service(s, redis)
+    svc = build_media_service(MediaSettings.of(s), redis)
     f = svc.fetcher
     assert (f.config.max_image_bytes, f.config.max_audio_bytes) == (1_000_000, 2_000_000)
     assert f.config.deadline_s == 4.5 and svc.config.item_timeout_s == 4.5
@@ -43,15 +44,25 @@ def test_every_media_setting_is_wired() -> None:
     inner = resolver._inner  # noqa: SLF001
     assert isinstance(inner, StaticResolver) and inner.lookup("x.hostile.test") == ("127.0.0.1",)
     assert svc.cache._redis is None  # noqa: SLF001 - media_cache_redis=False
-    with_cache = build_media_service(Settings(media_cache_redis=True), redis)
+    with_cache = build_media_service(MediaSettings(media_cache_redis=True), redis)
     assert with_cache.cache._redis is redis  # noqa: SLF001
 
 
 def test_defaults_and_a_bad_resolve_entry() -> None:
-    svc = build_media_service(Settings())
+    svc = build_media_service(MediaSettings())
     assert svc.config.decode.image_max_pixels == 16_000_000
     assert svc.fetcher.budget.capacity == 96 * 1024 * 1024
     assert svc.config.max_items_per_batch == 64 and svc.config.max_requests_per_comment == 24
     assert svc.fetcher.domains.per_domain == 16
     with pytest.raises(ValueError, match="media_resolve"):
-        build_media_service(Settings(media_resolve="no-address-here"))
+        build_media_service(MediaSettings(media_resolve="no-address-here"))
+
+
+@pytest.mark.parametrize("config", [MediaSettings, ProcessorConfig])
+def test_the_workers_configs_are_projections_of_the_settings(config) -> None:
+    """Each field of a worker config is the Settings field of that name, with the same default."""
+    s = Settings()
+    assert config.of(s) == config()
+    assert {n for n in Settings.__dataclass_fields__ if n.startswith("media_")} - {
+        "media_enabled"
+    } <= set(MediaSettings.__dataclass_fields__)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from commentflow.logs import JsonFormatter, logging_config
+from streamer.logs import JsonFormatter, logging_config
 from workers.health import Readiness
 from workers.messages import Inbound
 from workers.metrics import LagTracker, PipelineMetrics

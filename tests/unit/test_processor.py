@@ -9,15 +9,15 @@ import pytest
 import redis.exceptions
 from support.fakes import FakeClassifier, FakePublisher, FakeStore
 
-from commentflow.settings import Settings
 from schemas.events import DeadLetter, Prediction
+from workers.config import ProcessorConfig
 from workers.inference import InferenceRunner
 from workers.messages import Inbound
 from workers.processor import BatchProcessor
 
 
-def settings() -> Settings:
-    return Settings(retry_initial_s=0.001, retry_max_s=0.01)
+def settings() -> ProcessorConfig:
+    return ProcessorConfig(retry_initial_s=0.001, retry_max_s=0.01)
 
 
 async def make(classifier=None, publisher=None, store=None):

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.fakes import FakeClassifier, FakePublisher, FakeRedis, FakeStore
 
-from commentflow.settings import Settings
 from schemas.events import DeadLetter, Prediction
+from workers.config import ProcessorConfig
 from workers.crash_guard import CrashGuard
 from workers.inference import InferenceRunner
 from workers.media import ResolvedMedia
@@ -30,7 +30,7 @@ from workers.pipeline import StreamPipeline
 from workers.processor import BatchProcessor
 
 TOPIC = "comments"
-PREDICTIONS = Settings().predictions_topic
+PREDICTIONS = ProcessorConfig().predictions_topic
 
 
 def message(offset: int, value: bytes | None, key: bytes | None = b"k") -> Inbound:
@@ -51,7 +51,7 @@ class Harness:
         self.publisher = RefusingPublisher(refuse_over)
         self.store = FakeStore()
         self.runner = InferenceRunner(lambda: FakeClassifier(poison="POISON"))
-        s = Settings(retry_initial_s=0.001, retry_max_s=0.005, model_failure_exit_s=5)
+        s = ProcessorConfig(retry_initial_s=0.001, retry_max_s=0.005, model_failure_exit_s=5)
         self.processor = BatchProcessor(s, self.runner, self.publisher, self.store, media)
         self.acks: list[int] = []
         self.ack_errors: list[str] = []

@@ -1,0 +1,7 @@
+"""``python -m commentflow``: the same as the ``commentflow`` command."""
+
+import sys
+
+from commentflow.cli import main
+
+sys.exit(main())

@@ -1,0 +1,207 @@
+"""One frozen settings object, read once from the environment (``COMMENTFLOW_*``) and CLI flags.
+
+Every field maps to the environment variable ``COMMENTFLOW_<FIELD NAME IN CAPITALS>``; the CLI's
+flags override the environment. Nothing else in the code reads the environment.
+
+It lives in :mod:`streamer`, the lowest layer that needs the whole object; :mod:`workers` takes
+the small typed configs built from it (:mod:`workers.config`), and ``commentflow.settings``
+re-exports it for the application. Each field's ``metadata["help"]`` is its one-line ``--help``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DEFAULT_MODEL_DIR", "ENV_PREFIX", "Settings"]
+
+#: The trained default model shipped in the repository: the multimodal fusion model
+#: (``models/multimodal``; the text-only model is ``models/text``).
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "multimodal"
+
+ENV_PREFIX = "COMMENTFLOW_"
+
+
+def _setting(default: Any, help_: str) -> Any:
+    """A field with its one-line explanation (``metadata["help"]``: the flag's ``--help``)."""
+    return field(default=default, metadata={"help": help_})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a worker, the stack and the tools can be configured with."""
+
+    # -- connections
+    kafka_bootstrap: str = _setting("localhost:9092", "the broker(s), host:port[,host:port]")
+    redis_url: str = _setting(
+        "redis://localhost:6379/0", "the state Redis: aggregates, dedup (noeviction)"
+    )
+    redis_cache_url: str = _setting(
+        "", "the cache Redis: media, derived features (allkeys-lru); empty: in-process"
+    )
+    # -- topics and names
+    input_topic: str = _setting("comments", "the topic the worker reads comment events from")
+    predictions_topic: str = _setting(
+        "comments.predictions", "the topic predictions are published to"
+    )
+    dlq_topic: str = _setting(
+        "comments.dlq", "the dead-letter topic: refused messages, with the reason"
+    )
+    topic_partitions: int = _setting(
+        8, "partitions of the topics the stack creates (the unit of parallelism)"
+    )
+    app_id: str = _setting("commentflow", "the consumer group and Faust app id")
+    redis_prefix: str = _setting("commentflow:", "prefix of every key the worker writes in Redis")
+    # -- model
+    model_dir: str = _setting(
+        str(DEFAULT_MODEL_DIR),
+        "the model directory (text or multimodal; default: the shipped multimodal model)",
+    )
+    device: str = _setting("auto", "where the model runs: auto | cpu | cuda | cuda:N")
+    # -- batching and limits
+    batch_max: int = _setting(64, "most events in one micro-batch")
+    batch_wait_s: float = _setting(0.05, "longest wait to fill a micro-batch")
+    max_event_bytes: int = _setting(
+        256 * 1024, "larger message values are dead-lettered as too_large"
+    )
+    max_dead_letter_payload_bytes: int = _setting(
+        64 * 1024, "dead letters keep at most this much payload"
+    )
+    # -- media fetching (images and audio referenced by URL)
+    media_enabled: bool = _setting(True, "fetch and decode the images and audio comments link to")
+    media_timeout_s: float = _setting(
+        8.0, "per media item: a comment whose media is late is classified without it"
+    )
+    media_allow_private: bool = _setting(
+        False, "never in production: lets media URLs reach private networks"
+    )
+    media_allow_hosts: str = _setting(
+        "", "comma-separated hosts allowed on any address (local dev, tests)"
+    )
+    media_deny_hosts: str = _setting("", "comma-separated hosts always refused")
+    media_max_image_bytes: int = _setting(10 * 1024 * 1024, "largest image body fetched")
+    media_max_audio_bytes: int = _setting(25 * 1024 * 1024, "largest audio body fetched")
+    media_cache_redis: bool = _setting(
+        True, "share media and derived features through the cache Redis"
+    )
+    media_max_pixels: int = _setting(
+        16_000_000, "most source pixels (width * height), checked before decoding"
+    )
+    media_inflight_bytes: int = _setting(
+        96 * 1024 * 1024, "bytes of all media bodies being fetched or decoded at once"
+    )
+    media_max_items_per_batch: int = _setting(
+        64, "most media items one micro-batch fetches (the rest: errors)"
+    )
+    media_max_requests_per_comment: int = _setting(
+        24, "most HTTP requests for one comment, retries and redirects included"
+    )
+    media_per_domain_connections: int = _setting(16, "open connections per registrable domain")
+    media_resolve: str = _setting(
+        "", 'host=ip overrides, "*.example.test=127.0.0.1" (like curl --resolve)'
+    )
+    # -- Redis aggregates
+    dedup_ttl_s: int = _setting(7 * 24 * 3600, "how long a comment_id is remembered as processed")
+    recent_per_user: int = _setting(20, "predictions kept in each user's recent list")
+    feed_length: int = _setting(200, "items kept in the live feed")
+    minute_ttl_s: int = _setting(48 * 3600, "how long the per-minute counters live")
+    feed_text_chars: int = _setting(
+        280, "characters of a comment's (redacted) text kept in the feed"
+    )
+    user_retention_s: int = _setting(
+        90 * 24 * 3600, "per-user keys expire after this long without activity"
+    )
+    # -- reliability
+    retry_initial_s: float = _setting(0.1, "first backoff of a retried Redis or broker call")
+    retry_max_s: float = _setting(5.0, "longest backoff of a retried call")
+    shutdown_timeout_s: float = _setting(30.0, "longest graceful shutdown of a worker")
+    poison_after: int = _setting(
+        3, "a message in flight when the worker died this often: dead letter"
+    )
+    predict_deadline_s: float = _setting(
+        300.0, "longest predict() call: past it /livez fails and the worker exits"
+    )
+    model_failure_ratio: float = _setting(
+        0.5, 'share of a batch failing in the model that means "model"'
+    )
+    model_failure_exit_s: float = _setting(
+        120.0, "model failing this long: exit non-zero (restart)"
+    )
+    # -- Faust / Kafka consumer
+    session_timeout_s: float = _setting(
+        60.0, "consumer session timeout (Kafka's default; the embedded stack uses 6 s)"
+    )
+    commit_interval_s: float = _setting(1.0, "how often consumer offsets are committed")
+    max_poll_records: int = _setting(2000, "most records one consumer poll returns")
+    web_port: int = _setting(6066, "port of the worker's web server: /metrics, /livez, /readyz")
+    lag_interval_s: float = _setting(2.0, "how often the consumer lag gauge is refreshed")
+    web_enabled: bool = _setting(True, "serve /metrics, /livez and /readyz")
+    log_level: str = _setting("info", "debug | info | warning | error")
+    log_format: str = _setting("text", "text | json (one JSON object per line)")
+    # -- the live dashboard (commentflow dashboard): reads only Redis
+    dashboard_host: str = _setting("127.0.0.1", "the dashboard's listening address")
+    dashboard_port: int = _setting(8080, "the dashboard's port (0: any free one)")
+    dashboard_token: str = _setting(
+        "", "the dashboard's token: when set, required (Bearer, ?token= once, then a cookie)"
+    )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read ``COMMENTFLOW_*`` variables, then apply ``overrides`` (``None`` ignored)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is not None:
+                values[f.name] = _coerce(f, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """The ``COMMENTFLOW_*`` variables that rebuild these settings in another process."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[ENV_PREFIX + f.name.upper()] = (
+                str(value).lower() if isinstance(value, bool) else str(value)
+            )
+        return out
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def __post_init__(self) -> None:
+        if self.batch_max < 1:
+            raise ValueError("batch_max must be at least 1")
+        if self.batch_wait_s <= 0:
+            raise ValueError("batch_wait_s must be positive")
+        if not self.redis_prefix:
+            raise ValueError("redis_prefix must not be empty")
+        if self.log_format not in ("text", "json"):
+            raise ValueError("log_format must be text or json")
+        if self.poison_after < 1:
+            raise ValueError("poison_after must be at least 1")
+        if not 0 < self.model_failure_ratio <= 1:
+            raise ValueError("model_failure_ratio must be in (0, 1]")
+
+
+def _coerce(f: dataclasses.Field[Any], raw: str) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "bool":
+            if raw.strip().lower() in {"1", "true", "yes", "on"}:
+                return True
+            if raw.strip().lower() in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(raw)
+    except ValueError as exc:
+        raise ValueError(f"{ENV_PREFIX}{f.name.upper()}: cannot read {raw!r} as {kind}") from exc
+    return raw
