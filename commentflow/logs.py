@@ -3,7 +3,7 @@
 A JSON line is ``{"ts", "level", "logger", "message", "process"}`` plus ``"exc"`` (the
 traceback) when there is one, and any ``extra={...}`` field whose name is in
 :data:`EXTRA_FIELDS`. Nothing else from a record is copied: the code never logs comment text, user
-ids (only :func:`workers.redact.pseudonym` tags) or full URLs (only
+ids or full URLs (only
 :func:`workers.media_fetch.redact_url`), and the formatter does not add any.
 """
 
