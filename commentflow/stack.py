@@ -39,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import fields
 from pathlib import Path
 from typing import IO, Self
@@ -159,25 +159,62 @@ def _redis_argv(server: str, port: int, data_dir: Path, extra: Iterable[str]) ->
     ]
 
 
-async def _wait_redis_child(child: _Child, url: str, deadline: float) -> None:
-    """Poll PING on ``url`` until it answers; fail if ``child`` exits or ``deadline`` passes."""
-    import redis.asyncio as aioredis
-
+async def _poll_until_ready(
+    child: _Child, address: str, probe: Callable[[], Awaitable[object]], deadline: float
+) -> None:
+    """Await ``probe`` until it returns without raising; fail if ``child`` exits first
+    (:class:`_ChildExited`) or ``deadline`` passes (:class:`StackError`, with the log tail)."""
     while True:
         _check_alive(child)
-        client = aioredis.Redis.from_url(url, socket_connect_timeout=1)
         try:
-            if await client.ping():
-                return
+            await probe()
+            return
         except Exception as exc:
             if time.monotonic() > deadline:
                 raise StackError(
-                    f"{child.name} on {url} did not answer in time ({exc!r}); "
+                    f"{child.name} on {address} did not answer in time ({exc!r}); "
                     f"log {child.log_path}:\n{child.log_tail()}"
                 ) from exc
+        await asyncio.sleep(0.05)
+
+
+async def _wait_redis_child(child: _Child, url: str, deadline: float) -> None:
+    """Poll PING on ``url`` until it answers."""
+    import redis.asyncio as aioredis
+
+    async def ping() -> None:
+        client = aioredis.Redis.from_url(url, socket_connect_timeout=1)
+        try:
+            if not await client.ping():
+                raise ConnectionError("no PONG")
         finally:
             await client.aclose()
-        await asyncio.sleep(0.05)
+
+    await _poll_until_ready(child, url, ping, deadline)
+
+
+def stop_process(
+    proc: subprocess.Popen[bytes] | None, timeout: float, *, kill: bool = False
+) -> int | None:
+    """SIGTERM (SIGKILL with ``kill``), wait up to ``timeout``, then SIGKILL; blocking.
+
+    Returns the exit code (``None`` when there was no process). Safe on a process that is gone.
+    """
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            if kill:
+                proc.kill()
+            else:
+                proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait()
+    return proc.returncode
 
 
 def _check_alive(child: _Child) -> None:
@@ -246,19 +283,7 @@ class _Child:
             return ""
 
     def stop(self, timeout: float, *, kill: bool = False) -> None:
-        proc = self.process
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                if kill:
-                    proc.kill()
-                else:
-                    proc.terminate()
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                proc.wait()
+        stop_process(self.process, timeout, kill=kill)
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -531,23 +556,17 @@ class EmbeddedStack:
         from aiokafka.admin import AIOKafkaAdminClient
 
         assert self._kafka is not None
-        while True:
-            _check_alive(self._kafka)
+
+        async def list_topics() -> None:
             admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=2_000)
             try:
                 await admin.start()
                 await admin.list_topics()
-                return
-            except Exception as exc:
-                if time.monotonic() > deadline:
-                    raise StackError(
-                        f"tansu on {self.bootstrap} did not answer in time ({exc!r}); "
-                        f"log {self._kafka.log_path}:\n{self._kafka.log_tail()}"
-                    ) from exc
             finally:
                 with contextlib.suppress(Exception):
                     await admin.close()
-            await asyncio.sleep(0.05)
+
+        await _poll_until_ready(self._kafka, self.bootstrap, list_topics, deadline)
 
     async def _wait_redis(self, deadline: float) -> None:
         assert self._redis is not None
