@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import orjson
 import pytest
+from support.stream import send, wait_predictions
 
-from commentflow.local import WorkerProcess, read_topic
 from commentflow.media_server import MediaServer
 from model.testing_multimodal import make_tiny_multimodal_dir
 from schemas.events import Prediction
@@ -39,6 +38,7 @@ CASES = [
     ("/to/metadata", "image", "blocked_address"),
 ]
 
+
 @pytest.fixture
 async def media_server():
     async with MediaServer() as server:
@@ -50,7 +50,7 @@ def url(server: MediaServer, path: str) -> str:
 
 
 async def test_media_comments_degrade_never_drop(
-    topics, make_settings, media_server, tmp_path: Path
+    topics, make_settings, media_server, start_worker, tmp_path: Path
 ):
     # a multimodal model (tiny, fake media encoders): it reports image/audio when it used them
     model = make_tiny_multimodal_dir(tmp_path / "model")
@@ -103,26 +103,10 @@ async def test_media_comments_degrade_never_drop(
         expected[f"alias-{i}"] = None
         used[f"alias-{i}"] = ["text", "image"]
 
-    from aiokafka import AIOKafkaProducer
-
-    worker = WorkerProcess(settings, log_path=tmp_path / "worker.log").start()
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
-    await producer.start()
-    try:
-        for e in events:
-            await producer.send_and_wait(
-                settings.input_topic, orjson.dumps(e), key=e["user_id"].encode()
-            )
-        docs = await read_topic(
-            settings.kafka_bootstrap,
-            settings.predictions_topic,
-            until=lambda d: len(d) >= len(events),
-            timeout_s=180,
-            alive=worker.alive,
-        )
-    finally:
-        await producer.stop()
-        worker.stop()
+    worker = start_worker(settings)
+    await send(settings.kafka_bootstrap, settings.input_topic, events)
+    docs = await wait_predictions(settings, len(events), worker=worker, timeout_s=180)
+    worker.stop()
     log = (tmp_path / "worker.log").read_text()
     by_id = {d["comment_id"]: d for d in docs}
     assert len(docs) == len(by_id) == len(events), log[-3000:]
