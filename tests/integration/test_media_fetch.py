@@ -13,12 +13,10 @@ import asyncio
 import io
 import ipaddress
 import random
-import shutil
 import socket
-import subprocess
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import numpy as np
@@ -28,6 +26,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from PIL import Image
 
+from commentflow.stack import EmbeddedRedis
 from workers.address_policy import AddressPolicy, BlockedURL, FetchFailed, MediaError
 from workers.media import MediaConfig, MediaService
 from workers.media_cache import CacheConfig, CachedMedia, MediaCache, SingleFlight, sha256_hex
@@ -606,27 +605,9 @@ async def test_media_errors_are_redacted_and_extra_items_refused(
 
 
 @pytest.fixture(scope="session")
-def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.fail("redis-server not installed: run make system-deps")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp_path_factory.mktemp("redis"))],
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.02)
-    yield port
-    proc.terminate()
-    proc.wait(5)
+async def redis_port() -> AsyncIterator[int]:
+    async with EmbeddedRedis() as server:
+        yield server.port
 
 
 @pytest.fixture
