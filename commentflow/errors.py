@@ -23,7 +23,7 @@ class, what the worker does with it::
 
 Each class lives in the lowest layer that raises it (:mod:`schemas.errors`: the root, retriable
 and dead-letter errors; :mod:`model.errors`; :mod:`workers.address_policy`: media;
-:mod:`commentflow.stack`: the embedded stack); this module re-exports them for the application.
+:mod:`commentflow.processes`: the embedded stack); this module re-exports them for the application.
 The dead-letter codes are part of the public contract (README, ``schemas/json``):
 :data:`DEAD_LETTER_CODES` lists every one with its meaning.
 """

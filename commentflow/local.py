@@ -18,8 +18,8 @@ from typing import IO
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from commentflow.processes import stop_process
 from commentflow.settings import Settings
-from commentflow.stack import stop_process
 
 __all__ = ["WorkerProcess", "read_topic"]
 

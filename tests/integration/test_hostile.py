@@ -31,8 +31,8 @@ from support.hostile import hostile_values
 from support.stream import pairs_of, read_all, send, wait_for, wait_predictions
 
 from commentflow.local import read_topic
+from commentflow.processes import free_port, stop_process
 from commentflow.produce import synthetic_events
-from commentflow.stack import free_port, stop_process
 from model.testing import make_tiny_model_dir
 from schemas.events import DeadLetter, Prediction
 
