@@ -177,51 +177,16 @@ def _pct(values: list[float], p: float) -> float:
 # -- (d) media, cold and warm cache ----------------------------------------------------------
 
 
-async def _media_server(images: int, clips: int) -> tuple[Any, int, dict[str, int]]:
-    """A local server with ``images`` distinct JPEGs and ``clips`` distinct WAVs; counts GETs."""
-    import io
-
-    import numpy as np
-    import soundfile as sf
-    from aiohttp import web
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    bodies: dict[str, bytes] = {}
-    for i in range(images):
-        buf = io.BytesIO()
-        pixels = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(buf, "JPEG", quality=85)
-        bodies[f"/img/{i}.jpg"] = buf.getvalue()
-    for i in range(clips):
-        buf = io.BytesIO()
-        t = np.arange(3 * 22_050) / 22_050
-        sf.write(
-            buf, (0.2 * np.sin(2 * np.pi * (200 + i) * t)).astype(np.float32), 22_050, format="WAV"
-        )
-        bodies[f"/audio/{i}.wav"] = buf.getvalue()
-    hits = {"requests": 0}
-
-    async def handle(request: web.Request) -> web.Response:
-        hits["requests"] += 1
-        body = bodies.get(request.path)
-        return web.Response(body=body) if body else web.Response(status=404)
-
-    app = web.Application()
-    app.router.add_route("GET", "/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, site._server.sockets[0].getsockname()[1], hits  # noqa: SLF001
-
-
 async def _media(
     settings: Settings, stack: EmbeddedStack, options: BenchOptions, log: Path
 ) -> dict[str, Any]:
     n = options.media_events
     n_img, n_audio = n // 5, n // 10
-    runner, port, hits = await _media_server(n_img, n_audio)
+    from commentflow.media_server import MediaServer
+
+    server = MediaServer()
+    await server.start()
+    port = server.port
     tag = uuid.uuid4().hex[:8]
     s = settings.replace(
         input_topic=f"media.{tag}.comments",
@@ -239,14 +204,13 @@ async def _media(
         out = list(synthetic_events(n, users=500, seed=4, prefix=f"{phase}-{tag}"))
         for i, e in enumerate(out):
             if i % 10 in (0, 1):  # 20% with an image
-                e["media"] = [
-                    {"type": "image", "url": f"http://localhost:{port}/img/{(i // 5) % n_img}.jpg"}
-                ]
+                url = f"http://localhost:{port}/photo/{(i // 5) % n_img}.jpg"
+                e["media"] = [{"type": "image", "url": url}]
             elif i % 10 == 2:  # 10% with a voice note
                 e["media"] = [
                     {
                         "type": "audio",
-                        "url": f"http://localhost:{port}/audio/{(i // 10) % n_audio}.wav",
+                        "url": f"http://localhost:{port}/tone/{(i // 10) % n_audio}.wav",
                     }
                 ]
         return out
@@ -260,7 +224,7 @@ async def _media(
         out: dict[str, Any] = {"events": n, "image_share": 0.2, "audio_share": 0.1}
         seen = 1
         for phase in ("cold", "warm"):
-            before = hits["requests"]
+            before = server.requests
             bar = tqdm(total=n, desc=f"(d) media, {phase} cache", unit="comment")
             started = time.perf_counter()
             producing = asyncio.create_task(
@@ -282,14 +246,14 @@ async def _media(
             seen += n
             out[phase] = {
                 "throughput": n / elapsed,
-                "media_requests": hits["requests"] - before,
+                "media_requests": server.requests - before,
                 "media_errors": sum(len(d["media_errors"]) for d in fresh),
             }
         out["warm_over_cold"] = out["warm"]["throughput"] / out["cold"]["throughput"]
         return out
     finally:
         worker.stop()
-        await runner.cleanup()
+        await server.stop()
 
 
 # -- (c) naive baseline ----------------------------------------------------------------------

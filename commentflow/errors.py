@@ -4,9 +4,8 @@ Every error the pipeline raises on purpose derives from :class:`CommentflowError
 class, what the worker does with it::
 
     CommentflowError
-    ├── RetriableError            transient infrastructure trouble: back off and try again,
-    │   ├── BrokerUnavailable     never acknowledge the input meanwhile
-    │   └── StoreUnavailable
+    ├── RetriableError            transient trouble: back off and try again,
+    │   └── ModelUnavailable      never acknowledge the input meanwhile (workers.model_guard)
     ├── DeadLetterError           the input itself is bad: publish a dead letter with ``code``,
     │   ├── InvalidEncoding       acknowledge, keep running
     │   ├── InvalidJson
@@ -24,7 +23,7 @@ class, what the worker does with it::
 
 Each class lives in the lowest layer that raises it (:mod:`schemas.errors`: the root, retriable
 and dead-letter errors; :mod:`model.errors`; :mod:`workers.address_policy`: media;
-:mod:`commentflow.stack`: the embedded stack); this module re-exports them for the application.
+:mod:`commentflow.processes`: the embedded stack); this module re-exports them for the application.
 The dead-letter codes are part of the public contract (README, ``schemas/json``):
 :data:`DEAD_LETTER_CODES` lists every one with its meaning.
 """
@@ -34,7 +33,6 @@ from __future__ import annotations
 from model.errors import ModelError, ModelFormatError, UnsafeWeightsError
 from schemas.errors import (
     DEAD_LETTER_CODES,
-    BrokerUnavailable,
     CommentflowError,
     DeadLetterError,
     InvalidEncoding,
@@ -43,14 +41,12 @@ from schemas.errors import (
     ProcessingFailed,
     RetriableError,
     SchemaViolation,
-    StoreUnavailable,
     TooLarge,
     UnsupportedSchema,
 )
 
 __all__ = [
     "DEAD_LETTER_CODES",
-    "BrokerUnavailable",
     "CommentflowError",
     "DeadLetterError",
     "InvalidEncoding",
@@ -61,7 +57,6 @@ __all__ = [
     "ProcessingFailed",
     "RetriableError",
     "SchemaViolation",
-    "StoreUnavailable",
     "TooLarge",
     "UnsafeWeightsError",
     "UnsupportedSchema",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from typing import IO
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from commentflow.processes import stop_process
 from commentflow.settings import Settings
 
 __all__ = ["WorkerProcess", "read_topic"]
@@ -57,24 +57,15 @@ class WorkerProcess:
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs (the crash the pipeline must survive)."""
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGKILL)
-            self._proc.wait()
+        stop_process(self._proc, 10.0, kill=True)
 
     def stop(self, timeout: float = 40.0) -> int | None:
         """SIGTERM, wait up to ``timeout`` for a graceful exit, then SIGKILL."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        code = stop_process(self._proc, timeout)
         if self._log is not None:
             self._log.close()
             self._log = None
-        return proc.returncode if proc else None
+        return code
 
     def log_tail(self, chars: int = 3000) -> str:
         if self.log_path is None or not self.log_path.exists():

@@ -1,6 +1,6 @@
 """``commentflow soak``: one worker under mixed, partly hostile traffic; its memory over time.
 
-Starts the embedded stack, a :class:`~commentflow.hostile_media.HostileMediaServer` and ONE
+Starts the embedded stack, a :class:`~commentflow.media_server.MediaServer` and ONE
 ``commentflow worker`` subprocess with the default settings (only the names, the stack, a free
 web port, a 6 s session timeout and what loopback media needs are set), then offers
 :class:`~commentflow.soak_traffic.Traffic` at a fixed rate for ``--minutes``. Every
@@ -37,8 +37,8 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from commentflow.bench import _machine
-from commentflow.hostile_media import HostileMediaServer
 from commentflow.local import WorkerProcess
+from commentflow.media_server import MediaServer
 from commentflow.settings import Settings
 from commentflow.soak_traffic import Ledger, Traffic
 from commentflow.stack import EmbeddedStack, free_port
@@ -208,9 +208,7 @@ async def _produce(run: _Run, bootstrap: str, topic: str, traffic: Traffic, unti
         await producer.stop()
 
 
-async def _sample(
-    run: _Run, clients: dict[str, aioredis.Redis], server: HostileMediaServer
-) -> None:
+async def _sample(run: _Run, clients: dict[str, aioredis.Redis], server: MediaServer) -> None:
     """One row: probes, counters; restarts a worker that died (bounded)."""
     restarted = False
     if not run.worker.alive() and run.phase != "stopped" and not run.failed:
@@ -324,7 +322,7 @@ async def soak(
         clients["cache"] = aioredis.Redis.from_url(cache_url)
     ledger = Ledger(s.input_topic)
     run = _Run(config, ledger, WorkerProcess(s, log_path=out / "worker.log"))
-    server = HostileMediaServer()
+    server = MediaServer()
     await server.start()
     traffic = Traffic(
         tag,

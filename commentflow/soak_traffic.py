@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from commentflow.hostile_media import HOSTILE_PATHS
+from commentflow.media_server import HOSTILE_PATHS
 from commentflow.produce import synthetic_events
 
 __all__ = ["CATEGORIES", "MALFORMED", "Ledger", "Planned", "Traffic"]

@@ -4,9 +4,10 @@ The two Redis roles of production (``docker-compose.yml``): the *state* Redis (a
 dedup; ``noeviction``, so a full one answers OOM instead of dropping state) and the *cache* Redis
 (media and derived features; ``allkeys-lru`` under a ``maxmemory``, 256 MB here).
 
-All run as child processes in their own process group, with output to log files, and are
-stopped on :meth:`EmbeddedStack.stop`, at interpreter exit (``atexit``) and, on Linux, when the
-parent dies (``PR_SET_PDEATHSIG``), so a crashed or killed test run leaves no orphans.
+All run as child processes (:mod:`commentflow.processes`) in their own process group, with output
+to log files, and are stopped on :meth:`EmbeddedStack.stop`, at interpreter exit (``atexit``) and,
+on Linux, when the parent dies (``PR_SET_PDEATHSIG``), so a crashed or killed test run leaves no
+orphans.
 
 tansu here is memory-only: a broker restart loses every topic and committed offset. Both Redis
 run with ``--save "" --appendonly no``. None is for production (see ``docker-compose.yml``).
@@ -32,17 +33,24 @@ import importlib.util
 import os
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import IO, Self
+from typing import Self
 
-from commentflow.errors import CommentflowError
+from commentflow.processes import (
+    Child,
+    ChildExited,
+    StackError,
+    check_alive,
+    free_port,
+    poll_until_ready,
+    port_is_free,
+)
 from commentflow.settings import Settings
 
 __all__ = [
@@ -77,10 +85,6 @@ STATE_REDIS_ARGS: tuple[str, ...] = ("--maxmemory-policy", "noeviction")
 CACHE_REDIS_ARGS: tuple[str, ...] = ("--maxmemory", "256mb", "--maxmemory-policy", "allkeys-lru")
 
 
-class StackError(CommentflowError):
-    """The embedded stack could not be found, started or used."""
-
-
 class StackState(enum.Enum):
     NEW = "new"
     STARTING = "starting"
@@ -108,23 +112,6 @@ def find_tansu() -> Path:
         except OSError as exc:
             raise StackError(f"{path} is not executable and cannot be made so: {exc}") from exc
     return path
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free on ``host`` a moment ago (the usual race applies)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def _port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
 
 
 def find_redis_server(explicit: str | None = None) -> str:
@@ -156,109 +143,19 @@ def _redis_argv(server: str, port: int, data_dir: Path, extra: Iterable[str]) ->
     ]
 
 
-async def _wait_redis_child(child: _Child, url: str, deadline: float) -> None:
-    """Poll PING on ``url`` until it answers; fail if ``child`` exits or ``deadline`` passes."""
+async def _wait_redis_child(child: Child, url: str, deadline: float) -> None:
+    """Poll PING on ``url`` until it answers."""
     import redis.asyncio as aioredis
 
-    while True:
-        _check_alive(child)
+    async def ping() -> None:
         client = aioredis.Redis.from_url(url, socket_connect_timeout=1)
         try:
-            if await client.ping():
-                return
-        except Exception as exc:
-            if time.monotonic() > deadline:
-                raise StackError(
-                    f"{child.name} on {url} did not answer in time ({exc!r}); "
-                    f"log {child.log_path}:\n{child.log_tail()}"
-                ) from exc
+            if not await client.ping():
+                raise ConnectionError("no PONG")
         finally:
             await client.aclose()
-        await asyncio.sleep(0.05)
 
-
-def _check_alive(child: _Child) -> None:
-    assert child.process is not None
-    code = child.process.poll()
-    if code is not None:
-        raise _ChildExited(
-            f"{child.name} exited with code {code} while starting; "
-            f"log {child.log_path}:\n{child.log_tail()}"
-        )
-
-
-def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
-    """A ``preexec_fn`` asking Linux to SIGKILL the child when its parent dies."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    pr_set_pdeathsig = 1
-
-    def preexec() -> None:
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-        if os.getppid() != parent_pid:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return preexec
-
-
-class _Child:
-    """One child process with its log file; stopping is synchronous and bounded."""
-
-    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str]) -> None:
-        self.name = name
-        self.argv = argv
-        self.log_path = log_path
-        self.env = env
-        self.process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-
-    def spawn(self) -> subprocess.Popen[bytes]:
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self._log.write(f"--- {time.strftime('%H:%M:%S')} {' '.join(self.argv)}\n".encode())
-        self._log.flush()
-        # Spawned on the event loop's thread on purpose: PDEATHSIG fires when the forking
-        # *thread* exits, so never from a short-lived worker thread.
-        self.process = subprocess.Popen(
-            self.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=self.env,
-            start_new_session=True,  # own process group: a terminal's Ctrl-C reaches only us
-            preexec_fn=_die_with_parent(os.getpid()),  # only prctl: safe between fork and exec
-        )
-        return self.process
-
-    @property
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def log_tail(self, chars: int = 2000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def stop(self, timeout: float, *, kill: bool = False) -> None:
-        proc = self.process
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                if kill:
-                    proc.kill()
-                else:
-                    proc.terminate()
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                proc.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+    await poll_until_ready(child, url, ping, deadline)
 
 
 class EmbeddedStack:
@@ -298,9 +195,9 @@ class EmbeddedStack:
         self._log_dir = Path(log_dir) if log_dir is not None else None
         self._owns_log_dir = log_dir is None  # a temporary one, removed on stop
         self._redis_server = redis_server
-        self._kafka: _Child | None = None
-        self._redis: _Child | None = None
-        self._redis_cache: _Child | None = None
+        self._kafka: Child | None = None
+        self._redis: Child | None = None
+        self._redis_cache: Child | None = None
         self._state = StackState.NEW
         self._lock = asyncio.Lock()
 
@@ -454,7 +351,7 @@ class EmbeddedStack:
         for port, what in fixed:
             # tansu prints "listening on" and exits 0 when its port is taken, and a probe could
             # reach whatever holds the port: refuse up front.
-            if port and not _port_is_free(port):
+            if port and not port_is_free(port):
                 raise StackError(f"{what} port {port} on 127.0.0.1 is already in use")
         if self._log_dir is None:
             self._log_dir = Path(tempfile.mkdtemp(prefix="commentflow-stack-"))
@@ -476,7 +373,7 @@ class EmbeddedStack:
             ):
                 self.redis_cache_port = free_port()
             url = f"tcp://127.0.0.1:{self.kafka_port}"
-            self._kafka = _Child(
+            self._kafka = Child(
                 "tansu",
                 [
                     str(tansu),
@@ -491,13 +388,13 @@ class EmbeddedStack:
                 self._log_dir / "tansu.log",
                 env,
             )
-            self._redis = _Child(
+            self._redis = Child(
                 "redis-server",
                 _redis_argv(redis_server, self.redis_port, self._log_dir, STATE_REDIS_ARGS),
                 self._log_dir / "redis.log",
                 env,
             )
-            self._redis_cache = _Child(
+            self._redis_cache = Child(
                 "redis-server (cache)",
                 _redis_argv(redis_server, self.redis_cache_port, self._log_dir, self._cache_args),
                 self._log_dir / "redis-cache.log",
@@ -513,9 +410,9 @@ class EmbeddedStack:
                 # A picked port taken meanwhile makes tansu exit (code 0) right after start.
                 await asyncio.sleep(0.05)
                 for child in (self._kafka, self._redis, self._redis_cache):
-                    _check_alive(child)
+                    check_alive(child)
                 return
-            except _ChildExited as exc:
+            except ChildExited as exc:
                 self._stop_children()
                 all_fixed = (
                     self._fixed_kafka_port and self._fixed_redis_port and self._fixed_cache_port
@@ -528,23 +425,17 @@ class EmbeddedStack:
         from aiokafka.admin import AIOKafkaAdminClient
 
         assert self._kafka is not None
-        while True:
-            _check_alive(self._kafka)
+
+        async def list_topics() -> None:
             admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=2_000)
             try:
                 await admin.start()
                 await admin.list_topics()
-                return
-            except Exception as exc:
-                if time.monotonic() > deadline:
-                    raise StackError(
-                        f"tansu on {self.bootstrap} did not answer in time ({exc!r}); "
-                        f"log {self._kafka.log_path}:\n{self._kafka.log_tail()}"
-                    ) from exc
             finally:
                 with contextlib.suppress(Exception):
                     await admin.close()
-            await asyncio.sleep(0.05)
+
+        await poll_until_ready(self._kafka, self.bootstrap, list_topics, deadline)
 
     async def _wait_redis(self, deadline: float) -> None:
         assert self._redis is not None
@@ -564,10 +455,6 @@ class EmbeddedStack:
         for child in (self._kafka, self._redis, self._redis_cache):
             if child is not None:
                 child.stop(self.stop_timeout_s)
-
-
-class _ChildExited(StackError):
-    pass
 
 
 def _with_maxmemory(args: tuple[str, ...], maxmemory: str) -> tuple[str, ...]:
@@ -599,7 +486,7 @@ class EmbeddedRedis:
         self._start_timeout_s = start_timeout_s
         self._stop_timeout_s = stop_timeout_s
         self._redis_server = redis_server
-        self._child: _Child | None = None
+        self._child: Child | None = None
 
     @property
     def url(self) -> str:
@@ -628,7 +515,7 @@ class EmbeddedRedis:
         deadline = time.monotonic() + self._start_timeout_s
         for attempt in range(3):  # a port picked free can be taken before redis binds it
             self.port = free_port()
-            self._child = _Child(
+            self._child = Child(
                 "redis-server",
                 _redis_argv(server, self.port, self._log_dir, self._extra),
                 self._log_dir / "redis.log",
@@ -638,7 +525,7 @@ class EmbeddedRedis:
             try:
                 await _wait_redis_child(self._child, self.url, deadline)
                 return
-            except _ChildExited as exc:
+            except ChildExited as exc:
                 self._child.stop(self._stop_timeout_s)
                 if attempt == 2:
                     atexit.unregister(self._at_exit)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 __all__ = [
     "DEAD_LETTER_CODES",
-    "BrokerUnavailable",
     "CommentflowError",
     "DeadLetterError",
     "InvalidEncoding",
@@ -21,7 +20,6 @@ __all__ = [
     "ProcessingFailed",
     "RetriableError",
     "SchemaViolation",
-    "StoreUnavailable",
     "TooLarge",
     "UnsupportedSchema",
 ]
@@ -50,14 +48,6 @@ class RetriableError(CommentflowError):
     """Transient trouble outside the event (broker, Redis): retry with backoff, never drop."""
 
     retriable = True
-
-
-class BrokerUnavailable(RetriableError):
-    """The Kafka broker did not accept a publish in time."""
-
-
-class StoreUnavailable(RetriableError):
-    """Redis did not answer, or the connection broke."""
 
 
 class DeadLetterError(CommentflowError):

@@ -286,5 +286,4 @@ def install(app: faust.App, settings: Settings, classifier: Classifier | None = 
         except REDIS_RETRIABLE as exc:
             log.warning("pruning inactive users skipped: %s", type(exc).__name__)
 
-    app.commentflow = resources  # type: ignore[attr-defined]
     return resources

@@ -17,6 +17,11 @@ Fixtures
                    ``names.redis_prefix`` keys afterwards.
 ``env_for_stack``  function: ``os.environ`` without ``COMMENTFLOW_*``, plus the variables that
                    point a CLI subprocess at the stack with ``names``.
+``start_worker``   function: ``start_worker(settings, name="worker")`` starts a
+                   :class:`~commentflow.local.WorkerProcess` logging to ``tmp_path/<name>.log``;
+                   every worker it started is stopped after the test, whatever happened.
+
+Sending events and waiting for predictions: :mod:`support.stream`.
 
 Every test that uses ``stack`` (directly or through another fixture) is marked ``integration``.
 Never share a consumer group between tests: tansu keeps a member that left in its first
@@ -27,15 +32,19 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis.asyncio as aioredis
 
 from commentflow.settings import Settings
 from commentflow.stack import EmbeddedStack
+
+if TYPE_CHECKING:
+    from commentflow.local import WorkerProcess
 
 #: Partitions of the topics the ``topics`` fixture creates, and ``make_settings``' default.
 TEST_PARTITIONS = 4
@@ -168,3 +177,20 @@ def env_for_stack(stack: EmbeddedStack, names: Names) -> dict[str, str]:
         }
     )
     return env
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """``start_worker(settings, name="worker") -> WorkerProcess``, started; stopped at teardown."""
+    from commentflow.local import WorkerProcess
+
+    started: list[WorkerProcess] = []
+
+    def start(settings: Settings, name: str = "worker") -> WorkerProcess:
+        worker = WorkerProcess(settings, log_path=tmp_path / f"{name}.log").start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()

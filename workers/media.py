@@ -32,7 +32,6 @@ import asyncio
 import enum
 import logging
 import os
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -53,7 +52,7 @@ from workers.media_decode import DecodeConfig, DecodePool, decode, kind_of, quan
 from workers.media_fetch import FetchProgress, MediaFetcher, RequestBudget, redact_url
 from workers.metrics import PipelineMetrics
 
-__all__ = ["MediaConfig", "MediaRef", "MediaService", "MediaStats", "ResolvedMedia"]
+__all__ = ["MediaConfig", "MediaRef", "MediaService", "ResolvedMedia"]
 
 log = logging.getLogger(__name__)
 
@@ -95,18 +94,6 @@ class MediaConfig:
     max_abandoned_decodes: int = 4  # overdue decodes still running before new ones are busy
 
 
-@dataclass(slots=True)
-class MediaStats:
-    """Counters since start (a later stage exports them as metrics)."""
-
-    items: int = 0
-    fetches: int = 0  # bodies fetched over the network
-    url_hits: int = 0  # served from cache by URL, no request
-    content_hits: int = 0  # fetched, but the content was decoded before (another URL)
-    decodes: int = 0
-    errors: Counter[str] = field(default_factory=Counter)
-
-
 class _State(enum.Enum):
     NEW = "new"
     STARTED = "started"
@@ -129,7 +116,6 @@ class MediaService:
         self.fetcher = fetcher
         self.cache = cache or MediaCache()
         self.config = config or MediaConfig()
-        self.stats = MediaStats()
         self.metrics = metrics if metrics is not None else PipelineMetrics()
         media_cache_errors = self.metrics.redis_errors.labels("media_cache")
         self.cache.on_redis_error = media_cache_errors.inc
@@ -240,14 +226,12 @@ class MediaService:
     # -- one item
 
     def _error_entry(self, ref: MediaRef, reason: str) -> dict[str, str]:
-        self.stats.errors[reason] += 1
         self.metrics.media_errors.labels(reason).inc()
         return {"url": redact_url(ref.url), "type": ref.type, "reason": reason}
 
     async def _outcome(
         self, ref: MediaRef, deadline: float, requests: RequestBudget
     ) -> np.ndarray | MediaError:
-        self.stats.items += 1
         kind = ref.type if ref.type in _KINDS else "other"
         self.metrics.media_items.labels(kind).inc()
         loop = asyncio.get_running_loop()
@@ -299,7 +283,6 @@ class MediaService:
         if content_hash is not None:
             media = await self._known_media(content_hash)
             if media is not None:
-                self.stats.url_hits += 1
                 self.metrics.media_cache_hits.labels("url").inc()
                 return _accept(media, kind)
         progress = self._progress[(kind, url)] = FetchProgress()
@@ -314,7 +297,6 @@ class MediaService:
             if result.known_hash is not None:  # a redirect led to a URL we already have
                 media = await self._known_media(result.known_hash)
                 if media is not None:
-                    self.stats.url_hits += 1
                     self.metrics.media_cache_hits.labels("url").inc()
                     await self.cache.put_url(url, result.known_hash)
                     return _accept(media, kind)
@@ -326,7 +308,6 @@ class MediaService:
     async def _store_and_decode(
         self, url: str, kind: str, data: bytes, final_url: str
     ) -> np.ndarray:
-        self.stats.fetches += 1
         content_hash = await self._hash(data)
         await self.cache.put_url(url, content_hash)
         if final_url != url:
@@ -343,10 +324,8 @@ class MediaService:
             # Coalesced by content: other URLs of the same bytes, fetched meanwhile, wait here.
             media = await self.cache.coalesce(("decode", kind, content_hash), decode)
             if not decoded_here:
-                self.stats.content_hits += 1
                 self.metrics.media_cache_hits.labels("content").inc()
         else:
-            self.stats.content_hits += 1
             self.metrics.media_cache_hits.labels("content").inc()
         return _accept(media, kind)
 
@@ -377,7 +356,6 @@ class MediaService:
             # The content is fine as the other kind: nothing to remember about it.
             raise DecodeFailed("unsupported_type", f"asked {kind}, got {actual}")
         else:
-            self.stats.decodes += 1
             assert self._pool is not None  # noqa: S101 - set by start()
             cap = asyncio.get_running_loop().time() + self.config.item_timeout_s
             try:

@@ -1,4 +1,4 @@
-"""Content cache for media: URL -> content hash -> decoded payload, plus derived features.
+"""Content cache for media: URL -> content hash -> decoded payload.
 
 Two layers, both optional to hit and never a reason to fail an item:
 
@@ -9,7 +9,6 @@ Two layers, both optional to hit and never a reason to fail an item:
       {prefix}media:blob:{content sha256}  -> the decoded media re-encoded compactly, or a marker
                                               (over the per-entry cap, or the content's
                                               deterministic decode failure)
-      {prefix}media:feat:{kind}:{sha256}   -> a derived feature (OCR text, ASR, embeddings ...)
 
 The Redis here is the cache Redis (``allkeys-lru`` under ``maxmemory``); every key is written
 with a TTL. Decoded arrays are never stored raw (a 448x448 RGB array is 602 kB): images are
@@ -81,7 +80,6 @@ class CacheConfig:
     redis_prefix: str = "commentflow:"
     redis_url_ttl_s: int = 24 * 3600
     redis_blob_ttl_s: int = 24 * 3600
-    redis_feature_ttl_s: int = 7 * 24 * 3600
     redis_max_entry_bytes: int = 1024 * 1024  # larger payloads are stored as a marker
     redis_backoff_s: float = 5.0  # skip Redis this long after an error
     redis_wait_s: float = 0.25  # longest wait for a reply; a slower one is a miss (not cancelled)
@@ -393,11 +391,6 @@ class MediaCache:
     def blob_key(self, content_hash: str) -> str:
         return self._key("blob", content_hash)
 
-    def feature_key(self, kind: str, content_hash: str) -> str:
-        return self._key("feat", kind, content_hash)
-
-    # -- URL -> content hash
-
     async def get_url(self, url: str) -> str | None:
         found = self._local.get(("url", url))
         if found is not None:
@@ -457,44 +450,6 @@ class MediaCache:
         await self._redis_call(
             "set", self.blob_key(content_hash), payload, ex=self.config.redis_blob_ttl_s
         )
-
-    # -- derived features, for later stages (OCR, ASR, encoders)
-
-    async def get_feature(self, kind: str, content_hash: str) -> np.ndarray | bytes | None:
-        """A feature ``kind`` (version it in the name: ``"ocr:v1"``) of a content, or ``None``."""
-        local_key = ("feat", kind, content_hash)
-        found = self._local.get(local_key)
-        if found is not None:
-            return found
-        raw = await self._redis_call("get", self.feature_key(kind, content_hash))
-        if not isinstance(raw, bytes):
-            return None
-        try:
-            _meta, value = decode_payload(raw)
-        except ValueError:
-            return None
-        if value is not None:
-            self._put_local(local_key, value)
-        return value
-
-    async def put_feature(
-        self,
-        kind: str,
-        content_hash: str,
-        value: np.ndarray | bytes,
-        *,
-        ttl_s: int | None = None,
-    ) -> None:
-        value = _frozen(value)
-        self._put_local(("feat", kind, content_hash), value)
-        payload = encode_payload(value)
-        if len(payload) <= self.config.redis_max_entry_bytes:
-            await self._redis_call(
-                "set",
-                self.feature_key(kind, content_hash),
-                payload,
-                ex=ttl_s or self.config.redis_feature_ttl_s,
-            )
 
     # -- internals
 

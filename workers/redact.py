@@ -1,26 +1,20 @@
 """Keep personal data out of logs and dashboards.
 
-Logs never see comment text or user ids in the clear: :func:`pseudonym` gives a stable short
-hash. Text kept for dashboards goes through :func:`redact_text` (e-mail addresses, phone numbers).
+Logs never carry comment text or user ids. Text kept for dashboards (the recent-comments
+list) goes through :func:`redact_text` (e-mail addresses, phone numbers).
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 
-__all__ = ["pseudonym", "redact_text"]
+__all__ = ["redact_text"]
 
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 # 7+ digits with the usual separators, optionally international; dates like 2024-01-02 have 8
 # digits too, so require a run that does not look like an ISO date.
 _PHONE = re.compile(r"(?<![\w])(?:\+?\d[\d ().-]{6,}\d)(?![\w])")
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-def pseudonym(value: str) -> str:
-    """A stable, non-reversible 12-hex tag for ``value`` (for logs only)."""
-    return hashlib.blake2b(value.encode("utf-8", "replace"), digest_size=6).hexdigest()
 
 
 def redact_text(text: str) -> str:

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import orjson
 import pytest
 import redis.exceptions
@@ -114,11 +112,10 @@ async def test_feed_is_published_for_live_dashboards(stack, names, redis_client)
     await pubsub.get_message(timeout=1.0)  # subscribe confirmation
     await s.apply([rec("live1", "carol", "positive")], [], now_ms=1)
     msg = None
-    for _ in range(20):
+    for _ in range(20):  # get_message waits up to its timeout for the next message
         msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
         if msg:
             break
-        await asyncio.sleep(0.05)
     await pubsub.aclose()
     assert msg is not None and orjson.loads(msg["data"])["comment_id"] == "live1"
 

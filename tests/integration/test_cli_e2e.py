@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from commentflow.local import read_topic
+from commentflow.processes import stop_process
 from commentflow.settings import DEFAULT_MODEL_DIR
 
 CLEAR = {
@@ -88,8 +89,7 @@ async def test_cli_worker_and_producer_with_the_default_model(topics, env_for_st
             timeout_s=30,
         )
     finally:
-        worker.terminate()
-        worker.wait(60)
+        stop_process(worker, 60)
         log.close()
     by_id = {d["comment_id"]: d for d in docs}
     assert len(docs) == len(by_id) == 44, (tmp_path / "worker.log").read_text()[-3000:]

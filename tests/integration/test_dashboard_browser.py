@@ -10,18 +10,15 @@ is never downloaded: ``executable_path``).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from pathlib import Path
 
-import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 from playwright.async_api import async_playwright
+from support.stream import send, wait_predictions
 
 from commentflow import dashboard
-from commentflow.local import WorkerProcess, read_topic
 from commentflow.produce import synthetic_events
 from model.testing import make_tiny_model_dir
 
@@ -53,18 +50,6 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_model_dir(tmp_path_factory.mktemp("tiny-model-dash") / "model")
 
 
-async def send(bootstrap: str, topic: str, events: list[dict]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-    await producer.start()
-    try:
-        futures = [
-            await producer.send(topic, orjson.dumps(e), key=e["user_id"].encode()) for e in events
-        ]
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
-
-
 def hostile(i: int, text: str) -> dict:
     return {
         "comment_id": f"hostile-{i}",
@@ -74,19 +59,8 @@ def hostile(i: int, text: str) -> dict:
     }
 
 
-async def predicted(settings, n: int, worker: WorkerProcess) -> None:
-    docs = await read_topic(
-        settings.kafka_bootstrap,
-        settings.predictions_topic,
-        until=lambda d: len(d) >= n,
-        timeout_s=120,
-        alive=worker.alive,
-    )
-    assert len(docs) >= n, worker.log_tail()
-
-
 async def test_live_dashboard_in_chromium(
-    topics, make_settings, tiny_model, redis_client, tmp_path, chromium
+    topics, make_settings, tiny_model, redis_client, start_worker, chromium
 ):
     settings = make_settings(tiny_model, batch_max=16, dashboard_token=TOKEN)
     first = list(synthetic_events(40, users=12, seed=31, prefix="dash")) + [
@@ -94,11 +68,11 @@ async def test_live_dashboard_in_chromium(
         hostile(2, IMG),
     ]
     second = list(synthetic_events(30, users=12, seed=32, prefix="dash"))
-    worker = WorkerProcess(settings, log_path=tmp_path / "worker.log").start()
+    worker = start_worker(settings)
     runner, url = await dashboard.start(settings, port=0)
     try:
         await send(settings.kafka_bootstrap, settings.input_topic, first)
-        await predicted(settings, len(first), worker)
+        await wait_predictions(settings, len(first), worker=worker, timeout_s=120)
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
             try:
@@ -174,4 +148,3 @@ async def test_live_dashboard_in_chromium(
                 await browser.close()
     finally:
         await runner.cleanup()
-        worker.stop()

@@ -26,13 +26,13 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 from safetensors.torch import load_file, save_file
 from support.hostile import hostile_values
+from support.stream import pairs_of, read_all, send, wait_for, wait_predictions
 
-from commentflow.local import WorkerProcess, read_topic
+from commentflow.local import read_topic
+from commentflow.processes import free_port, stop_process
 from commentflow.produce import synthetic_events
-from commentflow.stack import free_port
 from model.testing import make_tiny_model_dir
 from schemas.events import DeadLetter, Prediction
 
@@ -57,61 +57,47 @@ def nan_model(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return out
 
 
-async def produce(bootstrap, topic, pairs, partition=None) -> list[int]:
-    """Send (value, key) pairs; returns their offsets."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=2**21)
-    await producer.start()
-    try:
-        futures = [
-            await producer.send(topic, value, key=key, partition=partition) for value, key in pairs
-        ]
-        return [meta.offset for meta in await asyncio.gather(*futures)]
-    finally:
-        await producer.stop()
-
-
 def valid(n: int, seed: int, prefix: str) -> list[dict]:
     return list(synthetic_events(n, users=40, seed=seed, prefix=prefix))
 
 
-def pairs_of(events: list[dict]) -> list[tuple[bytes, bytes]]:
-    return [(orjson.dumps(e), e["user_id"].encode()) for e in events]
-
-
 async def until_predicted(settings, ids: set[str], worker=None, timeout_s=240) -> list[dict]:
-    docs = await read_topic(
-        settings.kafka_bootstrap,
-        settings.predictions_topic,
-        until=lambda d: ids <= {x["comment_id"] for x in d},
-        timeout_s=timeout_s,
-        alive=worker.alive if worker is not None else None,
-    )
-    missing = ids - {d["comment_id"] for d in docs}
-    assert not missing, (sorted(missing)[:5], worker.log_tail() if worker else "")
-    return docs
+    return await wait_predictions(settings, ids, worker=worker, timeout_s=timeout_s)
 
 
 async def test_hostile_mix_then_valid_comments_every_message_has_one_outcome(
-    topics, make_settings, tiny_model, redis_client, tmp_path
+    topics, make_settings, tiny_model, redis_client, start_worker
 ):
     settings = make_settings(tiny_model, batch_max=BATCH_MAX, media_timeout_s=2.0)
     hostile = hostile_values(400, seed=9)
     events = valid(300, seed=9, prefix="after")
-    worker = WorkerProcess(settings, log_path=tmp_path / "worker.log").start()
-    try:
-        offsets = await produce(settings.kafka_bootstrap, settings.input_topic, hostile, 0)
-        await produce(settings.kafka_bootstrap, settings.input_topic, pairs_of(events), 0)
-        preds = await until_predicted(settings, {e["comment_id"] for e in events}, worker)
-        await asyncio.sleep(1.0)
-        dead = await read_topic(
-            settings.kafka_bootstrap, settings.dlq_topic, until=lambda d: False, timeout_s=3
-        )
-        preds = await read_topic(
-            settings.kafka_bootstrap, settings.predictions_topic, until=lambda d: False, timeout_s=3
-        )
-        assert worker.alive(), worker.log_tail()
-    finally:
-        worker.stop()
+    worker = start_worker(settings)
+    offsets = await send(settings.kafka_bootstrap, settings.input_topic, hostile, partition=0)
+    await send(settings.kafka_bootstrap, settings.input_topic, pairs_of(events), partition=0)
+    await until_predicted(settings, {e["comment_id"] for e in events}, worker)
+
+    async def every_outcome() -> tuple[list[dict], list[dict]] | None:
+        """Both topics once every hostile message has its dead letter or prediction."""
+        dead = await read_all(settings.kafka_bootstrap, settings.dlq_topic, quiet_s=1)
+        preds = await read_all(settings.kafka_bootstrap, settings.predictions_topic, quiet_s=1)
+        dead_at = {d["source"]["offset"] for d in dead}
+        predicted = {(p["user_id"], p["comment_id"]) for p in preds}
+        for (value, _), offset in zip(hostile, offsets, strict=True):
+            if offset in dead_at:
+                continue
+            try:
+                doc = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                return None
+            if not isinstance(doc, dict) or (doc.get("user_id"), doc.get("comment_id")) not in (
+                predicted
+            ):
+                return None
+        return dead, preds
+
+    dead, preds = await wait_for(every_outcome, timeout_s=60, interval_s=0.5, what="outcomes")
+    assert worker.alive(), worker.log_tail()
+    worker.stop()
     for d in dead:
         DeadLetter.model_validate(d)
     for p in preds:
@@ -152,7 +138,7 @@ async def _readyz(port: int) -> tuple[int, dict]:
 
 
 async def test_a_broken_model_dead_letters_nothing_exits_and_the_restart_resumes(
-    topics, make_settings, tiny_model, nan_model, tmp_path
+    topics, make_settings, tiny_model, nan_model, start_worker
 ):
     port = free_port()
     broken = make_settings(
@@ -164,48 +150,33 @@ async def test_a_broken_model_dead_letters_nothing_exits_and_the_restart_resumes
         web_port=port,
     )
     events = valid(120, seed=11, prefix="breaker")
-    worker = WorkerProcess(broken, log_path=tmp_path / "broken.log").start()
+    worker = start_worker(broken, "broken")
     seen_not_ready = None
-    try:
-        await produce(broken.kafka_bootstrap, broken.input_topic, pairs_of(events))
-        deadline = time.monotonic() + 120
-        while worker.alive() and time.monotonic() < deadline:
-            try:
-                status, body = await _readyz(port)
-                if status == 503 and body["checks"].get("pipeline", "ok") != "ok":
-                    seen_not_ready = body
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.5)
-        code = worker.stop(timeout=30)
-    finally:
-        worker.stop()
+    await send(broken.kafka_bootstrap, broken.input_topic, events)
+    deadline = time.monotonic() + 120
+    while worker.alive() and time.monotonic() < deadline:  # until it exits: poll /readyz
+        try:
+            status, body = await _readyz(port)
+            if status == 503 and body["checks"].get("pipeline", "ok") != "ok":
+                seen_not_ready = body
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.5)
+    code = worker.stop(timeout=30)
     log = worker.log_tail(10**6)
     assert code not in (0, None), log[-3000:]
     assert seen_not_ready is not None, log[-3000:]
     assert "model" in seen_not_ready["checks"]["pipeline"]
-    nothing = await read_topic(
-        broken.kafka_bootstrap, broken.dlq_topic, until=lambda d: False, timeout_s=2
-    )
+    nothing = await read_all(broken.kafka_bootstrap, broken.dlq_topic, quiet_s=2)
     assert nothing == []
-    assert (
-        await read_topic(
-            broken.kafka_bootstrap, broken.predictions_topic, until=lambda d: False, timeout_s=2
-        )
-        == []
-    )
+    assert await read_all(broken.kafka_bootstrap, broken.predictions_topic, quiet_s=2) == []
     # the same group, a good model: everything is predicted, no gap, still no dead letter
     good = broken.replace(model_dir=str(tiny_model), web_enabled=False)
-    worker = WorkerProcess(good, log_path=tmp_path / "good.log").start()
-    try:
-        preds = await until_predicted(good, {e["comment_id"] for e in events}, worker)
-    finally:
-        worker.stop()
+    worker = start_worker(good, "good")
+    preds = await until_predicted(good, {e["comment_id"] for e in events}, worker)
+    worker.stop()
     assert len(preds) == len(events)
-    assert (
-        await read_topic(good.kafka_bootstrap, good.dlq_topic, until=lambda d: False, timeout_s=2)
-        == []
-    )
+    assert await read_all(good.kafka_bootstrap, good.dlq_topic, quiet_s=2) == []
 
 
 CRASHY_WORKER = """
@@ -242,11 +213,8 @@ async def test_a_message_that_kills_the_worker_is_set_aside_as_poison(
     env = {**os.environ, **settings.to_env(), "PYTHONUNBUFFERED": "1"}
     script = CRASHY_WORKER.format(tests=TESTS_DIR)
     log = open(tmp_path / "crashy.log", "ab")  # noqa: SIM115
-    offsets = await produce(
-        settings.kafka_bootstrap,
-        settings.input_topic,
-        pairs_of(before) + pairs_of([killer]) + pairs_of(after),
-        partition=0,
+    offsets = await send(
+        settings.kafka_bootstrap, settings.input_topic, [*before, killer, *after], partition=0
     )
     killer_offset = offsets[len(before)]
     deaths = 0
@@ -271,9 +239,7 @@ async def test_a_message_that_kills_the_worker_is_set_aside_as_poison(
                 break
         preds = await until_predicted(settings, ids, timeout_s=120)
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(40)
+        stop_process(proc, 40)
         log.close()
     assert deaths == 3
     (letter,) = dead
@@ -285,43 +251,37 @@ async def test_a_message_that_kills_the_worker_is_set_aside_as_poison(
 
 
 async def test_a_frozen_broker_is_survived_without_loss_or_double_counts(
-    stack, topics, make_settings, tiny_model, redis_client, tmp_path
+    stack, topics, make_settings, tiny_model, redis_client, start_worker
 ):
     port = free_port()
     settings = make_settings(tiny_model, batch_max=BATCH_MAX, web_enabled=True, web_port=port)
     events = valid(1500, seed=15, prefix="freeze")
-    worker = WorkerProcess(settings, log_path=tmp_path / "worker.log").start()
+    worker = start_worker(settings)
     kafka = stack.kafka_process
     assert kafka is not None
     frozen_ready = None
+    await send(settings.kafka_bootstrap, settings.input_topic, events)
+    await wait_predictions(settings, 200, worker=worker, timeout_s=120)
+    kafka.send_signal(signal.SIGSTOP)
     try:
-        await produce(settings.kafka_bootstrap, settings.input_topic, pairs_of(events))
-        await read_topic(
-            settings.kafka_bootstrap,
-            settings.predictions_topic,
-            until=lambda d: len(d) >= 200,
-            timeout_s=120,
-        )
-        kafka.send_signal(signal.SIGSTOP)
-        try:
-            t0 = time.monotonic()
-            while time.monotonic() - t0 < 60:
-                await asyncio.sleep(5)
-                assert worker.alive(), worker.log_tail()
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    frozen_ready = await _readyz(port)
-        finally:
-            kafka.send_signal(signal.SIGCONT)
-        preds = await until_predicted(settings, {e["comment_id"] for e in events}, worker, 300)
-        assert worker.alive(), worker.log_tail()
-        ready_after = None
-        for _ in range(60):
-            ready_after = await _readyz(port)
-            if ready_after[0] == 200:
-                break
-            await asyncio.sleep(1)
+        # The freeze itself lasts 60 s (the scenario, not a wait): /readyz sampled meanwhile.
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 60:
+            await asyncio.sleep(5)
+            assert worker.alive(), worker.log_tail()
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                frozen_ready = await _readyz(port)
     finally:
-        worker.stop()
+        kafka.send_signal(signal.SIGCONT)
+    preds = await until_predicted(settings, {e["comment_id"] for e in events}, worker, 300)
+    assert worker.alive(), worker.log_tail()
+
+    async def ready() -> tuple[int, dict] | None:
+        answer = await _readyz(port)
+        return answer if answer[0] == 200 else None
+
+    ready_after = await wait_for(ready, timeout_s=60, interval_s=1, what="/readyz 200")
+    worker.stop()
     assert frozen_ready is not None and frozen_ready[0] == 503, frozen_ready
     assert frozen_ready[1]["checks"]["broker"] != "ok"
     assert ready_after is not None and ready_after[0] == 200, ready_after

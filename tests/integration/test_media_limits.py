@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from aiohttp import web
 from PIL import Image
+from support.stream import wait_for
 
 from workers.address_policy import AddressPolicy, registrable_domain
 from workers.media import MediaConfig, MediaService
@@ -218,7 +219,8 @@ async def test_no_budget_before_the_deadline_is_busy(make_service: Any, server: 
     holder = asyncio.ensure_future(
         svc.resolve([{"type": "image", "url": server.url("/slow-body/0?s=1.0")}])
     )
-    await asyncio.sleep(0.3)  # the holder has its headers and its reservation
+    # the holder has its headers and its reservation
+    await wait_for(lambda: budget.used == len(BIG), timeout_s=5, interval_s=0.01)
     assert budget.used == len(BIG)
     starved = await svc.resolve(
         [{"type": "image", "url": server.url("/big/starved")}], deadline=loop.time() + 0.4
@@ -246,7 +248,7 @@ async def test_a_wildcard_domain_cannot_take_the_connection_pool(
             for i in range(200)]
     loop = asyncio.get_running_loop()
     flood = asyncio.ensure_future(svc.resolve_batch(evil))
-    await asyncio.sleep(0.2)
+    await wait_for(lambda: server.high_water["evil.test"] >= 4, timeout_s=5, interval_s=0.01)
     t0 = loop.time()
     good = await svc.resolve([{"type": "image", "url": server.url("/slow/g", "good.test")}])
     good_s = loop.time() - t0

@@ -15,10 +15,9 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
+from support.stream import pairs_of, send, wait_predictions
 
-from commentflow.local import WorkerProcess, read_topic
 from commentflow.produce import synthetic_events
 from commentflow.stack import free_port
 from model.testing import make_tiny_model_dir
@@ -46,16 +45,6 @@ BAD = [
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_model_dir(tmp_path_factory.mktemp("tiny-model-obs") / "model")
-
-
-async def send(bootstrap: str, topic: str, values: list[bytes], keys: list[bytes]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-    await producer.start()
-    try:
-        futures = [await producer.send(topic, v, key=k) for v, k in zip(values, keys, strict=True)]
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
 
 
 def parse(text: str) -> dict[str, dict[tuple, float]]:
@@ -88,30 +77,23 @@ async def wait_for(session, url, check, worker, timeout_s=60.0):
 
 
 async def test_metrics_match_what_was_sent_and_health_endpoints(
-    stack, topics, make_settings, tiny_model, redis_client, tmp_path
+    stack, topics, make_settings, tiny_model, redis_client, tmp_path, start_worker
 ):
     port = free_port()
     settings = make_settings(
         tiny_model, batch_max=16, web_enabled=True, web_port=port, log_format="json"
     )
     events = list(synthetic_events(240, users=30, seed=21, prefix="obs"))
-    values = [orjson.dumps(e) for e in events] + [v for v, _ in BAD]
-    keys = [e["user_id"].encode() for e in events] + [b"bad"] * len(BAD)
+    messages = pairs_of(events) + [(v, b"bad") for v, _ in BAD]
     base = f"http://127.0.0.1:{port}"
-    worker = WorkerProcess(settings, log_path=tmp_path / "worker.log").start()
+    worker = start_worker(settings)
     try:
         async with aiohttp.ClientSession() as session:
             # alive before anything else is
             status, _ = await wait_for(session, f"{base}/livez", lambda s, b: s == 200, worker)
             assert status == 200
-            await send(settings.kafka_bootstrap, settings.input_topic, values, keys)
-            docs = await read_topic(
-                settings.kafka_bootstrap,
-                settings.predictions_topic,
-                until=lambda d: len(d) >= len(events),
-                timeout_s=120,
-                alive=worker.alive,
-            )
+            await send(settings.kafka_bootstrap, settings.input_topic, messages)
+            docs = await wait_predictions(settings, len(events), worker=worker, timeout_s=120)
             assert len(docs) == len(events), worker.log_tail()
             labels = collections.Counter(d["label"] for d in docs)
             codes = collections.Counter(code for _, code in BAD)
@@ -134,7 +116,7 @@ async def test_metrics_match_what_was_sent_and_health_endpoints(
             assert dead == dict(codes)
             by_label = {k[0][1]: v for k, v in m["commentflow_predictions_total"].items()}
             assert by_label == {lb: labels.get(lb, 0) for lb in ("negative", "neutral", "positive")}
-            assert m["commentflow_batch_size_events_sum"][()] == len(values)
+            assert m["commentflow_batch_size_events_sum"][()] == len(messages)
             assert m["commentflow_inference_seconds_count"][()] >= len(events) / 16
             e2e = m["commentflow_end_to_end_latency_seconds_count"]
             assert e2e[(("since", "broker"),)] == e2e[(("since", "created_at"),)] == len(events)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
+from support.stream import pairs_of, read_all, send, wait_predictions
 
-from commentflow.local import WorkerProcess, read_topic
+from commentflow.local import read_topic
 from commentflow.produce import synthetic_events
 from model.testing import make_tiny_model_dir
 from schemas.events import DeadLetter, Prediction
@@ -54,57 +54,24 @@ def bad_inputs() -> list[tuple[bytes | None, str]]:
     return out * 3  # 39 bad messages
 
 
-async def send(bootstrap: str, topic: str, values: list[bytes | None], keys: list[bytes | None]):
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=2**21)
-    await producer.start()
-    try:
-        futures = [
-            await producer.send(topic, value, key=key)
-            for value, key in zip(values, keys, strict=True)
-        ]
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
-
-
 async def send_sentinels(bootstrap: str, topic: str, partitions: int, tag: str) -> list[str]:
     """One valid event per partition: once all are predicted, everything before them was."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    await producer.start()
     ids = []
-    try:
-        for p in range(partitions):
-            cid = f"sentinel-{tag}-{p}"
-            ids.append(cid)
-            doc = {
-                "comment_id": cid,
-                "user_id": "sentinel",
-                "text": "end",
-                "created_at": "2026-11-28T10:00:00Z",
-            }
-            await producer.send_and_wait(topic, orjson.dumps(doc), key=b"sentinel", partition=p)
-    finally:
-        await producer.stop()
+    for p in range(partitions):
+        cid = f"sentinel-{tag}-{p}"
+        ids.append(cid)
+        doc = {
+            "comment_id": cid,
+            "user_id": "sentinel",
+            "text": "end",
+            "created_at": "2026-11-28T10:00:00Z",
+        }
+        await send(bootstrap, topic, [(orjson.dumps(doc), b"sentinel")], partition=p)
     return ids
 
 
 def valid_events(n: int, seed: int, users: int = 150) -> list[dict]:
     return list(synthetic_events(n, users=users, seed=seed, prefix="it"))
-
-
-async def wait_predictions(
-    settings, want_ids: set[str], timeout_s: float = 180, worker: WorkerProcess | None = None
-) -> list[dict]:
-    docs = await read_topic(
-        settings.kafka_bootstrap,
-        settings.predictions_topic,
-        until=lambda d: want_ids <= {x["comment_id"] for x in d},
-        timeout_s=timeout_s,
-        alive=worker.alive if worker is not None else None,
-    )
-    missing = want_ids - {x["comment_id"] for x in docs}
-    assert not missing, f"{len(missing)} predictions missing, e.g. {sorted(missing)[:5]}"
-    return docs
 
 
 async def check_redis(redis_client, prefix: str, events: list[dict], labels: dict[str, str]):
@@ -137,16 +104,15 @@ def labels_of(docs: list[dict]) -> dict[str, str]:
 
 
 async def test_valid_and_bad_events_replay_exactly_once(
-    topics, make_settings, tiny_model, redis_client, tmp_path
+    topics, make_settings, tiny_model, redis_client, start_worker
 ):
     settings = make_settings(tiny_model, batch_max=BATCH_MAX)
     events = valid_events(2000, seed=1)
     bad = bad_inputs()
-    values = [orjson.dumps(e) for e in events] + [v for v, _ in bad]
-    keys = [e["user_id"].encode() for e in events] + [b"bad-producer"] * len(bad)
-    worker = WorkerProcess(settings, log_path=tmp_path / "worker.log").start()
+    messages = pairs_of(events) + [(v, b"bad-producer") for v, _ in bad]
+    worker = start_worker(settings)
     try:
-        await send(settings.kafka_bootstrap, settings.input_topic, values, keys)
+        await send(settings.kafka_bootstrap, settings.input_topic, messages)
         docs = await wait_predictions(settings, {e["comment_id"] for e in events}, worker=worker)
         dead = await read_topic(
             settings.kafka_bootstrap,
@@ -168,7 +134,7 @@ async def test_valid_and_bad_events_replay_exactly_once(
         await check_redis(redis_client, settings.redis_prefix, events, labels_of(docs))
 
         # replay everything: valid ones change nothing; each re-sent bad message is a new input
-        await send(settings.kafka_bootstrap, settings.input_topic, values, keys)
+        await send(settings.kafka_bootstrap, settings.input_topic, messages)
         sentinels = await send_sentinels(settings.kafka_bootstrap, settings.input_topic, 4, "r")
         after = await wait_predictions(settings, set(sentinels), worker=worker)
         assert len(after) == len(events) + len(sentinels)
@@ -193,37 +159,21 @@ async def test_valid_and_bad_events_replay_exactly_once(
 
 
 async def test_kill_9_mid_stream_then_restart_loses_nothing_counts_once(
-    topics, make_settings, tiny_model, redis_client, tmp_path
+    topics, make_settings, tiny_model, redis_client, start_worker
 ):
     settings = make_settings(tiny_model, batch_max=BATCH_MAX)
     events = valid_events(3000, seed=2)
     ids = {e["comment_id"] for e in events}
-    log = tmp_path / "worker.log"
-    worker = WorkerProcess(settings, log_path=log).start()
-    try:
-        await send(
-            settings.kafka_bootstrap,
-            settings.input_topic,
-            [orjson.dumps(e) for e in events],
-            [e["user_id"].encode() for e in events],
-        )
-        # wait until the worker is mid-stream, then kill it without any chance to clean up
-        seen = await read_topic(
-            settings.kafka_bootstrap,
-            settings.predictions_topic,
-            until=lambda d: len(d) >= 600,
-            timeout_s=120,
-        )
-        assert len(seen) >= 600, worker.log_tail()
-        worker.kill()
-        partial = await read_topic(
-            settings.kafka_bootstrap, settings.predictions_topic, until=lambda d: False, timeout_s=2
-        )
-        assert len({d["comment_id"] for d in partial}) < len(ids), "killed too late to test"
-        worker = WorkerProcess(settings, log_path=log).start()
-        docs = await wait_predictions(settings, ids, worker=worker)
-    finally:
-        worker.stop()
+    worker = start_worker(settings)
+    await send(settings.kafka_bootstrap, settings.input_topic, events)
+    # wait until the worker is mid-stream, then kill it without any chance to clean up
+    await wait_predictions(settings, 600, worker=worker, timeout_s=120)
+    worker.kill()
+    partial = await read_all(settings.kafka_bootstrap, settings.predictions_topic, quiet_s=2)
+    assert len({d["comment_id"] for d in partial}) < len(ids), "killed too late to test"
+    worker = start_worker(settings)  # the same log
+    docs = await wait_predictions(settings, ids, worker=worker)
+    worker.stop()
     duplicates = len(docs) - len(labels_of(docs))
     # only the batch in flight at the kill can be published twice
     assert duplicates <= BATCH_MAX, duplicates
@@ -236,98 +186,60 @@ async def test_kill_9_mid_stream_then_restart_loses_nothing_counts_once(
 
 
 async def test_redis_connection_drops_are_retried_without_double_counting(
-    topics, make_settings, tiny_model, redis_client, tmp_path
+    topics, make_settings, tiny_model, redis_client, start_worker
 ):
     settings = make_settings(tiny_model, batch_max=BATCH_MAX, retry_max_s=0.5)
     events = valid_events(2000, seed=3)
-    worker = WorkerProcess(settings, log_path=tmp_path / "worker.log").start()
-    try:
-        await send(
-            settings.kafka_bootstrap,
-            settings.input_topic,
-            [orjson.dumps(e) for e in events],
-            [e["user_id"].encode() for e in events],
+    worker = start_worker(settings)
+    await send(settings.kafka_bootstrap, settings.input_topic, events)
+    await wait_predictions(settings, 100, worker=worker, timeout_s=120)
+    kills = 0
+    for _ in range(15):  # drop every client connection (the worker's) again and again
+        kills += await redis_client.execute_command(
+            "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"
         )
-        await read_topic(
-            settings.kafka_bootstrap,
-            settings.predictions_topic,
-            until=lambda d: len(d) >= 100,
-            timeout_s=120,
-        )
-        kills = 0
-        for _ in range(15):  # drop every client connection (the worker's) again and again
-            kills += await redis_client.execute_command(
-                "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"
-            )
-            await asyncio.sleep(0.15)
-        docs = await wait_predictions(settings, {e["comment_id"] for e in events}, worker=worker)
-        assert worker.alive(), worker.log_tail()
-    finally:
-        worker.stop()
+        await asyncio.sleep(0.15)  # the pace of the fault, not a wait for anything
+    docs = await wait_predictions(settings, {e["comment_id"] for e in events}, worker=worker)
+    assert worker.alive(), worker.log_tail()
+    worker.stop()
     assert kills > 0
     assert len(docs) == len(labels_of(docs)) == len(events)
     await check_redis(redis_client, settings.redis_prefix, events, labels_of(docs))
 
 
 async def test_sigterm_finishes_in_bounded_time_and_resumes(
-    topics, make_settings, tiny_model, redis_client, tmp_path
+    topics, make_settings, tiny_model, redis_client, start_worker
 ):
     settings = make_settings(tiny_model, batch_max=BATCH_MAX)
     events = valid_events(2500, seed=4)
-    log = tmp_path / "worker.log"
-    worker = WorkerProcess(settings, log_path=log).start()
-    try:
-        await send(
-            settings.kafka_bootstrap,
-            settings.input_topic,
-            [orjson.dumps(e) for e in events],
-            [e["user_id"].encode() for e in events],
-        )
-        await read_topic(
-            settings.kafka_bootstrap,
-            settings.predictions_topic,
-            until=lambda d: len(d) >= 400,
-            timeout_s=120,
-        )
-        t0 = time.monotonic()
-        code = worker.stop(timeout=60)
-        stop_s = time.monotonic() - t0
-        assert code == 0, worker.log_tail()
-        assert stop_s < settings.shutdown_timeout_s + 15, stop_s
-        worker = WorkerProcess(settings, log_path=log).start()
-        docs = await wait_predictions(settings, {e["comment_id"] for e in events}, worker=worker)
-    finally:
-        worker.stop()
+    worker = start_worker(settings)
+    await send(settings.kafka_bootstrap, settings.input_topic, events)
+    await wait_predictions(settings, 400, worker=worker, timeout_s=120)
+    t0 = time.monotonic()
+    code = worker.stop(timeout=60)
+    stop_s = time.monotonic() - t0
+    assert code == 0, worker.log_tail()
+    assert stop_s < settings.shutdown_timeout_s + 15, stop_s
+    worker = start_worker(settings)  # the same log
+    docs = await wait_predictions(settings, {e["comment_id"] for e in events}, worker=worker)
+    worker.stop()
     # a graceful stop acks and commits what it published: no redelivered duplicates
     assert len(docs) - len(labels_of(docs)) == 0
     await check_redis(redis_client, settings.redis_prefix, events, labels_of(docs))
 
 
 async def test_two_workers_share_the_group_and_survive_losing_one(
-    topics, make_settings, tiny_model, redis_client, tmp_path
+    topics, make_settings, tiny_model, redis_client, start_worker
 ):
     settings = make_settings(tiny_model, batch_max=BATCH_MAX)
     events = valid_events(3000, seed=5, users=300)
-    a = WorkerProcess(settings, log_path=tmp_path / "a.log").start()
-    b = WorkerProcess(settings, log_path=tmp_path / "b.log").start()
-    try:
-        await send(
-            settings.kafka_bootstrap,
-            settings.input_topic,
-            [orjson.dumps(e) for e in events],
-            [e["user_id"].encode() for e in events],
-        )
-        await read_topic(
-            settings.kafka_bootstrap,
-            settings.predictions_topic,
-            until=lambda d: len(d) >= 500,
-            timeout_s=120,
-        )
-        a.kill()  # b takes over a's partitions after the session timeout
-        docs = await wait_predictions(settings, {e["comment_id"] for e in events}, worker=b)
-    finally:
-        a.stop()
-        b.stop()
+    a = start_worker(settings, "a")
+    b = start_worker(settings, "b")
+    await send(settings.kafka_bootstrap, settings.input_topic, events)
+    await wait_predictions(settings, 500, timeout_s=120)
+    a.kill()  # b takes over a's partitions after the session timeout
+    docs = await wait_predictions(settings, {e["comment_id"] for e in events}, worker=b)
+    b.stop()
     assert "Executing _on_partitions_assigned" in b.log_tail(10**6)
     assert len(docs) - len(labels_of(docs)) <= BATCH_MAX
     await check_redis(redis_client, settings.redis_prefix, events, labels_of(docs))

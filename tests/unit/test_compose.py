@@ -174,6 +174,10 @@ def test_dockerfile_installs_cpu_torch_first() -> None:
     torch_at = text.index("torch==2.13.0")
     assert "download.pytorch.org/whl/cpu" in text
     assert torch_at < text.index("pip install .")
+    # installed as an application, in its own venv, never into the system site-packages
+    venv_at = text.index("RUN python -m venv /opt/commentflow")
+    assert venv_at < torch_at and "PATH=/opt/commentflow/bin:$PATH" in text
+    assert "/opt/commentflow/bin/pip install ." in text and ".[dev]" not in text
     assert 'ENTRYPOINT ["commentflow"]' in text
     assert "\nUSER " in text
 

@@ -1,4 +1,4 @@
-"""A local media server that serves good media and hostile media, for ``commentflow soak``.
+"""The one synthetic media server: good and hostile media, for the soak, the bench and tests.
 
 Every route answers for any ``Host`` header, so ``media.soak.test``, ``localhost`` and every
 ``x{n}.wild.soak.test`` reach it once the worker resolves those names to 127.0.0.1 (a new
@@ -8,6 +8,14 @@ Routes (``{n}`` makes a URL, and for good media the content, unique)::
 
     /good/image/{n}.png     a small PNG with rendered text (new content for every n)
     /good/audio/{n}.wav     a short speech clip (espeak-ng, or a tone), new content for every n
+    /same/{name}            one small PNG for every name (one content under many URLs)
+    /photo/{n}.jpg          a 640x480 JPEG of noise, new content for every n (the bench's photos)
+    /tone/{n}.wav           a 3 s tone at 22,050 Hz, new content for every n (the bench's audio)
+    /wrong-type/{n}         HTML served as ``image/png``
+    /truncated/{n}          the first half of a PNG
+    /to/{target}            302 to an internal address: ``loopback`` (127.0.0.1, this server),
+                            ``v6-loopback`` ([::1]), ``private`` (10.0.0.1), ``metadata``
+                            (169.254.169.254); a worker's address policy must refuse each
     /bomb/png/{n}.png       ~120 KB PNG that claims, and decodes to, 6300x6300 RGB (119 MB)
     /bomb/wav-header/{n}    a WAV header claiming 4 GiB of data, then 4 KB of samples
     /bomb/wav-rate/{n}      a valid 5 s WAV at 191,999 Hz
@@ -20,7 +28,9 @@ Routes (``{n}`` makes a URL, and for good media the content, unique)::
 
 Bounded by construction: nothing large is held (huge bodies are streamed in 64 KB chunks of one
 shared zero buffer), every streamed body has a fixed maximum length, and :meth:`stop` ends every
-open response within about a second.
+open response within about a second. The costly bodies (speech clips, the PNG bomb) are built on
+first use. :attr:`MediaServer.hits` counts requests by route family, :attr:`MediaServer.paths` by
+path.
 """
 
 from __future__ import annotations
@@ -35,14 +45,16 @@ import subprocess
 import tempfile
 import zlib
 from collections import Counter
+from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 import numpy as np
 import soundfile as sf
 from aiohttp import web
 
-__all__ = ["HOSTILE_PATHS", "HostileMediaServer"]
+__all__ = ["HOSTILE_PATHS", "MediaServer"]
 
 #: Hostile path templates by kind; ``{n}`` is a counter. (kind of media the URL claims, path)
 HOSTILE_PATHS: dict[str, tuple[str, str]] = {
@@ -128,19 +140,25 @@ def _speech_clips() -> list[np.ndarray]:
     return clips
 
 
-class HostileMediaServer:
+class MediaServer:
     """The server on 127.0.0.1 (a free port unless given); ``start()``/``stop()`` idempotent.
 
-    :attr:`hits` counts requests by route family (``good_image``, ``bomb_png``, ...).
+    :attr:`hits` counts requests by route family (``good_image``, ``bomb_png``, ...),
+    :attr:`paths` by request path (``/same/meme.png``: 1); :attr:`requests` is the total.
     """
 
     def __init__(self, port: int = 0) -> None:
         self._port = port
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
-        self._bodies: dict[str, bytes] = {}
-        self._clips: list[np.ndarray] = []
+        self._bodies: dict[str, Any] = {}
+        self._building: dict[str, asyncio.Task[Any]] = {}
         self.hits: Counter[str] = Counter()
+        self.paths: Counter[str] = Counter()
+
+    @property
+    def requests(self) -> int:
+        return self.paths.total()
 
     @property
     def port(self) -> int:
@@ -156,23 +174,22 @@ class HostileMediaServer:
     async def start(self) -> None:
         if self._runner is not None:
             return
-        self._clips, bomb = await asyncio.gather(
-            asyncio.to_thread(_speech_clips), asyncio.to_thread(bomb_png)
-        )
-        rate = 191_999
-        t = np.arange(5 * rate) / rate
-        self._bodies = {
-            "bomb_png": bomb,
-            "bomb_wav_header": wav_header_bomb(),
-            "bomb_wav_rate": _wav((0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), rate),
-        }
-        app = web.Application()
+        self._stopping.clear()
+        app = web.Application(middlewares=[self._count])
         r = app.router
         r.add_get("/good/image/{n}", self._good_image)
         r.add_get("/good/audio/{n}", self._good_audio)
-        r.add_get("/bomb/png/{n}", self._fixed("bomb_png", "image/png"))
-        r.add_get("/bomb/wav-header/{n}", self._fixed("bomb_wav_header", "audio/wav"))
-        r.add_get("/bomb/wav-rate/{n}", self._fixed("bomb_wav_rate", "audio/wav"))
+        r.add_get("/same/{name}", self._fixed("same", "image/png", _small_png))
+        r.add_get("/photo/{n}", self._photo)
+        r.add_get("/tone/{n}", self._tone)
+        r.add_get("/wrong-type/{n}", self._fixed("wrong_type", "image/png", lambda: b"<html>hi"))
+        r.add_get("/truncated/{n}", self._fixed("truncated", "image/png", _truncated_png))
+        r.add_get("/to/{target}", self._to_internal)
+        r.add_get("/bomb/png/{n}", self._fixed("bomb_png", "image/png", bomb_png))
+        r.add_get(
+            "/bomb/wav-header/{n}", self._fixed("bomb_wav_header", "audio/wav", wav_header_bomb)
+        )
+        r.add_get("/bomb/wav-rate/{n}", self._fixed("bomb_wav_rate", "audio/wav", _wav_rate_bomb))
         r.add_get("/huge/declared/{n}", self._huge_declared)
         r.add_get("/huge/chunked/{n}", self._huge_chunked)
         r.add_get("/slow/{n}", self._slow)
@@ -198,10 +215,24 @@ class HostileMediaServer:
 
     # -- handlers ------------------------------------------------------------------------------
 
-    def _fixed(self, name: str, content_type: str):  # type: ignore[no-untyped-def]
+    @web.middleware
+    async def _count(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        self.paths[request.path] += 1
+        return await handler(request)
+
+    async def _body(self, name: str, build: Callable[[], Any]) -> Any:
+        """``build()`` (in a thread) on first use, then the same value."""
+        if name not in self._bodies:
+            task = self._building.get(name)
+            if task is None:
+                task = self._building[name] = asyncio.ensure_future(asyncio.to_thread(build))
+            self._bodies[name] = await asyncio.shield(task)
+        return self._bodies[name]
+
+    def _fixed(self, name: str, content_type: str, build: Callable[[], bytes]):  # type: ignore[no-untyped-def]
         async def handle(_request: web.Request) -> web.Response:
             self.hits[name] += 1
-            return web.Response(body=self._bodies[name], content_type=content_type)
+            return web.Response(body=await self._body(name, build), content_type=content_type)
 
         return handle
 
@@ -211,10 +242,34 @@ class HostileMediaServer:
         body = await asyncio.to_thread(_text_png, f"{_PHRASES[n % len(_PHRASES)]} #{n}", n)
         return web.Response(body=body, content_type="image/png")
 
+    async def _photo(self, request: web.Request) -> web.Response:
+        self.hits["photo"] += 1
+        body = await asyncio.to_thread(_noise_jpeg, _number(request))
+        return web.Response(body=body, content_type="image/jpeg")
+
+    async def _tone(self, request: web.Request) -> web.Response:
+        self.hits["tone"] += 1
+        body = await asyncio.to_thread(_tone_wav, _number(request))
+        return web.Response(body=body, content_type="audio/wav")
+
+    async def _to_internal(self, request: web.Request) -> web.Response:
+        self.hits["to_internal"] += 1
+        targets = {
+            "loopback": f"http://127.0.0.1:{self._port}/same/x.png",
+            "v6-loopback": f"http://[::1]:{self._port}/same/x.png",
+            "private": "http://10.0.0.1/same/x.png",
+            "metadata": "http://169.254.169.254/latest/meta-data/",
+        }
+        target = targets.get(request.match_info["target"])
+        if target is None:
+            raise web.HTTPNotFound()
+        raise web.HTTPFound(target)
+
     async def _good_audio(self, request: web.Request) -> web.Response:
         self.hits["good_audio"] += 1
         n = _number(request)
-        clip = self._clips[n % len(self._clips)]
+        clips = await self._body("speech_clips", _speech_clips)
+        clip = clips[n % len(clips)]
         # a little trailing silence makes every n a new content hash (no cache hit by content)
         samples = np.concatenate([clip, np.zeros(1 + n % 997, dtype=np.float32)])
         return web.Response(body=_wav(samples, 22_050), content_type="audio/wav")
@@ -284,4 +339,43 @@ def _text_png(text: str, seed: int) -> bytes:
     ImageDraw.Draw(img).text((12, 45), text, fill=(0, 0, 0))
     buf = io.BytesIO()
     img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _small_png() -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (96, 64), (200, 30, 30)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _truncated_png() -> bytes:
+    whole = _small_png()
+    return whole[: len(whole) // 2]
+
+
+def _wav_rate_bomb() -> bytes:
+    rate = 191_999
+    t = np.arange(5 * rate) / rate
+    return _wav((0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), rate)
+
+
+@lru_cache(maxsize=256)
+def _noise_jpeg(n: int) -> bytes:
+    from PIL import Image
+
+    pixels = np.random.default_rng(n).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG", quality=85)
+    return buf.getvalue()
+
+
+@lru_cache(maxsize=256)
+def _tone_wav(n: int) -> bytes:
+    t = np.arange(3 * 22_050) / 22_050
+    buf = io.BytesIO()
+    sf.write(
+        buf, (0.2 * np.sin(2 * np.pi * (200 + n) * t)).astype(np.float32), 22_050, format="WAV"
+    )
     return buf.getvalue()

@@ -1,0 +1,120 @@
+"""Helpers for tests that drive a worker through the real broker: send, wait, poll.
+
+The worker itself comes from the ``start_worker`` fixture (``tests/conftest.py``), which always
+stops what it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from commentflow.local import WorkerProcess, read_topic
+from commentflow.settings import Settings
+
+__all__ = ["pairs_of", "read_all", "send", "wait_for", "wait_predictions"]
+
+T = TypeVar("T")
+
+Message = tuple[bytes | None, bytes | None]
+
+
+def pairs_of(events: Iterable[dict[str, Any]]) -> list[Message]:
+    """Events as (value, key) pairs, keyed by ``user_id`` (what a producer sends)."""
+    return [(orjson.dumps(e), e["user_id"].encode()) for e in events]
+
+
+async def send(
+    bootstrap: str,
+    topic: str,
+    messages: Iterable[dict[str, Any] | Message],
+    *,
+    partition: int | None = None,
+) -> list[int]:
+    """Send events (dicts, keyed by ``user_id``) or raw (value, key) pairs; wait for every ack.
+
+    Returns the offsets, in order.
+    """
+    pairs = [pairs_of([m])[0] if isinstance(m, dict) else m for m in messages]
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=2**21)
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(topic, value, key=key, partition=partition) for value, key in pairs
+        ]
+        return [meta.offset for meta in await asyncio.gather(*futures)]
+    finally:
+        await producer.stop()
+
+
+async def wait_predictions(
+    settings: Settings,
+    want: set[str] | int,
+    *,
+    worker: WorkerProcess | None = None,
+    timeout_s: float = 180,
+) -> list[dict[str, Any]]:
+    """Read the predictions topic until every id in ``want`` (or ``want`` predictions) is there.
+
+    Stops early when ``worker`` dies; fails, with the worker's log tail, if any is missing.
+    """
+    if isinstance(want, int):
+        n = want
+
+        def done(docs: list[dict[str, Any]]) -> bool:
+            return len(docs) >= n
+    else:
+        ids = want
+
+        def done(docs: list[dict[str, Any]]) -> bool:
+            return ids <= {d["comment_id"] for d in docs}
+
+    docs = await read_topic(
+        settings.kafka_bootstrap,
+        settings.predictions_topic,
+        until=done,
+        timeout_s=timeout_s,
+        alive=worker.alive if worker is not None else None,
+    )
+    if isinstance(want, int):
+        missing = max(0, want - len(docs))
+        assert not missing, (f"{missing} predictions missing", _tail(worker))
+    else:
+        absent = want - {d["comment_id"] for d in docs}
+        assert not absent, (f"{len(absent)} missing, e.g. {sorted(absent)[:5]}", _tail(worker))
+    return docs
+
+
+async def read_all(bootstrap: str, topic: str, *, quiet_s: float = 3.0) -> list[dict[str, Any]]:
+    """Everything on ``topic`` now: reads from the beginning for ``quiet_s``."""
+    return await read_topic(bootstrap, topic, until=lambda _d: False, timeout_s=quiet_s)
+
+
+async def wait_for(
+    check: Callable[[], Awaitable[T] | T],
+    *,
+    timeout_s: float,
+    interval_s: float = 0.1,
+    what: str = "the condition",
+) -> T:
+    """Poll ``check`` (sync or async) until it returns something truthy; fail at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not hold within {timeout_s} s")
+        await asyncio.sleep(interval_s)
+
+
+def _tail(worker: WorkerProcess | None) -> str:
+    return worker.log_tail() if worker is not None else ""
