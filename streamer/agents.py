@@ -35,6 +35,7 @@ from model.base import LABELS, Classifier
 from schemas.errors import DEAD_LETTER_CODES
 from streamer.settings import Settings
 from streamer.topics import input_topic
+from workers import memory
 from workers.aggregates import AggregateStore
 from workers.config import MediaSettings, ProcessorConfig
 from workers.crash_guard import CrashGuard
@@ -253,6 +254,11 @@ def install(app: faust.App, settings: Settings, classifier: Classifier | None = 
             await resources.stop()
 
     last = {"t": time.monotonic(), "n": 0}
+
+    @app.timer(interval=5.0)
+    async def release_memory() -> None:
+        # free heap pages back to the system (workers.memory); a few ms, off the event loop
+        await asyncio.to_thread(memory.trim)
 
     @app.timer(interval=10.0)
     async def progress() -> None:

@@ -59,7 +59,9 @@ def run_worker(settings: Settings) -> int:
     fails fast with a clear message, and partitions are never held by a worker still loading.
     """
     from model import load_classifier
+    from workers import memory
 
+    memory.tune()  # before the model and its threads allocate: see workers.memory
     try:
         classifier = load_classifier(settings.model_dir, settings.device)
     except (ModelError, OSError) as exc:

@@ -73,8 +73,8 @@ def sha256_hex(data: bytes | str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class CacheConfig:
-    max_entries: int = 4096
-    max_bytes: int = 256 * 1024 * 1024
+    max_entries: int = 1024
+    max_bytes: int = 64 * 1024 * 1024  # per worker; the cache Redis is the shared layer
     max_entry_bytes: int = 4 * 1024 * 1024  # larger values are not kept locally
     negative_ttl_s: float = 60.0  # deterministic URL failures (http_404, decode_error ...)
     redis_prefix: str = "commentflow:"
