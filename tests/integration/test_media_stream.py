@@ -23,7 +23,7 @@ from aiohttp import web
 from PIL import Image
 
 from commentflow.local import WorkerProcess, read_topic
-from model.testing_multimodal import make_tiny_multimodal_dir
+from model.testing.multimodal import make_tiny_multimodal_dir
 from schemas.events import Prediction
 
 pytestmark = pytest.mark.integration

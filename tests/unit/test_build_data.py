@@ -17,9 +17,10 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from model import build_data as bd
 from model.base import LABELS
-from model.data import DEFAULT_SEED, clean_text
+from model.data import synthesis as bd
+from model.data.text import DEFAULT_SEED
+from model.serving.preprocess import clean_text
 
 SIZES = {"train": 12, "val": 12, "test": 12}
 ESPEAK_MISSING = (

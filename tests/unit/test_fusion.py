@@ -14,11 +14,12 @@ import torch
 import model
 from commentflow.errors import ModelFormatError, UnsafeWeightsError
 from model import LABELS, Classifier, CommentInput
-from model.classifier import HeadConfig, MLPHead
-from model.fusion import SLOTS, FusionModel, modality_dropout
-from model.multimodal import ContentCache, MultimodalClassifier
+from model.nn.fusion import SLOTS, FusionModel, modality_dropout
+from model.nn.heads import HeadConfig, MLPHead
+from model.serving.cache import ContentCache
+from model.serving.multimodal import MultimodalClassifier
 from model.testing import make_tiny_model_dir
-from model.testing_multimodal import make_tiny_multimodal_dir, tiny_fusion_config
+from model.testing.multimodal import make_tiny_multimodal_dir, tiny_fusion_config
 
 torch.set_num_threads(1)
 RNG = np.random.default_rng(0)
@@ -266,7 +267,7 @@ def test_pickles_are_refused(mm_dir: Path, tmp_path: Path, name: str) -> None:
 
 
 def test_v1_and_v2_dispatch(mm_dir: Path, tmp_path: Path) -> None:
-    from model.classifier import TextClassifier
+    from model.serving.text import TextClassifier
 
     v1 = model.load_classifier(make_tiny_model_dir(tmp_path / "v1"), device="cpu")
     assert isinstance(v1, TextClassifier)
@@ -301,7 +302,7 @@ def test_bench_model_measures_every_workload(mm_dir: Path, tmp_path: Path) -> No
     """``commentflow bench-model`` on the tiny model: every workload and batch size, saved."""
     import shutil as _sh
 
-    from model import throughput
+    from model.evaluation import throughput
 
     if _sh.which("espeak-ng") is None:
         pytest.fail("espeak-ng is a system dependency (make system-deps)")

@@ -13,7 +13,8 @@ import torch
 import model
 from commentflow.errors import ModelFormatError, UnsafeWeightsError
 from model import LABELS, Classifier, CommentInput, load_classifier
-from model.classifier import HeadConfig, MLPHead, save_model_dir
+from model.format.text import save_model_dir
+from model.nn.heads import HeadConfig, MLPHead
 from model.testing import make_tiny_model_dir
 
 TEXTS = [
@@ -182,7 +183,7 @@ def test_text_model_gets_obvious_sentences_right() -> None:
 def _train_args(tmp_path: Path, encoder: Path, out: str, epochs: int, *extra: str):
     import argparse
 
-    from model import train
+    from model.training import text as train
 
     parser = argparse.ArgumentParser()
     train.add_arguments(parser)
@@ -200,7 +201,7 @@ def test_train_resume_evaluate(tiny_dir: Path, tmp_path: Path) -> None:
 
     from safetensors.torch import load_file
 
-    from model import train
+    from model.training import text as train
 
     words = {"negative": "awful bad terrible", "neutral": "the a table", "positive": "great love"}
     (tmp_path / "d.csv").write_text(
@@ -229,7 +230,7 @@ def test_train_resume_evaluate(tiny_dir: Path, tmp_path: Path) -> None:
     clf = load_classifier(tmp_path / "full", device="cpu")
     assert len(clf.predict([CommentInput("great love")])) == 1
     assert list((tmp_path / "cache").glob("*.npy")), "features are cached"
-    from model import evaluate
+    from model.evaluation import evaluate
 
     parser = argparse.ArgumentParser()
     evaluate.add_arguments(parser)
@@ -252,14 +253,13 @@ def test_train_resume_evaluate(tiny_dir: Path, tmp_path: Path) -> None:
     assert result["metrics"]["confusion_matrix"] == metrics["test"]["confusion_matrix"]
 
 
-
 @pytest.mark.slow
 def test_finetune_the_text_encoder(tiny_dir: Path, tmp_path: Path) -> None:
     """--finetune-epochs: the encoder learns too, is saved in the model dir, and the reloaded
     model scores the test split exactly as training did."""
     from safetensors.torch import load_file
 
-    from model import train
+    from model.training import text as train
 
     words = {"negative": "awful bad terrible", "neutral": "the a table", "positive": "great love"}
     (tmp_path / "d.csv").write_text(
@@ -290,8 +290,8 @@ def test_default_multimodal_model_reads_text_pictures_and_voice_notes(tmp_path: 
     import soundfile as sf
 
     from commentflow.settings import DEFAULT_MODEL_DIR
-    from model import build_data as bd
     from model import load_classifier as load_any
+    from model.data import synthesis as bd
 
     assert (DEFAULT_MODEL_DIR / "config.json").is_file(), f"{DEFAULT_MODEL_DIR} is missing"
     clf = load_any(DEFAULT_MODEL_DIR, device="cpu")

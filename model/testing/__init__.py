@@ -7,8 +7,9 @@ from pathlib import Path
 
 import torch
 
-from model.classifier import HeadConfig, MLPHead, save_model_dir
-from model.text_encoder import DEFAULT_PACKAGE, TextEncoderConfig, no_hf_progress_bars
+from model.encoders.text import DEFAULT_PACKAGE, TextEncoderConfig, no_hf_progress_bars
+from model.format.text import save_model_dir
+from model.nn.heads import HeadConfig, MLPHead
 
 __all__ = ["TINY_BERT", "make_tiny_model_dir"]
 

@@ -43,18 +43,19 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from model.acoustic import LOG_EPS, AcousticEncoderConfig, MelConfig
 from model.base import LABELS
-from model.checkpoint import pack_training_state, restore_training_state
-from model.classifier import SENTIMENT_HEAD, HeadConfig, read_config
-from model.data import DEFAULT_SEED, load_dataset, stratified_split
-from model.features import PRESENCE, FeatureSet, load_features
-from model.fusion import FusionConfig, FusionModel
-from model.metrics import classification_metrics, format_report, plot_confusion_matrix
-from model.multimodal import default_encoders_config, save_multimodal_dir
-from model.text_encoder import TextEncoderConfig, derive_features
+from model.data.featurise import FeatureSet, load_features
+from model.data.text import DEFAULT_SEED, load_dataset, stratified_split
+from model.encoders.text import TextEncoderConfig, derive_features
+from model.evaluation.metrics import classification_metrics, format_report, plot_confusion_matrix
+from model.format.directory import SENTIMENT_HEAD, read_config
+from model.format.multimodal import default_encoders_config, save_multimodal_dir
+from model.nn.acoustic import LOG_EPS, AcousticEncoderConfig, MelConfig
+from model.nn.fusion import PRESENCE, FusionConfig, FusionModel
+from model.nn.heads import HeadConfig
 from model.threads import torch_threads
-from model.train import cached_features
+from model.training.checkpoint import pack_training_state, restore_training_state
+from model.training.text import cached_features
 
 __all__ = ["FusionTrainConfig", "FusionTrainer", "add_arguments", "run"]
 

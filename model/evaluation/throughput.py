@@ -65,7 +65,7 @@ def _texts(n: int, seed: int) -> list[str]:
 
 def media_comments(texts: list[str], seed: int, progress: bool = True) -> list[CommentInput]:
     """One comment per text: carrier text, the text as a picture and as a voice note."""
-    from model import build_data as bd
+    from model.data import synthesis as bd
 
     fonts = bd.find_fonts()
     out = []

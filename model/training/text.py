@@ -46,13 +46,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from model.base import LABELS
-from model.checkpoint import pack_training_state, restore_training_state
-from model.classifier import HeadConfig, MLPHead, load_classifier, save_model_dir
-from model.data import DEFAULT_SEED, Example, load_dataset, stratified_split, texts_sha256
-from model.features import features_for, is_multimodal_data
-from model.metrics import classification_metrics, format_report, plot_confusion_matrix
-from model.text_encoder import POOLINGS, TextEncoder, TextEncoderConfig, derive_features
+from model.data.featurise import features_for, is_multimodal_data
+from model.data.text import DEFAULT_SEED, Example, load_dataset, stratified_split, texts_sha256
+from model.encoders.text import POOLINGS, TextEncoder, TextEncoderConfig, derive_features
+from model.evaluation.metrics import classification_metrics, format_report, plot_confusion_matrix
+from model.format.text import save_model_dir
+from model.nn.heads import HeadConfig, MLPHead
+from model.serving.text import load_text as load_classifier
 from model.threads import torch_threads
+from model.training.checkpoint import pack_training_state, restore_training_state
 
 __all__ = ["TrainConfig", "Trainer", "add_arguments", "cached_features", "run"]
 
@@ -616,7 +618,7 @@ for encoding, 1 for the head.
 
 def _train_multimodal(args: argparse.Namespace) -> int:
     """``commentflow train --data <multimodal file>``: extract features, then train-fusion."""
-    from model import train_fusion
+    from model.training import fusion as train_fusion
 
     def npz(spec: str) -> str:
         return str(features_for(spec, ".cache/mm", progress=not args.no_progress))

@@ -30,10 +30,10 @@ from tqdm.auto import tqdm
 
 from model import CommentInput
 from model import load_classifier as load_any
-from model.classifier import load_classifier
-from model.data import DEFAULT_SEED, load_dataset
-from model.features import features_for, is_multimodal_data
-from model.metrics import classification_metrics, format_report, plot_confusion_matrix
+from model.data.featurise import features_for, is_multimodal_data
+from model.data.text import DEFAULT_SEED, load_dataset
+from model.evaluation.metrics import classification_metrics, format_report, plot_confusion_matrix
+from model.serving.text import load_text as load_classifier
 
 __all__ = ["add_arguments", "run"]
 
@@ -70,7 +70,7 @@ def _is_multimodal_model(model_dir: str) -> bool:
 
 
 def _run_multimodal(args: argparse.Namespace, out: Path) -> int:
-    from model import evaluate_multimodal
+    from model.evaluation import multimodal as evaluate_multimodal
 
     npz = features_for(args.data, args.cache_dir, limit=args.limit, progress=not args.no_progress)
     data = None if Path(args.data).suffix == ".npz" else args.data
