@@ -30,7 +30,7 @@ __all__ = ["MultimodalClassifier", "features_to_tensors", "load_multimodal", "us
 
 
 def features_to_tensors(f: Features, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """The fusion model's input dict from extracted :class:`~model.features.Features`."""
+    """The fusion model's input dict from extracted :class:`~model.serving.features.Features`."""
     return {
         "text": torch.from_numpy(f.text).to(device),  # (B, Dt)
         "image": torch.from_numpy(f.image).to(device),  # (B, Di)

@@ -306,19 +306,18 @@ def test_bench_model_measures_every_workload(mm_dir: Path, tmp_path: Path) -> No
 
     if _sh.which("espeak-ng") is None:
         pytest.fail("espeak-ng is a system dependency (make system-deps)")
-    args = type("A", (), {})()
-    for k, v in {
-        "model": str(mm_dir),
-        "batch_sizes": "1,2",
-        "items": 4,
-        "media_items": 2,
-        "device": "cpu",
-        "threads": 1,
-        "seed": 3,
-        "out": str(tmp_path / "bench"),
-    }.items():
-        setattr(args, k, v)
-    assert throughput.run(args) == 0
+    status = throughput.bench_model(
+        mm_dir,
+        lambda n, seed: [f"comment {seed}-{i}: the flight was great" for i in range(n)],
+        batch_sizes=(1, 2),
+        items=4,
+        media_items=2,
+        device="cpu",
+        threads=1,
+        seed=3,
+        out=tmp_path / "bench",
+    )
+    assert status == 0
     res = json.loads((tmp_path / "bench" / "results.json").read_text())
     assert set(res["comments_per_s"]) == set(throughput.WORKLOADS)
     for per in res["comments_per_s"].values():
