@@ -9,12 +9,13 @@ second level. One thread owns them (not thread-safe).
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from model.lru import LRUCache
 from model.serving.shared_cache import SharedFeatureCache
 
 __all__ = ["METHODS", "CachedComponent", "ContentCache"]
@@ -32,10 +33,13 @@ class ContentCache:
 
     def __init__(self, maxsize: int = 1024) -> None:
         self.maxsize = int(maxsize)
-        self._data: OrderedDict[str, Any] = OrderedDict()
+        self._lru = LRUCache(self.maxsize, sys.maxsize)  # bounded by entries only
         self.hits = 0
         self.misses = 0
         self.shared: SharedFeatureCache | None = None  # optional second level, across workers
+
+    def __len__(self) -> int:
+        return len(self._lru)
 
     @staticmethod
     def key(a: np.ndarray) -> str:
@@ -46,17 +50,21 @@ class ContentCache:
 
     def map(self, items: Sequence[np.ndarray], compute: Callable[[list], Sequence[Any]]) -> list:
         keys = [self.key(x) for x in items]
+        found: dict[str, Any] = {}
         todo: dict[str, np.ndarray] = {}
         for k, x in zip(keys, items, strict=True):
-            if k in self._data:
-                self._data.move_to_end(k)
-            elif k not in todo:
+            if k in found or k in todo:
+                continue
+            v = self._lru.get(k)
+            if v is not None:
+                found[k] = v
+            else:
                 todo[k] = x
-        found = {k: self._data[k] for k in keys if k in self._data}
         if todo and self.shared is not None:
             for k, v in zip(list(todo), self.shared.get_many(list(todo)), strict=True):
                 if v is not None:
-                    found[k] = self._data[k] = v
+                    found[k] = v
+                    self._lru.put(k, v, 0)
                     del todo[k]
         self.hits += len(keys) - len(todo)
         self.misses += len(todo)
@@ -64,11 +72,9 @@ class ContentCache:
             new = compute(list(todo.values()))
             for k, v in zip(todo, new, strict=True):
                 found[k] = v
-                self._data[k] = v
+                self._lru.put(k, v, 0)
             if self.shared is not None:
                 self.shared.set_many(dict(zip(todo, new, strict=True)))
-        while len(self._data) > self.maxsize:
-            self._data.popitem(last=False)
         return [found[k] for k in keys]
 
 

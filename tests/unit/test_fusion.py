@@ -241,7 +241,7 @@ def test_content_cache_is_bounded() -> None:
     f = lambda xs: [calls.append(len(xs)) or int(x.sum()) for x in xs]  # noqa: E731
     arrays = [np.full(3, i) for i in range(4)]
     assert cache.map(arrays, f) == [0, 3, 6, 9]
-    assert len(cache._data) == 2
+    assert len(cache) == 2
     assert cache.map(arrays[-1:], f) == [9] and cache.hits == 1
 
 
