@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.base import LABELS
+from model.base import LABELS, SENTIMENT_HEAD
 from model.data.featurise import load_features
 from model.data.pool import Pool, gather
 from model.data.text import DEFAULT_SEED, load_dataset, stratified_split
@@ -49,7 +49,9 @@ __all__ = ["evaluate_multimodal"]
 @torch.no_grad()
 def _fusion_predict(model: Any, pool: Pool, dims: tuple[int, int], bs: int = 256) -> np.ndarray:
     out = [
-        model(gather(pool, torch.arange(s, min(s + bs, len(pool))), dims))["sentiment"].argmax(-1)
+        model(gather(pool, torch.arange(s, min(s + bs, len(pool))), dims))[SENTIMENT_HEAD].argmax(
+            -1
+        )
         for s in range(0, len(pool), bs)
     ]
     return torch.cat(out).numpy()

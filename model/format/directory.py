@@ -25,7 +25,6 @@ from model.errors import ModelFormatError, UnsafeWeightsError
 __all__ = [
     "FORMAT",
     "PICKLE_SUFFIXES",
-    "SENTIMENT_HEAD",
     "check_no_pickles",
     "copy_local_encoder",
     "model_kind",
@@ -40,8 +39,6 @@ KINDS: dict[tuple[int, str | None], str] = {(1, None): "text", (2, "multimodal")
 _KNOWN = "this commentflow reads format_version 1 (text) and format_version 2 (multimodal)"
 #: Weight files that may hold pickles (arbitrary code on load): refused everywhere in a model dir.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
-#: The head whose output is the sentiment prediction.
-SENTIMENT_HEAD = "sentiment"
 
 
 def check_no_pickles(model_dir: Path) -> None:

@@ -28,12 +28,11 @@ from typing import Any
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from model.base import MODALITIES
+from model.base import MODALITIES, SENTIMENT_HEAD
 from model.encoders.text import TextEncoderConfig
 from model.errors import ModelFormatError
 from model.format.directory import (
     FORMAT,
-    SENTIMENT_HEAD,
     copy_local_encoder,
     open_model_dir,
     write_config_files,

@@ -23,11 +23,11 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from model.base import SENTIMENT_HEAD
 from model.encoders.text import TextEncoderConfig
 from model.errors import ModelFormatError
 from model.format.directory import (
     FORMAT,
-    SENTIMENT_HEAD,
     copy_local_encoder,
     open_model_dir,
     write_config_files,

@@ -50,7 +50,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from model.base import LABELS
+from model.base import LABELS, SENTIMENT_HEAD
 from model.errors import ModelFormatError
 from model.nn.acoustic import AcousticEncoder, AcousticEncoderConfig
 from model.nn.heads import HeadConfig, MLPHead
@@ -72,7 +72,7 @@ SLOTS: tuple[str, ...] = PRESENCE
 #: Version of the fusion weights layout (keys and config fields) in ``model.safetensors``.
 FUSION_FORMAT_VERSION = 1
 _TEXT_SPACE = ("text", "ocr", "speech")  # slots holding text-encoder features
-EXPERT_HEAD = "sentiment"  # the head the text expert adds to (the text model's head)
+EXPERT_HEAD = SENTIMENT_HEAD  # the head the text expert adds to (the text model's head)
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ class FusionConfig:
     modality_dropout: float = 0.25  # per present slot, training only; never drops all
     share_text_proj: bool = True
     text_expert_hidden: int = 0  # hidden width of the frozen text-model head (0: no expert)
-    heads: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: {"sentiment": LABELS})
+    heads: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: {SENTIMENT_HEAD: LABELS})
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
@@ -124,7 +124,7 @@ class FusionConfig:
         try:
             d["acoustic"] = AcousticEncoderConfig.from_json(dict(d.get("acoustic", {})))
             d["heads"] = {k: tuple(v) for k, v in dict(d.get("heads", {})).items()} or {
-                "sentiment": LABELS
+                SENTIMENT_HEAD: LABELS
             }
             return cls(**d)
         except (TypeError, ValueError) as exc:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -116,18 +117,14 @@ class FeatureExtractor:
 
     @classmethod
     def default(cls, device: str = "auto", threads: int = 2) -> FeatureExtractor:
-        """MiniLM, EfficientNet-Lite0, RapidOCR and Whisper tiny.en, all from their packages."""
-        from model.encoders.asr import SpeechRecognizer
-        from model.encoders.image import ImageEncoder
-        from model.encoders.ocr import OcrReader
-        from model.encoders.text import TextEncoder
+        """MiniLM, EfficientNet-Lite0, RapidOCR and Whisper tiny.en, all from their packages
+        (the encoders of :func:`~model.format.multimodal.default_encoders_config`)."""
+        from model.encoders import registry
+        from model.format.multimodal import default_encoders_config
 
-        return cls(
-            TextEncoder(device=device),
-            ImageEncoder(device=device),
-            OcrReader(threads=threads),
-            SpeechRecognizer(threads=threads, device=device),
-        )
+        sections = default_encoders_config()
+        ctx = registry.BuildContext(model_dir=Path("."), device=device, threads=threads)
+        return cls(*(registry.build(role, sections[role], ctx) for role in registry.ROLES))
 
     @property
     def text_dim(self) -> int:

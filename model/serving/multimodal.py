@@ -14,11 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.base import MODALITIES, ClassOutput, CommentInput
+from model.base import MODALITIES, SENTIMENT_HEAD, ClassOutput, CommentInput
 from model.encoders import registry
 from model.encoders.text import resolve_device
 from model.errors import ModelFormatError
-from model.format.directory import SENTIMENT_HEAD
 from model.format.multimodal import load_fusion_dir
 from model.nn.acoustic import MelConfig
 from model.nn.fusion import FusionModel

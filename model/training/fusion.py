@@ -40,14 +40,14 @@ from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from model.base import LABELS
+from model.base import LABELS, SENTIMENT_HEAD
 from model.data.featurise import FeatureSet, load_features
 from model.data.pool import Pool, concat, gather
 from model.data.text import DEFAULT_SEED, load_dataset, stratified_split
 from model.data.text_features import cached_features
 from model.encoders.text import TextEncoderConfig, derive_features
 from model.evaluation.metrics import format_report, metrics_by_kind, plot_confusion_matrix
-from model.format.directory import SENTIMENT_HEAD, read_config
+from model.format.directory import read_config
 from model.format.multimodal import default_encoders_config, save_multimodal_dir
 from model.nn.acoustic import AcousticEncoderConfig, MelConfig
 from model.nn.fusion import PRESENCE, FusionConfig, FusionModel
@@ -301,7 +301,7 @@ class FusionTrainer(EpochLoop):
         out = []
         for s in range(0, len(pool), bs):
             idx = torch.arange(s, min(s + bs, len(pool)))
-            out.append(model(gather(pool, idx, self.dims))["sentiment"].argmax(-1))
+            out.append(model(gather(pool, idx, self.dims))[SENTIMENT_HEAD].argmax(-1))
         model.train(was)
         return torch.cat(out).numpy() if out else np.zeros(0, np.int64)
 
@@ -349,7 +349,7 @@ class FusionTrainer(EpochLoop):
                 gen=gen,
             )
             batch = concat([bt, bm])
-            loss = self.loss_fn(self.model(batch)["sentiment"], batch["y"])
+            loss = self.loss_fn(self.model(batch)[SENTIMENT_HEAD], batch["y"])
             self._set_lr(self.epoch * steps + s)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()

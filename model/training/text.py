@@ -41,7 +41,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from model.base import LABELS
+from model.base import LABELS, SENTIMENT_HEAD
 from model.data.text import DEFAULT_SEED, Example, load_dataset, stratified_split
 from model.data.text_features import cached_features
 from model.encoders.text import TextEncoder, TextEncoderConfig, derive_features
@@ -261,7 +261,7 @@ class Trainer(EpochLoop):
             version=MODEL_VERSION,
             encoder=enc_cfg,
             encoder_src=self.encoder_src,
-            heads={"sentiment": self.head},
+            heads={SENTIMENT_HEAD: self.head},
             metrics=metrics,
             model_card=model_card(metrics, self.enc_cfg),
         )

@@ -323,3 +323,39 @@ def test_bench_model_measures_every_workload(mm_dir: Path, tmp_path: Path) -> No
     for per in res["comments_per_s"].values():
         assert set(per) == {"1", "2"} and all(v > 0 for v in per.values())
     assert (tmp_path / "bench" / "throughput.png").stat().st_size > 1000
+
+
+# -- the encoder registry ------------------------------------------------------------------------
+
+
+def test_encoder_registry_builds_fakes_and_refuses_unknown_sources(tmp_path: Path) -> None:
+    from model.encoders import registry
+    from model.testing.multimodal import FakeOcr
+
+    ctx = registry.BuildContext(model_dir=tmp_path, device="cpu", threads=1)
+    assert isinstance(registry.build("ocr", {"source": "fake"}, ctx), FakeOcr)
+    assert registry.build("image", {"source": "fake", "dim": 8}, ctx).dim == 8
+    with pytest.raises(ModelFormatError, match="unknown"):
+        registry.build("image", {"source": "video"}, ctx)
+
+
+def test_production_loading_does_not_import_the_fakes(tmp_path: Path) -> None:
+    """Only the plugin variable (set by model.testing for the workers that tests start) brings the
+    fakes into a process that loads a fake directory; a real directory never imports them."""
+    import os
+    import subprocess
+    import sys
+
+    from model.encoders.registry import PLUGINS_ENV
+
+    code = (
+        "import sys, model\n"
+        "model.load_classifier(sys.argv[1], device='cpu')\n"
+        "assert 'model.testing' not in sys.modules\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != PLUGINS_ENV}
+    text_dir = make_tiny_model_dir(tmp_path / "text")
+    subprocess.run([sys.executable, "-c", code, str(text_dir)], check=True, env=env)
+    fake_dir = make_tiny_multimodal_dir(tmp_path / "mm")
+    bad = subprocess.run([sys.executable, "-c", code, str(fake_dir)], env=env, capture_output=True)
+    assert bad.returncode != 0 and b"'fake' is unknown" in bad.stderr
