@@ -327,3 +327,15 @@ def test_default_multimodal_model_reads_text_pictures_and_voice_notes(tmp_path: 
         ("text",),
         ("text",),
     ]
+
+
+def test_public_surface() -> None:
+    """``model`` exports a short, fixed list; importing it loads no torch."""
+    import subprocess
+    import sys
+
+    assert sorted(model.__all__) == sorted(
+        ["LABELS", "MODALITIES", "ClassOutput", "Classifier", "CommentInput", "load_classifier"]
+    )
+    code = "import sys, model; assert 'torch' not in sys.modules, 'torch'"
+    subprocess.run([sys.executable, "-c", code], check=True)
