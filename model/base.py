@@ -13,12 +13,14 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["LABELS", "MODALITIES", "ClassOutput", "Classifier", "CommentInput"]
+__all__ = ["LABELS", "MODALITIES", "SENTIMENT_HEAD", "ClassOutput", "Classifier", "CommentInput"]
 
 #: The sentiment labels, in the order of every score vector.
 LABELS: tuple[str, ...] = ("negative", "neutral", "positive")
 #: Every modality a comment can carry.
 MODALITIES: tuple[str, ...] = ("text", "image", "audio")
+#: The head whose output is the sentiment prediction (in model directories and networks).
+SENTIMENT_HEAD = "sentiment"
 
 
 @dataclass(frozen=True, slots=True)

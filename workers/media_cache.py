@@ -38,7 +38,6 @@ import io
 import logging
 import struct
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -47,10 +46,11 @@ import numpy as np
 import orjson
 from redis.exceptions import RedisError
 
+from model.lru import LRUCache
+
 __all__ = [
     "CacheConfig",
     "CachedMedia",
-    "LRUCache",
     "MediaCache",
     "SingleFlight",
     "decode_media",
@@ -219,68 +219,6 @@ def _frozen(value: Any) -> Any:
         value = value.view()
         value.flags.writeable = False
     return value
-
-
-# -- the in-process layer
-
-
-class LRUCache:
-    """Least-recently-used map bounded by entry count and total bytes; optional per-entry TTL.
-
-    Event-loop use only (not thread-safe).
-    """
-
-    def __init__(
-        self, max_entries: int, max_bytes: int, *, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.max_entries = max_entries
-        self.max_bytes = max_bytes
-        self._clock = clock
-        self._data: OrderedDict[Hashable, tuple[Any, int, float | None]] = OrderedDict()
-        self.nbytes = 0
-        self.hits = 0
-        self.misses = 0
-        self.evictions = 0
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def get(self, key: Hashable) -> Any | None:
-        item = self._data.get(key)
-        if item is None:
-            self.misses += 1
-            return None
-        value, _size, expires = item
-        if expires is not None and self._clock() >= expires:
-            self._drop(key)
-            self.misses += 1
-            return None
-        self._data.move_to_end(key)
-        self.hits += 1
-        return value
-
-    def put(self, key: Hashable, value: Any, size: int, ttl_s: float | None = None) -> bool:
-        """Store; ``False`` (and nothing stored) when ``size`` alone exceeds ``max_bytes``."""
-        if key in self._data:
-            self._drop(key)
-        if size > self.max_bytes or self.max_entries <= 0:
-            return False
-        expires = None if ttl_s is None else self._clock() + ttl_s
-        self._data[key] = (value, size, expires)
-        self.nbytes += size
-        while len(self._data) > self.max_entries or self.nbytes > self.max_bytes:
-            oldest = next(iter(self._data))
-            self._drop(oldest)
-            self.evictions += 1
-        return True
-
-    def pop(self, key: Hashable) -> None:
-        if key in self._data:
-            self._drop(key)
-
-    def _drop(self, key: Hashable) -> None:
-        _value, size, _ = self._data.pop(key)
-        self.nbytes -= size
 
 
 # -- single flight

@@ -1,27 +1,51 @@
-"""``commentflow features``: a thin wrapper over :mod:`model.features`.
-
-Temporary: the model restructure replaces this module (``--help`` still imports torch).
-"""
+"""``commentflow features``: extract the multimodal features of a data file into an ``.npz``."""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import json
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from commentflow.settings import Settings
 
 HELP = "extract multimodal features of a data file into an .npz"
-EXAMPLE = (
-    "commentflow features --data data/multimodal/test.jsonl --out .cache/mm/test.npz --limit 800"
-)
+EXAMPLE = "commentflow features --data data/multimodal/test.jsonl --out .cache/mm/test.npz"
 USES_SETTINGS = False
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from model import features
+    a = parser.add_argument
+    a(
+        "--data",
+        required=True,
+        help="data/multimodal/{train,val,test}.jsonl, or a .jsonl/.csv: text,label,image,audio",
+    )
+    a("--out", required=True, help="the .npz to write (e.g. .cache/mm/train.npz)")
+    a("--batch-size", type=int, default=32, help="comments per extraction batch")
+    a(
+        "--cache-dir",
+        default=".cache/mm/media",
+        help="per-media cache (OCR text, transcript, image embedding by file sha256)",
+    )
+    a("--device", default="auto", help="auto, cpu or cuda[:i]")
+    a("--threads", type=int, default=2, help="CPU threads for torch, OCR and ASR")
+    a("--limit", type=int, default=None, help="only the first N items (smoke runs)")
+    a("--no-progress", action="store_true", help="no progress bar")
 
-    features.add_arguments(parser)
 
+def run(args: argparse.Namespace, settings: Settings | None) -> int:
+    from model.data.featurise import extract_features
 
-def run(args: argparse.Namespace, settings: Any = None) -> int:
-    from model import features
-
-    return int(features.run(args) or 0)
+    summary = extract_features(
+        args.data,
+        args.out,
+        batch_size=args.batch_size,
+        cache_dir=args.cache_dir,
+        device=args.device,
+        threads=args.threads,
+        limit=args.limit,
+        progress=not args.no_progress,
+    )
+    print(json.dumps(summary, indent=2, sort_keys=True))
+    return 0

@@ -14,7 +14,7 @@ import pytest
 from support.stream import send, wait_predictions
 
 from commentflow.media_server import MediaServer
-from model.testing_multimodal import make_tiny_multimodal_dir
+from model.testing.multimodal import make_tiny_multimodal_dir
 from schemas.events import Prediction
 
 pytestmark = pytest.mark.integration

@@ -6,8 +6,8 @@ import numpy as np
 import redis
 
 from model import CommentInput, load_classifier
-from model.shared_cache import decode_value, encode_value
-from model.testing_multimodal import make_tiny_multimodal_dir
+from model.serving.shared_cache import decode_value, encode_value
+from model.testing.multimodal import make_tiny_multimodal_dir
 
 
 def test_second_worker_reuses_the_first_workers_media_features(stack, names, tmp_path):

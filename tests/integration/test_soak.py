@@ -10,7 +10,7 @@ import orjson
 
 from commentflow.settings import Settings
 from commentflow.soak import SoakConfig, soak
-from model.testing_multimodal import make_tiny_multimodal_dir
+from model.testing.multimodal import make_tiny_multimodal_dir
 
 
 async def test_a_short_soak_reports_samples_outcomes_and_a_plot(stack, tmp_path):

@@ -17,9 +17,11 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from model import build_data as bd
 from model.base import LABELS
-from model.data import DEFAULT_SEED, clean_text
+from model.data import media
+from model.data import synthesis as bd
+from model.data.text import DEFAULT_SEED
+from model.serving.preprocess import clean_text
 
 SIZES = {"train": 12, "val": 12, "test": 12}
 ESPEAK_MISSING = (
@@ -57,7 +59,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 
 def test_espeak_ng_is_installed() -> None:
     _require_espeak()
-    assert "1." in bd.espeak_version()
+    assert "1." in media.espeak_version()
 
 
 def test_jsonl_schema_kinds_labels_and_manifest(built: tuple[Path, dict]) -> None:
@@ -159,13 +161,13 @@ def test_other_seed_other_items(built: tuple[Path, dict], tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("seed", range(12))
 def test_render_text_image_is_legible(seed: int) -> None:
-    fonts = bd.find_fonts()
+    fonts = media.find_fonts()
     assert fonts, "no fonts: apt-get install -y fonts-dejavu-core fonts-liberation"
-    img = bd.render_text_image(
+    img = media.render_text_image(
         "This flight was delayed three hours and nobody told us why", random.Random(seed)
     )
     assert 300 <= img.width <= 720
-    assert img.info["render"]["contrast"] >= bd.MIN_CONTRAST
+    assert img.info["render"]["contrast"] >= media.MIN_CONTRAST
     g = np.asarray(img.convert("L"), dtype=np.float32)
     assert g.std() > 5.0  # not uniform
     border = np.concatenate([g[:4].ravel(), g[-4:].ravel(), g[:, :4].ravel(), g[:, -4:].ravel()])
@@ -178,34 +180,34 @@ def test_render_text_image_is_legible(seed: int) -> None:
 
 
 def test_render_is_deterministic() -> None:
-    fonts = bd.find_fonts()
-    a = bd.render_text_image("same text", random.Random(5), fonts=fonts)
-    b = bd.render_text_image("same text", random.Random(5), fonts=fonts)
+    fonts = media.find_fonts()
+    a = media.render_text_image("same text", random.Random(5), fonts=fonts)
+    b = media.render_text_image("same text", random.Random(5), fonts=fonts)
     assert a.tobytes() == b.tobytes() and a.info["render"] == b.info["render"]
 
 
 def test_spoken_and_display_text() -> None:
     tweet = "RT @user: #DeflateGate is sooo bad :( see http äó_ _ôÖ & more"
-    spoken = bd.spoken_text(tweet)
+    spoken = media.spoken_text(tweet)
     assert spoken == "Deflate Gate is sooo bad see and more"
-    assert "http" not in bd.display_text(tweet) and "…" in bd.display_text(tweet)
-    assert bd.display_text("café ok") == "café ok"
+    assert "http" not in media.display_text(tweet) and "…" in media.display_text(tweet)
+    assert media.display_text("café ok") == "café ok"
 
 
 def test_synthesize_speech_text_starting_with_dash(tmp_path: Path) -> None:
     _require_espeak()
     path = tmp_path / "dash.wav"
-    params = bd.synthesize_speech("-v --help great flight", path, random.Random(1))
+    params = media.synthesize_speech("-v --help great flight", path, random.Random(1))
     x, sr = sf.read(path)
     assert sr == 16_000 and x.ndim == 1
     assert 0.8 < len(x) / sr < 6.0 and params["duration_s"] == pytest.approx(len(x) / sr, abs=1e-3)
-    assert bd.SPEEDS[0] <= params["speed"] <= bd.SPEEDS[1] and 30 <= params["pitch"] <= 70
+    assert media.SPEEDS[0] <= params["speed"] <= media.SPEEDS[1] and 30 <= params["pitch"] <= 70
 
 
 def test_resample_keeps_a_tone() -> None:
     sr_in, f = 22_050, 440.0
     t = np.arange(sr_in) / sr_in
-    y = bd.resample(np.sin(2 * np.pi * f * t), sr_in, 16_000)
+    y = media.resample(np.sin(2 * np.pi * f * t), sr_in, 16_000)
     assert len(y) == 16_000
     spec = np.abs(np.fft.rfft(y))
     assert abs(np.argmax(spec) * 16_000 / len(y) - f) < 2.0
@@ -220,8 +222,10 @@ def test_parse_kinds() -> None:
 
 def test_cli_defaults_and_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _require_espeak()
+    from commentflow.commands import build_data
+
     parser = argparse.ArgumentParser()
-    bd.add_arguments(parser)
+    build_data.add_arguments(parser)
     d = parser.parse_args([])
     assert (d.out, d.train, d.val, d.test, d.seed, d.workers) == (
         "data/multimodal",
@@ -233,8 +237,8 @@ def test_cli_defaults_and_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     )
     argv = ["--out", str(tmp_path / "cli"), "--train", "0", "--val", "0", "--test", "4"]
     args = parser.parse_args([*argv, "--workers", "1", "--no-progress"])
-    assert bd.run(args) == 0
+    assert build_data.run(args, None) == 0
     assert len(_read(tmp_path / "cli")["test"]) == 4
     assert "4 items" in capsys.readouterr().out
     bad = parser.parse_args([*argv, "--kinds", "nope=1"])
-    assert bd.run(bad) == 2
+    assert build_data.run(bad, None) == 2

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from model.data import (
+from model.data.text import (
     Example,
-    clean_text,
     deduplicate,
     load_dataset,
     load_labelled,
     stratified_split,
 )
+from model.serving.preprocess import clean_text
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,9 @@ import soundfile as sf
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from model.acoustic import (
+from model.base import CommentInput
+from model.data.featurise import extract_dataset, load_features
+from model.nn.acoustic import (
     AcousticEncoder,
     AcousticEncoderConfig,
     hz_to_mel,
@@ -29,8 +31,8 @@ from model.acoustic import (
     log_mel_batch,
     mel_filterbank,
 )
-from model.base import CommentInput
-from model.features import PRESENCE, FeatureExtractor, extract_dataset, load_features
+from model.nn.fusion import PRESENCE
+from model.serving.features import FeatureExtractor
 
 SR = 16000
 
@@ -73,21 +75,21 @@ def speech_hello(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def image_encoder():  # type: ignore[no-untyped-def]
-    from model.image_encoder import ImageEncoder
+    from model.encoders.image import ImageEncoder
 
     return ImageEncoder(device="cpu")
 
 
 @pytest.fixture(scope="module")
 def ocr():  # type: ignore[no-untyped-def]
-    from model.ocr import OcrReader
+    from model.encoders.ocr import OcrReader
 
     return OcrReader(threads=2)
 
 
 @pytest.fixture(scope="module")
 def asr():  # type: ignore[no-untyped-def]
-    from model.asr import SpeechRecognizer
+    from model.encoders.asr import SpeechRecognizer
 
     # earlier tests (trainers' run()) may have changed the process-wide setting: pin it first
     torch.set_num_threads(2)
@@ -191,7 +193,7 @@ def test_image_encoder_shapes_determinism_and_batching(image_encoder) -> None:  
 
 
 def test_letterbox_keeps_aspect_on_grey_bars() -> None:
-    from model.image_encoder import letterbox
+    from model.encoders.image import letterbox
 
     im = np.zeros((100, 200, 3), np.uint8)  # black, 2:1
     out = letterbox(im)
@@ -452,7 +454,7 @@ def test_extract_dataset_writes_npz_and_caches_media(tmp_path: Path) -> None:
 
 def test_csv_data_with_media_columns(tmp_path: Path) -> None:
     """A .csv with text,label,image,audio (no id, no kind) is multimodal data; features once."""
-    from model.features import features_for, is_multimodal_data
+    from model.data.featurise import features_for, is_multimodal_data
 
     jsonl = _write_dataset(tmp_path / "mm")
     items = [json.loads(line) for line in jsonl.read_text().splitlines()]

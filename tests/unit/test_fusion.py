@@ -14,11 +14,12 @@ import torch
 import model
 from commentflow.errors import ModelFormatError, UnsafeWeightsError
 from model import LABELS, Classifier, CommentInput
-from model.classifier import HeadConfig, MLPHead
-from model.fusion import SLOTS, FusionModel, modality_dropout
-from model.multimodal import ContentCache, MultimodalClassifier
+from model.nn.fusion import SLOTS, FusionModel, modality_dropout
+from model.nn.heads import HeadConfig, MLPHead
+from model.serving.cache import ContentCache
+from model.serving.multimodal import MultimodalClassifier
 from model.testing import make_tiny_model_dir
-from model.testing_multimodal import make_tiny_multimodal_dir, tiny_fusion_config
+from model.testing.multimodal import make_tiny_multimodal_dir, tiny_fusion_config
 
 torch.set_num_threads(1)
 RNG = np.random.default_rng(0)
@@ -240,7 +241,7 @@ def test_content_cache_is_bounded() -> None:
     f = lambda xs: [calls.append(len(xs)) or int(x.sum()) for x in xs]  # noqa: E731
     arrays = [np.full(3, i) for i in range(4)]
     assert cache.map(arrays, f) == [0, 3, 6, 9]
-    assert len(cache._data) == 2
+    assert len(cache) == 2
     assert cache.map(arrays[-1:], f) == [9] and cache.hits == 1
 
 
@@ -266,7 +267,7 @@ def test_pickles_are_refused(mm_dir: Path, tmp_path: Path, name: str) -> None:
 
 
 def test_v1_and_v2_dispatch(mm_dir: Path, tmp_path: Path) -> None:
-    from model.classifier import TextClassifier
+    from model.serving.text import TextClassifier
 
     v1 = model.load_classifier(make_tiny_model_dir(tmp_path / "v1"), device="cpu")
     assert isinstance(v1, TextClassifier)
@@ -301,25 +302,60 @@ def test_bench_model_measures_every_workload(mm_dir: Path, tmp_path: Path) -> No
     """``commentflow bench-model`` on the tiny model: every workload and batch size, saved."""
     import shutil as _sh
 
-    from model import throughput
+    from model.evaluation import throughput
 
     if _sh.which("espeak-ng") is None:
         pytest.fail("espeak-ng is a system dependency (make system-deps)")
-    args = type("A", (), {})()
-    for k, v in {
-        "model": str(mm_dir),
-        "batch_sizes": "1,2",
-        "items": 4,
-        "media_items": 2,
-        "device": "cpu",
-        "threads": 1,
-        "seed": 3,
-        "out": str(tmp_path / "bench"),
-    }.items():
-        setattr(args, k, v)
-    assert throughput.run(args) == 0
+    status = throughput.bench_model(
+        mm_dir,
+        lambda n, seed: [f"comment {seed}-{i}: the flight was great" for i in range(n)],
+        batch_sizes=(1, 2),
+        items=4,
+        media_items=2,
+        device="cpu",
+        threads=1,
+        seed=3,
+        out=tmp_path / "bench",
+    )
+    assert status == 0
     res = json.loads((tmp_path / "bench" / "results.json").read_text())
     assert set(res["comments_per_s"]) == set(throughput.WORKLOADS)
     for per in res["comments_per_s"].values():
         assert set(per) == {"1", "2"} and all(v > 0 for v in per.values())
     assert (tmp_path / "bench" / "throughput.png").stat().st_size > 1000
+
+
+# -- the encoder registry ------------------------------------------------------------------------
+
+
+def test_encoder_registry_builds_fakes_and_refuses_unknown_sources(tmp_path: Path) -> None:
+    from model.encoders import registry
+    from model.testing.multimodal import FakeOcr
+
+    ctx = registry.BuildContext(model_dir=tmp_path, device="cpu", threads=1)
+    assert isinstance(registry.build("ocr", {"source": "fake"}, ctx), FakeOcr)
+    assert registry.build("image", {"source": "fake", "dim": 8}, ctx).dim == 8
+    with pytest.raises(ModelFormatError, match="unknown"):
+        registry.build("image", {"source": "video"}, ctx)
+
+
+def test_production_loading_does_not_import_the_fakes(tmp_path: Path) -> None:
+    """Only the plugin variable (set by model.testing for the workers that tests start) brings the
+    fakes into a process that loads a fake directory; a real directory never imports them."""
+    import os
+    import subprocess
+    import sys
+
+    from model.encoders.registry import PLUGINS_ENV
+
+    code = (
+        "import sys, model\n"
+        "model.load_classifier(sys.argv[1], device='cpu')\n"
+        "assert 'model.testing' not in sys.modules\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != PLUGINS_ENV}
+    text_dir = make_tiny_model_dir(tmp_path / "text")
+    subprocess.run([sys.executable, "-c", code, str(text_dir)], check=True, env=env)
+    fake_dir = make_tiny_multimodal_dir(tmp_path / "mm")
+    bad = subprocess.run([sys.executable, "-c", code, str(fake_dir)], env=env, capture_output=True)
+    assert bad.returncode != 0 and b"'fake' is unknown" in bad.stderr

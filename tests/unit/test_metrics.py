@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
-from model.metrics import classification_metrics, confusion_matrix, format_report
+from model.evaluation.metrics import classification_metrics, confusion_matrix, format_report
 
 LABELS = ("negative", "neutral", "positive")
 

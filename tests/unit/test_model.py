@@ -13,7 +13,8 @@ import torch
 import model
 from commentflow.errors import ModelFormatError, UnsafeWeightsError
 from model import LABELS, Classifier, CommentInput, load_classifier
-from model.classifier import HeadConfig, MLPHead, save_model_dir
+from model.format.text import save_model_dir
+from model.nn.heads import HeadConfig, MLPHead
 from model.testing import make_tiny_model_dir
 
 TEXTS = [
@@ -182,7 +183,7 @@ def test_text_model_gets_obvious_sentences_right() -> None:
 def _train_args(tmp_path: Path, encoder: Path, out: str, epochs: int, *extra: str):
     import argparse
 
-    from model import train
+    from commentflow.commands import train
 
     parser = argparse.ArgumentParser()
     train.add_arguments(parser)
@@ -200,7 +201,7 @@ def test_train_resume_evaluate(tiny_dir: Path, tmp_path: Path) -> None:
 
     from safetensors.torch import load_file
 
-    from model import train
+    from commentflow.commands import train
 
     words = {"negative": "awful bad terrible", "neutral": "the a table", "positive": "great love"}
     (tmp_path / "d.csv").write_text(
@@ -208,9 +209,9 @@ def test_train_resume_evaluate(tiny_dir: Path, tmp_path: Path) -> None:
         encoding="utf-8",
     )
     enc = tiny_dir / "text_encoder"
-    assert train.run(_train_args(tmp_path, enc, "full", 4)) == 0
-    assert train.run(_train_args(tmp_path, enc, "half", 2)) == 0
-    assert train.run(_train_args(tmp_path, enc, "half", 4, "--resume")) == 0
+    assert train.run(_train_args(tmp_path, enc, "full", 4), None) == 0
+    assert train.run(_train_args(tmp_path, enc, "half", 2), None) == 0
+    assert train.run(_train_args(tmp_path, enc, "half", 4, "--resume"), None) == 0
     full, half = (
         load_file(tmp_path / "full/model.safetensors"),
         load_file(tmp_path / "half/model.safetensors"),
@@ -229,7 +230,7 @@ def test_train_resume_evaluate(tiny_dir: Path, tmp_path: Path) -> None:
     clf = load_classifier(tmp_path / "full", device="cpu")
     assert len(clf.predict([CommentInput("great love")])) == 1
     assert list((tmp_path / "cache").glob("*.npy")), "features are cached"
-    from model import evaluate
+    from commentflow.commands import evaluate
 
     parser = argparse.ArgumentParser()
     evaluate.add_arguments(parser)
@@ -245,12 +246,11 @@ def test_train_resume_evaluate(tiny_dir: Path, tmp_path: Path) -> None:
             "--no-progress",
         ]
     )
-    assert evaluate.run(args) == 0
+    assert evaluate.run(args, None) == 0
     result = json.loads((out / "metrics.json").read_text())
     assert result["metrics"]["n"] == 18 and (out / "confusion_matrix.png").is_file()
     # the serving path scores the test split exactly as training did
     assert result["metrics"]["confusion_matrix"] == metrics["test"]["confusion_matrix"]
-
 
 
 @pytest.mark.slow
@@ -259,7 +259,7 @@ def test_finetune_the_text_encoder(tiny_dir: Path, tmp_path: Path) -> None:
     model scores the test split exactly as training did."""
     from safetensors.torch import load_file
 
-    from model import train
+    from commentflow.commands import train
 
     words = {"negative": "awful bad terrible", "neutral": "the a table", "positive": "great love"}
     (tmp_path / "d.csv").write_text(
@@ -268,7 +268,7 @@ def test_finetune_the_text_encoder(tiny_dir: Path, tmp_path: Path) -> None:
     )
     enc = tiny_dir / "text_encoder"
     args = _train_args(tmp_path, enc, "ft", 2, "--finetune-epochs", "2", "--finetune-lr", "1e-3")
-    assert train.run(args) == 0  # 0 only when the reloaded model agrees with training
+    assert train.run(args, None) == 0  # 0 only when the reloaded model agrees with training
     before = load_file(enc / "model.safetensors")
     after = load_file(tmp_path / "ft" / "text_encoder" / "model.safetensors")
     assert before.keys() == after.keys()
@@ -290,8 +290,8 @@ def test_default_multimodal_model_reads_text_pictures_and_voice_notes(tmp_path: 
     import soundfile as sf
 
     from commentflow.settings import DEFAULT_MODEL_DIR
-    from model import build_data as bd
     from model import load_classifier as load_any
+    from model.data import media as bd
 
     assert (DEFAULT_MODEL_DIR / "config.json").is_file(), f"{DEFAULT_MODEL_DIR} is missing"
     clf = load_any(DEFAULT_MODEL_DIR, device="cpu")
@@ -327,3 +327,15 @@ def test_default_multimodal_model_reads_text_pictures_and_voice_notes(tmp_path: 
         ("text",),
         ("text",),
     ]
+
+
+def test_public_surface() -> None:
+    """``model`` exports a short, fixed list; importing it loads no torch."""
+    import subprocess
+    import sys
+
+    assert sorted(model.__all__) == sorted(
+        ["LABELS", "MODALITIES", "ClassOutput", "Classifier", "CommentInput", "load_classifier"]
+    )
+    code = "import sys, model; assert 'torch' not in sys.modules, 'torch'"
+    subprocess.run([sys.executable, "-c", code], check=True)

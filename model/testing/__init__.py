@@ -1,4 +1,10 @@
-"""Tiny random-initialised models for tests: real code paths, no real weights, fast to load."""
+"""Tiny random-initialised models for tests: real code paths, no real weights, fast to load.
+
+:func:`make_tiny_model_dir` writes a format-v1 directory; :mod:`model.testing.multimodal` writes
+format-v2 ones and registers the ``fake`` encoder source (deterministic fakes of the image
+encoder, OCR and ASR) with :mod:`model.encoders.registry`. Production code never imports this
+package.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,9 @@ from pathlib import Path
 
 import torch
 
-from model.classifier import HeadConfig, MLPHead, save_model_dir
-from model.text_encoder import DEFAULT_PACKAGE, TextEncoderConfig, no_hf_progress_bars
+from model.encoders.text import DEFAULT_PACKAGE, TextEncoderConfig, no_hf_progress_bars
+from model.format.text import save_model_dir
+from model.nn.heads import HeadConfig, MLPHead
 
 __all__ = ["TINY_BERT", "make_tiny_model_dir"]
 

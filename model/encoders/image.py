@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from model.text_encoder import resolve_device
+from model.encoders.text import resolve_device
 
 __all__ = ["IMAGE_DIM", "IMAGE_SIZE", "ImageEncoder", "letterbox", "to_rgb_uint8"]
 

@@ -8,7 +8,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["classification_metrics", "confusion_matrix", "format_report", "plot_confusion_matrix"]
+from model.base import LABELS
+from model.data.kinds import KINDS
+
+__all__ = [
+    "classification_metrics",
+    "confusion_matrix",
+    "format_report",
+    "metrics_by_kind",
+    "plot_confusion_matrix",
+]
 
 
 def confusion_matrix(
@@ -126,3 +135,16 @@ def plot_confusion_matrix(m: dict[str, Any], path: str | Path, title: str = "") 
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+def metrics_by_kind(
+    y: np.ndarray, pred: np.ndarray, kinds: np.ndarray, labels: Sequence[str] = LABELS
+) -> dict[str, Any]:
+    """:func:`classification_metrics` overall plus ``by_kind``: every kind present in ``kinds``."""
+    m = classification_metrics(y, pred, labels)
+    m["by_kind"] = {
+        k: classification_metrics(y[kinds == k], pred[kinds == k], labels)
+        for k in KINDS
+        if (kinds == k).any()
+    }
+    return m

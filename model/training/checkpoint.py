@@ -1,7 +1,7 @@
 """Training checkpoints as safetensors (never pickle): model, best weights, optimizer, RNG.
 
-Shared by the text trainer (:mod:`model.train`) and the fusion trainer
-(:mod:`model.train_fusion`); each keeps its own ``state.json`` beside the tensors.
+Written and read by the one training loop (:mod:`model.training.loop`), which keeps a
+``state.json`` beside the tensors.
 """
 
 from __future__ import annotations

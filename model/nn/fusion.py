@@ -1,13 +1,13 @@
 """The fusion model: one token per modality slot, a small Transformer, one linear layer per head.
 
-Inputs are the per-comment features of :mod:`model.features` (one batch as a dict of tensors)::
+Inputs are the per-comment features of :mod:`model.serving.features` (a batch: dict of tensors)::
 
     text    (B, Dt)   MiniLM of the comment text          slot 0
     image   (B, Di)   EfficientNet-Lite0, mean of images   slot 1
     ocr     (B, Dt)   MiniLM of the text read in images    slot 2
     speech  (B, Dt)   MiniLM of the audio transcripts      slot 3
     mel     (B, T, M) + mel_lengths (B,)  log-mel frames   slot 4 (acoustic, encoded here)
-    present (B, 5)    bool, which slots the comment has (model.features.PRESENCE order)
+    present (B, 5)    bool, which slots the comment has (PRESENCE order)
 
 Forward pass, top to bottom:
 
@@ -15,7 +15,7 @@ Forward pass, top to bottom:
    stored as buffers), LayerNorm + Linear of its features (text, ocr and
    speech share one projection when ``share_text_proj``: they live in the same MiniLM space, so
    what the 28k text tweets teach transfers to text read from memes and voice notes), the
-   acoustic slot goes through the trainable :class:`~model.acoustic.AcousticEncoder` first; a
+   acoustic slot goes through the trainable :class:`~model.nn.acoustic.AcousticEncoder` first; a
    learned type embedding per slot says which slot a token is;
 2. an ABSENT slot's token is replaced by a learned per-slot "missing" embedding (so its input
    values never matter) and masked out of attention as a key; the CLS token starts as
@@ -50,11 +50,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from model.acoustic import AcousticEncoder, AcousticEncoderConfig
-from model.base import LABELS
-from model.classifier import HeadConfig, MLPHead
+from model.base import LABELS, SENTIMENT_HEAD
 from model.errors import ModelFormatError
-from model.features import PRESENCE
+from model.nn.acoustic import AcousticEncoder, AcousticEncoderConfig
+from model.nn.heads import HeadConfig, MLPHead
 
 __all__ = [
     "FUSION_FORMAT_VERSION",
@@ -66,12 +65,14 @@ __all__ = [
     "modality_dropout",
 ]
 
-#: Token slots, in :data:`model.features.PRESENCE` order.
+#: Columns of the ``present`` mask (the features' slots), in order.
+PRESENCE: tuple[str, ...] = ("text", "image", "ocr", "speech", "acoustic")
+#: Token slots, in :data:`PRESENCE` order.
 SLOTS: tuple[str, ...] = PRESENCE
 #: Version of the fusion weights layout (keys and config fields) in ``model.safetensors``.
 FUSION_FORMAT_VERSION = 1
 _TEXT_SPACE = ("text", "ocr", "speech")  # slots holding text-encoder features
-EXPERT_HEAD = "sentiment"  # the head the text expert adds to (the text model's head)
+EXPERT_HEAD = SENTIMENT_HEAD  # the head the text expert adds to (the text model's head)
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ class FusionConfig:
     modality_dropout: float = 0.25  # per present slot, training only; never drops all
     share_text_proj: bool = True
     text_expert_hidden: int = 0  # hidden width of the frozen text-model head (0: no expert)
-    heads: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: {"sentiment": LABELS})
+    heads: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: {SENTIMENT_HEAD: LABELS})
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
@@ -123,7 +124,7 @@ class FusionConfig:
         try:
             d["acoustic"] = AcousticEncoderConfig.from_json(dict(d.get("acoustic", {})))
             d["heads"] = {k: tuple(v) for k, v in dict(d.get("heads", {})).items()} or {
-                "sentiment": LABELS
+                SENTIMENT_HEAD: LABELS
             }
             return cls(**d)
         except (TypeError, ValueError) as exc:

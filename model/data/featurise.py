@@ -1,38 +1,16 @@
-"""Per-comment multimodal features for the fusion model, live or cached over a data set.
-
-For a batch of :class:`~model.base.CommentInput`, :class:`FeatureExtractor` produces
-:class:`Features` (numpy, one row per comment)::
-
-    text    (B, Dt)  text encoder on the comment text
-    image   (B, Di)  image encoder, mean over the comment's images
-    ocr     (B, Dt)  text encoder on the text read from the images (joined by spaces)
-    speech  (B, Dt)  text encoder on the transcripts of the audio clips (joined by spaces)
-    mel     (B, T, n_mels) + mel_lengths (B,)   log-mel of the audio (clips concatenated,
-                     cropped to max_seconds, padded to the batch's longest)
-    present (B, 5)   bool, in PRESENCE order: text, image, ocr, speech, acoustic
-
-A modality that is absent is a zero row (and ``False`` in ``present``): text iff the (cleaned)
-comment text is non-empty, image iff >= 1 image, ocr iff the OCR text is non-empty, speech iff
-the transcript is non-empty, acoustic iff >= 1 audio clip. All texts of a batch (comment texts,
-OCR texts, transcripts) go through the text encoder in one call, sorted and padded per chunk by
-the encoder itself. Texts are cleaned with :func:`model.data.clean_text` first when the text
-encoder's config says so, as the classifier does.
+"""Featurisation of a data set: the live extractor run over a ``data/multimodal/*.jsonl`` file.
 
 :func:`extract_dataset` runs the extractor over a ``data/multimodal/*.jsonl`` file and writes one
 ``.npz`` (see :func:`load_features` for its layout). OCR texts, transcripts and image embeddings
 are cached per media file in ``cache_dir/media.sqlite`` under the sha256 of the file's bytes and
 the identity of the model that made them, so repeated media and re-runs cost nothing but hashing
 (and audio decoding, for the log-mel, which is cheap).
-
-``commentflow features`` is :func:`add_arguments` / :func:`run`.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
-import io
 import json
 import logging
 import os
@@ -41,252 +19,31 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from model.acoustic import MelConfig, log_mel_batch
-from model.base import LABELS, CommentInput
-from model.data import clean_text
-from schemas.errors import CommentflowError
+from model.base import LABELS
+from model.serving.features import PRESENCE, FeatureExtractor
+from model.serving.preprocess import FeatureError, decode_audio, decode_image
 
 __all__ = [
     "FORMAT_VERSION",
-    "PRESENCE",
     "FeatureError",
-    "FeatureExtractor",
     "FeatureSet",
-    "Features",
     "MediaCache",
-    "add_arguments",
     "extract_dataset",
+    "extract_features",
     "features_for",
     "is_multimodal_data",
     "load_features",
-    "run",
 ]
 
 log = logging.getLogger(__name__)
 
-#: Columns of :attr:`Features.present`, in order.
-PRESENCE: tuple[str, ...] = ("text", "image", "ocr", "speech", "acoustic")
 #: Version of the ``.npz`` layout :func:`extract_dataset` writes.
 FORMAT_VERSION = 1
-
-
-class FeatureError(CommentflowError):
-    """A data file or media item that features cannot be extracted from (fatal for the run)."""
-
-
-# --------------------------------------------------------------------------- interfaces
-
-
-class TextEncoderLike(Protocol):
-    out_dim: int
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
-
-
-class ImageEncoderLike(Protocol):
-    dim: int
-    identity: str
-
-    def encode(self, images: Sequence[np.ndarray]) -> np.ndarray: ...
-
-
-class OcrLike(Protocol):
-    identity: str
-
-    def read(self, images: Sequence[np.ndarray]) -> list[str]: ...
-
-
-class AsrLike(Protocol):
-    identity: str
-
-    def transcribe(self, audio: Sequence[np.ndarray]) -> list[str]: ...
-
-
-# --------------------------------------------------------------------------- features
-
-
-@dataclass(frozen=True, slots=True)
-class Features:
-    """Features of a batch of comments; see the module docstring for every field."""
-
-    text: np.ndarray  # (B, Dt) float32
-    image: np.ndarray  # (B, Di) float32
-    ocr: np.ndarray  # (B, Dt) float32
-    speech: np.ndarray  # (B, Dt) float32
-    mel: np.ndarray  # (B, T, n_mels) float32
-    mel_lengths: np.ndarray  # (B,) int64
-    present: np.ndarray  # (B, 5) bool, PRESENCE order
-    ocr_texts: tuple[str, ...]
-    transcripts: tuple[str, ...]
-
-    def __len__(self) -> int:
-        return int(self.present.shape[0])
-
-
-def _join(parts: Sequence[str]) -> str:
-    return " ".join(p.strip() for p in parts if p and p.strip())
-
-
-class FeatureExtractor:
-    """Text, image, OCR, speech and log-mel features of comments (blocking; one thread owns it).
-
-    Any objects with the encoders' methods work (see the ``*Like`` protocols): tests pass fakes.
-    """
-
-    def __init__(
-        self,
-        text_encoder: TextEncoderLike,
-        image_encoder: ImageEncoderLike,
-        ocr: OcrLike,
-        asr: AsrLike,
-        *,
-        mel: MelConfig | None = None,
-    ) -> None:
-        self.text_encoder = text_encoder
-        self.image_encoder = image_encoder
-        self.ocr = ocr
-        self.asr = asr
-        self.mel_config = mel or MelConfig()
-        config = getattr(text_encoder, "config", None)
-        self._clean = bool(getattr(config, "clean", False))
-
-    @classmethod
-    def default(cls, device: str = "auto", threads: int = 2) -> FeatureExtractor:
-        """MiniLM, EfficientNet-Lite0, RapidOCR and Whisper tiny.en, all from their packages."""
-        from model.asr import SpeechRecognizer
-        from model.image_encoder import ImageEncoder
-        from model.ocr import OcrReader
-        from model.text_encoder import TextEncoder
-
-        return cls(
-            TextEncoder(device=device),
-            ImageEncoder(device=device),
-            OcrReader(threads=threads),
-            SpeechRecognizer(threads=threads, device=device),
-        )
-
-    @property
-    def text_dim(self) -> int:
-        return int(self.text_encoder.out_dim)
-
-    @property
-    def image_dim(self) -> int:
-        return int(self.image_encoder.dim)
-
-    def identities(self) -> dict[str, str]:
-        """What made each feature (stored with extracted data sets)."""
-        return {
-            "text_encoder": str(getattr(self.text_encoder, "identity", type(self.text_encoder))),
-            "image_encoder": self.image_encoder.identity,
-            "ocr": self.ocr.identity,
-            "asr": self.asr.identity,
-        }
-
-    def _prepare(self, text: str) -> str:
-        return clean_text(text) if self._clean else text.strip()
-
-    def read_images(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[str]]:
-        """Embeddings ``(N, Di)`` float32 and OCR texts of a flat list of images."""
-        if not images:
-            return np.zeros((0, self.image_dim), np.float32), []
-        return np.asarray(self.image_encoder.encode(images), np.float32), self.ocr.read(images)
-
-    def extract(self, batch: Sequence[CommentInput]) -> Features:
-        """Features of ``batch``, one row per comment, in order. Blocking."""
-        images = [im for c in batch for im in c.images]
-        clips = [a for c in batch for a in c.audio]
-        vecs, texts = self.read_images(images)
-        transcripts = self.asr.transcribe(clips) if clips else []
-        image_vecs, ocr_texts, speech_texts = [], [], []
-        i = j = 0
-        for c in batch:
-            k, m = len(c.images), len(c.audio)
-            image_vecs.append(vecs[i : i + k])
-            ocr_texts.append(texts[i : i + k])
-            speech_texts.append(transcripts[j : j + m])
-            i, j = i + k, j + m
-        return self.assemble(
-            [c.text for c in batch], image_vecs, ocr_texts, speech_texts, [c.audio for c in batch]
-        )
-
-    __call__ = extract
-
-    def assemble(
-        self,
-        texts: Sequence[str],
-        image_vecs: Sequence[np.ndarray],
-        ocr_texts: Sequence[Sequence[str]],
-        transcripts: Sequence[Sequence[str]],
-        audio: Sequence[Sequence[np.ndarray]],
-    ) -> Features:
-        """Features from per-comment media results (what :meth:`extract` and the cache share).
-
-        ``image_vecs[b]`` is ``(k_b, Di)`` for comment ``b``'s ``k_b`` images, ``ocr_texts[b]`` and
-        ``transcripts[b]`` its per-image / per-clip strings, ``audio[b]`` its clips.
-        """
-        b = len(texts)
-        comment = [self._prepare(t or "") for t in texts]
-        ocr_joined = [self._prepare(_join(t)) for t in ocr_texts]
-        speech_joined = [self._prepare(_join(t)) for t in transcripts]
-
-        present = np.zeros((b, len(PRESENCE)), dtype=bool)  # (B, 5)
-        present[:, 0] = [bool(t) for t in comment]
-        present[:, 1] = [len(v) > 0 for v in image_vecs]
-        present[:, 2] = [bool(t) for t in ocr_joined]
-        present[:, 3] = [bool(t) for t in speech_joined]
-        present[:, 4] = [len(a) > 0 for a in audio]
-
-        # One text-encoder call for every text of the batch (the encoder pads per sorted chunk).
-        columns = (comment, ocr_joined, speech_joined)
-        flat = [t for col in columns for t in col if t]
-        enc = (
-            np.asarray(self.text_encoder.encode(flat), np.float32)
-            if flat
-            else np.zeros((0, self.text_dim), np.float32)
-        )
-        outs = []
-        start = 0
-        for col in (0, 2, 3):  # text, ocr, speech presence columns, in `columns` order
-            out = np.zeros((b, self.text_dim), np.float32)  # (B, Dt)
-            rows = np.flatnonzero(present[:, col])
-            out[rows] = enc[start : start + len(rows)]
-            start += len(rows)
-            outs.append(out)
-
-        image = np.zeros((b, self.image_dim), np.float32)  # (B, Di)
-        for i, v in enumerate(image_vecs):
-            if len(v):
-                image[i] = np.asarray(v, np.float32).mean(axis=0)
-
-        cfg = self.mel_config
-        waves = [
-            np.concatenate([np.asarray(a, np.float32).reshape(-1) for a in clips])
-            if clips
-            else np.zeros(0, np.float32)
-            for clips in audio
-        ]
-        with torch.inference_mode():
-            mel, lengths = log_mel_batch(
-                waves, cfg.sr, cfg.n_mels, cfg.n_fft, cfg.hop, cfg.max_seconds
-            )  # (B, T, M), (B,)
-        return Features(
-            text=outs[0],
-            image=image,
-            ocr=outs[1],
-            speech=outs[2],
-            mel=mel.numpy(),
-            mel_lengths=lengths.numpy(),
-            present=present,
-            ocr_texts=tuple(ocr_joined),
-            transcripts=tuple(speech_joined),
-        )
-
 
 # --------------------------------------------------------------------------- media cache
 
@@ -460,38 +217,6 @@ def _read_bytes(path: Path) -> bytes:
         raise FeatureError(f"cannot read media file {path}: {exc}") from exc
 
 
-def _decode_image(data: bytes, path: Path) -> np.ndarray:
-    from PIL import Image, ImageOps
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
-    except Exception as exc:  # PIL raises many types for broken files
-        raise FeatureError(f"cannot decode image {path}: {exc}") from exc
-
-
-def _resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    """Band-limited (FFT) resampling of a whole mono clip."""
-    if sr_in == sr_out or len(x) == 0:
-        return x
-    n_out = round(len(x) * sr_out / sr_in)
-    spec = np.fft.rfft(x.astype(np.float64))
-    keep = np.zeros(n_out // 2 + 1, np.complex128)
-    m = min(len(spec), len(keep))
-    keep[:m] = spec[:m]
-    return (np.fft.irfft(keep, n_out) * (n_out / len(x))).astype(np.float32)
-
-
-def _decode_audio(data: bytes, path: Path, sr: int) -> np.ndarray:
-    import soundfile as sf
-
-    try:
-        wave, file_sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except Exception as exc:  # soundfile raises RuntimeError/LibsndfileError/...
-        raise FeatureError(f"cannot decode audio {path}: {exc}") from exc
-    return _resample(wave.mean(axis=1), int(file_sr), sr)
-
-
 def _batches(rows: Sequence[_Row], size: int) -> Iterator[Sequence[_Row]]:
     for s in range(0, len(rows), size):
         yield rows[s : s + size]
@@ -524,7 +249,7 @@ class _CachedMedia:
         todo = list(dict.fromkeys(need_v + need_t))
         self.hits += len(keys) - len(todo)
         self.misses += len(todo)
-        arrays = {k: _decode_image(blobs[k], paths[k]) for k in todo}
+        arrays = {k: decode_image(blobs[k], paths[k]) for k in todo}
         if need_v:
             new_v = np.asarray(self.x.image_encoder.encode([arrays[k] for k in need_v]))
             put_v = {k: new_v[i].astype(np.float32).tobytes() for i, k in enumerate(need_v)}
@@ -597,7 +322,7 @@ def extract_dataset(
                     data = _read_bytes(r.audio)
                     key = _sha(data)
                     if key not in waves:
-                        waves[key] = _decode_audio(data, r.audio, sr)
+                        waves[key] = decode_audio(data, r.audio, sr)
                 aud_keys.append(key)
             img_res = media.images(img_paths, img_blobs) if img_paths else {}
             asr_res = media.transcripts(waves) if waves else {}
@@ -722,42 +447,26 @@ def load_features(path: str | os.PathLike[str]) -> FeatureSet:
     return FeatureSet(meta=meta, **fields)
 
 
-# --------------------------------------------------------------------------- CLI
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``commentflow features``."""
-    a = parser.add_argument
-    a(
-        "--data",
-        required=True,
-        help="data/multimodal/{train,val,test}.jsonl, or a .jsonl/.csv: text,label,image,audio",
-    )
-    a("--out", required=True, help="the .npz to write (e.g. .cache/mm/train.npz)")
-    a("--batch-size", type=int, default=32, help="comments per extraction batch")
-    a(
-        "--cache-dir",
-        default=".cache/mm/media",
-        help="per-media cache (OCR text, transcript, image embedding by file sha256)",
-    )
-    a("--device", default="auto", help="auto, cpu or cuda[:i]")
-    a("--threads", type=int, default=2, help="CPU threads for torch, OCR and ASR")
-    a("--limit", type=int, default=None, help="only the first N items (smoke runs)")
-    a("--no-progress", action="store_true", help="no progress bar")
-
-
-def run(args: argparse.Namespace) -> int:
-    """``commentflow features``: extract and write one split's features; 0 on success."""
-    torch.set_num_threads(max(1, args.threads))
-    extractor = FeatureExtractor.default(device=args.device, threads=args.threads)
-    summary = extract_dataset(
-        args.data,
-        args.out,
-        batch_size=args.batch_size,
-        cache_dir=args.cache_dir,
+def extract_features(
+    data: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    batch_size: int = 32,
+    cache_dir: str | os.PathLike[str] = ".cache/mm/media",
+    device: str = "auto",
+    threads: int = 2,
+    limit: int | None = None,
+    progress: bool = True,
+) -> dict[str, object]:
+    """``commentflow features``: extract one split's features with the real encoders."""
+    torch.set_num_threads(max(1, threads))
+    extractor = FeatureExtractor.default(device=device, threads=threads)
+    return extract_dataset(
+        data,
+        out,
+        batch_size=batch_size,
+        cache_dir=cache_dir,
         extractor=extractor,
-        progress=not args.no_progress,
-        limit=args.limit,
+        progress=progress,
+        limit=limit,
     )
-    print(json.dumps(summary, indent=2, sort_keys=True))
-    return 0

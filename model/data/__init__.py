@@ -1,0 +1,1 @@
+"""Data: labelled text sets, synthetic multimodal sets, featurisation of a data set."""

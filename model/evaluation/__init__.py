@@ -1,0 +1,1 @@
+"""Evaluation: metrics, the evaluator of a model directory, throughput."""

@@ -1,0 +1,1 @@
+"""The trainable networks: the MLP head, the acoustic encoder, the fusion Transformer."""

@@ -1,0 +1,174 @@
+"""The multimodal classifier: frozen encoders -> features -> :class:`~model.nn.fusion.FusionModel`.
+
+The directory format (v2) is :mod:`model.format.multimodal`; the encoders come from
+:mod:`model.encoders.registry`. Blocking and not thread-safe: one dedicated inference thread owns
+a classifier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from model.base import MODALITIES, SENTIMENT_HEAD, ClassOutput, CommentInput
+from model.encoders import registry
+from model.encoders.text import resolve_device
+from model.errors import ModelFormatError
+from model.format.multimodal import load_fusion_dir
+from model.nn.acoustic import MelConfig
+from model.nn.fusion import FusionModel
+from model.serving.cache import CachedComponent, ContentCache
+from model.serving.features import FeatureExtractor, Features
+from model.serving.shared_cache import SharedFeatureCache
+
+__all__ = ["MultimodalClassifier", "features_to_tensors", "load_multimodal", "used_modalities"]
+
+
+def features_to_tensors(f: Features, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The fusion model's input dict from extracted :class:`~model.serving.features.Features`."""
+    return {
+        "text": torch.from_numpy(f.text).to(device),  # (B, Dt)
+        "image": torch.from_numpy(f.image).to(device),  # (B, Di)
+        "ocr": torch.from_numpy(f.ocr).to(device),  # (B, Dt)
+        "speech": torch.from_numpy(f.speech).to(device),  # (B, Dt)
+        "mel": torch.from_numpy(f.mel).to(device),  # (B, T, M)
+        "mel_lengths": torch.from_numpy(np.asarray(f.mel_lengths, np.int64)).to(device),  # (B,)
+        "present": torch.from_numpy(f.present).to(device),  # (B, 5)
+    }
+
+
+def used_modalities(c: CommentInput) -> tuple[str, ...]:
+    """``text`` if the stripped text is non-empty, ``image`` / ``audio`` if any was given."""
+    has = {"text": bool((c.text or "").strip()), "image": bool(c.images), "audio": bool(c.audio)}
+    return tuple(m for m in MODALITIES if has[m])
+
+
+class MultimodalClassifier:
+    """The :class:`~model.base.Classifier` for text + images + audio.
+
+    ``predict`` extracts every feature of the batch (one text-encoder call for comment texts,
+    OCR texts and transcripts; image, OCR and ASR results cached in-process by content hash),
+    runs the fusion model once and returns softmax scores. Blocking; one thread owns it.
+    """
+
+    def __init__(
+        self,
+        extractor: FeatureExtractor,
+        fusion: FusionModel,
+        *,
+        name: str,
+        version: str,
+        device: str = "cpu",
+        model_dir: Path | None = None,
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.extractor = extractor
+        self.device = device
+        self.fusion = fusion.to(device).eval()
+        self.name, self.version = name, version
+        self.labels: tuple[str, ...] = tuple(fusion.config.heads[SENTIMENT_HEAD])
+        self.modalities: tuple[str, ...] = MODALITIES
+        self.model_dir = model_dir
+        self.config = dict(config or {})
+
+    @torch.inference_mode()
+    def predict_tensors(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Sentiment probabilities ``(B, C)`` float32 on CPU from fusion inputs (any device)."""
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        on_cuda = self.device.startswith("cuda")
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda):
+            logits = self.fusion(batch)[SENTIMENT_HEAD]  # (B, C)
+        return torch.softmax(logits.float(), dim=-1).cpu()  # (B, C)
+
+    def predict_proba(self, batch: Sequence[CommentInput]) -> torch.Tensor:
+        """Probabilities ``(B, C)`` float32 on CPU, in :attr:`labels` order. Blocking."""
+        feats = self.extractor.extract(batch)
+        return self.predict_tensors(features_to_tensors(feats))
+
+    def use_shared_cache(self, client: Any, prefix: str, ttl_s: int = 7 * 24 * 3600) -> None:
+        """Share image embeddings, OCR text and transcripts with other workers through Redis.
+
+        ``client`` is a synchronous ``redis.Redis``: the caches are consulted on the inference
+        thread. Keys are namespaced by each encoder's identity, so another model never reads them.
+        """
+        ex = self.extractor
+        for name, part in (("image", ex.image_encoder), ("ocr", ex.ocr), ("asr", ex.asr)):
+            cache = getattr(part, "cache", None)
+            if isinstance(cache, ContentCache):
+                cache.shared = SharedFeatureCache(
+                    client, prefix=prefix, namespace=f"{name}:{part.identity}", ttl_s=ttl_s
+                )
+
+    def predict(self, batch: Sequence[CommentInput]) -> list[ClassOutput]:
+        """One :class:`ClassOutput` per comment, in order. Blocking."""
+        if not batch:
+            return []
+        probs = self.predict_proba(batch)
+        best = probs.argmax(-1).tolist()
+        labels = self.labels
+        return [
+            ClassOutput(
+                label=labels[k],
+                scores=dict(zip(labels, row, strict=True)),
+                modalities=used_modalities(c),
+            )
+            for c, k, row in zip(batch, best, probs.tolist(), strict=True)
+        ]
+
+
+def load_multimodal(
+    model_dir: str | Path,
+    device: str = "auto",
+    *,
+    threads: int = 2,
+    cache_size: int = 2048,
+    components: Mapping[str, Any] | None = None,
+) -> MultimodalClassifier:
+    """Load a format-v2 multimodal model directory.
+
+    ``components`` overrides built encoders by name (``text``, ``image``, ``ocr``, ``asr``);
+    ``cache_size`` bounds each in-process content cache (image embeddings, OCR, transcripts).
+    """
+    model_dir = Path(model_dir)
+    fusion, cfg = load_fusion_dir(model_dir)
+    fcfg = fusion.config
+    dev = resolve_device(device)
+    enc = dict(cfg["encoders"])
+    built = dict(components or {})
+    ctx = registry.BuildContext(model_dir=model_dir, device=dev, threads=threads)
+    for role in registry.ROLES:
+        if role in built:
+            continue
+        if role not in enc:
+            raise ModelFormatError(f"{model_dir}/config.json: encoders.{role} is missing")
+        built[role] = registry.build(role, enc[role], ctx)
+    text = built["text"]
+    if int(text.out_dim) != fcfg.text_dim:
+        raise ModelFormatError(
+            f"text encoder width {text.out_dim} != fusion text_dim {fcfg.text_dim}"
+        )
+    if int(built["image"].dim) != fcfg.image_dim:
+        raise ModelFormatError(
+            f"image encoder width {built['image'].dim} != fusion image_dim {fcfg.image_dim}"
+        )
+    mel = MelConfig(**dict(enc.get("acoustic", {})))
+    if mel.n_mels != fcfg.acoustic.n_mels:
+        raise ModelFormatError(f"mel bands {mel.n_mels} != acoustic n_mels {fcfg.acoustic.n_mels}")
+    extractor = FeatureExtractor(
+        text,
+        *(CachedComponent(role, built[role], cache_size) for role in ("image", "ocr", "asr")),
+        mel=mel,
+    )
+    return MultimodalClassifier(
+        extractor,
+        fusion,
+        name=str(cfg["name"]),
+        version=str(cfg["version"]),
+        device=dev,
+        model_dir=model_dir,
+        config=cfg,
+    )

@@ -1,0 +1,86 @@
+"""The text classifier: a frozen sentence encoder -> the sentiment MLP head -> softmax.
+
+The directory format (v1) is :mod:`model.format.text`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from model.base import ClassOutput, CommentInput
+from model.encoders.text import TextEncoder, resolve_device
+from model.format.text import read_text_dir
+from model.nn.heads import MLPHead
+from model.serving.preprocess import clean_text
+
+__all__ = ["TextClassifier", "load_text"]
+
+
+class TextClassifier:
+    """The :class:`~model.base.Classifier` for text: encoder -> sentiment head -> softmax.
+
+    Comments without text are classified from the empty string. Blocking; call it from one
+    dedicated inference thread. Holds no per-call state.
+    """
+
+    modalities: tuple[str, ...] = ("text",)
+
+    def __init__(
+        self,
+        encoder: TextEncoder,
+        head: MLPHead,
+        *,
+        name: str,
+        version: str,
+        batch_size: int = 64,
+        model_dir: Path | None = None,
+    ) -> None:
+        self.encoder = encoder
+        self.head = head.to(encoder.device).eval()
+        self.name = name
+        self.version = version
+        self.labels: tuple[str, ...] = tuple(head.config.labels)
+        self.device = encoder.device
+        self.batch_size = batch_size
+        self.model_dir = model_dir
+
+    @torch.inference_mode()
+    def predict_proba(self, texts: Sequence[str], progress: bool = False) -> torch.Tensor:
+        """Class probabilities ``(N, n_classes)`` float32 on CPU, in :attr:`labels` order."""
+        if self.encoder.config.clean:
+            texts = [clean_text(t) for t in texts]
+        feats = self.encoder.encode_tensor(texts, self.batch_size, progress)  # (N, F)
+        return torch.softmax(self.head(feats).float(), dim=-1).cpu()  # (N, C)
+
+    def predict(self, batch: Sequence[CommentInput]) -> list[ClassOutput]:
+        """One :class:`ClassOutput` per comment, in order. Blocking."""
+        if not batch:
+            return []
+        probs = self.predict_proba([c.text or "" for c in batch])
+        best = probs.argmax(dim=-1).tolist()
+        labels = self.labels
+        return [
+            ClassOutput(
+                label=labels[k],
+                scores=dict(zip(labels, row, strict=True)),
+                modalities=self.modalities,
+            )
+            for k, row in zip(best, probs.tolist(), strict=True)
+        ]
+
+
+def load_text(model_dir: str | Path, device: str = "auto", batch_size: int = 64) -> TextClassifier:
+    """Load a format-v1 model directory. Raises ModelFormatError / UnsafeWeightsError."""
+    d = read_text_dir(model_dir)
+    encoder = TextEncoder(d.encoder, base_dir=d.path, device=resolve_device(device))
+    return TextClassifier(
+        encoder,
+        d.head,
+        name=str(d.config["name"]),
+        version=str(d.config["version"]),
+        batch_size=batch_size,
+        model_dir=d.path,
+    )
