@@ -58,10 +58,11 @@ def run_worker(settings: Settings) -> int:
     The model is loaded first, before the worker joins the consumer group: a bad model directory
     fails fast with a clear message, and partitions are never held by a worker still loading.
     """
-    from model import load_classifier
     from workers import memory
 
-    memory.tune()  # before the model and its threads allocate: see workers.memory
+    memory.tune()  # before torch and the model's threads allocate: see workers.memory
+    from model import load_classifier
+
     try:
         classifier = load_classifier(settings.model_dir, settings.device)
     except (ModelError, OSError) as exc:

@@ -8,7 +8,12 @@ glibc's defaults two things make its RSS creep up for hours although nothing lea
   to the system. Fixing the threshold (128 KiB) sends every large array to ``mmap``, which
   ``free`` hands back at once;
 * every thread that allocates may get an arena of its own (8 x cores): fewer arenas, less
-  fragmentation.
+  fragmentation;
+* oneDNN (torch's CPU convolutions) keeps a compiled primitive, with its buffers, for every input
+  shape it has seen, up to 1024 of them: audio clips of every length each add one (measured
+  ~150 KB a clip). :func:`tune` caps that cache at :data:`ONEDNN_CACHE` shapes unless
+  ``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` is set; it must run before torch makes its first
+  primitive.
 
 :func:`tune` applies both at start-up (``mallopt``), :func:`trim` returns free heap pages to the
 system (``malloc_trim``; the worker calls it every few seconds). Both are no-ops where the C
@@ -20,6 +25,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import os
 
 __all__ = ["trim", "tune"]
 
@@ -29,6 +35,7 @@ _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 MMAP_THRESHOLD_BYTES = 128 * 1024
 ARENA_MAX = 4
+ONEDNN_CACHE = 64
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -43,7 +50,9 @@ _LIBC = _libc()
 
 
 def tune() -> bool:
-    """Fixed mmap threshold and at most :data:`ARENA_MAX` arenas; ``False`` if not glibc."""
+    """Fixed mmap threshold and at most :data:`ARENA_MAX` arenas (``False`` if not glibc), and
+    a bounded oneDNN primitive cache."""
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(ONEDNN_CACHE))
     if _LIBC is None:
         return False
     ok = bool(_LIBC.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
