@@ -8,12 +8,12 @@ glibc's defaults two things make its RSS creep up for hours although nothing lea
   to the system. Fixing the threshold (128 KiB) sends every large array to ``mmap``, which
   ``free`` hands back at once;
 * every thread that allocates may get an arena of its own (8 x cores): fewer arenas, less
-  fragmentation;
-* oneDNN (torch's CPU convolutions) keeps a compiled primitive, with its buffers, for every input
-  shape it has seen, up to 1024 of them: audio clips of every length each add one (measured
-  ~150 KB a clip). :func:`tune` caps that cache at :data:`ONEDNN_CACHE` shapes unless
-  ``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` is set; it must run before torch makes its first
-  primitive.
+  fragmentation.
+
+Not tuned here: oneDNN's per-shape primitive cache (``ONEDNN_PRIMITIVE_CACHE_CAPACITY``, 1024 by
+default). Capping it at 64 made the model alone grow less on audio of varying lengths, but the
+30-minute soak with the cap grew faster (+79% against +45%, on a busier machine), so the default
+stays until a longer soak says otherwise (README, "Soak").
 
 :func:`tune` applies both at start-up (``mallopt``), :func:`trim` returns free heap pages to the
 system (``malloc_trim``; the worker calls it every few seconds). Both are no-ops where the C
@@ -25,7 +25,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
-import os
 
 __all__ = ["trim", "tune"]
 
@@ -35,7 +34,6 @@ _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 MMAP_THRESHOLD_BYTES = 128 * 1024
 ARENA_MAX = 4
-ONEDNN_CACHE = 64
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -50,9 +48,7 @@ _LIBC = _libc()
 
 
 def tune() -> bool:
-    """Fixed mmap threshold and at most :data:`ARENA_MAX` arenas (``False`` if not glibc), and
-    a bounded oneDNN primitive cache."""
-    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(ONEDNN_CACHE))
+    """Fixed mmap threshold and at most :data:`ARENA_MAX` arenas; ``False`` if not glibc."""
     if _LIBC is None:
         return False
     ok = bool(_LIBC.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
