@@ -28,7 +28,7 @@ import orjson
 import pytest
 from safetensors.torch import load_file, save_file
 from support.hostile import hostile_values
-from support.stream import pairs_of, read_all, send, wait_for, wait_predictions
+from support.stream import pairs_of, read_all, readyz, send, wait_for, wait_predictions
 
 from commentflow.local import read_topic
 from commentflow.processes import free_port, stop_process
@@ -127,16 +127,6 @@ async def test_hostile_mix_then_valid_comments_every_message_has_one_outcome(
     assert len(shared) > 1
 
 
-async def _readyz(port: int) -> tuple[int, dict]:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(
-            f"http://127.0.0.1:{port}/readyz", timeout=aiohttp.ClientTimeout(total=5)
-        ) as resp,
-    ):
-        return resp.status, orjson.loads(await resp.text())
-
-
 async def test_a_broken_model_dead_letters_nothing_exits_and_the_restart_resumes(
     topics, make_settings, tiny_model, nan_model, start_worker
 ):
@@ -156,7 +146,7 @@ async def test_a_broken_model_dead_letters_nothing_exits_and_the_restart_resumes
     deadline = time.monotonic() + 120
     while worker.alive() and time.monotonic() < deadline:  # until it exits: poll /readyz
         try:
-            status, body = await _readyz(port)
+            status, body = await readyz(port)
             if status == 503 and body["checks"].get("pipeline", "ok") != "ok":
                 seen_not_ready = body
         except aiohttp.ClientError:
@@ -270,14 +260,14 @@ async def test_a_frozen_broker_is_survived_without_loss_or_double_counts(
             await asyncio.sleep(5)
             assert worker.alive(), worker.log_tail()
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                frozen_ready = await _readyz(port)
+                frozen_ready = await readyz(port)
     finally:
         kafka.send_signal(signal.SIGCONT)
     preds = await until_predicted(settings, {e["comment_id"] for e in events}, worker, 300)
     assert worker.alive(), worker.log_tail()
 
     async def ready() -> tuple[int, dict] | None:
-        answer = await _readyz(port)
+        answer = await readyz(port)
         return answer if answer[0] == 200 else None
 
     ready_after = await wait_for(ready, timeout_s=60, interval_s=1, what="/readyz 200")

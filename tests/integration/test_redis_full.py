@@ -11,10 +11,10 @@ import collections
 import time
 from pathlib import Path
 
-import aiohttp
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from support.stream import readyz
 
 from commentflow.local import WorkerProcess, read_topic
 from commentflow.produce import synthetic_events
@@ -25,16 +25,6 @@ from model.testing import make_tiny_model_dir
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_model_dir(tmp_path_factory.mktemp("tiny-redis-full") / "model")
-
-
-async def _readyz(port: int) -> tuple[int, dict]:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(
-            f"http://127.0.0.1:{port}/readyz", timeout=aiohttp.ClientTimeout(total=5)
-        ) as resp,
-    ):
-        return resp.status, orjson.loads(await resp.text())
 
 
 async def test_out_of_memory_answers_stall_the_worker_then_it_resumes_exactly(
@@ -71,7 +61,7 @@ async def test_out_of_memory_answers_stall_the_worker_then_it_resumes_exactly(
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 assert worker.alive(), worker.log_tail()
-                status, body = await _readyz(port)
+                status, body = await readyz(port)
                 if status == 503 and "redis" in body["checks"].get("pipeline", ""):
                     stalled = body
                     break
@@ -102,7 +92,7 @@ async def test_out_of_memory_answers_stall_the_worker_then_it_resumes_exactly(
             alive=worker.alive,
         )
         for _ in range(40):
-            status, _ = await _readyz(port)
+            status, _ = await readyz(port)
             if status == 200:
                 break
             await asyncio.sleep(0.5)

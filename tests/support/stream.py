@@ -12,13 +12,14 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
+import aiohttp
 import orjson
 from aiokafka import AIOKafkaProducer
 
 from commentflow.local import WorkerProcess, read_topic
 from commentflow.settings import Settings
 
-__all__ = ["pairs_of", "read_all", "send", "wait_for", "wait_predictions"]
+__all__ = ["pairs_of", "read_all", "readyz", "send", "wait_for", "wait_predictions"]
 
 T = TypeVar("T")
 
@@ -114,6 +115,17 @@ async def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} did not hold within {timeout_s} s")
         await asyncio.sleep(interval_s)
+
+
+async def readyz(port: int) -> tuple[int, dict[str, Any]]:
+    """A worker's ``/readyz`` on ``port``: (status, body)."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            f"http://127.0.0.1:{port}/readyz", timeout=aiohttp.ClientTimeout(total=5)
+        ) as resp,
+    ):
+        return resp.status, orjson.loads(await resp.text())
 
 
 def _tail(worker: WorkerProcess | None) -> str:
