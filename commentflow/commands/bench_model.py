@@ -38,6 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--threads", type=int, default=2, help="torch / OCR / ASR CPU threads")
     a("--seed", type=int, default=7)
     a("--out", default=None, help="output folder (default: runs/bench-model-<timestamp>)")
+    a(
+        "--text-encoders",
+        action="store_true",
+        help="instead of a model: the text encoders alone (MiniLM, USE-m3 in torch, USE-m3's "
+        "numpy package), texts/s side by side",
+    )
 
 
 def synthetic_texts(n: int, seed: int) -> list[str]:
@@ -48,6 +54,19 @@ def synthetic_texts(n: int, seed: int) -> list[str]:
 
 
 def run(args: argparse.Namespace, settings: Settings | None) -> int:
+    if args.text_encoders:
+        from model.evaluation.encoder_throughput import bench_text_encoders
+
+        bench_text_encoders(
+            synthetic_texts,
+            batch_sizes=args.batch_sizes,
+            items=max(args.items, 1024),
+            device=args.device,
+            threads=args.threads,
+            seed=args.seed,
+        )
+        return 0
+
     from model.evaluation.throughput import bench_model
 
     return bench_model(

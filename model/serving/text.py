@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 
 from model.base import ClassOutput, CommentInput
-from model.encoders.text import TextEncoder, resolve_device
+from model.encoders.experts import SentenceEncoder, build_text_encoder
+from model.encoders.text import resolve_device
 from model.format.text import read_text_dir
 from model.nn.heads import MLPHead
 from model.serving.preprocess import clean_text
@@ -30,7 +31,7 @@ class TextClassifier:
 
     def __init__(
         self,
-        encoder: TextEncoder,
+        encoder: SentenceEncoder,
         head: MLPHead,
         *,
         name: str,
@@ -75,7 +76,7 @@ class TextClassifier:
 def load_text(model_dir: str | Path, device: str = "auto", batch_size: int = 64) -> TextClassifier:
     """Load a format-v1 model directory. Raises ModelFormatError / UnsafeWeightsError."""
     d = read_text_dir(model_dir)
-    encoder = TextEncoder(d.encoder, base_dir=d.path, device=resolve_device(device))
+    encoder = build_text_encoder(d.encoder, base_dir=d.path, device=resolve_device(device))
     return TextClassifier(
         encoder,
         d.head,

