@@ -23,6 +23,7 @@ from model.nn.acoustic import MelConfig
 from model.nn.fusion import FusionModel
 from model.serving.cache import CachedComponent, ContentCache
 from model.serving.features import FeatureExtractor, Features
+from model.serving.language import LanguageGate, languages_from_config
 from model.serving.shared_cache import SharedFeatureCache
 
 __all__ = ["MultimodalClassifier", "features_to_tensors", "load_multimodal", "used_modalities"]
@@ -52,7 +53,9 @@ class MultimodalClassifier:
 
     ``predict`` extracts every feature of the batch (one text-encoder call for comment texts,
     OCR texts and transcripts; image, OCR and ASR results cached in-process by content hash),
-    runs the fusion model once and returns softmax scores. Blocking; one thread owns it.
+    runs the fusion model once and returns softmax scores, with the comment text's detected
+    language and whether the model supports it (``config["languages"]``, English by default).
+    Blocking; one thread owns it.
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class MultimodalClassifier:
         self.modalities: tuple[str, ...] = MODALITIES
         self.model_dir = model_dir
         self.config = dict(config or {})
+        self.languages = LanguageGate(languages_from_config(self.config))
 
     @torch.inference_mode()
     def predict_tensors(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -110,13 +114,17 @@ class MultimodalClassifier:
         probs = self.predict_proba(batch)
         best = probs.argmax(-1).tolist()
         labels = self.labels
+        langs = self.languages.assess(c.text or "" for c in batch)
         return [
             ClassOutput(
                 label=labels[k],
                 scores=dict(zip(labels, row, strict=True)),
                 modalities=used_modalities(c),
+                language=lang.code,
+                language_score=lang.score,
+                language_supported=lang.supported,
             )
-            for c, k, row in zip(batch, best, probs.tolist(), strict=True)
+            for c, k, row, lang in zip(batch, best, probs.tolist(), langs, strict=True)
         ]
 
 

@@ -14,6 +14,7 @@ from model.base import ClassOutput, CommentInput
 from model.encoders.text import TextEncoder, resolve_device
 from model.format.text import read_text_dir
 from model.nn.heads import MLPHead
+from model.serving.language import LanguageGate, languages_from_config
 from model.serving.preprocess import clean_text
 
 __all__ = ["TextClassifier", "load_text"]
@@ -22,8 +23,9 @@ __all__ = ["TextClassifier", "load_text"]
 class TextClassifier:
     """The :class:`~model.base.Classifier` for text: encoder -> sentiment head -> softmax.
 
-    Comments without text are classified from the empty string. Blocking; call it from one
-    dedicated inference thread. Holds no per-call state.
+    Comments without text are classified from the empty string; each output carries the text's
+    detected language and whether the model supports it (``languages``, English by default).
+    Blocking; call it from one dedicated inference thread. Holds no per-call state.
     """
 
     modalities: tuple[str, ...] = ("text",)
@@ -37,6 +39,7 @@ class TextClassifier:
         version: str,
         batch_size: int = 64,
         model_dir: Path | None = None,
+        languages: LanguageGate | None = None,
     ) -> None:
         self.encoder = encoder
         self.head = head.to(encoder.device).eval()
@@ -46,6 +49,7 @@ class TextClassifier:
         self.device = encoder.device
         self.batch_size = batch_size
         self.model_dir = model_dir
+        self.languages = languages or LanguageGate()
 
     @torch.inference_mode()
     def predict_proba(self, texts: Sequence[str], progress: bool = False) -> torch.Tensor:
@@ -59,7 +63,8 @@ class TextClassifier:
         """One :class:`ClassOutput` per comment, in order. Blocking."""
         if not batch:
             return []
-        probs = self.predict_proba([c.text or "" for c in batch])
+        texts = [c.text or "" for c in batch]
+        probs = self.predict_proba(texts)
         best = probs.argmax(dim=-1).tolist()
         labels = self.labels
         return [
@@ -67,8 +72,11 @@ class TextClassifier:
                 label=labels[k],
                 scores=dict(zip(labels, row, strict=True)),
                 modalities=self.modalities,
+                language=lang.code,
+                language_score=lang.score,
+                language_supported=lang.supported,
             )
-            for k, row in zip(best, probs.tolist(), strict=True)
+            for k, row, lang in zip(best, probs.tolist(), self.languages.assess(texts), strict=True)
         ]
 
 
@@ -83,4 +91,5 @@ def load_text(model_dir: str | Path, device: str = "auto", batch_size: int = 64)
         version=str(d.config["version"]),
         batch_size=batch_size,
         model_dir=d.path,
+        languages=LanguageGate(languages_from_config(d.config)),
     )

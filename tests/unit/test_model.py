@@ -64,6 +64,23 @@ def test_empty_batch_and_empty_text(clf) -> None:
     assert o.label in LABELS and o.modalities == ("text",)
 
 
+def test_outputs_carry_the_language_and_the_model_declares_its_own(
+    clf, tiny_dir: Path, tmp_path: Path
+) -> None:
+    spanish = CommentInput("me encanta este producto, llegó muy rápido")
+    en, es, emoji = clf.predict([CommentInput(TEXTS[2]), spanish, CommentInput("😍😍")])
+    assert (en.language, en.language_supported) == ("en", True) and en.language_score >= 0.6
+    assert (es.language, es.language_supported) == ("es", False)
+    assert (emoji.language, emoji.language_score, emoji.language_supported) == ("und", 0.0, True)
+    d = shutil.copytree(tiny_dir, tmp_path / "m")
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, "languages": ["en", "es"]}))
+    assert load_classifier(d, device="cpu").predict([spanish])[0].language_supported
+    (d / "config.json").write_text(json.dumps({**cfg, "languages": ["Spanish"]}))
+    with pytest.raises(ModelFormatError, match="languages"):
+        load_classifier(d, device="cpu")
+
+
 def test_encoder_shapes(clf) -> None:
     feats = clf.encoder.encode(TEXTS, batch_size=2)
     assert feats.shape == (len(TEXTS), 32) and feats.dtype.name == "float32"
