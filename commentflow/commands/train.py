@@ -46,6 +46,7 @@ DEFAULTS = {
     "encoder": "",
     "finetune_epochs": 0,
     "finetune_lr": 2e-5,
+    "clean": "v1",
 }
 
 
@@ -92,6 +93,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="epochs without val macro-F1 gain before stopping",
     )
     a("--max-length", type=int, default=d.max_length, help="max tokens per text")
+    a(
+        "--clean",
+        choices=("v1", "v2"),
+        default=d.clean,
+        help="text normaliser, in training and serving (v2 also spells out emoji and undoes "
+        "look-alike letters, leetspeak and spaced letters)",
+    )
     a(
         "--encoder",
         default=d.encoder,

