@@ -35,6 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="multimodal data: the text model of the text-only ablation ('' = skip)",
     )
     a("--cache-dir", default=".cache/mm", help="multimodal data: features and media cache")
+    a(
+        "--obfuscation",
+        action="store_true",
+        help="text data: also score leet / look-alike / spaced / zero-width / emoji variants "
+        "of every text (five more passes)",
+    )
 
 
 def run(args: argparse.Namespace, settings: Settings | None) -> int:
@@ -52,4 +58,5 @@ def run(args: argparse.Namespace, settings: Settings | None) -> int:
         limit=args.limit,
         text_model=args.text_model,
         cache_dir=args.cache_dir,
+        obfuscation=args.obfuscation,
     )

@@ -39,11 +39,12 @@ __all__ = ["NORMALISERS", "normalise_v2", "text_normaliser"]
 _EXTRA_HOMOGLYPHS = {"к": "k", "м": "m", "т": "t", "н": "h", "в": "b", "κ": "k", "τ": "t"}
 _WORD = re.compile(r"[^\W\d_]+")  # a run of letters, any script
 # An ASCII token that may hide leetspeak: letters, digits and $ @ !, not part of an address
-# (a neighbouring '.' + word, '/', '#' or '@' before it: e-mails, URLs, hashtags, mentions).
-_TOKEN = re.compile(r"(?<![\w.#/@$])[A-Za-z0-9$@!]+(?![\w/@$]|\.\w)")
-_LEET_HINT = re.compile(r"[A-Za-z][0-9$@!][A-Za-z0-9]|[0-9$][A-Za-z]|[A-Za-z]8\b")
+# (e-mails, domains: a '.' between it and a word; hashtags and mentions: '#' or '@' before it).
+_TOKEN = re.compile(r"(?<![\w#@$])(?<!\w\.)[A-Za-z0-9$@!]+(?![\w@$]|\.\w)")
+# Finds every text in which _TOKEN/_unleet_token could change something (the fast path's test).
+_LEET_HINT = re.compile(r"[A-Za-z][0-9$@!][A-Za-z0-9]|[0-9$][A-Za-z]|[A-Za-z][48]\b")
 _LEET = {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "ate", "9": "g"} | {
-    "$": "s",
+    "$": "s",  # first, or between lower-case letters: $h1t, ca$h; not US$
     "@": "a",  # only between lower-case letters: h@te, not RT@name
     "!": "i",  # likewise: sh!t, not nice!RT
 }
@@ -54,8 +55,11 @@ _NOT_LEET = re.compile(
     r"\$?(?:\d+[A-Za-z]+|[A-Za-z]+\d{2,}|[a-z]+[0-79]|[A-Za-z]*[A-Z][A-Za-z]*\d|[A-Z]+)"
     r"|.*\d{3}.*"
 )
-# Three or more single letters with one separator between them: "t e r r i b l e", "b.a.d".
-_SPACED = re.compile(r"(?<![\w.*-])[A-Za-z](?P<sep>[ .*_-])[A-Za-z](?:(?P=sep)[A-Za-z])+(?!\w)")
+# Three or more single letters with one separator between them: "t e r r i b l e", "b.a.d.";
+# the run stands alone (not "I'm a b c", "R&D x y z", "x y z-42").
+_SPACED = re.compile(
+    r"(?<!\S)[A-Za-z](?P<sep>[ .*_-])[A-Za-z](?:(?P=sep)[A-Za-z])+(?![^\s,.!?;:)\"'])"
+)
 _VARIATION = re.compile(r"[\ufe00-\ufe0f]")
 _MAX_EMOJI_REPEAT = 3
 _MAX_ROUNDS = 4
@@ -103,11 +107,11 @@ def _unleet_token(m: re.Match[str]) -> str:
         or letters < (1 if core[-1] == "8" else 2)
     ):
         return token
-    if any(
-        c in "@!" and not (core[i - 1 : i].islower() and core[i + 1 : i + 2].islower())
-        for i, c in enumerate(core)
-    ):
-        return token  # RT@name, nice!RT: glued words, not a letter in disguise
+    for i, c in enumerate(core):
+        if c in "$@!" and not (
+            core[i + 1 : i + 2].islower() and (core[i - 1 : i].islower() or (c, i) == ("$", 0))
+        ):
+            return token  # RT@name, nice!RT, US$: glued words or symbols, not letters in disguise
     out = "".join(_LEET.get(c, c) for c in core)
     if not out.isalpha():
         return token  # a digit with no letter value (2, 6): an identifier, not a word

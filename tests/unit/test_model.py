@@ -237,6 +237,7 @@ def test_train_resume_evaluate(tiny_dir: Path, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
     from commentflow.commands import train
+    from model.serving.normalise import normalise_v2
 
     words = {"negative": "awful bad terrible", "neutral": "the a table", "positive": "great love"}
     (tmp_path / "d.csv").write_text(
@@ -279,6 +280,7 @@ def test_train_resume_evaluate(tiny_dir: Path, tmp_path: Path) -> None:
             "--out",
             str(out),
             "--no-progress",
+            "--obfuscation",
         ]
     )
     assert evaluate.run(args, None) == 0
@@ -286,6 +288,15 @@ def test_train_resume_evaluate(tiny_dir: Path, tmp_path: Path) -> None:
     assert result["metrics"]["n"] == 18 and (out / "confusion_matrix.png").is_file()
     # the serving path scores the test split exactly as training did
     assert result["metrics"]["confusion_matrix"] == metrics["test"]["confusion_matrix"]
+    assert result["obfuscation"]["clean_accuracy"] == pytest.approx(
+        result["metrics"]["accuracy"], abs=1e-4
+    )
+    assert set(result["obfuscation"]) >= {"leet", "lookalike", "spaced", "zero_width", "emoji"}
+    # a v2 model: trained and served with the v2 normaliser, said so in its config
+    assert train.run(_train_args(tmp_path, enc, "v2", 2, "--clean", "v2"), None) == 0
+    config = json.loads((tmp_path / "v2/config.json").read_text())
+    assert config["text_encoder"]["clean"] == "v2"
+    assert load_classifier(tmp_path / "v2", device="cpu").normalise is normalise_v2
 
 
 @pytest.mark.slow
