@@ -35,7 +35,7 @@ def test_detects_short_comments(text: str, code: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "   ", "😍😍😍", "👎", "!!!", "10/10", "$12.99", "ok", "@user"]
+    "text", ["", "   ", "😍😍😍", "👎", "!!!", "10/10", "$12.99", "ok", "@user", "yikes", "Gracias"]
 )
 def test_text_without_enough_letters_is_undetermined(text: str) -> None:
     lang = DETECTOR.detect(text)
