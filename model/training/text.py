@@ -42,6 +42,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from model.base import LABELS, SENTIMENT_HEAD
+from model.data.mix import is_mix_spec, mix_splits
 from model.data.text import DEFAULT_SEED, Example, load_dataset, stratified_split
 from model.data.text_features import cached_features
 from model.encoders.text import TextEncoder, TextEncoderConfig, derive_features
@@ -143,8 +144,12 @@ class Trainer(EpochLoop):
     # setup ---------------------------------------------------------------------------------------
     def setup(self) -> None:
         cfg = self.cfg
-        rows, self.data_report = load_dataset(cfg.data, seed=cfg.split_seed)
-        self.splits: dict[str, list[Example]] = stratified_split(rows, cfg.split_seed)
+        self.splits: dict[str, list[Example]]
+        if is_mix_spec(cfg.data):  # package sources: the leak-free group split (model.data.mix)
+            self.splits, self.data_report = mix_splits(cfg.data, cfg.split_seed)
+        else:
+            rows, self.data_report = load_dataset(cfg.data, seed=cfg.split_seed)
+            self.splits = stratified_split(rows, cfg.split_seed)
         self.data_report["splits"] = {k: len(v) for k, v in self.splits.items()}
         all_texts = [r.text for s in ("train", "val", "test") for r in self.splits[s]]
         raw, self.encode_info = cached_features(
