@@ -26,7 +26,7 @@ import numpy as np
 
 from model.serving.preprocess import clean_text
 
-__all__ = ["group_ids", "normalise_key", "overlap_report"]
+__all__ = ["group_ids", "normalise_key", "overlap_report", "variant_mask"]
 
 _URL = re.compile(r"(?:https?://|www\.)\S+|(?<![\w])https?(?![\w])|url_removed")
 _MENTION = re.compile(r"@\w+")
@@ -117,6 +117,14 @@ def group_ids(texts: Sequence[str], *, near: bool = True, seed: int = 0) -> np.n
     return np.fromiter((uf.find(i) for i in range(len(keys))), np.int64, len(keys))
 
 
+def variant_mask(train: Sequence[str], test: Sequence[str], *, seed: int = 0) -> np.ndarray:
+    """``(len(test),)`` bool: True where a ``test`` text shares its group (same normalised key or
+    a near-duplicate) with a ``train`` text."""
+    groups = group_ids(list(train) + list(test), seed=seed)
+    train_groups = np.unique(groups[: len(train)])
+    return np.isin(groups[len(train) :], train_groups)
+
+
 def overlap_report(
     train: Sequence[str], test: Sequence[str], *, seed: int = 0
 ) -> dict[str, float | int]:
@@ -124,9 +132,7 @@ def overlap_report(
     superset) the same near-duplicate group."""
     keys_train = {normalise_key(t) for t in train}
     same_key = sum(normalise_key(t) in keys_train for t in test)
-    groups = group_ids(list(train) + list(test), seed=seed)
-    train_groups = set(groups[: len(train)].tolist())
-    near = int(sum(g in train_groups for g in groups[len(train) :].tolist()))
+    near = int(variant_mask(train, test, seed=seed).sum())
     n = max(len(test), 1)
     return {
         "test": len(test),

