@@ -149,6 +149,9 @@ def evaluate_sources(
         }
 
     def section(name: str, probs: np.ndarray, y: np.ndarray) -> None:
+        if len(y) == 0:
+            print(f"== {name}: no rows")
+            return
         s = score_section(probs, y, labels, temperature=temperature, n_resamples=n_resamples)
         result["sections"][name] = s
         print(format_section(name, s), flush=True)
@@ -156,9 +159,6 @@ def evaluate_sources(
     pooled: dict[str, dict[tuple[str, str], tuple[np.ndarray, int]]] = {}
     for spec in specs:
         rows, probs, y = scored(spec)
-        if not rows:
-            print(f"== {spec}: no rows")
-            continue
         section(spec, probs, y)
         srcs = sorted({r.source for r in rows})
         if len(srcs) > 1:

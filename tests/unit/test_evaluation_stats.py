@@ -145,3 +145,45 @@ def test_served_temperature(tmp_path: Path) -> None:
     for bad in (0, -1, "x", float("nan")):
         with pytest.raises(ModelFormatError):
             read_temperature({"calibration": {"temperature": bad}})
+
+
+def test_evaluate_per_source_command(tmp_path: Path) -> None:
+    """Several --data specs and --calibrate-on: sections with intervals, polarity, the leak
+    section of a split spec, reliability and confusion plots, and --save-temperature."""
+    import argparse
+
+    from commentflow.commands import evaluate
+
+    d = make_tiny_model_dir(tmp_path / "m", seed=0)
+    words = {"negative": "awful bad", "neutral": "the table", "positive": "great love"}
+    rng = np.random.default_rng(0)
+    vocab = ["".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), 7)) for _ in range(300)]
+    texts = [
+        (f"{words[lab]} {' '.join(rng.choice(vocab, 5))}", lab) for _ in range(40) for lab in words
+    ]
+    rows = [f"{t},{lab}" for t, lab in texts]
+    rows += [f"RT @x: {t},{lab}" for t, lab in texts[:30]]  # variants, some across splits
+    (tmp_path / "d.csv").write_text("text,label\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    parser = argparse.ArgumentParser()
+    evaluate.add_arguments(parser)
+    out = tmp_path / "eval"
+    args = parser.parse_args(
+        ["--model", str(d), "--data", f"{tmp_path / 'd.csv'}:test", "--data",
+         f"{tmp_path / 'd.csv'}:val", "--calibrate-on", f"{tmp_path / 'd.csv'}:val",
+         "--bootstrap", "50", "--out", str(out), "--no-progress", "--save-temperature"]
+    )  # fmt: skip
+    assert evaluate.run(args, None) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    test = f"{tmp_path / 'd.csv'}:test"
+    assert {test, f"{test} without train variants"} <= set(result["sections"])
+    leaked = result["data"][test]["rows_with_train_variants"]
+    assert leaked > 0
+    assert result["sections"][f"{test} without train variants"]["n"] == (
+        result["sections"][test]["n"] - leaked
+    )
+    s = result["sections"][test]
+    assert {"intervals", "polarity", "calibration", "metrics"} <= set(s)
+    assert "ece_scaled" in s["calibration"] and result["calibration"]["temperature"] > 0
+    assert (out / "reliability.png").is_file() and list(out.glob("confusion_*.png"))
+    t = json.loads((d / "config.json").read_text())["calibration"]["temperature"]
+    assert load_classifier(d, device="cpu").temperature == pytest.approx(t)
