@@ -18,6 +18,7 @@ from model.base import MODALITIES, SENTIMENT_HEAD, ClassOutput, CommentInput
 from model.encoders import registry
 from model.encoders.text import resolve_device
 from model.errors import ModelFormatError
+from model.format.calibration import read_temperature
 from model.format.multimodal import load_fusion_dir
 from model.nn.acoustic import MelConfig
 from model.nn.fusion import FusionModel
@@ -78,6 +79,7 @@ class MultimodalClassifier:
         self.model_dir = model_dir
         self.config = dict(config or {})
         self.languages = LanguageGate(languages_from_config(self.config))
+        self.temperature = read_temperature(self.config)  # 1.0 unless config.json calibrates
 
     @torch.inference_mode()
     def predict_tensors(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -86,7 +88,7 @@ class MultimodalClassifier:
         on_cuda = self.device.startswith("cuda")
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda):
             logits = self.fusion(batch)[SENTIMENT_HEAD]  # (B, C)
-        return torch.softmax(logits.float(), dim=-1).cpu()  # (B, C)
+        return torch.softmax(logits.float() / self.temperature, dim=-1).cpu()  # (B, C)
 
     def predict_proba(self, batch: Sequence[CommentInput]) -> torch.Tensor:
         """Probabilities ``(B, C)`` float32 on CPU, in :attr:`labels` order. Blocking."""

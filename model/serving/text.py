@@ -12,6 +12,7 @@ import torch
 
 from model.base import ClassOutput, CommentInput
 from model.encoders.text import TextEncoder, resolve_device
+from model.format.calibration import read_temperature
 from model.format.text import read_text_dir
 from model.nn.heads import MLPHead
 from model.serving.language import LanguageGate, languages_from_config
@@ -40,6 +41,7 @@ class TextClassifier:
         batch_size: int = 64,
         model_dir: Path | None = None,
         languages: LanguageGate | None = None,
+        temperature: float = 1.0,
     ) -> None:
         self.encoder = encoder
         self.head = head.to(encoder.device).eval()
@@ -51,13 +53,15 @@ class TextClassifier:
         self.model_dir = model_dir
         self.languages = languages or LanguageGate()
         self.normalise = text_normaliser(encoder.config.clean)
+        self.temperature = temperature  # config.json "calibration" (model.format.calibration)
 
     @torch.inference_mode()
     def predict_proba(self, texts: Sequence[str], progress: bool = False) -> torch.Tensor:
         """Class probabilities ``(N, n_classes)`` float32 on CPU, in :attr:`labels` order."""
         texts = [self.normalise(t) for t in texts]
         feats = self.encoder.encode_tensor(texts, self.batch_size, progress)  # (N, F)
-        return torch.softmax(self.head(feats).float(), dim=-1).cpu()  # (N, C)
+        logits = self.head(feats).float() / self.temperature
+        return torch.softmax(logits, dim=-1).cpu()  # (N, C)
 
     def predict(self, batch: Sequence[CommentInput]) -> list[ClassOutput]:
         """One :class:`ClassOutput` per comment, in order. Blocking."""
@@ -92,4 +96,5 @@ def load_text(model_dir: str | Path, device: str = "auto", batch_size: int = 64)
         batch_size=batch_size,
         model_dir=d.path,
         languages=LanguageGate(languages_from_config(d.config)),
+        temperature=read_temperature(d.config),
     )

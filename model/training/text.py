@@ -43,6 +43,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from model.base import LABELS, SENTIMENT_HEAD
+from model.data.mix import is_mix_spec, mix_splits
 from model.data.text import DEFAULT_SEED, Example, load_dataset, stratified_split
 from model.data.text_features import cached_features
 from model.encoders.text import TextEncoder, TextEncoderConfig, derive_features
@@ -151,12 +152,19 @@ class Trainer(EpochLoop):
     # setup ---------------------------------------------------------------------------------------
     def setup(self) -> None:
         cfg = self.cfg
-        rows, self.data_report = load_dataset(cfg.data, seed=cfg.split_seed)
-        normalise = text_normaliser(cfg.clean)  # what serving applies (v1: the loaded text again)
-        self.splits: dict[str, list[Example]] = {
-            name: [replace(r, text=normalise(r.raw)) for r in split]  # the split stays v1's
-            for name, split in stratified_split(rows, cfg.split_seed).items()
-        }
+        splits: dict[str, list[Example]]
+        if is_mix_spec(cfg.data):  # package sources: the leak-free group split (model.data.mix)
+            splits, self.data_report = mix_splits(cfg.data, cfg.split_seed)
+        else:
+            rows, self.data_report = load_dataset(cfg.data, seed=cfg.split_seed)
+            splits = stratified_split(rows, cfg.split_seed)
+        if cfg.clean != "v1":  # v1 is what every loader applied; the split stays v1's
+            normalise = text_normaliser(cfg.clean)  # what serving will apply
+            splits = {
+                name: [replace(r, text=normalise(r.raw)) for r in part]
+                for name, part in splits.items()
+            }
+        self.splits = splits
         self.data_report["splits"] = {k: len(v) for k, v in self.splits.items()}
         all_texts = [r.text for s in ("train", "val", "test") for r in self.splits[s]]
         raw, self.encode_info = cached_features(
