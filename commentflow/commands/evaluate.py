@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--obfuscation",
         action="store_true",
         help="text data: also score leet / look-alike / spaced / zero-width / emoji variants "
-        "of every text (five more passes)",
+        "of every text (five more passes per --data)",
     )
 
 
@@ -80,6 +80,7 @@ def run(args: argparse.Namespace, settings: Settings | None) -> int:
             batch_size=args.batch_size,
             threads=args.threads,
             progress=not args.no_progress,
+            obfuscation=args.obfuscation,
         )
     from model.evaluation.evaluate import evaluate
 

@@ -51,6 +51,7 @@ from model.evaluation.calibration import (
     plot_reliability,
 )
 from model.evaluation.metrics import plot_confusion_matrix
+from model.evaluation.obfuscation import format_obfuscation, obfuscation_report
 from model.evaluation.sections import format_section, score_section
 from model.format.calibration import write_calibration
 from model.serving import load_classifier
@@ -102,8 +103,13 @@ def evaluate_sources(
     batch_size: int = 64,
     threads: int = 2,
     progress: bool = True,
+    obfuscation: bool = False,
 ) -> int:
-    """Score ``model`` on every spec; print and save the sections; return the exit status."""
+    """Score ``model`` on every spec; print and save the sections; return the exit status.
+
+    ``obfuscation``: also each spec's clean-vs-obfuscated accuracy
+    (:func:`~model.evaluation.obfuscation.obfuscation_report`, under ``obfuscation`` by spec).
+    """
     torch.set_num_threads(max(1, threads))
     out = Path(out or f"runs/eval-{datetime.now(UTC):%Y%m%d-%H%M%S}")
     clf: Any = load_classifier(model, device=device)
@@ -118,6 +124,8 @@ def evaluate_sources(
         "languages": {},
         "data": {},
     }
+    if obfuscation:
+        result["obfuscation"] = {}
 
     def scored(spec: str) -> tuple[list[Example], np.ndarray, np.ndarray]:
         rows, report = load_spec(spec, seed=split_seed)
@@ -160,6 +168,15 @@ def evaluate_sources(
     for spec in specs:
         rows, probs, y = scored(spec)
         section(spec, probs, y)
+        if obfuscation:
+            report = obfuscation_report(
+                lambda texts: predict_texts(clf, texts, batch_size, progress).argmax(-1),
+                rows,
+                labels,
+                clean_predictions=probs.argmax(-1),
+            )
+            result["obfuscation"][spec] = report
+            print(format_obfuscation(report), flush=True)
         srcs = sorted({r.source for r in rows})
         if len(srcs) > 1:
             for src in srcs:

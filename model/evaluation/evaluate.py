@@ -36,7 +36,7 @@ from model.data.featurise import features_for, is_multimodal_data
 from model.data.text import DEFAULT_SEED, load_dataset
 from model.evaluation.metrics import classification_metrics, format_report, plot_confusion_matrix
 from model.evaluation.multimodal import evaluate_multimodal
-from model.evaluation.obfuscation import KINDS, obfuscation_report
+from model.evaluation.obfuscation import format_obfuscation, obfuscation_report
 from model.serving import load_classifier
 
 __all__ = ["evaluate"]
@@ -146,16 +146,6 @@ def evaluate(
     )
     print(format_report(m))
     if obfuscation:
-        print("\n" + _format_obfuscation(result["obfuscation"]))
+        print("\n" + format_obfuscation(result["obfuscation"]))
     print(f"\nwrote {out / 'metrics.json'} and {out / 'confusion_matrix.png'}")
     return 0
-
-
-def _format_obfuscation(report: dict[str, Any]) -> str:
-    lines = [f"obfuscated variants (n = {report['n']}): accuracy, drop in points"]
-    lines.append(f"  {'clean':<12} {report['clean_accuracy']:.4f}")
-    for kind in KINDS:
-        if kind in report:
-            r = report[kind]
-            lines.append(f"  {kind:<12} {r['accuracy']:.4f}  {-r['drop_points']:+.2f}")
-    return "\n".join(lines)

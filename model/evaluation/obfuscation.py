@@ -28,7 +28,7 @@ import numpy as np
 
 from model.data.text import Example
 
-__all__ = ["KINDS", "obfuscate", "obfuscated_sets", "obfuscation_report"]
+__all__ = ["KINDS", "format_obfuscation", "obfuscate", "obfuscated_sets", "obfuscation_report"]
 
 #: The obfuscations, in report order.
 KINDS: tuple[str, ...] = ("leet", "lookalike", "spaced", "zero_width", "emoji")
@@ -148,3 +148,14 @@ def obfuscation_report(
         acc = float((predict([r.text for r in variant]) == y).mean())
         report[kind] = {"accuracy": round(acc, 4), "drop_points": round(100 * (clean - acc), 2)}
     return report
+
+
+def format_obfuscation(report: dict[str, Any]) -> str:
+    """The report of :func:`obfuscation_report` as a few lines of text."""
+    lines = [f"obfuscated variants (n = {report['n']}): accuracy, change in points"]
+    lines.append(f"  {'clean':<12} {report['clean_accuracy']:.4f}")
+    for kind in KINDS:
+        if kind in report:
+            r = report[kind]
+            lines.append(f"  {kind:<12} {r['accuracy']:.4f}  {-r['drop_points']:+.2f}")
+    return "\n".join(lines)

@@ -170,7 +170,8 @@ def test_evaluate_per_source_command(tmp_path: Path) -> None:
     args = parser.parse_args(
         ["--model", str(d), "--data", f"{tmp_path / 'd.csv'}:test", "--data",
          f"{tmp_path / 'd.csv'}:val", "--calibrate-on", f"{tmp_path / 'd.csv'}:val",
-         "--bootstrap", "50", "--out", str(out), "--no-progress", "--save-temperature"]
+         "--bootstrap", "50", "--out", str(out), "--no-progress", "--save-temperature",
+         "--obfuscation"]
     )  # fmt: skip
     assert evaluate.run(args, None) == 0
     result = json.loads((out / "metrics.json").read_text())
@@ -185,5 +186,7 @@ def test_evaluate_per_source_command(tmp_path: Path) -> None:
     assert {"intervals", "polarity", "calibration", "metrics"} <= set(s)
     assert "ece_scaled" in s["calibration"] and result["calibration"]["temperature"] > 0
     assert (out / "reliability.png").is_file() and list(out.glob("confusion_*.png"))
+    obfuscated = result["obfuscation"][test]
+    assert obfuscated["n"] == s["n"] and {"leet", "spaced", "emoji"} <= set(obfuscated)
     t = json.loads((d / "config.json").read_text())["calibration"]["temperature"]
     assert load_classifier(d, device="cpu").temperature == pytest.approx(t)
