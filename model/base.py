@@ -38,11 +38,20 @@ class CommentInput:
 
 @dataclass(frozen=True, slots=True)
 class ClassOutput:
-    """The model's answer for one comment."""
+    """The model's answer for one comment.
+
+    ``language`` is the comment text's detected language (ISO 639-1, ``und`` when it cannot be
+    told, None when the classifier does not detect languages); ``language_supported`` is False
+    when that language is confidently one the model was not trained and validated on, so the
+    answer is a guess (the prediction then says ``confidence: "low"``).
+    """
 
     label: str
     scores: dict[str, float]  # label -> probability, sums to 1
     modalities: tuple[str, ...]  # the modalities the model actually used
+    language: str | None = None
+    language_score: float = 0.0  # the detector's confidence in ``language``
+    language_supported: bool = True
 
 
 @runtime_checkable

@@ -34,6 +34,7 @@ __all__ = [
     "MediaRef",
     "ModelRef",
     "Prediction",
+    "PredictionLanguage",
 ]
 
 COMMENT_SCHEMA = "commentflow.comment/1"
@@ -125,6 +126,27 @@ class MediaError(BaseModel):
     reason: str = Field(description="timeout, too_large, blocked_address, http_404, ...")
 
 
+class PredictionLanguage(BaseModel):
+    """The comment text's detected language, and whether the model was trained on it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(
+        description="ISO 639-1 code (en, zh, es ...), or und when it cannot be told (empty, "
+        "emoji-only, too short, or the detector is unsure)"
+    )
+    score: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        description="the detector's confidence in code"
+    )
+    supported: bool = Field(
+        description="false when code is confidently a language the model does not declare "
+        "(und is always supported)"
+    )
+
+
+LowConfidenceReason = Literal["unsupported_language"]
+
+
 class Prediction(BaseModel):
     """One prediction per comment, on the predictions topic (key: the user id)."""
 
@@ -146,6 +168,18 @@ class Prediction(BaseModel):
     model: ModelRef
     created_at: str = Field(description="the event's created_at, normalised to UTC")
     processed_at: str = Field(description="RFC 3339 UTC time the prediction was made")
+    language: PredictionLanguage | None = Field(
+        default=None, description="absent when the model does not detect languages"
+    )
+    confidence: Literal["normal", "low"] = Field(
+        default="normal",
+        description="low: the label is a guess (see low_confidence_reasons); treat it as such",
+    )
+    low_confidence_reasons: list[LowConfidenceReason] = Field(
+        default_factory=list,
+        description="why confidence is low; unsupported_language: the comment is in a language "
+        "the model was not trained and validated on",
+    )
 
 
 class DeadLetterError(BaseModel):

@@ -442,6 +442,7 @@ class BatchProcessor:
             "model": model,
             "created_at": created_at,
             "processed_at": processed_at,
+            **_confidence(out),
         }
         feed = {
             "comment_id": event.comment_id,
@@ -524,6 +525,26 @@ def _failed(exc: Exception) -> asyncio.Future[object]:
     future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
     future.set_exception(exc)
     return future
+
+
+def _confidence(out: ClassOutput) -> dict[str, Any]:
+    """The prediction's ``language``, ``confidence`` and ``low_confidence_reasons`` fields.
+
+    A comment in a language the model does not support gets ``confidence: "low"``: its label is
+    a guess, and consumers must not act on it as on a normal prediction.
+    """
+    reasons = [] if out.language_supported else ["unsupported_language"]
+    fields: dict[str, Any] = {
+        "confidence": "low" if reasons else "normal",
+        "low_confidence_reasons": reasons,
+    }
+    if out.language is not None:
+        fields["language"] = {
+            "code": out.language,
+            "score": round(float(out.language_score), 4),
+            "supported": out.language_supported,
+        }
+    return fields
 
 
 def _estimated_tokens(text: str) -> int:

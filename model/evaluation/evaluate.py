@@ -13,7 +13,10 @@ the metrics per kind (which modalities carry the label) and the text-only ablati
 (``--text-model``); features are extracted once into ``.cache/mm`` (media cached by content).
 
 Prints accuracy, per-class precision/recall/F1, macro-F1 and the confusion matrix, and writes
-``metrics.json`` and ``confusion_matrix.png`` to ``--out``.
+``metrics.json`` and ``confusion_matrix.png`` to ``--out``. ``--obfuscation`` (text data) also
+scores the obfuscated variants of every text (:mod:`model.evaluation.obfuscation`: leet,
+look-alike letters, spaced letters, zero-width characters, emoji appended; five more passes)
+and adds clean-vs-obfuscated accuracy to the report and ``metrics.json`` (``obfuscation``).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from model.data.featurise import features_for, is_multimodal_data
 from model.data.text import DEFAULT_SEED, load_dataset
 from model.evaluation.metrics import classification_metrics, format_report, plot_confusion_matrix
 from model.evaluation.multimodal import evaluate_multimodal
+from model.evaluation.obfuscation import format_obfuscation, obfuscation_report
 from model.serving import load_classifier
 
 __all__ = ["evaluate"]
@@ -58,6 +62,7 @@ def evaluate(
     limit: int | None = None,
     text_model: str = "models/text",
     cache_dir: str | Path = ".cache/mm",
+    obfuscation: bool = False,
 ) -> int:
     """``commentflow evaluate``: score the model directory ``model`` on ``data``; write
     ``metrics.json`` and ``confusion_matrix.png`` into ``out``; return the exit status.
@@ -96,17 +101,20 @@ def evaluate(
         print(f"labels {unknown} in {data} are not among the model's {clf.labels}")
         return 1
     y_true = np.array([index[r.label] for r in rows])
-    t0 = time.perf_counter()
-    if multimodal:  # the serving path takes comments; batches of --batch-size
-        batches = range(0, len(rows), batch_size)
-        probs = torch.cat(
+
+    def predict_proba(texts: list[str]) -> torch.Tensor:
+        if not multimodal:
+            return clf.predict_proba(texts, progress=progress)
+        batches = range(0, len(texts), batch_size)  # the serving path takes comments
+        return torch.cat(
             [
-                clf.predict_proba([CommentInput(r.text) for r in rows[i : i + batch_size]])
+                clf.predict_proba([CommentInput(t) for t in texts[i : i + batch_size]])
                 for i in tqdm(batches, desc="evaluate", unit="batch", disable=not progress)
             ]
         )
-    else:
-        probs = clf.predict_proba([r.text for r in rows], progress=progress)
+
+    t0 = time.perf_counter()
+    probs = predict_proba([r.text for r in rows])
     secs = time.perf_counter() - t0
     m = classification_metrics(y_true, probs.argmax(-1).numpy(), clf.labels)
     result = {
@@ -118,6 +126,13 @@ def evaluate(
         "texts_per_s": round(len(rows) / max(secs, 1e-9), 1),
         "metrics": m,
     }
+    if obfuscation:
+        result["obfuscation"] = obfuscation_report(
+            lambda texts: predict_proba(texts).argmax(-1).numpy(),
+            rows,
+            clf.labels,
+            clean_predictions=probs.argmax(-1).numpy(),
+        )
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     plot_confusion_matrix(
@@ -130,5 +145,7 @@ def evaluate(
         f"{result['texts_per_s']} texts/s on {clf.device})\n"
     )
     print(format_report(m))
+    if obfuscation:
+        print("\n" + format_obfuscation(result["obfuscation"]))
     print(f"\nwrote {out / 'metrics.json'} and {out / 'confusion_matrix.png'}")
     return 0

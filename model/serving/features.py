@@ -15,8 +15,8 @@ A modality that is absent is a zero row (and ``False`` in ``present``): text iff
 comment text is non-empty, image iff >= 1 image, ocr iff the OCR text is non-empty, speech iff
 the transcript is non-empty, acoustic iff >= 1 audio clip. All texts of a batch (comment texts,
 OCR texts, transcripts) go through the text encoder in one call, sorted and padded per chunk by
-the encoder itself. Texts are cleaned with :func:`model.serving.preprocess.clean_text` first
-when the text encoder's config says so, as the classifier does.
+the encoder itself. Texts go through the normaliser the text encoder's config names first
+(``clean``: :func:`model.serving.normalise.text_normaliser`), as the classifier does.
 
 """
 
@@ -33,7 +33,7 @@ import torch
 from model.base import CommentInput
 from model.nn.acoustic import MelConfig, log_mel_batch
 from model.nn.fusion import PRESENCE
-from model.serving.preprocess import clean_text
+from model.serving.normalise import text_normaliser
 
 __all__ = [
     "PRESENCE",
@@ -113,7 +113,7 @@ class FeatureExtractor:
         self.asr = asr
         self.mel_config = mel or MelConfig()
         config = getattr(text_encoder, "config", None)
-        self._clean = bool(getattr(config, "clean", False))
+        self._normalise = text_normaliser(getattr(config, "clean", False))
 
     @classmethod
     def default(cls, device: str = "auto", threads: int = 2) -> FeatureExtractor:
@@ -144,7 +144,7 @@ class FeatureExtractor:
         }
 
     def _prepare(self, text: str) -> str:
-        return clean_text(text) if self._clean else text.strip()
+        return self._normalise(text)
 
     def read_images(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[str]]:
         """Embeddings ``(N, Di)`` float32 and OCR texts of a flat list of images."""

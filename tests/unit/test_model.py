@@ -64,6 +64,41 @@ def test_empty_batch_and_empty_text(clf) -> None:
     assert o.label in LABELS and o.modalities == ("text",)
 
 
+def test_outputs_carry_the_language_and_the_model_declares_its_own(
+    clf, tiny_dir: Path, tmp_path: Path
+) -> None:
+    spanish = CommentInput("me encanta este producto, llegó muy rápido")
+    en, es, emoji = clf.predict([CommentInput(TEXTS[2]), spanish, CommentInput("😍😍")])
+    assert (en.language, en.language_supported) == ("en", True) and en.language_score >= 0.6
+    assert (es.language, es.language_supported) == ("es", False)
+    assert (emoji.language, emoji.language_score, emoji.language_supported) == ("und", 0.0, True)
+    d = shutil.copytree(tiny_dir, tmp_path / "m")
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, "languages": ["en", "es"]}))
+    assert load_classifier(d, device="cpu").predict([spanish])[0].language_supported
+    (d / "config.json").write_text(json.dumps({**cfg, "languages": ["Spanish"]}))
+    with pytest.raises(ModelFormatError, match="languages"):
+        load_classifier(d, device="cpu")
+
+
+def test_the_config_names_the_text_normaliser(clf, tiny_dir: Path, tmp_path: Path) -> None:
+    from model.serving.normalise import normalise_v2
+    from model.serving.preprocess import clean_text
+
+    assert clf.normalise is clean_text  # "clean": true, as the shipped models say
+    d = shutil.copytree(tiny_dir, tmp_path / "m")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["text_encoder"]["clean"] = "v2"
+    (d / "config.json").write_text(json.dumps(cfg))
+    v2 = load_classifier(d, device="cpu")
+    assert v2.normalise is normalise_v2
+    assert torch.equal(*v2.predict_proba(["so t e r r i b l e 👎", "so terrible thumbs down"]))
+    cfg["text_encoder"]["clean"] = "v9"
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelFormatError, match="clean"):
+        load_classifier(d, device="cpu")
+
+
 def test_encoder_shapes(clf) -> None:
     feats = clf.encoder.encode(TEXTS, batch_size=2)
     assert feats.shape == (len(TEXTS), 32) and feats.dtype.name == "float32"
@@ -202,6 +237,7 @@ def test_train_resume_evaluate(tiny_dir: Path, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
     from commentflow.commands import train
+    from model.serving.normalise import normalise_v2
 
     words = {"negative": "awful bad terrible", "neutral": "the a table", "positive": "great love"}
     (tmp_path / "d.csv").write_text(
@@ -244,6 +280,7 @@ def test_train_resume_evaluate(tiny_dir: Path, tmp_path: Path) -> None:
             "--out",
             str(out),
             "--no-progress",
+            "--obfuscation",
         ]
     )
     assert evaluate.run(args, None) == 0
@@ -251,6 +288,15 @@ def test_train_resume_evaluate(tiny_dir: Path, tmp_path: Path) -> None:
     assert result["metrics"]["n"] == 18 and (out / "confusion_matrix.png").is_file()
     # the serving path scores the test split exactly as training did
     assert result["metrics"]["confusion_matrix"] == metrics["test"]["confusion_matrix"]
+    assert result["obfuscation"]["clean_accuracy"] == pytest.approx(
+        result["metrics"]["accuracy"], abs=1e-4
+    )
+    assert set(result["obfuscation"]) >= {"leet", "lookalike", "spaced", "zero_width", "emoji"}
+    # a v2 model: trained and served with the v2 normaliser, said so in its config
+    assert train.run(_train_args(tmp_path, enc, "v2", 2, "--clean", "v2"), None) == 0
+    config = json.loads((tmp_path / "v2/config.json").read_text())
+    assert config["text_encoder"]["clean"] == "v2"
+    assert load_classifier(tmp_path / "v2", device="cpu").normalise is normalise_v2
 
 
 @pytest.mark.slow

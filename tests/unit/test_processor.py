@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import orjson
 import pytest
 import redis.exceptions
 from support.fakes import FakeClassifier, FakePublisher, FakeStore
 
+from model.serving.language import LanguageGate
 from schemas.events import DeadLetter, Prediction
 from workers.config import ProcessorConfig
 from workers.inference import InferenceRunner
@@ -54,6 +56,43 @@ async def test_predictions_and_dead_letters_are_published_then_aggregated():
     assert [p["comment_id"] for p in preds] == ["a", "b"]
     assert dead[0]["source"]["offset"] == 1
     assert {p.comment_id for p in store.applied} == {"a", "b"}
+
+
+class EnglishOnlyClassifier(FakeClassifier):
+    """The fake classifier plus the real language gate of a model that declares only English."""
+
+    gate = LanguageGate(["en"])
+
+    def predict(self, batch):
+        outs = super().predict(batch)
+        return [
+            dataclasses.replace(
+                o, language=lang.code, language_score=lang.score, language_supported=lang.supported
+            )
+            for o, lang in zip(outs, self.gate.assess(c.text for c in batch), strict=True)
+        ]
+
+
+async def test_a_comment_in_an_unsupported_language_gets_a_low_confidence_prediction():
+    proc, runner, pub, _ = await make(classifier=EnglishOnlyClassifier())
+    texts = ["good stuff, thanks for the fast delivery", "me encanta, es muy bueno", "😍😍😍"]
+    await proc.process([inbound(i, ev(f"c{i}", t)) for i, t in enumerate(texts)])
+    await runner.stop()
+    en, es, emoji = (Prediction.model_validate(orjson.loads(m.value)) for m in pub.sent)
+    assert en.confidence == "normal" and en.low_confidence_reasons == []
+    assert en.language is not None and (en.language.code, en.language.supported) == ("en", True)
+    assert es.confidence == "low" and es.low_confidence_reasons == ["unsupported_language"]
+    assert es.language is not None and (es.language.code, es.language.supported) == ("es", False)
+    assert emoji.confidence == "normal" and emoji.language is not None
+    assert emoji.language.code == "und"
+
+
+async def test_a_model_without_language_detection_omits_the_language():
+    proc, runner, pub, _ = await make()
+    await proc.process([inbound(0, ev("a", "me encanta, es muy bueno"))])
+    await runner.stop()
+    doc = orjson.loads(pub.sent[0].value)
+    assert "language" not in doc and doc["confidence"] == "normal"
 
 
 async def test_replay_changes_nothing_and_publishes_nothing():

@@ -150,6 +150,9 @@ def test_text_sections_parse_to_their_configs_and_round_trip(tiny_bert: Path) ->
         section = json.loads(json.dumps(cfg.to_json()))
         assert text_config_from_json(section).to_json() == cfg.to_json()
     assert experts.out_dim == 384 + 512 and experts.clean
+    # true is v1: experts written either way agree
+    v1 = TextExpertsConfig((TextEncoderConfig(clean=True), MultilingualEncoderConfig(clean="v1")))
+    assert v1.clean is True
     assert experts.to_json()["experts"] == [minilm.to_json(), use.to_json()]
     # tail_length is written only when set: existing config.json files read and write the same
     assert "tail_length" not in minilm.to_json()
@@ -183,6 +186,17 @@ def test_text_sections_parse_to_their_configs_and_round_trip(tiny_bert: Path) ->
             },
             "clean",
         ),
+        (
+            {
+                "source": "experts",
+                "experts": [
+                    {**TextEncoderConfig().to_json(), "clean": "v1"},
+                    {**MultilingualEncoderConfig().to_json(), "clean": "v2"},
+                ],
+            },
+            "clean",
+        ),
+        ({**MultilingualEncoderConfig().to_json(), "clean": "v9"}, "clean"),
         ({**TextEncoderConfig().to_json(), "tail_length": 127}, "tail_length"),
         ({**TextEncoderConfig().to_json(), "tail_length": -1}, "tail_length"),
         ("minilm", "object"),

