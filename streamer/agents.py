@@ -234,6 +234,7 @@ def install(app: faust.App, settings: Settings, classifier: Classifier | None = 
     )
     async def classify(stream: faust.StreamT) -> None:
         await resources.start()
+        memory.freeze()  # what start-up built stays out of the collections (workers.memory)
 
         async def ack(message: Inbound) -> None:
             await stream.ack(message.handle)
@@ -259,6 +260,13 @@ def install(app: faust.App, settings: Settings, classifier: Classifier | None = 
     async def release_memory() -> None:
         # free heap pages back to the system (workers.memory); a few ms, off the event loop
         await asyncio.to_thread(memory.trim)
+
+    @app.timer(interval=memory.COLLECT_INTERVAL_S)
+    async def collect_garbage() -> None:
+        # cycles kept alive by caught exceptions hold media buffers until a full collection
+        # (workers.memory); on the loop: the collector holds the GIL anyway
+        freed, seconds = memory.collect()
+        log.debug("gc: %d objects freed in %.1f ms", freed, seconds * 1000)
 
     @app.timer(interval=10.0)
     async def progress() -> None:

@@ -754,9 +754,16 @@ async def test_mock_transport_body_cap_aborts_the_stream() -> None:
     transport = MockTransport(lambda url: MockResponse(200, endless()))
     config = FetchConfig(max_image_bytes=200_000)
     async with MediaFetcher(AddressPolicy(), config, transport=transport) as fetcher:
-        with pytest.raises(FetchFailed, match="too_large"):
+        with pytest.raises(FetchFailed, match="too_large") as info:
             await fetcher.fetch("https://cdn.example.com/a.png", "image")
         assert pulled == 4  # stopped at the first chunk over the cap
+        # the traceback keeps the reading frame alive; the body it read is already freed
+        tb, bodies = info.value.__traceback__, []
+        while tb is not None:
+            if tb.tb_frame.f_code.co_name == "_read_capped":
+                bodies.append(tb.tb_frame.f_locals["body"])
+            tb = tb.tb_next
+        assert len(bodies) == 1 and len(bodies[0]) == 0
         transport2 = MockTransport(
             lambda url: MockResponse(200, b"x", {"content-length": "999999"})
         )
