@@ -23,6 +23,7 @@ applies it. Output: ``metrics.json`` (every number), ``reliability.png`` and one
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -104,11 +105,14 @@ def evaluate_sources(
     threads: int = 2,
     progress: bool = True,
     obfuscation: bool = False,
+    obfuscation_limit: int | None = None,
 ) -> int:
     """Score ``model`` on every spec; print and save the sections; return the exit status.
 
     ``obfuscation``: also each spec's clean-vs-obfuscated accuracy
-    (:func:`~model.evaluation.obfuscation.obfuscation_report`, under ``obfuscation`` by spec).
+    (:func:`~model.evaluation.obfuscation.obfuscation_report`, under ``obfuscation`` by spec),
+    with paired bootstrap intervals of the drops; ``obfuscation_limit`` N: on N rows of each
+    spec (the first N by sha256 of the text: a fixed sample, whatever the file order).
     """
     torch.set_num_threads(max(1, threads))
     out = Path(out or f"runs/eval-{datetime.now(UTC):%Y%m%d-%H%M%S}")
@@ -169,11 +173,18 @@ def evaluate_sources(
         rows, probs, y = scored(spec)
         section(spec, probs, y)
         if obfuscation:
+            pick = np.arange(len(rows))
+            if obfuscation_limit and obfuscation_limit < len(rows):
+                order = sorted(
+                    pick.tolist(), key=lambda i: hashlib.sha256(rows[i].text.encode()).digest()
+                )
+                pick = np.array(sorted(order[:obfuscation_limit]), dtype=np.int64)
             report = obfuscation_report(
                 lambda texts: predict_texts(clf, texts, batch_size, progress).argmax(-1),
-                rows,
+                [rows[i] for i in pick],
                 labels,
-                clean_predictions=probs.argmax(-1),
+                clean_predictions=probs[pick].argmax(-1),
+                n_resamples=n_resamples,
             )
             result["obfuscation"][spec] = report
             print(format_obfuscation(report), flush=True)
