@@ -22,8 +22,11 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 TOPICS = ("comments", "comments.predictions", "comments.dlq")
 
 
-def _compose_config(path: Path, token: str | None = "compose-test-token"):
-    """``docker-compose -f path config``; ``token``: COMMENTFLOW_DASHBOARD_TOKEN (None: unset)."""
+def _compose_config(
+    path: Path, token: str | None = "compose-test-token", profiles: tuple[str, ...] = ()
+):
+    """``docker-compose -f path [--profile P] config``; ``token``: COMMENTFLOW_DASHBOARD_TOKEN
+    (None: unset)."""
     tool = shutil.which("docker-compose")
     assert tool, (
         "docker-compose is not installed: make system-deps (apt-get install docker-compose)"
@@ -33,7 +36,7 @@ def _compose_config(path: Path, token: str | None = "compose-test-token"):
     if token is not None:
         env["COMMENTFLOW_DASHBOARD_TOKEN"] = token
     return subprocess.run(
-        [tool, "-f", str(path), "config"],
+        [tool, "-f", str(path), *(f"--profile={p}" for p in profiles), "config"],
         cwd=path.parent,
         capture_output=True,
         text=True,
@@ -162,6 +165,13 @@ def test_gpu_workers_run_the_cuda_build_with_a_gpu_each(config: dict[str, Any]) 
     for key in ("command", "depends_on", "healthcheck", "stop_grace_period", "expose"):
         assert gpu[key] == cpu[key], key
     assert {**_env(gpu), "COMMENTFLOW_DEVICE": "-"} == {**_env(cpu), "COMMENTFLOW_DEVICE": "-"}
+
+
+@pytest.mark.parametrize("profile", ["cpu", "gpu", "demo"])
+def test_each_profile_validates(profile: str) -> None:
+    """v1 ``config`` lists every profile's services (the checks above); each profile parses."""
+    result = _compose_config(COMPOSE_FILE, profiles=(profile,))
+    assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.parametrize("service", ["dashboard", "producer-demo"])
