@@ -262,7 +262,8 @@ SCALED_OBJECT_SCHEMA: dict[str, Any] = {
 KAFKA_TRIGGER_KEYS = {
     "bootstrapServers", "consumerGroup", "topic", "lagThreshold", "activationLagThreshold",
     "offsetResetPolicy", "allowIdleConsumers", "excludePersistentLag",
-    "scaleToZeroOnInvalidOffset", "limitToPartitionsWithLag", "sasl", "tls", "version",
+    "scaleToZeroOnInvalidOffset", "limitToPartitionsWithLag", "partitionLimitation", "sasl",
+    "tls", "unsafeSsl", "version",
 }
 
 
