@@ -61,7 +61,7 @@ system-deps: ## apt-get install redis-server, docker-compose, promtool, espeak-n
 
 # After a deliberate upgrade (pip install -U ... in .venv, tests green): the new exact versions.
 constraints: ## rewrite constraints.txt from .venv (the dependency closure of [dev], pip freeze style)
-	$(BIN)/python tools/constraints.py > constraints.txt
+	$(BIN)/python tools/constraints.py > constraints.txt.new && mv constraints.txt.new constraints.txt
 
 demo: install system-deps ## embedded stack + worker + synthetic producer, until Ctrl-C
 	$(BIN)/commentflow demo
