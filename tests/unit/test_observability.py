@@ -159,6 +159,19 @@ def test_promtool_unit_tests_of_two_alerts() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_dashboard_queries_parse(tmp_path: Path) -> None:
+    """Every dashboard query is valid PromQL: promtool checks them as recording rules, with
+    Grafana's $__rate_interval replaced by a plain range."""
+    rules = [
+        {"record": f"commentflow:query_{i}", "expr": expr.replace("$__rate_interval", "5m")}
+        for i, expr in enumerate(_dashboard_expressions())
+    ]
+    path = tmp_path / "dashboard-queries.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    result = _promtool("check", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_promtool_rejects_a_broken_rule(tmp_path: Path) -> None:
     """The check above means something: a PromQL syntax error fails it."""
     broken = tmp_path / "alerts.yml"
