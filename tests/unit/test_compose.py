@@ -22,8 +22,11 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 TOPICS = ("comments", "comments.predictions", "comments.dlq")
 
 
-def _compose_config(path: Path, token: str | None = "compose-test-token"):
-    """``docker-compose -f path config``; ``token``: COMMENTFLOW_DASHBOARD_TOKEN (None: unset)."""
+def _compose_config(
+    path: Path, token: str | None = "compose-test-token", profiles: tuple[str, ...] = ()
+):
+    """``docker-compose -f path [--profile P] config``; ``token``: COMMENTFLOW_DASHBOARD_TOKEN
+    (None: unset)."""
     tool = shutil.which("docker-compose")
     assert tool, (
         "docker-compose is not installed: make system-deps (apt-get install docker-compose)"
@@ -33,7 +36,7 @@ def _compose_config(path: Path, token: str | None = "compose-test-token"):
     if token is not None:
         env["COMMENTFLOW_DASHBOARD_TOKEN"] = token
     return subprocess.run(
-        [tool, "-f", str(path), "config"],
+        [tool, "-f", str(path), *(f"--profile={p}" for p in profiles), "config"],
         cwd=path.parent,
         capture_output=True,
         text=True,
@@ -132,15 +135,15 @@ def test_topics_service_creates_the_three_topics(config: dict[str, Any]) -> None
     assert topics["depends_on"]["kafka"]["condition"] == "service_healthy"
 
 
-def test_worker_is_scaled_with_a_gpu_each(config: dict[str, Any]) -> None:
+def test_cpu_workers_reserve_no_gpu(config: dict[str, Any]) -> None:
     worker = config["services"]["worker"]
+    assert worker["profiles"] == ["cpu"]
     assert worker["command"] == ["worker"]
     assert worker["build"]["dockerfile"] == "Dockerfile"
+    assert worker["build"]["args"]["TORCH_VARIANT"] == "cpu"
+    assert worker["image"] == "commentflow:cpu"
     assert worker["deploy"]["replicas"] == 3
-    (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
-    assert device["driver"] == "nvidia"
-    assert device["count"] == 1
-    assert device["capabilities"] == ["gpu"]
+    assert "resources" not in worker["deploy"]
     assert worker["depends_on"]["kafka"]["condition"] == "service_healthy"
     assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
     assert worker["depends_on"]["redis-cache"]["condition"] == "service_healthy"
@@ -150,7 +153,34 @@ def test_worker_is_scaled_with_a_gpu_each(config: dict[str, Any]) -> None:
     assert env["COMMENTFLOW_REDIS_URL"] == "redis://redis:6379/0"
 
 
-@pytest.mark.parametrize("service", ["worker", "producer-demo", "dashboard"])
+def test_gpu_workers_run_the_cuda_build_with_a_gpu_each(config: dict[str, Any]) -> None:
+    cpu, gpu = config["services"]["worker"], config["services"]["worker-gpu"]
+    assert gpu["profiles"] == ["gpu"]
+    assert gpu["build"]["args"]["TORCH_VARIANT"].startswith("cu")
+    assert gpu["image"] == "commentflow:cuda" != cpu["image"]
+    assert _env(gpu)["COMMENTFLOW_DEVICE"] == "cuda"  # no silent fallback to the CPU
+    (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert device == {"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}
+    # everything else as the CPU worker: same group, dependencies, health, command
+    for key in ("command", "depends_on", "healthcheck", "stop_grace_period", "expose"):
+        assert gpu[key] == cpu[key], key
+    assert {**_env(gpu), "COMMENTFLOW_DEVICE": "-"} == {**_env(cpu), "COMMENTFLOW_DEVICE": "-"}
+
+
+@pytest.mark.parametrize("profile", ["cpu", "gpu", "demo"])
+def test_each_profile_validates(profile: str) -> None:
+    """v1 ``config`` lists every profile's services (the checks above); each profile parses."""
+    result = _compose_config(COMPOSE_FILE, profiles=(profile,))
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("service", ["dashboard", "producer-demo"])
+def test_other_services_use_the_cpu_image(config: dict[str, Any], service: str) -> None:
+    assert config["services"][service]["image"] == "commentflow:cpu"
+    assert "resources" not in (config["services"][service].get("deploy") or {})
+
+
+@pytest.mark.parametrize("service", ["worker", "worker-gpu", "producer-demo", "dashboard"])
 def test_env_names_only_settings_fields(config: dict[str, Any], service: str) -> None:
     known = {ENV_PREFIX + f.name.upper() for f in fields(Settings)}
     env = _env(config["services"][service])
@@ -159,7 +189,7 @@ def test_env_names_only_settings_fields(config: dict[str, Any], service: str) ->
     Settings.from_env(env)  # and every value reads as its field's type
 
 
-@pytest.mark.parametrize("service", ["worker", "producer-demo", "dashboard"])
+@pytest.mark.parametrize("service", ["worker", "worker-gpu", "producer-demo", "dashboard"])
 def test_commands_are_real_cli_commands(config: dict[str, Any], service: str) -> None:
     """Every commentflow service's command parses with the real ``commentflow`` CLI."""
     from commentflow.cli import build_parser
@@ -168,16 +198,22 @@ def test_commands_are_real_cli_commands(config: dict[str, Any], service: str) ->
     assert callable(args.func)
 
 
-def test_dockerfile_installs_cpu_torch_first() -> None:
+def test_dockerfile_installs_the_torch_variant_first() -> None:
     text = (REPO / "Dockerfile").read_text()
     assert text.startswith("#") and "FROM python:3.11-slim" in text
     torch_at = text.index("torch==2.13.0")
-    assert "download.pytorch.org/whl/cpu" in text
-    assert torch_at < text.index("pip install .")
+    # TORCH_VARIANT picks the wheel index: CPU by default, a CUDA build by name; checked
+    assert "ARG TORCH_VARIANT=cpu" in text
+    assert "https://download.pytorch.org/whl/${TORCH_VARIANT}" in text
+    assert "torch.version.cuda" in text
+    assert torch_at < text.index("pip install -c constraints.txt .")
     # installed as an application, in its own venv, never into the system site-packages
     venv_at = text.index("RUN python -m venv /opt/commentflow")
     assert venv_at < torch_at and "PATH=/opt/commentflow/bin:$PATH" in text
-    assert "/opt/commentflow/bin/pip install ." in text and ".[dev]" not in text
+    # the tested versions, no extra (no embedded broker, no test tools)
+    assert "COPY pyproject.toml README.md constraints.txt ./" in text
+    assert "/opt/commentflow/bin/pip install -c constraints.txt ." in text
+    assert ".[" not in text and "pip install calfkit" not in text
     assert 'ENTRYPOINT ["commentflow"]' in text
     assert "\nUSER " in text
 
