@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 from pydantic import ValidationError
-from pydantic_core import PydanticCustomError
+from pydantic_core import PydanticCustomError, from_json
 
 from schemas.errors import (
     InvalidEncoding,
@@ -70,8 +70,9 @@ def metadata_of(raw: bytes | None, *, max_bytes: int) -> dict[str, Any] | None:
     if not raw or len(raw) > max_bytes:
         return None
     try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        # as the contract reads it: an integer beyond 64 bits stays one (and fails the bound)
+        doc = from_json(raw, allow_inf_nan=False)
+    except ValueError:
         return None
     metadata = doc.get("metadata") if isinstance(doc, dict) else None
     if not isinstance(metadata, dict):
