@@ -174,3 +174,50 @@ def test_an_opentelemetry_failure_never_fails_the_message():
 
     span = MessageTracer(tracer=Broken()).start(msg(("traceparent", VALID.encode())))
     assert parse_traceparent(dict(span.headers)["traceparent"]).trace_id == TRACE
+
+
+def test_with_the_real_sdk_spans_are_recorded_with_the_input_as_parent():
+    """Runs where ``opentelemetry-sdk`` is installed (the deployer's setup); skipped otherwise."""
+    pytest.importorskip("opentelemetry.sdk.trace")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = MessageTracer(tracer=provider.get_tracer("test"))
+    span = tracer.start(msg(("traceparent", VALID.encode())))
+    span.end("dead_lettered", "invalid_json")
+    (recorded,) = exporter.get_finished_spans()
+    assert f"{recorded.parent.span_id:016x}" == PARENT
+    assert f"{recorded.context.trace_id:032x}" == TRACE
+    out = parse_traceparent(dict(span.headers)["traceparent"])
+    assert out.parent_id == f"{recorded.context.span_id:016x}"
+    assert recorded.attributes["commentflow.dead_letter.code"] == "invalid_json"
+    assert recorded.status.status_code.name == "ERROR"
+
+
+def test_without_opentelemetry_installed_the_trace_still_propagates():
+    """A fresh interpreter where ``import opentelemetry`` fails, as without the extra."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    headers = (("traceparent", VALID.encode()),)
+    code = (
+        "import sys; sys.modules['opentelemetry'] = None\n"
+        "from workers.messages import Inbound\n"
+        "from workers.tracing import MessageTracer, otel_available\n"
+        "assert not otel_available()\n"
+        "t = MessageTracer()\n"
+        f"s = t.start(Inbound('c', 0, 0, None, b'', headers={headers!r}))\n"
+        "s.end('predicted')\n"
+        "print(dict(s.headers)['traceparent'].decode())\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+    )
+    out = parse_traceparent(result.stdout.strip())
+    assert out is not None and out.trace_id == TRACE and out.parent_id != PARENT
