@@ -4,7 +4,7 @@ A comment sent with ``traceparent``, ``correlation-id`` and ``authorization`` he
 ``metadata`` object comes out with the worker's headers, the same trace (a new span), the
 correlation id and the metadata, and without the credential; a malformed one and one that breaks
 the contract come out on the dead-letter topic with the same copied headers (the second with its
-metadata).
+metadata). A comment with 200 headers, one of them 100 KB, is predicted with 16 of them copied.
 """
 
 from __future__ import annotations
@@ -70,11 +70,23 @@ async def test_headers_and_metadata_reach_the_prediction_and_the_dead_letter(
         ],
         headers=HEADERS,
     )
+    many = [(f"x-cf-h{i}", b"v" * 100) for i in range(200)]
+    junk = [("x-cf-big", b"b" * 100_000), ("x-cf-\u00e9", b"e"), ("cookie", b"sid=1")]
+    await send(
+        settings.kafka_bootstrap,
+        settings.input_topic,
+        [{**event, "comment_id": "pt-4"}],
+        headers=junk + many + [("traceparent", b"00-not-a-trace-01")],
+    )
     start_worker(settings)
 
-    ((pred, pred_headers),) = await read_records(
-        settings.kafka_bootstrap, settings.predictions_topic, want=1
-    )
+    preds = await read_records(settings.kafka_bootstrap, settings.predictions_topic, want=2)
+    by_id = {doc["comment_id"]: (doc, headers) for doc, headers in preds}
+    # 200 headers, one of 100 KB, a malformed traceparent: predicted, 16 copied, no trace
+    crowded = dict(by_id["pt-4"][1])
+    assert "traceparent" not in crowded and "cookie" not in crowded
+    assert [n for n in crowded if n.startswith("x-cf-")] == [f"x-cf-h{i}" for i in range(16)]
+    pred, pred_headers = by_id["pt-1"]
     Prediction.model_validate(pred)
     assert pred["comment_id"] == "pt-1" and pred["metadata"] == METADATA
     check(pred_headers, "commentflow.prediction/1")
