@@ -86,7 +86,7 @@ class MessageTracer:
     def __init__(self, *, use_otel: bool | None = None, tracer: Any = None) -> None:
         enabled = otel_available() if use_otel is None else use_otel and otel_available()
         self._tracer = tracer
-        self._enabled = enabled or tracer is not None
+        self._enabled = bool(enabled) or tracer is not None
 
     @property
     def uses_otel(self) -> bool:
@@ -118,16 +118,17 @@ class MessageTracer:
         start_ns: int | None,
     ) -> tuple[Any, TraceParent | None, bytes | None]:
         trace = otel_trace
-        tracer = self._tracer or trace.get_tracer(TRACER_NAME)
+        if self._tracer is None:  # a proxy: follows a provider the deployer sets up later
+            self._tracer = trace.get_tracer(TRACER_NAME)
+        tracer = self._tracer
         if incoming is not None:
             parent = trace.SpanContext(
                 int(incoming.trace_id, 16),
                 int(incoming.parent_id, 16),
                 is_remote=True,
+                # no trace_state: OpenTelemetry would log a warning per message for a malformed
+                # one; the output's tracestate is the input's anyway
                 trace_flags=trace.TraceFlags(incoming.flags & 0x01),
-                trace_state=(
-                    trace.TraceState.from_header([state.decode("ascii")]) if state else None
-                ),
             )
             ctx = trace.set_span_in_context(trace.NonRecordingSpan(parent))
         else:
