@@ -357,8 +357,14 @@ class BatchProcessor:
         payload_bytes: int | None = None,
         headers: tuple[Header, ...] = (),
     ) -> Outbound:
-        # the resend of one refused for good (payload_bytes=0) is as small as it gets
-        metadata = metadata_of(message.value, max_bytes=self._s.max_event_bytes)
+        # Metadata: never read from a poison message (it is not looked at: parsing it may be
+        # what kills the worker), nor kept in the resend of one refused for good (as small as
+        # it gets, payload_bytes=0).
+        metadata = (
+            None
+            if payload_bytes == 0 or error.code == Poison.code
+            else metadata_of(message.value, max_bytes=self._s.max_event_bytes)
+        )
         return build_dead_letter(
             message,
             error,
@@ -367,7 +373,7 @@ class BatchProcessor:
                 self._s.max_dead_letter_payload_bytes if payload_bytes is None else payload_bytes
             ),
             headers=headers,
-            metadata=None if payload_bytes == 0 else metadata,
+            metadata=metadata,
         )
 
     def _output_headers(

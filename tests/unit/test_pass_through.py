@@ -176,3 +176,25 @@ async def test_the_bare_resend_of_a_refused_dead_letter_keeps_its_headers():
     )
     assert orjson.loads(letter.value)["payload"] == ""
     check_headers(letter.headers, "commentflow.dead_letter/1")
+
+
+async def test_a_poison_dead_letter_keeps_the_headers_and_never_reads_the_metadata():
+    runner = InferenceRunner(FakeClassifier)
+    await runner.start()
+    publisher = FakePublisher()
+    proc = BatchProcessor(
+        ProcessorConfig(retry_initial_s=0.001, retry_max_s=0.01),
+        runner,
+        publisher,
+        FakeStore(),
+        tracer=MessageTracer(use_otel=False),
+    )
+    poison = Inbound("comments", 0, 5, b"u1", event("p", metadata=METADATA), headers=HEADERS)
+    try:
+        await proc.finish(await proc.prepare([], poison=[(poison, 3)]))
+    finally:
+        await runner.stop()
+    (letter,) = publisher.sent
+    doc = orjson.loads(letter.value)
+    assert doc["error"]["code"] == "poison" and "metadata" not in doc
+    check_headers(letter.headers, "commentflow.dead_letter/1")
