@@ -16,12 +16,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 __all__ = [
     "COMMENT_SCHEMA",
     "DEAD_LETTER_SCHEMA",
     "MAX_MEDIA_ITEMS",
+    "MAX_METADATA_BYTES",
     "MAX_TEXT_CHARS",
     "MAX_YEAR",
     "MIN_YEAR",
@@ -35,6 +38,7 @@ __all__ = [
     "ModelRef",
     "Prediction",
     "PredictionLanguage",
+    "check_metadata",
 ]
 
 COMMENT_SCHEMA = "commentflow.comment/1"
@@ -44,12 +48,39 @@ DEAD_LETTER_SCHEMA = "commentflow.dead_letter/1"
 MAX_TEXT_CHARS = 20_000
 MAX_MEDIA_ITEMS = 8
 MAX_URL_CHARS = 2_048
+#: ``metadata`` may be at most this many bytes as compact JSON: it is copied into every output.
+MAX_METADATA_BYTES = 16 * 1024
 #: ``created_at`` must fall in these years (inclusive, UTC); anything else is a schema violation.
 MIN_YEAR, MAX_YEAR = 1970, 2100
 
 Identifier = Annotated[str, Field(min_length=1, max_length=128)]
 Label = Literal["negative", "neutral", "positive"]
 Modality = Literal["text", "image", "audio"]
+
+_METADATA_DOC = (
+    "the event's metadata object, passed through untouched: copied as it came into the "
+    f"prediction and the dead letter; at most {MAX_METADATA_BYTES} bytes as compact JSON"
+)
+
+
+def check_metadata(value: dict[str, Any]) -> dict[str, Any]:
+    """``value`` if it can be passed through: at most :data:`MAX_METADATA_BYTES` as compact
+    JSON (over: error type ``too_long``, the ``too_large`` dead letter), and re-encodable (an
+    integer beyond 64 bits is not: ``schema_violation``)."""
+    try:
+        size = len(orjson.dumps(value))
+    except orjson.JSONEncodeError:
+        raise PydanticCustomError(
+            "metadata_not_encodable",
+            "metadata holds a value that cannot be passed through (an integer beyond 64 bits)",
+        ) from None
+    if size > MAX_METADATA_BYTES:
+        raise PydanticCustomError(
+            "too_long",
+            "metadata is {size} bytes as JSON, more than the {limit} allowed",
+            {"size": size, "limit": MAX_METADATA_BYTES},
+        )
+    return value
 
 
 class MediaRef(BaseModel):
@@ -87,7 +118,12 @@ class CommentEvent(BaseModel):
     )
     lang: Annotated[str, Field(max_length=35)] | None = None
     source: Annotated[str, Field(max_length=128)] | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = Field(default=None, description=_METADATA_DOC)
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_bounded(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if value is None else check_metadata(value)
 
     @field_validator("created_at")
     @classmethod
@@ -180,6 +216,9 @@ class Prediction(BaseModel):
         description="why confidence is low; unsupported_language: the comment is in a language "
         "the model was not trained and validated on",
     )
+    metadata: dict[str, Any] | None = Field(
+        default=None, description=_METADATA_DOC + "; absent when the event had none"
+    )
 
 
 class DeadLetterError(BaseModel):
@@ -228,3 +267,8 @@ class DeadLetter(BaseModel):
         description="true when only the first max_dead_letter_payload_bytes were kept"
     )
     failed_at: str
+    metadata: dict[str, Any] | None = Field(
+        default=None,
+        description=_METADATA_DOC + "; present when the value was a JSON object whose metadata "
+        "is an object within the bound, even if the rest of the event broke the contract",
+    )

@@ -39,6 +39,7 @@ from workers import memory
 from workers.aggregates import AggregateStore
 from workers.config import MediaSettings, ProcessorConfig
 from workers.crash_guard import CrashGuard
+from workers.headers import normalise_headers
 from workers.health import BrokerProbe, PipelineHealth
 from workers.inference import InferenceRunner
 from workers.media import build_media_service
@@ -63,14 +64,20 @@ log = logging.getLogger("commentflow.agent")
 
 
 class FaustPublisher:
-    """Publishes through the app's own producer; the returned future is the broker's ack."""
+    """Publishes through the app's own producer (with the message's Kafka headers, a list of
+    ``(str, bytes)``); the returned future is the broker's ack."""
 
     def __init__(self, app: faust.App) -> None:
         self._app = app
 
     async def send(self, message: Outbound) -> Awaitable[object]:
         return await self._app.producer.send(
-            message.topic, message.key, message.value, partition=None, timestamp=None, headers=None
+            message.topic,
+            message.key,
+            message.value,
+            partition=None,
+            timestamp=None,
+            headers=list(message.headers) or None,
         )
 
 
@@ -197,6 +204,7 @@ def _inbound(event: faust.EventT) -> Inbound:
         value=m.value,
         timestamp_ms=int(ts * 1000) if ts else None,
         handle=event,
+        headers=normalise_headers(m.headers),
     )
 
 

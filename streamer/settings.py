@@ -71,6 +71,13 @@ class Settings:
     max_dead_letter_payload_bytes: int = _setting(
         64 * 1024, "dead letters keep at most this much payload"
     )
+    # -- Kafka headers copied from a comment to its prediction and dead letter (README "Headers")
+    headers_allow: str = _setting(
+        "correlation-id,x-correlation-id,x-request-id,x-cf-*",
+        "input headers copied to the outputs: names, or prefixes ending in *",
+    )
+    headers_max_count: int = _setting(16, "most input headers copied to one output")
+    headers_max_bytes: int = _setting(4096, "most bytes (names + values) copied to one output")
     # -- media fetching (images and audio referenced by URL)
     media_enabled: bool = _setting(True, "fetch and decode the images and audio comments link to")
     media_timeout_s: float = _setting(

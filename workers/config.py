@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Self
 
+from workers.headers import DEFAULT_ALLOW
+
 __all__ = ["MediaSettings", "ProcessorConfig"]
 
 
@@ -37,6 +39,9 @@ class ProcessorConfig(_FromSettings):
     retry_max_s: float = 5.0
     model_failure_ratio: float = 0.5  # share of a batch failing in the model that means "model"
     model_failure_exit_s: float = 120.0  # model failing this long: the worker exits
+    headers_allow: str = DEFAULT_ALLOW  # input headers copied to the outputs (workers.headers)
+    headers_max_count: int = 16  # most input headers copied to an output
+    headers_max_bytes: int = 4096  # most bytes (names + values) of the copied headers
 
 
 @dataclass(frozen=True, slots=True)

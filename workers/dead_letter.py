@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 
@@ -32,9 +33,19 @@ def _text_or_base64(data: bytes) -> tuple[str, str]:
 
 
 def build_dead_letter(
-    message: Inbound, error: DeadLetterError, *, dlq_topic: str, max_payload_bytes: int
+    message: Inbound,
+    error: DeadLetterError,
+    *,
+    dlq_topic: str,
+    max_payload_bytes: int,
+    headers: tuple[tuple[str, bytes], ...] = (),
+    metadata: dict[str, Any] | None = None,
 ) -> Outbound:
-    """The dead letter for ``message``: why it failed, where it came from, what it held."""
+    """The dead letter for ``message``: why it failed, where it came from, what it held.
+
+    ``headers``: the output headers (:mod:`workers.headers`); ``metadata``: the event's
+    ``metadata`` when it could be read (:func:`workers.validation.metadata_of`), else ``None``.
+    """
     raw = message.value or b""
     kept = raw[:max_payload_bytes]
     if len(kept) < len(raw):
@@ -68,7 +79,9 @@ def build_dead_letter(
         "payload_truncated": len(kept) < len(raw),
         "failed_at": utc_now_iso(),
     }
-    return Outbound(topic=dlq_topic, key=message.key, value=orjson.dumps(doc))
+    if metadata is not None:
+        doc["metadata"] = metadata
+    return Outbound(topic=dlq_topic, key=message.key, value=orjson.dumps(doc), headers=headers)
 
 
 def _is_utf8(data: bytes) -> bool:

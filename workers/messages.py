@@ -19,12 +19,14 @@ class Inbound:
     value: bytes | None
     timestamp_ms: int | None = None
     handle: Any = None  # the stream's event, acknowledged by the agent after the batch is done
+    headers: tuple[tuple[str, bytes | None], ...] = ()  # as consumed (workers.headers decides)
 
 
 @dataclass(frozen=True, slots=True)
 class Outbound:
-    """One message to publish."""
+    """One message to publish, with its Kafka headers (:mod:`workers.headers`)."""
 
     topic: str
     key: bytes | None
     value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()

@@ -13,6 +13,10 @@ Order of one batch::
     apply Redis scripts (SET NX on comment_id / source offset, one pipeline)
     return ─► the agent acks the offsets
 
+Every output carries the worker's headers, the input's trace context continued (one span per
+message: :mod:`workers.tracing`) and the allow-listed input headers (:mod:`workers.headers`);
+predictions carry the event's ``metadata``, dead letters too when it could be read.
+
 A comment already aggregated (a redelivery after the Redis write, or the same comment sent
 again) is not published again: replays change nothing. The one window left is a crash after the
 publish and before the Redis write: that batch's predictions appear twice on the output topic
@@ -41,10 +45,11 @@ from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError
 
 from model.base import ClassOutput, CommentInput
 from schemas.errors import DeadLetterError, Poison, ProcessingFailed
-from schemas.events import PREDICTION_SCHEMA, CommentEvent
+from schemas.events import DEAD_LETTER_SCHEMA, PREDICTION_SCHEMA, CommentEvent
 from workers.aggregates import AggregateStore, DeadLetterRecord, PredictionRecord
 from workers.config import ProcessorConfig
 from workers.dead_letter import build_dead_letter, utc_now_iso
+from workers.headers import Header, HeaderPolicy
 from workers.health import PipelineHealth
 from workers.inference import InferenceRunner
 from workers.media import MediaService
@@ -54,7 +59,8 @@ from workers.metrics import PipelineMetrics
 from workers.model_guard import ModelGuard
 from workers.redact import redact_text
 from workers.retry import REDIS_RETRIABLE, Backoff, retry_forever
-from workers.validation import parse_event
+from workers.tracing import MessageSpan, MessageTracer
+from workers.validation import metadata_of, parse_event
 
 __all__ = ["REDIS_RETRIABLE", "BatchProcessor", "BatchResult", "Prepared", "Publisher"]
 
@@ -111,6 +117,7 @@ class Prepared:
     started: float
     prepared_at: float = 0.0  # perf_counter() at the end of stage 1 (queue wait starts)
     skipped_dead_letters: int = 0  # bad inputs already dead-lettered (a redelivery)
+    started_ns: int | None = None  # time.time_ns() at the start of stage 1 (trace spans)
 
 
 class BatchProcessor:
@@ -125,8 +132,15 @@ class BatchProcessor:
         media: MediaService | None = None,
         metrics: PipelineMetrics | None = None,
         health: PipelineHealth | None = None,
+        tracer: MessageTracer | None = None,
     ) -> None:
         self._s = config
+        self._header_policy = HeaderPolicy.parse(
+            config.headers_allow,
+            max_count=config.headers_max_count,
+            max_bytes=config.headers_max_bytes,
+        )
+        self._tracer = tracer if tracer is not None else MessageTracer()
         self._runner = runner
         self._publisher = publisher
         self._store = store
@@ -160,6 +174,7 @@ class BatchProcessor:
         The agent runs it for the next batch while :meth:`finish` runs for the current one.
         """
         started = time.perf_counter()
+        started_ns = time.time_ns()
         valid, bad = self._parse(batch)
         bad += [
             (
@@ -197,6 +212,7 @@ class BatchProcessor:
             started=started,
             prepared_at=time.perf_counter(),
             skipped_dead_letters=n_bad - len(bad),
+            started_ns=started_ns,
         )
 
     async def finish(self, prepared: Prepared) -> BatchResult:
@@ -211,6 +227,14 @@ class BatchProcessor:
             self._in_flight.difference_update(_key(v) for v in prepared.todo)
 
     async def _finish(self, prepared: Prepared) -> BatchResult:
+        spans: list[MessageSpan] = []
+        try:
+            return await self._finish_traced(prepared, spans)
+        finally:
+            for span in spans:  # a batch given up (cancelled, Redis retried until shutdown)
+                span.end("abandoned")
+
+    async def _finish_traced(self, prepared: Prepared, spans: list[MessageSpan]) -> BatchResult:
         result = BatchResult(
             received=prepared.received, skipped_duplicates=prepared.skipped_duplicates
         )
@@ -245,16 +269,21 @@ class BatchProcessor:
             record = PredictionRecord(
                 item.event.comment_id, item.event.user_id, out.label, out.modalities, feed_item
             )
-            outbound = Outbound(self._s.predictions_topic, item.message.key, value)
+            span = self._tracer.start(item.message, start_ns=prepared.started_ns)
+            spans.append(span)
+            headers = self._output_headers(item.message, span, PREDICTION_SCHEMA)
+            outbound = Outbound(self._s.predictions_topic, item.message.key, value, headers)
             predicted.append((item, out, outbound, record))
+        prediction_spans = spans[:]
 
         # Publish; a prediction the broker refuses for good becomes its input's dead letter.
         refused = await self._publish([o for _, _, o, _ in predicted])
         if refused:
             for i in sorted(refused):
                 bad.append((predicted[i][0].message, _failed_at("publish", refused[i])))
+                prediction_spans[i].end("refused")
             predicted = [p for i, p in enumerate(predicted) if i not in refused]
-        dead = await self._publish_dead_letters(bad)
+        dead = await self._publish_dead_letters(bad, prepared.started_ns, spans)
         for code in (d.code for d in dead):
             result.dead_lettered[code] = result.dead_lettered.get(code, 0) + 1
 
@@ -277,17 +306,36 @@ class BatchProcessor:
             result.end_to_end_ms.append(now_ms - item.event.created_at.timestamp() * 1000)
         result.total_s = time.perf_counter() - prepared.started
         self._count(prepared, result, [out for _, out, _, _ in predicted])
+        for span in prediction_spans:
+            span.end("predicted")  # a no-op for the refused ones, ended above
         return result
 
     async def _publish_dead_letters(
-        self, bad: list[tuple[Inbound, DeadLetterError]]
+        self,
+        bad: list[tuple[Inbound, DeadLetterError]],
+        started_ns: int | None = None,
+        spans: list[MessageSpan] | None = None,
     ) -> list[DeadLetterRecord]:
         """Publish one dead letter per bad message; one refused for good is sent again without
-        its payload, and if even that is refused, logged and counted (never silently lost)."""
-        letters = [self._dead_letter(message, error) for message, error in bad]
+        its payload and metadata, and if even that is refused, logged and counted (never
+        silently lost). Each gets a span, appended to ``spans`` and ended once published."""
+        started = [self._tracer.start(message, start_ns=started_ns) for message, _ in bad]
+        if spans is not None:
+            spans.extend(started)
+        headers = [
+            self._output_headers(message, span, DEAD_LETTER_SCHEMA, error.code)
+            for (message, error), span in zip(bad, started, strict=True)
+        ]
+        letters = [
+            self._dead_letter(message, error, headers=h)
+            for (message, error), h in zip(bad, headers, strict=True)
+        ]
         refused = await self._publish(letters)
         if refused:
-            bare = {i: self._dead_letter(bad[i][0], bad[i][1], payload_bytes=0) for i in refused}
+            bare = {
+                i: self._dead_letter(bad[i][0], bad[i][1], payload_bytes=0, headers=headers[i])
+                for i in refused
+            }
             still = await self._publish([bare[i] for i in sorted(bare)])
             for j, exc in still.items():
                 message = bad[sorted(bare)[j]][0]
@@ -297,11 +345,26 @@ class BatchProcessor:
                     _source_id(message),
                     type(exc).__name__,
                 )
+        for span, (_, error) in zip(started, bad, strict=True):
+            span.end("dead_lettered", error.code)
         return [DeadLetterRecord(_source_id(message), error.code) for message, error in bad]
 
     def _dead_letter(
-        self, message: Inbound, error: DeadLetterError, *, payload_bytes: int | None = None
+        self,
+        message: Inbound,
+        error: DeadLetterError,
+        *,
+        payload_bytes: int | None = None,
+        headers: tuple[Header, ...] = (),
     ) -> Outbound:
+        # Metadata: never read from a poison message (it is not looked at: parsing it may be
+        # what kills the worker), nor kept in the resend of one refused for good (as small as
+        # it gets, payload_bytes=0).
+        metadata = (
+            None
+            if payload_bytes == 0 or error.code == Poison.code
+            else metadata_of(message.value, max_bytes=self._s.max_event_bytes)
+        )
         return build_dead_letter(
             message,
             error,
@@ -309,7 +372,21 @@ class BatchProcessor:
             max_payload_bytes=(
                 self._s.max_dead_letter_payload_bytes if payload_bytes is None else payload_bytes
             ),
+            headers=headers,
+            metadata=metadata,
         )
+
+    def _output_headers(
+        self, message: Inbound, span: MessageSpan, schema: str, error_code: str | None = None
+    ) -> tuple[Header, ...]:
+        """The worker's own headers, the trace context, then the copied input headers."""
+        own: tuple[Header, ...] = (
+            ("content-type", b"application/json"),
+            ("commentflow-schema", schema.encode()),
+        )
+        if error_code is not None:
+            own += (("commentflow-error", error_code.encode()),)
+        return own + span.headers + self._header_policy.copy(message.headers)
 
     def _count(self, prepared: Prepared, result: BatchResult, outputs: list[ClassOutput]) -> None:
         """The batch's outcomes, counted once it is complete (published and aggregated)."""
@@ -444,6 +521,8 @@ class BatchProcessor:
             "processed_at": processed_at,
             **_confidence(out),
         }
+        if event.metadata is not None:
+            doc["metadata"] = event.metadata
         feed = {
             "comment_id": event.comment_id,
             "user_id": event.user_id,

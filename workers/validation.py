@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 from pydantic import ValidationError
+from pydantic_core import PydanticCustomError, from_json
 
 from schemas.errors import (
     InvalidEncoding,
@@ -18,9 +19,9 @@ from schemas.errors import (
     TooLarge,
     UnsupportedSchema,
 )
-from schemas.events import COMMENT_SCHEMA, CommentEvent
+from schemas.events import COMMENT_SCHEMA, CommentEvent, check_metadata
 
-__all__ = ["parse_event"]
+__all__ = ["metadata_of", "parse_event"]
 
 _TOO_LONG = {"string_too_long", "too_long"}
 
@@ -60,3 +61,23 @@ def parse_event(raw: bytes | None, *, max_bytes: int) -> CommentEvent:
 def _detail(error: Any) -> dict[str, Any]:
     field = ".".join(str(p) for p in error["loc"]) or "(event)"
     return {"field": field, "type": error["type"], "problem": error["msg"]}
+
+
+def metadata_of(raw: bytes | None, *, max_bytes: int) -> dict[str, Any] | None:
+    """The ``metadata`` object of a message value, for its dead letter: present when the value
+    is a JSON object (at most ``max_bytes``) whose ``metadata`` is an object within the contract's
+    bound, whatever else is wrong with the event; ``None`` otherwise. Never raises."""
+    if not raw or len(raw) > max_bytes:
+        return None
+    try:
+        # as the contract reads it: an integer beyond 64 bits stays one (and fails the bound)
+        doc = from_json(raw, allow_inf_nan=False)
+    except ValueError:
+        return None
+    metadata = doc.get("metadata") if isinstance(doc, dict) else None
+    if not isinstance(metadata, dict):
+        return None
+    try:
+        return check_metadata(metadata)
+    except PydanticCustomError:
+        return None

@@ -14,16 +14,27 @@ from typing import Any, TypeVar
 
 import aiohttp
 import orjson
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from commentflow.local import WorkerProcess, read_topic
 from commentflow.settings import Settings
 
-__all__ = ["pairs_of", "read_all", "readyz", "send", "wait_for", "wait_predictions"]
+__all__ = [
+    "Record",
+    "pairs_of",
+    "read_all",
+    "read_records",
+    "readyz",
+    "send",
+    "wait_for",
+    "wait_predictions",
+]
 
 T = TypeVar("T")
 
 Message = tuple[bytes | None, bytes | None]
+#: A consumed output: its JSON document and its Kafka headers, as the broker returned them.
+Record = tuple[dict[str, Any], list[tuple[str, bytes]]]
 
 
 def pairs_of(events: Iterable[dict[str, Any]]) -> list[Message]:
@@ -37,17 +48,19 @@ async def send(
     messages: Iterable[dict[str, Any] | Message],
     *,
     partition: int | None = None,
+    headers: list[tuple[str, bytes]] | None = None,
 ) -> list[int]:
     """Send events (dicts, keyed by ``user_id``) or raw (value, key) pairs; wait for every ack.
 
-    Returns the offsets, in order.
+    ``headers``: Kafka headers on every message sent. Returns the offsets, in order.
     """
     pairs = [pairs_of([m])[0] if isinstance(m, dict) else m for m in messages]
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=2**21)
     await producer.start()
     try:
         futures = [
-            await producer.send(topic, value, key=key, partition=partition) for value, key in pairs
+            await producer.send(topic, value, key=key, partition=partition, headers=headers)
+            for value, key in pairs
         ]
         return [meta.offset for meta in await asyncio.gather(*futures)]
     finally:
@@ -95,6 +108,37 @@ async def wait_predictions(
 async def read_all(bootstrap: str, topic: str, *, quiet_s: float = 3.0) -> list[dict[str, Any]]:
     """Everything on ``topic`` now: reads from the beginning for ``quiet_s``."""
     return await read_topic(bootstrap, topic, until=lambda _d: False, timeout_s=quiet_s)
+
+
+async def read_records(
+    bootstrap: str, topic: str, *, want: int, timeout_s: float = 120
+) -> list[Record]:
+    """Read ``topic`` from the beginning (no group) until ``want`` records, with their headers."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    out: list[Record] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        partitions = None
+        while partitions is None and time.monotonic() < deadline:
+            partitions = consumer.partitions_for_topic(topic)
+            if partitions is None:
+                await consumer.topics()
+                await asyncio.sleep(0.1)
+        assert partitions is not None, f"topic {topic} not found"
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        while len(out) < want and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                out += [(orjson.loads(r.value), list(r.headers)) for r in records]
+        assert len(out) >= want, f"{want - len(out)} records missing on {topic}"
+        return out
+    finally:
+        await consumer.stop()
 
 
 async def wait_for(
