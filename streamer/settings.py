@@ -5,8 +5,8 @@ flags override the environment. Nothing else in the code reads the environment.
 
 Secrets (``metadata["secret"]``: the Kafka SASL password and client-key password) come only from
 the environment or from a file named by ``COMMENTFLOW_<NAME>_FILE`` (a mounted Kubernetes or
-Docker secret): they have no CLI flag (flags show in ``ps``), no ``repr``, and :meth:`Settings.to_env`
-leaves them out unless asked for them to start a child process.
+Docker secret): they have no CLI flag (flags show in ``ps``), no ``repr``, and
+:meth:`Settings.to_env` leaves them out unless asked for them to start a child process.
 
 It lives in :mod:`streamer`, the lowest layer that needs the whole object; :mod:`workers` takes
 the small typed configs built from it (:mod:`workers.config`), and ``commentflow.settings``

@@ -1,11 +1,11 @@
 """How every Kafka client of commentflow authenticates and encrypts: one config, one mapping.
 
-:class:`KafkaSecurity` holds the ``kafka_security_protocol``, ``kafka_sasl_*`` and ``kafka_ssl_*``
-settings (field names are the :class:`~streamer.settings.Settings` names, so :meth:`KafkaSecurity.of`
-reads them from the settings). :meth:`KafkaSecurity.client_kwargs` turns them into the keyword
-arguments of ``AIOKafkaProducer`` / ``AIOKafkaConsumer`` / ``AIOKafkaAdminClient``, and the Faust
-app gets the same SSL context and SASL values through ``streamer.app.broker_credentials``: the
-worker, the producer CLI, the readiness probe and the local tools connect the same way.
+:class:`KafkaSecurity` holds the ``kafka_security_protocol``, ``kafka_sasl_*`` and
+``kafka_ssl_*`` settings (named as in :class:`~streamer.settings.Settings`, so
+:meth:`KafkaSecurity.of` reads them from the settings). :meth:`KafkaSecurity.client_kwargs`
+turns them into the keyword arguments of any aiokafka client (producer, consumer, admin); the
+Faust app gets the same SSL context and SASL values through ``streamer.app.broker_credentials``.
+The worker, the producer CLI, the readiness probe and the local tools connect the same way.
 
 Secrets (the SASL password, the client key's password) are fields with ``repr=False``: they never
 show in a ``repr``, a log line or an exception message of this module.

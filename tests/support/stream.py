@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaProducer
 
 from commentflow.local import WorkerProcess, read_topic
 from commentflow.settings import Settings
+from workers.kafka_security import PLAINTEXT, KafkaSecurity
 
 __all__ = ["pairs_of", "read_all", "readyz", "send", "wait_for", "wait_predictions"]
 
@@ -37,13 +38,19 @@ async def send(
     messages: Iterable[dict[str, Any] | Message],
     *,
     partition: int | None = None,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> list[int]:
     """Send events (dicts, keyed by ``user_id``) or raw (value, key) pairs; wait for every ack.
 
-    Returns the offsets, in order.
+    Returns the offsets, in order. ``security``: TLS / SASL (``Settings.kafka_security``).
     """
     pairs = [pairs_of([m])[0] if isinstance(m, dict) else m for m in messages]
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=2**21)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        linger_ms=5,
+        max_request_size=2**21,
+        **security.client_kwargs(),
+    )
     await producer.start()
     try:
         futures = [
@@ -82,6 +89,7 @@ async def wait_predictions(
         until=done,
         timeout_s=timeout_s,
         alive=worker.alive if worker is not None else None,
+        security=settings.kafka_security,
     )
     if isinstance(want, int):
         missing = max(0, want - len(docs))

@@ -164,9 +164,7 @@ class TlsBroker:
             env,
         )
         conf = self.log_dir / "stunnel.conf"
-        verify = (
-            f"verifyChain = yes\nCAfile = {self.pki.ca}\n" if self.require_client_cert else ""
-        )
+        verify = f"verifyChain = yes\nCAfile = {self.pki.ca}\n" if self.require_client_cert else ""
         conf.write_text(
             "foreground = yes\n"
             f"pid =\n"
