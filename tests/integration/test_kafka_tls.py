@@ -7,7 +7,7 @@ The broker advertises only the TLS port, so every connection a client makes afte
 check that a certificate problem stops the worker with one clear line and exit status 2 (the
 pre-flight in ``streamer.app``), never a worker that silently retries forever.
 
-Needs ``openssl`` and Debian's ``stunnel4`` (``make system-deps``); skipped without them.
+Needs ``openssl`` and Debian's ``stunnel4`` (``make system-deps``): without them the tests fail.
 """
 
 from __future__ import annotations
@@ -28,19 +28,15 @@ from support.tls import TlsBroker, find_stunnel, make_pki
 from commentflow.processes import free_port
 from model.testing import make_tiny_model_dir
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        find_stunnel() is None or shutil.which("openssl") is None,
-        reason="needs stunnel4 and openssl (make system-deps)",
-    ),
-]
+pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory):
+    # a missing tool fails, never skips: `make test` must prove TLS
+    assert find_stunnel() and shutil.which("openssl"), "make system-deps (stunnel4, openssl)"
     # the server certificate names only "localhost": 127.0.0.1 is a hostname mismatch
     return make_pki(tmp_path_factory.mktemp("pki"), server_names=("DNS:localhost",))
 
