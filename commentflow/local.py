@@ -7,7 +7,6 @@ group), and it can be killed with SIGKILL or stopped with SIGTERM like the real 
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import time
@@ -42,7 +41,7 @@ class WorkerProcess:
         if self._proc is not None and self._proc.poll() is None:
             return self
         # secrets too: the child rebuilds its settings from this environment (never printed)
-        env = {**os.environ, **self.settings.to_env(secrets=True), "PYTHONUNBUFFERED": "1"}
+        env = {**self.settings.child_env(), "PYTHONUNBUFFERED": "1"}
         if self.log_path is not None:
             self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self._proc = subprocess.Popen(

@@ -227,6 +227,17 @@ class Settings:
             )
         return out
 
+    def child_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The environment of a child process that rebuilds these settings: ``base`` (default
+        ``os.environ``) without its secret ``*_FILE`` variables (the values, secrets included,
+        replace them: both set is an error), plus :meth:`to_env` with the secrets."""
+        base = os.environ if base is None else base
+        files = {ENV_PREFIX + f.name.upper() + FILE_SUFFIX for f in fields(self) if is_secret(f)}
+        return {
+            **{k: v for k, v in base.items() if k not in files},
+            **self.to_env(secrets=True),
+        }
+
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 

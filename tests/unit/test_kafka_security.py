@@ -124,6 +124,27 @@ def test_secret_from_a_file(tmp_path: Path):
     assert SECRET not in str(info.value)
 
 
+def test_a_child_process_gets_the_secret_value_not_the_file_too(tmp_path: Path):
+    path = tmp_path / "password"
+    path.write_text(SECRET)
+    parent = {
+        "COMMENTFLOW_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "COMMENTFLOW_KAFKA_SASL_USERNAME": "commentflow",
+        "COMMENTFLOW_KAFKA_SASL_PASSWORD_FILE": str(path),
+        "PATH": "/usr/bin",
+    }
+    settings = Settings.from_env(parent)
+    child = settings.child_env(parent)
+    assert "COMMENTFLOW_KAFKA_SASL_PASSWORD_FILE" not in child and child["PATH"] == "/usr/bin"
+    assert Settings.from_env(child) == settings
+
+
+def test_embedded_stack_tools_drop_the_security_settings():
+    s = sasl(app_id="bench-x")
+    plain = s.without_kafka_security()
+    assert plain.kafka_security == KafkaSecurity() and plain.app_id == "bench-x"
+
+
 def test_no_file_convention_for_ordinary_settings(tmp_path: Path):
     path = tmp_path / "user"
     path.write_text("someone")
