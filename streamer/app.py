@@ -28,10 +28,13 @@ def broker_credentials(security: KafkaSecurity) -> CredentialsT | None:
 
     Faust hands these to every aiokafka client it makes (consumer, producer, topic admin) through
     ``credentials_to_aiokafka_auth``: ``SSLCredentials`` -> ``security_protocol=SSL`` and our
-    context; ``SASLCredentials`` -> ``SASL_PLAINTEXT``, or ``SASL_SSL`` when it has a context.
+    context; ``SASLCredentials`` and ``OAuthCredentials`` -> ``SASL_PLAINTEXT``, or ``SASL_SSL``
+    when they have a context.
     The SSL context is :meth:`KafkaSecurity.ssl_context`, the one the other clients use.
     """
     context = security.ssl_context()
+    if security.uses_oauth:
+        return faust.OAuthCredentials(oauth_cb=security.oauth_token_provider(), ssl_context=context)
     if security.uses_sasl:
         return faust.SASLCredentials(
             username=security.kafka_sasl_username,
@@ -134,10 +137,15 @@ def _check_kafka_security(settings: Settings) -> int | None:
     reconnect forever and the worker would just never become ready. On a loop of its own,
     closed after: Faust's worker sets up its own.
     """
+    from workers.kafka_oauth import TokenFileError
+
+    security = settings.kafka_security
     loop = asyncio.new_event_loop()
     try:
-        loop.run_until_complete(check_tls(settings.kafka_bootstrap, settings.kafka_security))
-    except (TlsCheckFailed, KafkaSecurityError) as exc:
+        if security.uses_oauth:
+            security.oauth_token_provider().read()  # the file is there and holds a token
+        loop.run_until_complete(check_tls(settings.kafka_bootstrap, security))
+    except (TlsCheckFailed, KafkaSecurityError, TokenFileError) as exc:
         print(f"commentflow worker: Kafka security: {exc}", file=sys.stderr)
         return 2
     finally:

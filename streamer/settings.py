@@ -61,11 +61,14 @@ class Settings:
         "PLAINTEXT", "PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL"
     )
     kafka_sasl_mechanism: str = _setting(
-        "PLAIN", "PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 (with SASL_*)"
+        "PLAIN", "PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 | OAUTHBEARER (with SASL_*)"
     )
     kafka_sasl_username: str = _setting("", "the SASL user (with SASL_*)")
     kafka_sasl_password: str = _secret(
         "the SASL password: environment or COMMENTFLOW_KAFKA_SASL_PASSWORD_FILE only"
+    )
+    kafka_sasl_oauth_token_file: str = _setting(
+        "", "OAUTHBEARER: file with the current token, re-read at each login (kept fresh outside)"
     )
     kafka_ssl_cafile: str = _setting(
         "", "PEM CA bundle that signs the brokers' certificates (empty: the system's)"

@@ -15,10 +15,9 @@ certificate that does not verify (wrong CA, hostname mismatch) stops the worker 
 line instead of an endless reconnect loop inside the Kafka client. Connection errors (a broker
 that is not up yet) are left to the client's own retries.
 
-OAUTHBEARER is not offered: aiokafka needs an ``AbstractTokenProvider`` object (code that fetches
-and refreshes a token from an identity provider; the flow differs per provider: MSK IAM, Confluent
-Cloud, Azure Event Hubs), which a string setting cannot express. PLAIN and SCRAM cover the common
-managed offerings; a deployment that needs OAUTHBEARER wraps ``create_app`` with its own provider.
+OAUTHBEARER takes its token from a file that something outside the worker keeps fresh
+(:mod:`workers.kafka_oauth`): fetching tokens is identity-provider specific (OIDC client
+credentials, MSK IAM, a cloud workload identity) and stays out of the worker.
 """
 
 from __future__ import annotations
@@ -40,7 +39,7 @@ __all__ = [
 ]
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
 
 
 class KafkaSecurityError(ValueError):
@@ -59,6 +58,7 @@ class KafkaSecurity:
     kafka_sasl_mechanism: str = "PLAIN"
     kafka_sasl_username: str = ""
     kafka_sasl_password: str = field(default="", repr=False)
+    kafka_sasl_oauth_token_file: str = ""
     kafka_ssl_cafile: str = ""
     kafka_ssl_certfile: str = ""
     kafka_ssl_keyfile: str = ""
@@ -82,16 +82,30 @@ class KafkaSecurity:
                     f"kafka_sasl_mechanism must be one of {', '.join(SASL_MECHANISMS)}, "
                     f"not {self.kafka_sasl_mechanism!r}"
                 )
-            if not self.kafka_sasl_username:
-                raise KafkaSecurityError(f"{protocol} needs kafka_sasl_username")
-            if not self.kafka_sasl_password:
-                raise KafkaSecurityError(
-                    f"{protocol} needs a SASL password: COMMENTFLOW_KAFKA_SASL_PASSWORD or "
-                    "COMMENTFLOW_KAFKA_SASL_PASSWORD_FILE"
-                )
-        elif self.kafka_sasl_username or self.kafka_sasl_password:
+            if self.uses_oauth:
+                if not self.kafka_sasl_oauth_token_file:
+                    raise KafkaSecurityError("OAUTHBEARER needs kafka_sasl_oauth_token_file")
+                if self.kafka_sasl_username or self.kafka_sasl_password:
+                    raise KafkaSecurityError(
+                        "OAUTHBEARER takes a token file, not a SASL username or password"
+                    )
+            else:
+                if not self.kafka_sasl_username:
+                    raise KafkaSecurityError(f"{protocol} needs kafka_sasl_username")
+                if not self.kafka_sasl_password:
+                    raise KafkaSecurityError(
+                        f"{protocol} needs a SASL password: COMMENTFLOW_KAFKA_SASL_PASSWORD or "
+                        "COMMENTFLOW_KAFKA_SASL_PASSWORD_FILE"
+                    )
+                if self.kafka_sasl_oauth_token_file:
+                    raise KafkaSecurityError(
+                        "kafka_sasl_oauth_token_file needs kafka_sasl_mechanism OAUTHBEARER"
+                    )
+        elif (
+            self.kafka_sasl_username or self.kafka_sasl_password or self.kafka_sasl_oauth_token_file
+        ):
             raise KafkaSecurityError(
-                f"a SASL username or password is set but kafka_security_protocol is {protocol}: "
+                f"SASL credentials are set but kafka_security_protocol is {protocol}: "
                 "use SASL_SSL (or SASL_PLAINTEXT)"
             )
         tls_files = (self.kafka_ssl_cafile, self.kafka_ssl_certfile, self.kafka_ssl_keyfile)
@@ -112,6 +126,18 @@ class KafkaSecurity:
     @property
     def uses_sasl(self) -> bool:
         return self.kafka_security_protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    @property
+    def uses_oauth(self) -> bool:
+        return self.uses_sasl and self.kafka_sasl_mechanism == "OAUTHBEARER"
+
+    def oauth_token_provider(self) -> Any:
+        """The ``AbstractTokenProvider`` of OAUTHBEARER (``None`` otherwise)."""
+        if not self.uses_oauth:
+            return None
+        from workers.kafka_oauth import FileTokenProvider
+
+        return FileTokenProvider(self.kafka_sasl_oauth_token_file)
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """The client TLS context (``None`` without TLS): the CA (or the system's trust store),
@@ -147,7 +173,12 @@ class KafkaSecurity:
         context = self.ssl_context()
         if context is not None:
             kwargs["ssl_context"] = context
-        if self.uses_sasl:
+        if self.uses_oauth:
+            kwargs.update(
+                sasl_mechanism="OAUTHBEARER",
+                sasl_oauth_token_provider=self.oauth_token_provider(),
+            )
+        elif self.uses_sasl:
             kwargs.update(
                 sasl_mechanism=self.kafka_sasl_mechanism,
                 sasl_plain_username=self.kafka_sasl_username,
@@ -158,7 +189,9 @@ class KafkaSecurity:
     def describe(self) -> str:
         """One loggable line: protocol, mechanism, user and files; never a secret."""
         parts = [self.kafka_security_protocol]
-        if self.uses_sasl:
+        if self.uses_oauth:
+            parts.append(f"OAUTHBEARER token from {self.kafka_sasl_oauth_token_file}")
+        elif self.uses_sasl:
             parts.append(f"{self.kafka_sasl_mechanism} as {self.kafka_sasl_username}")
         if self.uses_tls:
             parts.append(f"ca={self.kafka_ssl_cafile or 'system'}")

@@ -1,10 +1,12 @@
 """Kafka security settings: validation, secrets handling, and the one mapping to the clients.
 
-SASL cannot be proven end to end here: the embedded broker (tansu 0.6) has an ``--authentication``
-flag but no way to create SASL users from aiokafka (no AlterUserScramCredentials), so these tests
-check what the clients are given: aiokafka's keyword arguments and what Faust derives from its
-``broker_credentials`` (its own ``credentials_to_aiokafka_auth``, the function its consumer,
-producer and admin client call). TLS runs end to end in ``tests/integration/test_kafka_tls.py``.
+SASL (PLAIN, SCRAM, OAUTHBEARER) cannot be proven end to end here: the embedded broker (tansu
+0.6) offers only SCRAM behind ``--authentication``, keeps users in its memory store and refuses
+the AlterUserScramCredentials request that would create one before the client authenticates, so
+no login can succeed. These tests check what the clients are given instead: aiokafka's keyword
+arguments and what Faust derives from our ``broker_credentials`` (its own
+``credentials_to_aiokafka_auth``, which its consumer, producer and admin client call).
+TLS runs end to end in ``tests/integration/test_kafka_tls.py``.
 """
 
 from __future__ import annotations
@@ -49,7 +51,15 @@ def sasl(**changes: object) -> Settings:
         ({"kafka_sasl_username": ""}, "SASL_SSL needs kafka_sasl_username"),
         ({"kafka_sasl_password": ""}, "COMMENTFLOW_KAFKA_SASL_PASSWORD_FILE"),
         ({"kafka_sasl_mechanism": "GSSAPI"}, "kafka_sasl_mechanism must be one of"),
-        ({"kafka_sasl_mechanism": "OAUTHBEARER"}, "kafka_sasl_mechanism must be one of"),
+        ({"kafka_sasl_mechanism": "OAUTHBEARER"}, "OAUTHBEARER needs kafka_sasl_oauth_token_file"),
+        (
+            {
+                "kafka_sasl_mechanism": "OAUTHBEARER",
+                "kafka_sasl_oauth_token_file": "/run/secrets/token",
+            },
+            "not a SASL username or password",
+        ),
+        ({"kafka_sasl_oauth_token_file": "/t"}, "needs kafka_sasl_mechanism OAUTHBEARER"),
         ({"kafka_security_protocol": "SSL"}, "use SASL_SSL"),
         (
             {"kafka_security_protocol": "SASL_PLAINTEXT", "kafka_ssl_cafile": "/ca.pem"},
@@ -191,6 +201,8 @@ def test_check_hostname_can_be_turned_off(pki):
         ("SASL_PLAINTEXT", "PLAIN"),
         ("SASL_SSL", "SCRAM-SHA-256"),
         ("SASL_SSL", "SCRAM-SHA-512"),
+        ("SASL_SSL", "OAUTHBEARER"),
+        ("SASL_PLAINTEXT", "OAUTHBEARER"),
         ("PLAINTEXT", None),
     ],
 )
@@ -201,7 +213,9 @@ def test_faust_hands_aiokafka_what_the_other_clients_get(pki, protocol, mechanis
     from streamer.app import broker_credentials
 
     values: dict[str, object] = {"kafka_security_protocol": protocol}
-    if mechanism:
+    if mechanism == "OAUTHBEARER":
+        values.update(kafka_sasl_mechanism=mechanism, kafka_sasl_oauth_token_file="/run/t")
+    elif mechanism:
         values.update(
             kafka_sasl_mechanism=mechanism,
             kafka_sasl_username="commentflow",
@@ -245,3 +259,31 @@ def test_start_position_setting():
     assert Settings.from_env(env).consumer_auto_offset_reset == "latest"
     with pytest.raises(ValueError, match="earliest or latest"):
         Settings(consumer_auto_offset_reset="none")
+
+
+# -- OAUTHBEARER ------------------------------------------------------------------------------
+
+
+async def test_oauth_token_is_read_from_its_file_at_every_login(tmp_path: Path):
+    from workers.kafka_oauth import FileTokenProvider, TokenFileError
+
+    path = tmp_path / "token"
+    path.write_text("eyJ.first\n")
+    s = Settings(
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_mechanism="OAUTHBEARER",
+        kafka_sasl_oauth_token_file=str(path),
+    )
+    kwargs = s.kafka_security.client_kwargs()
+    provider = kwargs["sasl_oauth_token_provider"]
+    assert kwargs["sasl_mechanism"] == "OAUTHBEARER" and isinstance(provider, FileTokenProvider)
+    assert await provider.token() == "eyJ.first"
+    path.write_text("eyJ.refreshed")  # a sidecar renewed it
+    assert await provider.token() == "eyJ.refreshed"
+    assert "eyJ" not in repr(provider) and "eyJ" not in s.kafka_security.describe()
+    path.write_text("")
+    with pytest.raises(TokenFileError, match="is empty"):
+        await provider.token()
+    path.unlink()
+    with pytest.raises(TokenFileError, match="token file"):
+        await provider.token()
