@@ -287,3 +287,29 @@ async def test_oauth_token_is_read_from_its_file_at_every_login(tmp_path: Path):
     path.unlink()
     with pytest.raises(TokenFileError, match="token file"):
         await provider.token()
+
+
+def test_worker_stops_at_start_without_its_oauth_token(tmp_path: Path):
+    """Before the model loads or a broker is contacted: one line, exit status 2."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMMENTFLOW_")}
+    env.update(
+        COMMENTFLOW_KAFKA_BOOTSTRAP="127.0.0.1:9",
+        COMMENTFLOW_KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT",
+        COMMENTFLOW_KAFKA_SASL_MECHANISM="OAUTHBEARER",
+        COMMENTFLOW_KAFKA_SASL_OAUTH_TOKEN_FILE=str(tmp_path / "absent"),
+        COMMENTFLOW_MODEL_DIR=str(tmp_path / "no-model"),
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "commentflow.cli", "worker"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Kafka security: OAUTHBEARER token file" in result.stderr, result.stderr[-2000:]
