@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 
 import faust
@@ -150,4 +151,6 @@ def _check_kafka_security(settings: Settings) -> int | None:
         return 2
     finally:
         loop.close()
+    # what an operator checks first when a secured cluster refuses us; never a secret
+    logging.getLogger(__name__).info("kafka %s: %s", settings.kafka_bootstrap, security.describe())
     return None
