@@ -45,9 +45,11 @@ $(STAMP): pyproject.toml constraints.txt Makefile | $(BIN)/python
 	touch $@
 
 # Debian's prometheus package brings promtool (the alert rules' checks); its server is not used.
-system-deps: ## apt-get install redis-server, docker-compose, promtool, espeak-ng, chromium, fonts when missing
+system-deps: ## apt-get install redis-server, stunnel4, openssl, docker-compose, promtool, espeak-ng, chromium, fonts when missing
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v stunnel4 >/dev/null 2>&1 || missing="$$missing stunnel4"; \
+	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	command -v espeak-ng >/dev/null 2>&1 || missing="$$missing espeak-ng"; \

@@ -330,7 +330,8 @@ async def _bench(options: BenchOptions, settings: Settings, out: Path) -> dict[s
     model = await asyncio.to_thread(_model_only, settings, sizes, options.model_events)
     log_dir = Path(tempfile.mkdtemp(prefix="commentflow-bench-"))
     async with EmbeddedStack(partitions=settings.topic_partitions, log_dir=log_dir) as stack:
-        s = settings.replace(
+        # the embedded broker is plaintext: the user's Kafka security settings do not apply
+        s = settings.without_kafka_security().replace(
             kafka_bootstrap=stack.bootstrap,
             redis_url=stack.redis_url,
             redis_cache_url=stack.redis_cache_url,

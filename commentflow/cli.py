@@ -6,7 +6,9 @@ else; ``commentflow VERB ...`` builds that verb's parser only and calls its ``ru
 what the verb needs (torch only for the verbs that load a model). Every
 :class:`~streamer.settings.Settings` field is a flag of the verbs that use settings
 (``--kafka-bootstrap``, ``--redis-url``, ``--model``, ...) that overrides its ``COMMENTFLOW_*``
-variable. A bad flag or setting is one line on stderr and exit status 2.
+variable. Secret settings (``metadata["secret"]``: the Kafka passwords) have no flag, since
+flags show in ``ps``: they come from the environment or a ``COMMENTFLOW_<NAME>_FILE``. A bad flag or
+setting is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from types import ModuleType
 from typing import Any, NoReturn
 
 from commentflow import __version__
-from streamer.settings import ENV_PREFIX, Settings
+from streamer.settings import ENV_PREFIX, Settings, is_secret
 
 __all__ = ["VERBS", "build_parser", "main", "settings_from_args"]
 
@@ -67,6 +69,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         f"each overrides its environment variable {ENV_PREFIX}<NAME>; [default]",
     )
     for f in fields(Settings):
+        if is_secret(f):
+            continue  # environment or *_FILE only: a flag would show in `ps`
         name = "--" + f.name.replace("_", "-")
         flag = FLAGS.get(f.name, name)
         kind = f.type if isinstance(f.type, str) else f.type.__name__
@@ -84,7 +88,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """The environment's settings, overridden by the flags given (``ValueError`` if bad)."""
-    overrides = {f.name: getattr(args, f.name, None) for f in fields(Settings)}
+    overrides = {f.name: getattr(args, f.name, None) for f in fields(Settings) if not is_secret(f)}
     return Settings.from_env(**overrides)
 
 

@@ -76,7 +76,8 @@ async def _demo(options: DemoOptions, settings: Settings) -> int:
         log_dir=log_dir,
     )
     async with stack:
-        settings = settings.replace(
+        # the embedded broker is plaintext: the user's Kafka security settings do not apply
+        settings = settings.without_kafka_security().replace(
             kafka_bootstrap=stack.bootstrap,
             redis_url=stack.redis_url,
             redis_cache_url=stack.redis_cache_url,

@@ -7,7 +7,6 @@ group), and it can be killed with SIGKILL or stopped with SIGTERM like the real 
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from commentflow.processes import stop_process
 from commentflow.settings import Settings
+from workers.kafka_security import PLAINTEXT, KafkaSecurity
 
 __all__ = ["WorkerProcess", "read_topic"]
 
@@ -40,7 +40,8 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         if self._proc is not None and self._proc.poll() is None:
             return self
-        env = {**os.environ, **self.settings.to_env(), "PYTHONUNBUFFERED": "1"}
+        # secrets too: the child rebuilds its settings from this environment (never printed)
+        env = {**self.settings.child_env(), "PYTHONUNBUFFERED": "1"}
         if self.log_path is not None:
             self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self._proc = subprocess.Popen(
@@ -81,13 +82,18 @@ async def read_topic(
     timeout_s: float,
     on_message: Callable[[dict, float], None] | None = None,
     alive: Callable[[], bool] | None = None,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> list[dict]:
     """Read ``topic`` from the beginning (no group) until ``until(docs)`` or ``timeout_s``.
 
     ``alive``: stop early once it returns False (the worker that should write died).
+    ``security``: TLS / SASL of the connection (``Settings.kafka_security``).
     """
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **security.client_kwargs(),
     )
     await consumer.start()
     docs: list[dict] = []

@@ -18,6 +18,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from workers.kafka_security import PLAINTEXT, KafkaSecurity
+
 __all__ = ["produce", "read_lines", "synthetic_events"]
 
 _POSITIVE = [
@@ -80,9 +82,15 @@ async def produce(
     *,
     rate: float | None = None,
     progress: bool = False,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> int:
-    """Send every value (dicts are JSON-encoded, bytes sent as they are); returns the count."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    """Send every value (dicts are JSON-encoded, bytes sent as they are); returns the count.
+
+    ``security``: TLS / SASL of the connection (``Settings.kafka_security``).
+    """
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=5, acks="all", **security.client_kwargs()
+    )
     await producer.start()
     sent = 0
     started = time.monotonic()

@@ -302,7 +302,8 @@ async def soak(
     tag = uuid.uuid4().hex[:8]
     hosts = ",".join([*config.media_hosts, f"*.{config.wildcard_domain}"])
     cache_url = getattr(stack, "redis_cache_url", None) or ""  # a stack with a cache Redis
-    s = settings.replace(
+    # the embedded broker is plaintext: the user's Kafka security settings do not apply to it
+    s = settings.without_kafka_security().replace(
         kafka_bootstrap=stack.bootstrap,
         redis_url=stack.redis_url,
         redis_cache_url=cache_url or settings.redis_cache_url,
@@ -384,6 +385,7 @@ async def soak(
             "exclude": sorted(config.exclude),
             "warmup_s": config.warmup_s,
         },
+        # to_env() leaves the Kafka secrets out; the dashboard token is filtered here
         "worker_settings": {k: v for k, v in s.to_env().items() if "TOKEN" not in k},
         "machine": _machine(),
         "worker_ready_s": ready_s,

@@ -95,7 +95,9 @@ class Resources:
             on_change=lambda stage, on: stalled.labels(stage).set(1 if on else 0)
         )
         self.lag = LagTracker(self.metrics.consumer_lag)
-        self.broker_probe = BrokerProbe(settings.kafka_bootstrap)  # for /readyz
+        self.broker_probe = BrokerProbe(  # for /readyz
+            settings.kafka_bootstrap, settings.kafka_security
+        )
         self.runner = InferenceRunner(
             (lambda: classifier)
             if classifier is not None

@@ -2,22 +2,50 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sys
 
 import faust
+from faust.types.auth import CredentialsT
 
 from model.base import Classifier
 from model.errors import ModelError
 from streamer.logs import logging_config
 from streamer.settings import Settings
+from workers.kafka_security import KafkaSecurity, KafkaSecurityError, TlsCheckFailed, check_tls
 
-__all__ = ["create_app", "run_worker"]
+__all__ = ["broker_credentials", "create_app", "run_worker"]
 
 
 def broker_url(bootstrap: str) -> str:
     """``host1:9092,host2:9092`` -> ``kafka://host1:9092;host2:9092`` (Faust's spelling)."""
     hosts = [h.strip() for h in bootstrap.split(",") if h.strip()]
     return "kafka://" + ";".join(hosts)
+
+
+def broker_credentials(security: KafkaSecurity) -> CredentialsT | None:
+    """Faust's ``broker_credentials`` for ``security`` (``None``: plaintext).
+
+    Faust hands these to every aiokafka client it makes (consumer, producer, topic admin) through
+    ``credentials_to_aiokafka_auth``: ``SSLCredentials`` -> ``security_protocol=SSL`` and our
+    context; ``SASLCredentials`` and ``OAuthCredentials`` -> ``SASL_PLAINTEXT``, or ``SASL_SSL``
+    when they have a context.
+    The SSL context is :meth:`KafkaSecurity.ssl_context`, the one the other clients use.
+    """
+    context = security.ssl_context()
+    if security.uses_oauth:
+        return faust.OAuthCredentials(oauth_cb=security.oauth_token_provider(), ssl_context=context)
+    if security.uses_sasl:
+        return faust.SASLCredentials(
+            username=security.kafka_sasl_username,
+            password=security.kafka_sasl_password,
+            mechanism=security.kafka_sasl_mechanism,
+            ssl_context=context,  # None: SASL_PLAINTEXT
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
 
 
 def create_app(settings: Settings, classifier: Classifier | None = None) -> faust.App:
@@ -37,7 +65,9 @@ def create_app(settings: Settings, classifier: Classifier | None = None) -> faus
         broker_rebalance_timeout=max(session, 10.0),
         broker_commit_interval=settings.commit_interval_s,
         broker_max_poll_records=settings.max_poll_records,
-        consumer_auto_offset_reset="earliest",
+        # where a group with no committed offset starts (a first deploy): see the setting's help
+        consumer_auto_offset_reset=settings.consumer_auto_offset_reset,
+        broker_credentials=broker_credentials(settings.kafka_security),
         producer_linger=0.005,
         producer_acks=-1,
         topic_partitions=settings.topic_partitions,
@@ -55,9 +85,13 @@ def create_app(settings: Settings, classifier: Classifier | None = None) -> faus
 def run_worker(settings: Settings) -> int:
     """Run one worker until SIGINT/SIGTERM; returns the exit code.
 
-    The model is loaded first, before the worker joins the consumer group: a bad model directory
-    fails fast with a clear message, and partitions are never held by a worker still loading.
+    The Kafka TLS settings are checked first (files readable, one handshake per bootstrap
+    address), then the model is loaded, before the worker joins the consumer group: a bad
+    certificate or model directory fails fast with a clear message (exit status 2), and
+    partitions are never held by a worker still loading.
     """
+    if (code := _check_kafka_security(settings)) is not None:
+        return code
     from workers import memory
 
     memory.tune()  # before torch and the model's threads allocate: see workers.memory
@@ -95,3 +129,28 @@ def run_worker(settings: Settings) -> int:
     )
     worker.execute_from_commandline()  # handles signals, stops gracefully, then exits
     return 0
+
+
+def _check_kafka_security(settings: Settings) -> int | None:
+    """Exit status 2 with one line on stderr when the Kafka TLS settings cannot work.
+
+    A certificate that does not verify never heals: without this the Kafka client would
+    reconnect forever and the worker would just never become ready. On a loop of its own,
+    closed after: Faust's worker sets up its own.
+    """
+    from workers.kafka_oauth import TokenFileError
+
+    security = settings.kafka_security
+    loop = asyncio.new_event_loop()
+    try:
+        if security.uses_oauth:
+            security.oauth_token_provider().read()  # the file is there and holds a token
+        loop.run_until_complete(check_tls(settings.kafka_bootstrap, security))
+    except (TlsCheckFailed, KafkaSecurityError, TokenFileError) as exc:
+        print(f"commentflow worker: Kafka security: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        loop.close()
+    # what an operator checks first when a secured cluster refuses us; never a secret
+    logging.getLogger(__name__).info("kafka %s: %s", settings.kafka_bootstrap, security.describe())
+    return None

@@ -3,6 +3,11 @@
 Every field maps to the environment variable ``COMMENTFLOW_<FIELD NAME IN CAPITALS>``; the CLI's
 flags override the environment. Nothing else in the code reads the environment.
 
+Secrets (``metadata["secret"]``: the Kafka SASL password and client-key password) come only from
+the environment or from a file named by ``COMMENTFLOW_<NAME>_FILE`` (a mounted Kubernetes or
+Docker secret): they have no CLI flag (flags show in ``ps``), no ``repr``, and
+:meth:`Settings.to_env` leaves them out unless asked for them to start a child process.
+
 It lives in :mod:`streamer`, the lowest layer that needs the whole object; :mod:`workers` takes
 the small typed configs built from it (:mod:`workers.config`), and ``commentflow.settings``
 re-exports it for the application. Each field's ``metadata["help"]`` is its one-line ``--help``.
@@ -17,18 +22,32 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_MODEL_DIR", "ENV_PREFIX", "Settings"]
+from workers.kafka_security import KafkaSecurity
+
+__all__ = ["DEFAULT_MODEL_DIR", "ENV_PREFIX", "FILE_SUFFIX", "Settings", "is_secret"]
 
 #: The trained default model shipped in the repository: the multimodal fusion model
 #: (``models/multimodal``; the text-only model is ``models/text``).
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "multimodal"
 
 ENV_PREFIX = "COMMENTFLOW_"
+#: ``COMMENTFLOW_<SECRET>_FILE``: read a secret from this file (trailing newline stripped).
+FILE_SUFFIX = "_FILE"
 
 
 def _setting(default: Any, help_: str) -> Any:
     """A field with its one-line explanation (``metadata["help"]``: the flag's ``--help``)."""
     return field(default=default, metadata={"help": help_})
+
+
+def _secret(help_: str) -> Any:
+    """A secret string: environment or ``*_FILE`` only, never a flag, a ``repr`` or a dump."""
+    return field(default="", repr=False, metadata={"help": help_, "secret": True})
+
+
+def is_secret(f: dataclasses.Field[Any]) -> bool:
+    """Whether a :class:`Settings` field is a secret (no flag, not in ``repr`` or dumps)."""
+    return bool(f.metadata.get("secret"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +56,31 @@ class Settings:
 
     # -- connections
     kafka_bootstrap: str = _setting("localhost:9092", "the broker(s), host:port[,host:port]")
+    # -- Kafka security (every client: worker, producer, probes, tools; workers.kafka_security)
+    kafka_security_protocol: str = _setting(
+        "PLAINTEXT", "PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL"
+    )
+    kafka_sasl_mechanism: str = _setting(
+        "PLAIN", "PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 | OAUTHBEARER (with SASL_*)"
+    )
+    kafka_sasl_username: str = _setting("", "the SASL user (with SASL_*)")
+    kafka_sasl_password: str = _secret(
+        "the SASL password: environment or COMMENTFLOW_KAFKA_SASL_PASSWORD_FILE only"
+    )
+    kafka_sasl_oauth_token_file: str = _setting(
+        "", "OAUTHBEARER: file with the current token, re-read at each login (kept fresh outside)"
+    )
+    kafka_ssl_cafile: str = _setting(
+        "", "PEM CA bundle that signs the brokers' certificates (empty: the system's)"
+    )
+    kafka_ssl_certfile: str = _setting("", "PEM client certificate (mTLS)")
+    kafka_ssl_keyfile: str = _setting("", "PEM client private key (mTLS)")
+    kafka_ssl_key_password: str = _secret(
+        "the client key's password: environment or COMMENTFLOW_KAFKA_SSL_KEY_PASSWORD_FILE only"
+    )
+    kafka_ssl_check_hostname: bool = _setting(
+        True, "verify that the broker's certificate names the host connected to"
+    )
     redis_url: str = _setting(
         "redis://localhost:6379/0", "the state Redis: aggregates, dedup (noeviction)"
     )
@@ -143,6 +187,10 @@ class Settings:
         60.0, "consumer session timeout (Kafka's default; the embedded stack uses 6 s)"
     )
     commit_interval_s: float = _setting(1.0, "how often consumer offsets are committed")
+    consumer_auto_offset_reset: str = _setting(
+        "earliest",
+        "where a new consumer group starts: earliest (the topic's retention) | latest (new only)",
+    )
     max_poll_records: int = _setting(2000, "most records one consumer poll returns")
     web_port: int = _setting(6066, "port of the worker's web server: /metrics, /livez, /readyz")
     lag_interval_s: float = _setting(2.0, "how often the consumer lag gauge is refreshed")
@@ -162,24 +210,57 @@ class Settings:
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         for f in fields(cls):
-            raw = env.get(ENV_PREFIX + f.name.upper())
+            name = ENV_PREFIX + f.name.upper()
+            raw = env.get(name)
+            if is_secret(f) and env.get(name + FILE_SUFFIX):
+                if raw is not None:
+                    raise ValueError(f"set {name} or {name}{FILE_SUFFIX}, not both")
+                raw = _read_secret_file(name + FILE_SUFFIX, env[name + FILE_SUFFIX])
             if raw is not None:
                 values[f.name] = _coerce(f, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
-    def to_env(self) -> dict[str, str]:
-        """The ``COMMENTFLOW_*`` variables that rebuild these settings in another process."""
+    def to_env(self, *, secrets: bool = False) -> dict[str, str]:
+        """The ``COMMENTFLOW_*`` variables that rebuild these settings in another process.
+
+        Secrets are left out (a dump, a report) unless ``secrets``: only for the environment of
+        a child process that needs them (``commentflow.local.WorkerProcess``).
+        """
         out = {}
         for f in fields(self):
+            if is_secret(f) and not secrets:
+                continue
             value = getattr(self, f.name)
             out[ENV_PREFIX + f.name.upper()] = (
                 str(value).lower() if isinstance(value, bool) else str(value)
             )
         return out
 
+    def child_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The environment of a child process that rebuilds these settings: ``base`` (default
+        ``os.environ``) without its secret ``*_FILE`` variables (the values, secrets included,
+        replace them: both set is an error), plus :meth:`to_env` with the secrets."""
+        base = os.environ if base is None else base
+        files = {ENV_PREFIX + f.name.upper() + FILE_SUFFIX for f in fields(self) if is_secret(f)}
+        return {
+            **{k: v for k, v in base.items() if k not in files},
+            **self.to_env(secrets=True),
+        }
+
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+    @property
+    def kafka_security(self) -> KafkaSecurity:
+        """The ``kafka_*`` security settings, for :mod:`workers.kafka_security`."""
+        return KafkaSecurity.of(self)
+
+    def without_kafka_security(self) -> Settings:
+        """These settings with every Kafka security field at its default (PLAINTEXT): for the
+        tools that run their own embedded, plaintext broker (demo, bench, soak)."""
+        defaults = {f.name: f.default for f in fields(KafkaSecurity)}
+        return dataclasses.replace(self, **defaults)
 
     def __post_init__(self) -> None:
         if self.batch_max < 1:
@@ -194,6 +275,19 @@ class Settings:
             raise ValueError("poison_after must be at least 1")
         if not 0 < self.model_failure_ratio <= 1:
             raise ValueError("model_failure_ratio must be in (0, 1]")
+        if self.consumer_auto_offset_reset not in ("earliest", "latest"):
+            raise ValueError("consumer_auto_offset_reset must be earliest or latest")
+        KafkaSecurity.of(self)  # KafkaSecurityError (a ValueError): one line, no secret
+
+
+def _read_secret_file(variable: str, path: str) -> str:
+    """The secret in ``path`` without its trailing newline; errors name the variable, not the
+    content."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().rstrip("\r\n")
+    except OSError as exc:
+        raise ValueError(f"{variable}: cannot read {path}: {exc.strerror}") from None
 
 
 def _coerce(f: dataclasses.Field[Any], raw: str) -> Any:

@@ -20,6 +20,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
+from workers.kafka_security import PLAINTEXT, KafkaSecurity
+
 __all__ = ["BrokerProbe", "CheckFailed", "PipelineHealth", "Readiness", "ReadinessReport"]
 
 Check = Callable[[], Awaitable[object]]
@@ -105,10 +107,12 @@ class Readiness:
 
 
 class BrokerProbe:
-    """Asks the broker for its metadata with a small client of its own (no consumer group)."""
+    """Asks the broker for its metadata with a small client of its own (no consumer group),
+    connected with the worker's TLS / SASL settings."""
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: str, security: KafkaSecurity = PLAINTEXT) -> None:
         self._bootstrap = bootstrap
+        self._security = security
         self._client = None
         self._lock = asyncio.Lock()
 
@@ -121,6 +125,7 @@ class BrokerProbe:
                     bootstrap_servers=self._bootstrap,
                     enable_auto_commit=False,
                     request_timeout_ms=5000,
+                    **self._security.client_kwargs(),
                 )
                 await client.start()
                 self._client = client

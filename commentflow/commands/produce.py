@@ -40,7 +40,12 @@ def run(args: argparse.Namespace, settings: Settings | None) -> int:
         values = read_lines(args.file)
     n = asyncio.run(
         produce(
-            settings.kafka_bootstrap, settings.input_topic, values, rate=args.rate, progress=True
+            settings.kafka_bootstrap,
+            settings.input_topic,
+            values,
+            rate=args.rate,
+            progress=True,
+            security=settings.kafka_security,
         )
     )
     print(f"sent {n} events to {settings.input_topic} on {settings.kafka_bootstrap}")

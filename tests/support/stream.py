@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from commentflow.local import WorkerProcess, read_topic
 from commentflow.settings import Settings
+from workers.kafka_security import PLAINTEXT, KafkaSecurity
 
 __all__ = [
     "Record",
@@ -49,13 +50,20 @@ async def send(
     *,
     partition: int | None = None,
     headers: list[tuple[str, bytes]] | None = None,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> list[int]:
     """Send events (dicts, keyed by ``user_id``) or raw (value, key) pairs; wait for every ack.
 
-    ``headers``: Kafka headers on every message sent. Returns the offsets, in order.
+    ``headers``: Kafka headers on every message sent. ``security``: TLS / SASL
+    (``Settings.kafka_security``). Returns the offsets, in order.
     """
     pairs = [pairs_of([m])[0] if isinstance(m, dict) else m for m in messages]
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=2**21)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        linger_ms=5,
+        max_request_size=2**21,
+        **security.client_kwargs(),
+    )
     await producer.start()
     try:
         futures = [
@@ -95,6 +103,7 @@ async def wait_predictions(
         until=done,
         timeout_s=timeout_s,
         alive=worker.alive if worker is not None else None,
+        security=settings.kafka_security,
     )
     if isinstance(want, int):
         missing = max(0, want - len(docs))

@@ -226,3 +226,30 @@ def test_validator_rejects_a_broken_file(tmp_path: Path) -> None:
     broken.write_text(text)
     result = _compose_config(broken)
     assert result.returncode != 0 and "replicas" in result.stderr, result.stderr
+
+
+def test_secure_profile_worker_reads_its_password_from_a_secret_file(
+    config: dict[str, Any], tmp_path: Path
+) -> None:
+    """worker-secure (profile "secure"): SASL_SSL settings that validate; the password only
+    through ``*_FILE`` from a Docker secret, never in the environment or on the command line."""
+    from streamer.settings import FILE_SUFFIX, is_secret
+
+    service = config["services"]["worker-secure"]
+    assert service["profiles"] == ["secure"]
+    env = _env(service)
+    secrets = {ENV_PREFIX + f.name.upper() for f in fields(Settings) if is_secret(f)}
+    assert not secrets & set(env), "a secret in the environment"
+    password_file = env["COMMENTFLOW_KAFKA_SASL_PASSWORD_FILE"]
+    assert password_file.startswith("/run/secrets/")
+    assert {s["source"] if isinstance(s, dict) else s for s in service["secrets"]} >= {
+        Path(password_file).name
+    }
+    known = {ENV_PREFIX + f.name.upper() for f in fields(Settings)}
+    assert set(env) <= known | {name + FILE_SUFFIX for name in secrets}
+    (tmp_path / "password").write_text("from-a-file\n")
+    local = {**env, "COMMENTFLOW_KAFKA_SASL_PASSWORD_FILE": str(tmp_path / "password")}
+    settings = Settings.from_env(local)
+    assert settings.kafka_security_protocol == "SASL_SSL"
+    assert settings.kafka_sasl_password == "from-a-file"  # noqa: S105
+    assert "password" not in " ".join(service["command"])
