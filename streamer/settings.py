@@ -31,7 +31,9 @@ __all__ = ["DEFAULT_MODEL_DIR", "ENV_PREFIX", "FILE_SUFFIX", "Settings", "is_sec
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "multimodal"
 
 ENV_PREFIX = "COMMENTFLOW_"
-#: ``COMMENTFLOW_<SECRET>_FILE``: read a secret from this file (trailing newline stripped).
+#: ``COMMENTFLOW_<NAME>_FILE``: read a setting from this file (trailing newline stripped): any
+#: setting (a Redis URL with its password, a user name mounted from a Kubernetes Secret); for
+#: secrets it is the only way besides the plain environment variable.
 FILE_SUFFIX = "_FILE"
 
 
@@ -212,7 +214,7 @@ class Settings:
         for f in fields(cls):
             name = ENV_PREFIX + f.name.upper()
             raw = env.get(name)
-            if is_secret(f) and env.get(name + FILE_SUFFIX):
+            if env.get(name + FILE_SUFFIX):
                 if raw is not None:
                     raise ValueError(f"set {name} or {name}{FILE_SUFFIX}, not both")
                 raw = _read_secret_file(name + FILE_SUFFIX, env[name + FILE_SUFFIX])
@@ -239,10 +241,10 @@ class Settings:
 
     def child_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
         """The environment of a child process that rebuilds these settings: ``base`` (default
-        ``os.environ``) without its secret ``*_FILE`` variables (the values, secrets included,
-        replace them: both set is an error), plus :meth:`to_env` with the secrets."""
+        ``os.environ``) without its ``*_FILE`` variables (the values, secrets included, replace
+        them: both set is an error), plus :meth:`to_env` with the secrets."""
         base = os.environ if base is None else base
-        files = {ENV_PREFIX + f.name.upper() + FILE_SUFFIX for f in fields(self) if is_secret(f)}
+        files = {ENV_PREFIX + f.name.upper() + FILE_SUFFIX for f in fields(self)}
         return {
             **{k: v for k, v in base.items() if k not in files},
             **self.to_env(secrets=True),

@@ -155,10 +155,18 @@ def test_embedded_stack_tools_drop_the_security_settings():
     assert plain.kafka_security == KafkaSecurity() and plain.app_id == "bench-x"
 
 
-def test_no_file_convention_for_ordinary_settings(tmp_path: Path):
+def test_file_convention_for_ordinary_settings_too(tmp_path: Path):
     path = tmp_path / "user"
-    path.write_text("someone")
-    assert Settings.from_env({"COMMENTFLOW_KAFKA_SASL_USERNAME_FILE": str(path)}) == Settings()
+    path.write_text("someone\n")
+    env = {
+        "COMMENTFLOW_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "COMMENTFLOW_KAFKA_SASL_USERNAME_FILE": str(path),
+        "COMMENTFLOW_KAFKA_SASL_PASSWORD": "pw",
+    }
+    assert Settings.from_env(env).kafka_sasl_username == "someone"
+    child = Settings.from_env(env).child_env({**env, "PATH": "/bin"})
+    assert "COMMENTFLOW_KAFKA_SASL_USERNAME_FILE" not in child
+    assert child["COMMENTFLOW_KAFKA_SASL_USERNAME"] == "someone"
 
 
 # -- the mapping ----------------------------------------------------------------------------------
