@@ -37,7 +37,6 @@ import logging
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC
 from typing import Any, Protocol
 
 import orjson
@@ -57,6 +56,7 @@ from workers.media_fetch import redact_url
 from workers.messages import Inbound, Outbound
 from workers.metrics import PipelineMetrics
 from workers.model_guard import ModelGuard
+from workers.prediction import model_ref, prediction_document
 from workers.redact import redact_text
 from workers.retry import REDIS_RETRIABLE, Backoff, retry_forever
 from workers.tracing import MessageSpan, MessageTracer
@@ -256,7 +256,7 @@ class BatchProcessor:
 
         # Each message's output is built on its own: one that cannot be built is dead-lettered.
         predicted: list[tuple[_Valid, ClassOutput, Outbound, PredictionRecord]] = []
-        model = {"name": self._runner.classifier.name, "version": self._runner.classifier.version}
+        model = model_ref(self._runner.classifier)
         errors_of = dict(zip((id(v) for v in prepared.todo), prepared.media_errors, strict=True))
         for item, out in outputs:
             try:
@@ -506,23 +506,10 @@ class BatchProcessor:
         model: dict[str, str],
         processed_at: str,
     ) -> tuple[bytes, bytes]:
-        created_at = event.created_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
-        scores = {label: round(float(p), 6) for label, p in out.scores.items()}
-        doc = {
-            "schema": PREDICTION_SCHEMA,
-            "comment_id": event.comment_id,
-            "user_id": event.user_id,
-            "label": out.label,
-            "scores": scores,
-            "modalities": list(out.modalities),
-            "media_errors": media_errors,
-            "model": model,
-            "created_at": created_at,
-            "processed_at": processed_at,
-            **_confidence(out),
-        }
-        if event.metadata is not None:
-            doc["metadata"] = event.metadata
+        doc = prediction_document(
+            event, out, model=model, processed_at=processed_at, media_errors=media_errors
+        )
+        created_at, scores = doc["created_at"], doc["scores"]
         feed = {
             "comment_id": event.comment_id,
             "user_id": event.user_id,
@@ -604,26 +591,6 @@ def _failed(exc: Exception) -> asyncio.Future[object]:
     future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
     future.set_exception(exc)
     return future
-
-
-def _confidence(out: ClassOutput) -> dict[str, Any]:
-    """The prediction's ``language``, ``confidence`` and ``low_confidence_reasons`` fields.
-
-    A comment in a language the model does not support gets ``confidence: "low"``: its label is
-    a guess, and consumers must not act on it as on a normal prediction.
-    """
-    reasons = [] if out.language_supported else ["unsupported_language"]
-    fields: dict[str, Any] = {
-        "confidence": "low" if reasons else "normal",
-        "low_confidence_reasons": reasons,
-    }
-    if out.language is not None:
-        fields["language"] = {
-            "code": out.language,
-            "score": round(float(out.language_score), 4),
-            "supported": out.language_supported,
-        }
-    return fields
 
 
 def _estimated_tokens(text: str) -> int:
