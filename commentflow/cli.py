@@ -38,6 +38,7 @@ VERBS: tuple[str, ...] = (
     "train-fusion",
     "evaluate-multimodal",
     "bench-model",
+    "predict",
     "bench",
     "dashboard",
     "demo",

