@@ -39,6 +39,7 @@ VERBS: tuple[str, ...] = (
     "evaluate-multimodal",
     "bench-model",
     "predict",
+    "tail",
     "bench",
     "dashboard",
     "demo",
