@@ -129,10 +129,60 @@ def test_kafka_runs_kraft_combined_mode(config: dict[str, Any]) -> None:
 def test_topics_service_creates_the_three_topics(config: dict[str, Any]) -> None:
     topics = config["services"]["topics"]
     script = " ".join(topics.get("command") or []) + " ".join(topics.get("entrypoint") or [])
+    script += " ".join(_env(topics).values())  # the names are the workers' variables' defaults
     for topic in TOPICS:
         assert topic in script
     assert "--if-not-exists" in script
     assert topics["depends_on"]["kafka"]["condition"] == "service_healthy"
+
+
+def _run_topics_job(job: dict[str, Any], tmp_path: Path) -> dict[str, int]:
+    """Run the job's script with a stub ``kafka-topics.sh``: the topics it creates, with their
+    partition counts."""
+    log = tmp_path / "kafka-topics.log"
+    stub = tmp_path / "kafka-topics.sh"
+    stub.write_text('#!/bin/sh\necho "$@" >> "$LOG"\n')
+    stub.chmod(0o755)
+    script = job["command"][0].replace("$$", "$")
+    script = script.replace("/opt/kafka/bin/kafka-topics.sh", str(stub))
+    env = {**_env(job), "LOG": str(log), "PATH": os.environ["PATH"]}
+    subprocess.run([*job["entrypoint"], script], env=env, check=True)
+    created: dict[str, int] = {}
+    for line in log.read_text().splitlines():
+        words = line.split()
+        if "--create" in words:
+            assert "--if-not-exists" in words, line
+            created[words[words.index("--topic") + 1]] = int(words[words.index("--partitions") + 1])
+    return created
+
+
+#: The worker settings that name or size a topic.
+_TOPIC_VARIABLES = {
+    ENV_PREFIX + name
+    for name in ("INPUT_TOPIC", "PREDICTIONS_TOPIC", "DLQ_TOPIC", "APP_ID", "TOPIC_PARTITIONS")
+}
+
+
+@pytest.mark.parametrize(
+    "overrides", [{}, {"COMMENTFLOW_APP_ID": "cf-eu", "COMMENTFLOW_DLQ_TOPIC": "dl"}]
+)
+def test_topics_job_creates_every_topic_the_worker_needs(
+    overrides: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The input, predictions and dead-letter topics and Faust's leader topic, named from the
+    same variables as the workers' settings (streamer.topics.worker_topics is the list)."""
+    from streamer.topics import worker_topics
+
+    for name, value in overrides.items():
+        monkeypatch.setenv(name, value)
+    config = yaml.safe_load(_compose_config(COMPOSE_FILE).stdout)
+    created = _run_topics_job(config["services"]["topics"], tmp_path)
+    for service in ("worker", "worker-gpu", "worker-secure"):
+        if service in config["services"]:
+            env = _env(config["services"][service])
+            worker_env = {k: v for k, v in env.items() if k in _TOPIC_VARIABLES}
+            assert created == worker_topics(Settings.from_env(worker_env)), service
+    assert set(overrides.values()) - {"cf-eu"} <= set(created)
 
 
 def test_cpu_workers_reserve_no_gpu(config: dict[str, Any]) -> None:
