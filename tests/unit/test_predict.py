@@ -88,3 +88,28 @@ def test_local_image_is_decoded_and_urls_are_not_fetched(tmp_path: Path) -> None
     )
     assert row.comment.images == () and row.comment.audio == ()
     assert [e["reason"] for e in row.media_errors] == ["media_disabled", "not_found"]
+
+
+def test_parquet_is_read_with_pyarrow_or_refused_with_a_hint(tmp_path: Path) -> None:
+    from model.data.records import read_records
+
+    path = tmp_path / "c.parquet"
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        path.write_bytes(b"PAR1")
+        with pytest.raises(ImportError, match="pip install pyarrow"):
+            list(read_records(path))
+        return
+    pq.write_table(pa.table({"text": ["a", "b"], "comment_id": ["1", "2"]}), path)
+    assert [r["comment_id"] for r in read_records(path)] == ["1", "2"]
+
+
+def test_a_jsonl_line_that_is_not_an_object_names_its_line(tmp_path: Path) -> None:
+    from model.data.records import read_records
+
+    path = tmp_path / "e.jsonl"
+    path.write_text('{"text": "a"}\n[1]\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"e.jsonl:2"):
+        list(read_records(path))
