@@ -1,0 +1,33 @@
+"""The worker's topic list and the facts the README's ACL table rests on, read from Faust itself."""
+
+from __future__ import annotations
+
+from streamer.app import create_app
+from streamer.settings import Settings
+from streamer.topics import leader_topic, worker_topics
+
+
+def test_the_leader_topic_is_fausts_and_the_app_declares_nothing() -> None:
+    settings = Settings(app_id="cf-x", web_enabled=False, topic_partitions=6)
+    app = create_app(settings)
+    assert not app.conf.topic_allow_declare  # no Create ACL: every topic exists beforehand
+    assert not app.conf.topic_disable_leader  # so the leader topic is subscribed to
+    assert (
+        app._leader_assignor._leader_topic_name
+        == leader_topic(settings)
+        == "cf-x-__assignor-__leader"
+    )
+    assert worker_topics(settings) == {
+        settings.input_topic: 6,
+        settings.predictions_topic: 6,
+        settings.dlq_topic: 6,
+        "cf-x-__assignor-__leader": 1,
+    }
+    assert not app.tables  # no changelog topics
+
+
+def test_the_producer_is_not_idempotent_so_no_idempotent_write_acl() -> None:
+    app = create_app(Settings(web_enabled=False))
+    assert app.conf.processing_guarantee.value == "at_least_once"  # no transactions
+    kwargs = {**app.producer._settings_default(), **app.producer._settings_extra()}
+    assert not kwargs.get("enable_idempotence") and kwargs["acks"] == -1
