@@ -45,6 +45,7 @@ from workers.validation import parse_event
 __all__ = [
     "MEDIA_COLUMNS",
     "Scored",
+    "ScoringRow",
     "Skipped",
     "row_to_comment",
     "score_rows",
@@ -74,7 +75,11 @@ class Scored:
 
 
 @dataclass(frozen=True, slots=True)
-class _Row:
+class ScoringRow:
+    """One valid row: the event as the worker would parse it, the model's input, and the media
+    left out (``media_errors`` entries)."""
+
+    row: int
     event: CommentEvent
     comment: CommentInput
     media_errors: list[dict[str, str]]
@@ -87,7 +92,7 @@ def row_to_comment(
     now: str,
     max_event_bytes: int = 1 << 20,
     decode_config: DecodeConfig | None = None,
-) -> _Row:
+) -> ScoringRow:
     """Row ``row`` as the worker would see it; raises :class:`DeadLetterError` if invalid."""
     doc = {k: v for k, v in rec.items() if k not in MEDIA_COLUMNS and v is not None and v != ""}
     doc.setdefault("comment_id", f"row-{row}")
@@ -110,7 +115,7 @@ def row_to_comment(
         else:
             url = redact_url(path) if "://" in path else Path(path).name
             errors.append({"url": url, "type": kind, "reason": reason})
-    return _Row(event, CommentInput(event.text, tuple(images), tuple(audio)), errors)
+    return ScoringRow(row, event, CommentInput(event.text, tuple(images), tuple(audio)), errors)
 
 
 def _local_media(path: str, kind: str, config: DecodeConfig) -> tuple[np.ndarray | None, str]:
@@ -143,17 +148,37 @@ def score_rows(
     for batch, skipped, n_rows in _batches(records, batch_size, max_event_bytes, decode_config):
         result.skipped += skipped
         if batch:
-            outputs: Sequence[ClassOutput] = classifier.predict([r.comment for r in batch])
+            outputs = _predict_isolated(classifier, batch, result.skipped)
             processed_at = utc_now_iso()
             for r, o in zip(batch, outputs, strict=True):
+                if o is None:
+                    continue
                 doc = prediction_document(
                     r.event, o, model=model, processed_at=processed_at, media_errors=r.media_errors
                 )
                 out.write(orjson.dumps(doc) + b"\n")
-            result.predictions += len(batch)
+                result.predictions += 1
         if progress is not None:
             progress(n_rows)
     return result
+
+
+def _predict_isolated(
+    classifier: Classifier, batch: list[ScoringRow], skipped: list[Skipped]
+) -> Sequence[ClassOutput | None]:
+    """The batch's outputs; when the model raises on the batch, row by row, and a row it raises
+    on alone is skipped (``processing_failed``, as the worker dead-letters it)."""
+    try:
+        return classifier.predict([r.comment for r in batch])
+    except Exception:  # noqa: BLE001 - find the row(s) it was
+        outputs: list[ClassOutput | None] = []
+        for r in batch:
+            try:
+                outputs.append(classifier.predict([r.comment])[0])
+            except Exception as exc:  # noqa: BLE001 - this row only
+                skipped.append(Skipped(r.row, "processing_failed", type(exc).__name__))
+                outputs.append(None)
+        return outputs
 
 
 def _batches(
@@ -161,9 +186,9 @@ def _batches(
     size: int,
     max_event_bytes: int,
     decode_config: DecodeConfig | None,
-) -> Iterator[tuple[list[_Row], list[Skipped], int]]:
+) -> Iterator[tuple[list[ScoringRow], list[Skipped], int]]:
     now = utc_now_iso()
-    batch: list[_Row] = []
+    batch: list[ScoringRow] = []
     skipped: list[Skipped] = []
     n_rows = 0
     for n, rec in enumerate(records, start=1):
@@ -212,6 +237,6 @@ def write_predictions(
             max_event_bytes=max_event_bytes,
             decode_config=decode_config,
         )
-    for s in result.skipped:
+    for s in sorted(result.skipped, key=lambda s: s.row):
         print(f"commentflow predict: row {s.row} skipped ({s.code}): {s.message}", file=sys.stderr)
     return result

@@ -113,3 +113,32 @@ def test_a_jsonl_line_that_is_not_an_object_names_its_line(tmp_path: Path) -> No
     path.write_text('{"text": "a"}\n[1]\n', encoding="utf-8")
     with pytest.raises(ValueError, match=r"e.jsonl:2"):
         list(read_records(path))
+
+
+def test_a_row_the_model_fails_on_alone_is_skipped_and_the_rest_scored() -> None:
+    import io
+
+    from commentflow.predict import score_rows
+    from model.base import ClassOutput
+
+    class Picky:
+        name, version, labels, device = "picky", "1", ("negative", "neutral", "positive"), "cpu"
+
+        def predict(self, batch):
+            if any(c.text == "boom" for c in batch):
+                raise RuntimeError("model bug")
+            return [
+                ClassOutput(
+                    "neutral", {"negative": 0.2, "neutral": 0.6, "positive": 0.2}, ("text",)
+                )
+                for _ in batch
+            ]
+
+    out = io.BytesIO()
+    rows = [{"text": "a"}, {"text": "boom"}, {"text": "c"}]
+    result = score_rows(Picky(), rows, out, batch_size=3)
+    docs = [orjson.loads(line) for line in out.getvalue().splitlines()]
+    assert [d["comment_id"] for d in docs] == ["row-1", "row-3"]
+    assert [(s.row, s.code) for s in result.skipped] == [(2, "processing_failed")]
+    for doc in docs:
+        Prediction.model_validate(doc)
