@@ -11,9 +11,8 @@ glibc's defaults two things make its RSS creep up for hours although nothing lea
   fragmentation.
 
 Not tuned here: oneDNN's per-shape primitive cache (``ONEDNN_PRIMITIVE_CACHE_CAPACITY``, 1024 by
-default). Capping it at 64 made the model alone grow less on audio of varying lengths, but the
-30-minute soak with the cap grew faster (+79% against +45%, on a busier machine), so the default
-stays until a longer soak says otherwise (README, "Soak").
+default): new input shapes add 50-150 KB each, decreasingly, which the soak does not see once
+the cycles below are collected (README, "Soak").
 
 :func:`tune` applies both at start-up (``mallopt``), :func:`trim` returns free heap pages to the
 system (``malloc_trim``; the worker calls it every few seconds). Both are no-ops where the C
