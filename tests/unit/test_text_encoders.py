@@ -306,7 +306,7 @@ def test_train_a_text_model_on_usem3_features(experts: str, tmp_path: Path) -> N
     assert (
         "Universal Sentence Encoder multilingual v3" in (tmp_path / "m/MODEL_CARD.md").read_text()
     )
-    assert len(list((tmp_path / "cache").glob("*.npy"))) == experts.count("+") + 1  # per expert
+    assert len(list((tmp_path / "cache").glob("*.keys.npy"))) == experts.count("+") + 1  # per expert
 
 
 @pytest.mark.parametrize("name", ["models/text", "models/multimodal"])
