@@ -64,6 +64,7 @@ __all__ = [
     "find_tansu",
     "free_port",
     "serve",
+    "tansu_env",
 ]
 
 _TOPIC_ALREADY_EXISTS = 36  # Kafka error code TOPIC_ALREADY_EXISTS
@@ -90,6 +91,13 @@ class StackState(enum.Enum):
     STARTING = "starting"
     RUNNING = "running"
     STOPPED = "stopped"  # terminal: a stopped stack is not started again
+
+
+def tansu_env() -> dict[str, str]:
+    """The environment for a tansu child: ours without :data:`_TANSU_ENV`, colours off."""
+    env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
+    env["NO_COLOR"] = "1"  # tansu's log lines are otherwise full of ANSI colour codes
+    return env
 
 
 def find_tansu() -> Path:
@@ -356,8 +364,7 @@ class EmbeddedStack:
         if self._log_dir is None:
             self._log_dir = Path(tempfile.mkdtemp(prefix="commentflow-stack-"))
         self._log_dir.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
-        env["NO_COLOR"] = "1"  # tansu's log lines are otherwise full of ANSI colour codes
+        env = tansu_env()
         deadline = time.monotonic() + self.start_timeout_s
 
         # A port picked free can be taken before the child binds it: retry with new ones.

@@ -12,7 +12,6 @@ through TLS: the metadata names only the TLS port.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import subprocess
 import time
@@ -21,20 +20,9 @@ from pathlib import Path
 from typing import Self
 
 from commentflow.processes import Child, StackError, free_port, poll_until_ready
-from commentflow.stack import find_tansu
+from commentflow.stack import find_tansu, tansu_env
 
 __all__ = ["Pki", "TlsBroker", "find_stunnel", "make_pki"]
-
-#: Variables tansu reads as defaults for its flags (as in commentflow.stack): never inherited.
-_TANSU_ENV = (
-    "CLUSTER_ID",
-    "LISTENER_URL",
-    "ADVERTISED_LISTENER_URL",
-    "STORAGE_ENGINE",
-    "SCHEMA_REGISTRY",
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-)
-
 
 @dataclass(frozen=True, slots=True)
 class Pki:
@@ -146,8 +134,7 @@ class TlsBroker:
         self.tls_port = free_port()
         while self.tls_port == self.kafka_port:
             self.tls_port = free_port()
-        env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
-        env["NO_COLOR"] = "1"
+        env = tansu_env()
         tansu = Child(
             "tansu",
             [
