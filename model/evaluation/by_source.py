@@ -14,6 +14,12 @@ section "without train variants": its rows whose normalised key or near-duplicat
 (:mod:`model.data.grouping`) is not in the same file's train split, which is how far the shipped
 split's leaks flatter the model.
 
+A ``.npz`` spec is a multimodal feature file (``commentflow features``) scored by a multimodal
+model on its cached features: one section, one per kind (which modalities carry the label), and
+with ``text_model`` the same comments' texts through that text model alone, per kind (the
+"never worse than the text path" check). ``--calibrate-on`` may be repeated (e.g. a text and a
+multimodal validation set): the temperature is fitted on their pooled scores.
+
 ``--calibrate-on SPEC`` fits the temperature on that spec's scores (choose a validation split,
 never test) and reports ECE before/after for every section; ``--save-temperature`` writes it into
 the model directory's ``config.json`` (:mod:`model.format.calibration`), where the serving path
@@ -125,11 +131,16 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
 
 
+def _is_features(spec: str) -> bool:
+    return spec.endswith(".npz")
+
+
 def evaluate_sources(
     model: str | Path,
     specs: Sequence[str],
     *,
-    calibrate_on: str | None = None,
+    calibrate_on: str | Sequence[str] | None = None,
+    text_model: str | None = None,
     save_temperature: bool = False,
     out: str | Path | None = None,
     split_seed: int = DEFAULT_SEED,
@@ -165,7 +176,17 @@ def evaluate_sources(
     if obfuscation:
         result["obfuscation"] = {}
 
+    kinds_of: dict[str, np.ndarray] = {}
+
     def scored(spec: str) -> tuple[list[Example], np.ndarray, np.ndarray]:
+        if _is_features(spec):  # a multimodal feature file: the fusion on cached features
+            from model.evaluation.multimodal import fusion_scores
+
+            probs, y, kinds, texts = fusion_scores(model, spec)
+            kinds_of[spec] = kinds
+            rows = [Example(t, labels[int(i)]) for t, i in zip(texts, y, strict=True)]
+            result["data"][spec] = {"features": spec, "kinds": dict(Counter(kinds.tolist()))}
+            return rows, probs, y
         rows, report = load_spec(spec, seed=split_seed)
         unknown = sorted({r.label for r in rows} - set(index))
         if unknown:
@@ -180,12 +201,15 @@ def evaluate_sources(
         return rows, probs, np.array([index[r.label] for r in rows], dtype=np.int64)
 
     temperature = None
-    if calibrate_on:
-        _, vp, vy = scored(calibrate_on)
+    cal_specs = [calibrate_on] if isinstance(calibrate_on, str) else list(calibrate_on or ())
+    if cal_specs:
+        parts = [scored(spec)[1:] for spec in cal_specs]
+        vp = np.concatenate([p for p, _ in parts])
+        vy = np.concatenate([y for _, y in parts])
         logits = logits_from_probs(vp)
         temperature = fit_temperature(logits, vy)
         result["calibration"] = {
-            "fitted_on": calibrate_on,
+            "fitted_on": " + ".join(cal_specs),
             "n": int(len(vy)),
             "temperature": round(temperature, 4),  # on top of the served one
             "temperature_total": round(temperature * served_t, 4),
@@ -205,10 +229,26 @@ def evaluate_sources(
         result["sections"][name] = s
         print(format_section(name, s), flush=True)
 
+    text_clf: Any = None
     pooled: dict[str, dict[tuple[str, str], tuple[np.ndarray, int]]] = {}
     for spec in specs:
         rows, probs, y = scored(spec)
         section(spec, probs, y)
+        if spec in kinds_of:  # multimodal: per kind, and the text model alone on the same items
+            kinds = kinds_of[spec]
+            if text_model and text_clf is None:
+                text_clf = load_classifier(text_model, device=device)
+            alone = (
+                predict_texts(text_clf, [r.text for r in rows], batch_size, progress)
+                if text_clf is not None
+                else None
+            )
+            for kind in dict.fromkeys(kinds.tolist()):
+                keep = kinds == kind
+                section(f"{spec} / {kind}", probs[keep], y[keep])
+                if alone is not None:
+                    section(f"{spec} / {kind} / text model alone", alone[keep], y[keep])
+            continue
         g = result["data"][spec].get("language_gate")
         if g:
             top = ", ".join(f"{k} {v}" for k, v in list(g["detected"].items())[:5])
@@ -281,7 +321,7 @@ def evaluate_sources(
         path = write_calibration(
             model,
             temperature * served_t,
-            fitted_on=calibrate_on,
+            fitted_on=c["fitted_on"],
             n=c["n"],
             ece_before=c["ece"],
             ece_after=c["ece_scaled"],

