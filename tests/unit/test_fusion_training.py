@@ -1,0 +1,169 @@
+"""``commentflow train-fusion`` end to end on a tiny setup: the real MiniLM text encoder, a text
+model with a random 2-member head, fake picture / OCR / speech models, a few dozen items.
+
+What it checks is the recipe's contract, not quality: the written model loads through the serving
+path, reads the text model's encoder, carries its languages, and answers a text-only comment with
+exactly the text model's probabilities (``text_only_expert``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from PIL import Image
+
+import model
+from model import CommentInput
+from model.data.featurise import extract_dataset
+from model.encoders.text import TextEncoder, TextEncoderConfig
+from model.format.text import save_model_dir
+from model.nn.heads import HeadConfig, MLPHead
+from model.serving.features import FeatureExtractor
+from model.testing.multimodal import FakeAsr, FakeImageEncoder, FakeOcr
+from model.training.fusion import FusionData, FusionTrainConfig, train_fusion
+
+WORDS = {
+    "negative": ["awful", "broken", "hate", "terrible", "refund"],
+    "neutral": ["table", "monday", "blue", "paper", "train"],
+    "positive": ["love", "great", "perfect", "thanks", "wonderful"],
+}
+
+
+def _sentences(n: int, seed: int) -> list[tuple[str, str]]:
+    rng = np.random.default_rng(seed)
+    labels = list(WORDS)
+    out = []
+    for i in range(n):
+        lab = labels[i % 3]
+        words = rng.choice(WORDS[lab], 3).tolist()
+        out.append((f"{' '.join(words)} number {seed}-{i}", lab))
+    return out
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("fusion-train")
+    # the text data and a text model (random standardised 2-member head on MiniLM)
+    data = root / "text.csv"
+    with data.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        w.writerows(_sentences(150, 0))
+    enc = TextEncoderConfig()
+    torch.manual_seed(0)
+    head = MLPHead(HeadConfig(enc.out_dim, 8, standardize=True, members=2)).eval()
+    head.set_standardization(torch.zeros(enc.out_dim), torch.full((enc.out_dim,), 0.05))
+    text_model = save_model_dir(
+        root / "text-model",
+        name="tiny-text",
+        version="0.0.1",
+        encoder=enc,
+        heads={"sentiment": head},
+        metrics={"train_config": {"data": str(data)}},
+        extra_config={"languages": ["en", "xx"]},
+    )
+    # multimodal items: pictures (OCR reads the fake's phrase), voice notes, text
+    items = root / "mm"
+    (items / "m").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    extractor = FeatureExtractor(
+        TextEncoder(enc, device="cpu"), FakeImageEncoder(16), FakeOcr(), FakeAsr()
+    )
+    for split, seed in (("train", 2), ("val", 3), ("test", 4)):
+        lines = []
+        for i, (text, lab) in enumerate(_sentences(24, seed)):
+            item = {"id": f"{split}-{i}", "label": lab, "text": text}
+            if i % 3 == 0:
+                name = f"m/{split}-{i}.png"
+                pixels = rng.integers(0, 255, (20 + i, 30, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(items / name)
+                item |= {"image": name, "text": "see pic" if i % 2 else text}
+                item["kind"] = "image_only" if i % 2 else "text_image"
+            elif i % 3 == 1:
+                name = f"m/{split}-{i}.wav"
+                sf.write(items / name, rng.standard_normal(8000 + 100 * i) * 0.1, 16_000)
+                item |= {"audio": name}
+            lines.append(json.dumps(item))
+        (items / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+        extract_dataset(
+            items / f"{split}.jsonl",
+            root / f"{split}.npz",
+            cache_dir=root / "media-cache",
+            extractor=extractor,
+            progress=False,
+        )
+    return {"root": root, "text_model": text_model}
+
+
+def test_train_fusion_writes_a_model_that_is_its_text_model_on_text(
+    setup: dict[str, Path],
+) -> None:
+    root = setup["root"]
+    cfg = FusionTrainConfig(
+        epochs=2,
+        text_per_batch=32,
+        mm_per_batch=8,
+        d_model=32,
+        n_heads=2,
+        n_layers=1,
+        ff_mult=2,
+        text_model=str(setup["text_model"]),
+    )
+    data = FusionData(
+        train=str(root / "train.npz"),
+        val=str(root / "val.npz"),
+        test=str(root / "test.npz"),
+        text_cache_dir=str(root / "text-cache"),
+    )
+    out = root / "model"
+    assert train_fusion(cfg, data, out=out, checkpoint_dir=root / "ckpt", progress=False) == 0
+
+    config = json.loads((out / "config.json").read_text())
+    text_config = json.loads((setup["text_model"] / "config.json").read_text())
+    assert config["encoders"]["text"] == text_config["text_encoder"]
+    assert config["languages"] == ["en", "xx"]
+    assert config["fusion"]["text_only_expert"] is True
+    assert config["fusion"]["text_expert_members"] == 2
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["data"]["text"]["spec"].endswith("text.csv")  # the text model's data
+    assert {"image_only", "text_image", "text_audio"} <= set(metrics["test"]["by_kind"])
+
+    # the recipe names the packaged media models; these features came from the fakes
+    config["encoders"] |= {"image": {"source": "fake", "dim": 16}, "ocr": {"source": "fake"}}
+    config["encoders"]["asr"] = {"source": "fake"}
+    (out / "config.json").write_text(json.dumps(config))
+    mm = model.load_classifier(out, device="cpu")
+    txt = model.load_classifier(setup["text_model"], device="cpu")
+    texts = ["I love it, perfect", "broken and awful", "a blue table on monday"]
+    got = mm.predict_proba([CommentInput(t) for t in texts])
+    assert torch.allclose(got, txt.predict_proba(texts), atol=1e-5)
+    # a comment with a picture goes through the fusion: not the text model's answer
+    pic = np.full((24, 24, 3), 200, np.uint8)
+    with_media = mm.predict_proba([CommentInput(t, images=[pic]) for t in texts])
+    assert not torch.allclose(with_media, got, atol=1e-4)
+
+
+def test_features_of_another_text_encoder_are_refused(setup: dict[str, Path]) -> None:
+    root = setup["root"]
+    other = root / "other-text-model"
+    enc = TextEncoderConfig()
+    save_model_dir(
+        other,
+        name="tiny-text-2",
+        version="0.0.1",
+        encoder=TextEncoderConfig(pooling="mean_max"),  # 768-d features: not the .npz's 384
+        heads={"sentiment": MLPHead(HeadConfig(2 * enc.dim, 8, standardize=True))},
+        metrics={"train_config": {"data": str(root / "text.csv")}},
+    )
+    cfg = FusionTrainConfig(epochs=1, text_per_batch=32, mm_per_batch=8, text_model=str(other))
+    data = FusionData(
+        train=str(root / "train.npz"), val=None, test="", text_cache_dir=str(root / "tc2")
+    )
+    with pytest.raises(SystemExit, match="features --text-model"):
+        train_fusion(cfg, data, out=root / "never", progress=False)
