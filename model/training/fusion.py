@@ -202,6 +202,10 @@ class FusionTrainer(EpochLoop):
         # multimodal features
         train_fs = load_features(args.train)
         self.mel_config = MelConfig(**train_fs.meta["mel"])
+        # How the features' media were decoded, saved as config.json "preprocess" (features
+        # extracted before it was recorded: None, the defaults).
+        pre = train_fs.meta.get("preprocess")
+        self.preprocess = pre if isinstance(pre, dict) else None
         self.mm: dict[str, Pool] = {}
         if args.val:
             self.mm["train"] = Pool.from_features(train_fs)
@@ -405,6 +409,7 @@ class FusionTrainer(EpochLoop):
             version=MODEL_VERSION,
             fusion=self.model,
             encoders=default_encoders_config(self.mel_config),
+            preprocess=self.preprocess,
             metrics=metrics,
             model_card=model_card(metrics),
         )
