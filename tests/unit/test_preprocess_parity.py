@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +21,19 @@ from PIL import Image, ImageDraw
 
 from model import load_classifier
 from model.base import CommentInput
-from model.data.featurise import extract_dataset, load_features
+from model.data import media as synthesis_media
+from model.data.featurise import FeatureError, extract_dataset, load_features
+from model.errors import ModelFormatError
 from model.format.multimodal import read_preprocess
-from model.media.decode import DecodeConfig
-from model.serving import decode_config_for
+from model.media.decode import DecodeConfig, decode_input
+from model.media.errors import MediaDecodeError
+from model.media.resample import resample
+from model.serving import decode_config_for, preprocess
+from model.serving.features import FeatureExtractor
 from model.serving.multimodal import MultimodalClassifier, features_to_tensors
-from model.testing.multimodal import make_tiny_multimodal_dir
+from model.testing.multimodal import FakeAsr, FakeImageEncoder, FakeOcr, make_tiny_multimodal_dir
+from workers import media_decode
+from workers.address_policy import DecodeFailed
 from workers.config import MediaSettings
 from workers.media import build_media_service
 from workers.media_fetch import FetchResult
@@ -64,6 +72,13 @@ def wav_44k(seconds: float = 1.3) -> bytes:
     return buf.getvalue()
 
 
+class ZeroText:
+    out_dim = 4
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return np.zeros((len(texts), 4), np.float32)
+
+
 class BytesFetcher:
     """The media fetcher with the network cut out: every URL answers with its bytes."""
 
@@ -87,8 +102,6 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def small_side_dir(model_dir: Path, root: Path) -> Path:
     """A copy of ``model_dir`` trained (as it says) on images shrunk to 256 px."""
-    import shutil
-
     out = Path(shutil.copytree(model_dir, root / "small"))
     cfg = json.loads((out / "config.json").read_text())
     cfg["preprocess"]["image_max_side"] = 256
@@ -237,11 +250,65 @@ def test_worker_limits_never_change_what_shapes_features(tmp_path: Path, model_d
 def test_a_bad_preprocess_section_is_refused_at_load(
     model_dir: Path, tmp_path: Path, section: dict
 ) -> None:
-    from model.errors import ModelFormatError
-
     bad = small_side_dir(model_dir, tmp_path)
     cfg = json.loads((bad / "config.json").read_text())
     cfg["preprocess"] = section
     (bad / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ModelFormatError, match="preprocess"):
         load_classifier(bad, "cpu")
+
+
+def test_one_resampler_everywhere() -> None:
+    t = np.arange(22_050) / 22_050
+    x = np.sin(2 * np.pi * 440 * t).astype(np.float32)
+    y = resample(x, 22_050, 16_000)  # the espeak rate to the model rate
+    assert y.shape == (16_000,)
+    np.testing.assert_array_equal(synthesis_media.resample(x, 22_050, 16_000), y)
+    np.testing.assert_array_equal(media_decode.resample(x, 22_050, 16_000), y)
+    assert not hasattr(preprocess, "resample")
+
+
+def test_decode_errors_keep_their_reason_on_each_side(tmp_path: Path) -> None:
+    cut = png_with_text(600, 500)[:200]
+    with pytest.raises(MediaDecodeError) as model_side:
+        decode_input(cut, "image")
+    with pytest.raises(DecodeFailed) as worker_side:
+        media_decode.decode_input(cut, "image")
+    assert model_side.value.reason == worker_side.value.reason == "decode_error"
+
+    (tmp_path / "a.png").write_bytes(cut)
+    (tmp_path / "d.jsonl").write_text(json.dumps({"text": "x", "image": "a.png"}) + "\n")
+
+    x = FeatureExtractor(ZeroText(), FakeImageEncoder(), FakeOcr(), FakeAsr())
+    with pytest.raises(FeatureError, match="decode_error"):
+        extract_dataset(
+            tmp_path / "d.jsonl",
+            tmp_path / "d.npz",
+            extractor=x,
+            progress=False,
+            cache_dir=tmp_path / "cache",
+        )
+
+
+def test_featurise_cache_is_keyed_by_the_preprocessing(tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(png_with_text())
+    (tmp_path / "d.jsonl").write_text(json.dumps({"text": "x", "image": "a.png"}) + "\n")
+    seen = []
+    for side in (448, 448, 256):
+        x = FeatureExtractor(
+            ZeroText(),
+            FakeImageEncoder(),
+            FakeOcr(),
+            FakeAsr(),
+            decode=DecodeConfig(image_max_side=side),
+        )
+        extract_dataset(
+            tmp_path / "d.jsonl",
+            tmp_path / f"{side}.npz",
+            extractor=x,
+            progress=False,
+            cache_dir=tmp_path / "cache",
+        )
+        seen.append((x.image_encoder.items, x.ocr.items))
+    # the second run finds the 448 px results; 256 px images are encoded and read again
+    assert seen == [(1, 1), (0, 0), (1, 1)]
