@@ -312,3 +312,24 @@ def test_featurise_cache_is_keyed_by_the_preprocessing(tmp_path: Path) -> None:
         seen.append((x.image_encoder.items, x.ocr.items))
     # the second run finds the 448 px results; 256 px images are encoded and read again
     assert seen == [(1, 1), (0, 0), (1, 1)]
+
+
+def test_training_refuses_val_features_decoded_another_way(tmp_path: Path) -> None:
+    from model.training.fusion import _same_preprocess
+
+    (tmp_path / "a.png").write_bytes(png_with_text())
+    (tmp_path / "d.jsonl").write_text(json.dumps({"text": "x", "image": "a.png"}) + "\n")
+    x = FeatureExtractor(ZeroText(), FakeImageEncoder(), FakeOcr(), FakeAsr())
+    extract_dataset(
+        tmp_path / "d.jsonl",
+        tmp_path / "d.npz",
+        extractor=x,
+        progress=False,
+        cache_dir=tmp_path / "cache",
+    )
+    fs = load_features(tmp_path / "d.npz")
+    assert _same_preprocess(fs, DecodeConfig().preprocess()) is fs
+    with pytest.raises(ValueError, match="same decoding"):
+        _same_preprocess(fs, DecodeConfig(image_max_side=256).preprocess())
+    with pytest.raises(ValueError, match="same decoding"):
+        _same_preprocess(fs, None)  # training features from before the section was recorded
