@@ -56,6 +56,7 @@ __all__ = [
 
 MediaKind = Literal["image", "audio"]
 
+#: Sniffed format -> the Pillow plugin allowed to open it.
 IMAGE_FORMATS: Final[dict[str, str]] = {
     "png": "PNG",
     "jpeg": "JPEG",
@@ -65,7 +66,6 @@ IMAGE_FORMATS: Final[dict[str, str]] = {
 }
 AUDIO_FORMATS: Final[frozenset[str]] = frozenset({"wav", "flac", "ogg"})
 _BMP_DIB_SIZES: Final = frozenset({12, 16, 40, 52, 56, 64, 108, 124})  # "BM" alone is too weak
-#: Sample rates we resample from (and to). Any pair has a small up/down ratio after gcd (at
 
 
 @dataclass(frozen=True, slots=True)
