@@ -333,3 +333,27 @@ def test_training_refuses_val_features_decoded_another_way(tmp_path: Path) -> No
         _same_preprocess(fs, DecodeConfig(image_max_side=256).preprocess())
     with pytest.raises(ValueError, match="same decoding"):
         _same_preprocess(fs, None)  # training features from before the section was recorded
+
+
+def test_the_worker_decodes_as_its_model_says(model_dir: Path, tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from streamer.agents import Resources
+    from streamer.settings import Settings
+
+    small = small_side_dir(model_dir, tmp_path)
+    clf = load_classifier(small, "cpu")
+    settings = Settings(model_dir=str(small))
+    assert Resources._decode_config(settings, None) == decode_config_for(small)
+    assert Resources._decode_config(settings, clf) is clf.decode_config
+    missing = Settings(model_dir=str(tmp_path / "none"))
+    assert Resources._decode_config(missing, None) is None  # the model load reports it
+
+    # After the model has loaded, a media service decoding otherwise stops the worker.
+    ok = build_media_service(MediaSettings(), preprocess=clf.decode_config)
+    Resources._check_decoding(SimpleNamespace(runner=SimpleNamespace(classifier=clf), media=ok))
+    wrong = build_media_service(MediaSettings())
+    with pytest.raises(ModelFormatError, match="trained on"):
+        Resources._check_decoding(
+            SimpleNamespace(runner=SimpleNamespace(classifier=clf), media=wrong)
+        )
