@@ -37,7 +37,7 @@ from schemas.errors import DeadLetterError
 from schemas.events import CommentEvent
 from workers.address_policy import MediaError
 from workers.dead_letter import utc_now_iso
-from workers.media_decode import DecodeConfig, decode
+from workers.media_decode import DecodeConfig, decode_input
 from workers.media_fetch import redact_url
 from workers.prediction import model_ref, prediction_document
 from workers.validation import parse_event
@@ -126,7 +126,7 @@ def _local_media(path: str, kind: str, config: DecodeConfig) -> tuple[np.ndarray
     if not p.is_file():
         return None, "not_found"
     try:
-        return decode(p.read_bytes(), kind, config), ""
+        return decode_input(p.read_bytes(), kind, config), ""
     except MediaError as exc:
         return None, exc.reason
 

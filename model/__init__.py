@@ -1,9 +1,10 @@
 """The comment classifier: interface, model directory format, training and evaluation.
 
 The public surface is this module: :func:`load_classifier` and the types of :mod:`model.base`.
-The sub-packages, bottom up: ``encoders`` and ``nn`` (the networks), ``format`` (the model
-directory), ``serving`` (classifiers and preprocessing), ``data``, ``training``, ``evaluation``,
-``testing`` (tiny models and fakes for tests). Importing this module loads no torch.
+The sub-packages, bottom up: ``encoders`` and ``nn`` (the networks), ``media`` (the one media
+decoder), ``format`` (the model directory), ``serving`` (classifiers and preprocessing),
+``data``, ``training``, ``evaluation``, ``testing`` (tiny models and fakes for tests).
+Importing this module loads no torch.
 """
 
 from __future__ import annotations

@@ -32,6 +32,9 @@ from mode import CrashingSupervisor
 
 from model import load_classifier
 from model.base import LABELS, Classifier
+from model.errors import ModelError, ModelFormatError
+from model.media.decode import DecodeConfig
+from model.serving import decode_config_for
 from schemas.errors import DEAD_LETTER_CODES
 from streamer.settings import Settings
 from streamer.topics import input_topic
@@ -128,7 +131,12 @@ class Resources:
             else None
         )
         self.media = (
-            build_media_service(MediaSettings.of(settings), self.cache_redis, self.metrics)
+            build_media_service(
+                MediaSettings.of(settings),
+                self.cache_redis,
+                self.metrics,
+                preprocess=self._decode_config(settings, classifier),
+            )
             if settings.media_enabled
             else None
         )
@@ -150,9 +158,31 @@ class Resources:
         self.totals = BatchResult()
         self._lock = asyncio.Lock()
 
+    @staticmethod
+    def _decode_config(settings: Settings, classifier: Classifier | None) -> DecodeConfig | None:
+        """The model's decoding (config.json ``preprocess``), read before the model loads: the
+        media the worker decodes must be shaped as the model's training features were."""
+        if classifier is not None:  # injected (tests, embedded): a text model has none
+            return getattr(classifier, "decode_config", None)
+        try:
+            return decode_config_for(settings.model_dir)
+        except ModelError:
+            return None  # the model load in start() reports it; start() checks the match
+
+    def _check_decoding(self) -> None:
+        want = getattr(self.runner.classifier, "decode_config", None)
+        if self.media is None or want is None:
+            return
+        have = self.media.config.decode.preprocess()
+        if have != want.preprocess():
+            raise ModelFormatError(
+                f"media decoded with {have}, the model was trained on {want.preprocess()}"
+            )
+
     async def start(self) -> None:
         async with self._lock:
             await self.runner.start()
+            self._check_decoding()
             self.metrics.model_loaded.set(1)
             if self.media is not None:
                 await self.media.start()

@@ -48,7 +48,14 @@ from workers.address_policy import (
 )
 from workers.config import MediaSettings
 from workers.media_cache import CachedMedia, MediaCache, sha256_hex
-from workers.media_decode import DecodeConfig, DecodePool, decode, kind_of, quantize_pcm16, sniff
+from workers.media_decode import (
+    DecodeConfig,
+    DecodePool,
+    decode_config,
+    decode_input,
+    kind_of,
+    sniff,
+)
 from workers.media_fetch import FetchProgress, MediaFetcher, RequestBudget, redact_url
 from workers.metrics import PipelineMetrics
 
@@ -360,7 +367,7 @@ class MediaService:
             cap = asyncio.get_running_loop().time() + self.config.item_timeout_s
             try:
                 array = await self._pool.run(
-                    _decode_for_cache, data, kind, self.config.decode, deadline=cap
+                    decode_input, data, kind, self.config.decode, deadline=cap
                 )
                 media = CachedMedia(kind=kind, array=array)
             except DecodeFailed as exc:
@@ -375,12 +382,6 @@ class _Remembered(MediaError):
     """A negative-cache hit: reported, but never put back (that would extend it)."""
 
 
-def _decode_for_cache(data: bytes, kind: str, config: DecodeConfig) -> np.ndarray:
-    """:func:`decode`, audio put on the 16-bit grid the cache stores (a hit == a fresh decode)."""
-    array = decode(data, kind, config)
-    return quantize_pcm16(array) if kind == "audio" else array
-
-
 def _accept(media: CachedMedia, kind: str) -> np.ndarray:
     if media.kind != kind:
         raise DecodeFailed("unsupported_type", f"asked {kind}, content is {media.kind}")
@@ -390,15 +391,22 @@ def _accept(media: CachedMedia, kind: str) -> np.ndarray:
 
 
 def build_media_service(
-    settings: MediaSettings, redis: Any = None, metrics: PipelineMetrics | None = None
+    settings: MediaSettings,
+    redis: Any = None,
+    metrics: PipelineMetrics | None = None,
+    *,
+    preprocess: Mapping[str, Any] | DecodeConfig | None = None,
 ) -> MediaService:
     """The worker's media service from its typed :class:`~workers.config.MediaSettings` (SSRF-safe).
 
-    ``redis`` is the cache Redis client (or ``None``: in-process cache only). Every ``media_*``
-    setting lands here: the policy (allow/deny hosts, ``*.domain`` patterns, private networks),
-    the resolver (``media_resolve``, still under the policy), the fetch limits (bytes per kind,
-    bytes in flight, connections per registrable domain, timeout), the decode limits (pixels)
-    and the per-batch and per-comment caps.
+    ``redis`` is the cache Redis client (or ``None``: in-process cache only). ``preprocess`` is
+    the model's ``config.json`` section (:func:`~model.format.multimodal.read_preprocess`;
+    ``None``: the defaults): image size and audio rate and length shape the features, so they
+    come from the model, never from settings. Every ``media_*`` setting lands here: the policy
+    (allow/deny hosts, ``*.domain`` patterns, private networks), the resolver
+    (``media_resolve``, still under the policy), the fetch limits (bytes per kind, bytes in
+    flight, connections per registrable domain, timeout), the decode limits (pixels) and the
+    per-batch and per-comment caps.
     """
     from workers.address_policy import AddressPolicy
     from workers.media_cache import CacheConfig
@@ -429,7 +437,7 @@ def build_media_service(
         item_timeout_s=settings.media_timeout_s,
         max_items_per_batch=settings.media_max_items_per_batch,
         max_requests_per_comment=settings.media_max_requests_per_comment,
-        decode=DecodeConfig(image_max_pixels=settings.media_max_pixels),
+        decode=decode_config(preprocess, image_max_pixels=settings.media_max_pixels),
     )
     return MediaService(
         MediaFetcher(policy, fetch, resolver=resolver), cache, config=config, metrics=metrics

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace, settings: Settings | None) -> int:
     from commentflow.predict import write_predictions
     from model import load_classifier
     from model.errors import ModelError
-    from workers.media_decode import DecodeConfig
+    from workers.media_decode import decode_config
 
     assert settings is not None
     if args.batch_size < 1:
@@ -56,7 +56,12 @@ def run(args: argparse.Namespace, settings: Settings | None) -> int:
             batch_size=args.batch_size,
             show_progress=not args.no_progress,
             max_event_bytes=settings.max_event_bytes,
-            decode_config=DecodeConfig(image_max_pixels=settings.media_max_pixels),
+            # Image size and audio rate from the model (config.json preprocess), limits from
+            # the settings: rows are decoded as the worker decodes fetched media.
+            decode_config=decode_config(
+                getattr(classifier, "decode_config", None),
+                image_max_pixels=settings.media_max_pixels,
+            ),
         )
     except (OSError, ValueError, ImportError) as exc:
         print(f"commentflow predict: {exc}", file=sys.stderr)

@@ -2,9 +2,15 @@
 
 :func:`extract_dataset` runs the extractor over a ``data/multimodal/*.jsonl`` file and writes one
 ``.npz`` (see :func:`load_features` for its layout). OCR texts, transcripts and image embeddings
-are cached per media file in ``cache_dir/media.sqlite`` under the sha256 of the file's bytes and
-the identity of the model that made them, so repeated media and re-runs cost nothing but hashing
-(and audio decoding, for the log-mel, which is cheap).
+are cached per media file in ``cache_dir/media.sqlite`` under the sha256 of the file's bytes,
+the identity of the model that made them and the preprocessing fingerprint, so repeated media and
+re-runs cost nothing but hashing (and audio decoding, for the log-mel, which is cheap).
+
+Media files are decoded exactly as the worker decodes fetched media:
+:func:`model.media.decode.decode_input` with the extractor's
+:attr:`~model.serving.features.FeatureExtractor.decode_config` (images shrunk to
+``image_max_side``, audio resampled by the shared polyphase resampler and put on the 16-bit grid),
+recorded in the ``.npz`` meta (``preprocess``) and, by training, in the model's ``config.json``.
 """
 
 from __future__ import annotations
@@ -25,8 +31,10 @@ import torch
 from tqdm.auto import tqdm
 
 from model.base import LABELS
+from model.media.decode import DecodeConfig, decode_input
+from model.media.errors import MediaDecodeError
 from model.serving.features import PRESENCE, FeatureExtractor
-from model.serving.preprocess import FeatureError, decode_audio, decode_image
+from model.serving.preprocess import FeatureError
 
 __all__ = [
     "FORMAT_VERSION",
@@ -188,14 +196,15 @@ def features_for(
     extractor: FeatureExtractor | None = None,
 ) -> Path:
     """The features ``.npz`` of ``data``: itself if it is one, else extracted once into
-    ``cache_dir`` (keyed by the file's path, size, mtime and ``limit``; media cached by content
-    in ``cache_dir/media``)."""
+    ``cache_dir`` (keyed by the file's path, size, mtime, ``limit`` and the preprocessing
+    fingerprint; media cached by content in ``cache_dir/media``)."""
     src = Path(data)
     if src.suffix == ".npz":
         return src
     st = src.stat()
+    decode = extractor.decode_config if extractor is not None else DecodeConfig()
     key = hashlib.sha256(
-        f"{src.resolve()}|{st.st_size}|{st.st_mtime_ns}|{limit}".encode()
+        f"{src.resolve()}|{st.st_size}|{st.st_mtime_ns}|{limit}|{decode.fingerprint()}".encode()
     ).hexdigest()[:16]
     npz = Path(cache_dir) / f"{src.stem}-{key}.npz"
     if not npz.is_file():
@@ -217,6 +226,14 @@ def _read_bytes(path: Path) -> bytes:
         raise FeatureError(f"cannot read media file {path}: {exc}") from exc
 
 
+def _decode(data: bytes, kind: str, path: Path, config: DecodeConfig) -> np.ndarray:
+    """``data`` as the worker decodes it (:func:`~model.media.decode.decode_input`)."""
+    try:
+        return decode_input(data, kind, config)
+    except MediaDecodeError as exc:
+        raise FeatureError(f"cannot decode {kind} {path}: {exc}") from exc
+
+
 def _batches(rows: Sequence[_Row], size: int) -> Iterator[Sequence[_Row]]:
     for s in range(0, len(rows), size):
         yield rows[s : s + size]
@@ -227,14 +244,20 @@ def _sha(data: bytes) -> str:
 
 
 class _CachedMedia:
-    """Runs the image encoder, OCR and ASR only on media the cache does not hold yet."""
+    """Runs the image encoder, OCR and ASR only on media the cache does not hold yet.
+
+    Namespaces carry the decoding fingerprint too: results on media decoded another way (full-size
+    images before the decoder was shared, another ``image_max_side``) are never reused.
+    """
 
     def __init__(self, extractor: FeatureExtractor, cache: MediaCache) -> None:
         self.x = extractor
         self.cache = cache
-        self.ns_image = cache.namespace("image", extractor.image_encoder.identity)
-        self.ns_ocr = cache.namespace("ocr", extractor.ocr.identity)
-        self.ns_asr = cache.namespace("asr", extractor.asr.identity)
+        self.decode = extractor.decode_config
+        pre = self.decode.fingerprint()
+        self.ns_image = cache.namespace("image", f"{extractor.image_encoder.identity}|{pre}")
+        self.ns_ocr = cache.namespace("ocr", f"{extractor.ocr.identity}|{pre}")
+        self.ns_asr = cache.namespace("asr", f"{extractor.asr.identity}|{pre}")
         self.hits = 0
         self.misses = 0
 
@@ -249,7 +272,7 @@ class _CachedMedia:
         todo = list(dict.fromkeys(need_v + need_t))
         self.hits += len(keys) - len(todo)
         self.misses += len(todo)
-        arrays = {k: decode_image(blobs[k], paths[k]) for k in todo}
+        arrays = {k: _decode(blobs[k], "image", paths[k], self.decode) for k in todo}
         if need_v:
             new_v = np.asarray(self.x.image_encoder.encode([arrays[k] for k in need_v]))
             put_v = {k: new_v[i].astype(np.float32).tobytes() for i, k in enumerate(need_v)}
@@ -297,7 +320,7 @@ def extract_dataset(
     if not rows:
         raise FeatureError(f"{src} has no items")
     x = extractor or FeatureExtractor.default()
-    sr = x.mel_config.sr
+    decode = x.decode_config
     t0 = time.perf_counter()
     cols: dict[str, list[np.ndarray]] = {k: [] for k in ("text", "image", "ocr", "speech")}
     present, mels, ocr_texts, transcripts = [], [], [], []
@@ -322,7 +345,7 @@ def extract_dataset(
                     data = _read_bytes(r.audio)
                     key = _sha(data)
                     if key not in waves:
-                        waves[key] = decode_audio(data, r.audio, sr)
+                        waves[key] = _decode(data, "audio", r.audio, decode)
                 aud_keys.append(key)
             img_res = media.images(img_paths, img_blobs) if img_paths else {}
             asr_res = media.transcripts(waves) if waves else {}
@@ -360,6 +383,7 @@ def extract_dataset(
         "presence": list(PRESENCE),
         "labels": list(LABELS),
         "mel": x.mel_config.to_json(),
+        "preprocess": decode.preprocess(),
         "models": x.identities(),
         "seconds": round(elapsed, 1),
     }

@@ -353,24 +353,10 @@ def espeak_version() -> str:
 
 
 def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    """Band-limited (FFT) resampling of a mono signal; zero padding keeps the ends clean."""
-    if sr_in == sr_out or len(x) == 0:
-        return x.astype(np.float32)
-    g = np.gcd(sr_in, sr_out)
-    up, down = sr_out // g, sr_in // g
-    pad = 1024
-    n = len(x) + 2 * pad
-    n += (-n) % down  # a whole number of output samples
-    padded = np.zeros(n, np.float64)
-    padded[pad : pad + len(x)] = x
-    n_out = n * up // down
-    spec = np.fft.rfft(padded)
-    keep = min(len(spec), n_out // 2 + 1)
-    out_spec = np.zeros(n_out // 2 + 1, np.complex128)
-    out_spec[:keep] = spec[:keep]
-    y = np.fft.irfft(out_spec, n_out) * (n_out / n)
-    start = pad * up // down
-    return y[start : start + round(len(x) * up / down)].astype(np.float32)
+    """The shared polyphase resampler (:func:`model.media.resample.resample`) on a mono signal."""
+    from model.media.resample import resample as polyphase
+
+    return polyphase(x, sr_in, sr_out)
 
 
 def synthesize_speech(

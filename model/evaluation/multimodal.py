@@ -79,8 +79,7 @@ def fusion_scores(
     t = read_temperature(cfg)
     probs = [
         torch.softmax(
-            fusion(gather(pool, torch.arange(s, min(s + bs, len(pool))), dims))[SENTIMENT_HEAD]
-            / t,
+            fusion(gather(pool, torch.arange(s, min(s + bs, len(pool))), dims))[SENTIMENT_HEAD] / t,
             -1,
         )
         for s in range(0, len(pool), bs)

@@ -8,6 +8,8 @@ Model directory, format v2::
     │                       "modalities": ["text", "image", "audio"],
     │                       "encoders": {"text": {TextEncoderConfig}, "image": {...},
     │                                    "ocr": {...}, "asr": {...}, "acoustic": {MelConfig}},
+    │                       "preprocess": {"image_max_side": 448, "audio_sample_rate": 16000,
+    │                                      "audio_max_seconds": 30.0},
     │                       "fusion": {FusionConfig}, "heads": {"sentiment": [labels]}}
     ├── model.safetensors  fusion + acoustic-encoder weights only (never the package encoders)
     ├── metrics.json       written by training
@@ -17,6 +19,16 @@ Model directory, format v2::
 
 The text, image, OCR and ASR encoders stay in their pip packages (``"source": "package"``); other
 sources are built through :mod:`model.encoders.registry` (the tests register fakes there).
+
+``preprocess`` is how media bytes became the encoders' inputs when the training features were
+extracted (:meth:`model.media.decode.DecodeConfig.preprocess`): images shrunk so that their longer
+side is at most ``image_max_side`` px (the image encoder and the OCR read that image, so the OCR's
+own ``max_side`` only ever shrinks it further), audio downmixed, resampled to
+``audio_sample_rate`` Hz (the polyphase resampler of :mod:`model.media.resample`; equal to
+``acoustic.sr``), cut at ``audio_max_seconds`` and put on the 16-bit grid. The worker and
+``commentflow predict`` decode with these values (:func:`read_preprocess`); a directory without
+the section (written before it existed) gets the defaults, which are what such models were
+served with.
 """
 
 from __future__ import annotations
@@ -37,6 +49,7 @@ from model.format.directory import (
     open_model_dir,
     write_config_files,
 )
+from model.media.decode import DecodeConfig
 from model.nn.acoustic import MelConfig
 from model.nn.fusion import FusionConfig, FusionModel, fusion_state, load_fusion_state
 
@@ -45,6 +58,7 @@ __all__ = [
     "KIND",
     "default_encoders_config",
     "load_fusion_dir",
+    "read_preprocess",
     "save_multimodal_dir",
 ]
 
@@ -73,6 +87,21 @@ def default_encoders_config(mel: MelConfig | None = None) -> dict[str, Any]:
     }
 
 
+def read_preprocess(cfg: Mapping[str, Any], where: str = "config.json") -> DecodeConfig:
+    """The decoding a model's features were made with: its ``preprocess`` section (missing: the
+    defaults), as a :class:`~model.media.decode.DecodeConfig` with the default limits.
+
+    Raises :class:`ModelFormatError` for an invalid section.
+    """
+    section = cfg.get("preprocess")
+    if section is not None and not isinstance(section, Mapping):
+        raise ModelFormatError(f"{where}: preprocess must be an object")
+    try:
+        return DecodeConfig.from_preprocess(section)
+    except ValueError as exc:
+        raise ModelFormatError(f"{where}: preprocess: {exc}") from exc
+
+
 def load_fusion_dir(model_dir: str | Path) -> tuple[FusionModel, dict[str, Any]]:
     """The trained :class:`FusionModel` (eval mode, CPU) and config.json of a v2 directory.
 
@@ -84,6 +113,7 @@ def load_fusion_dir(model_dir: str | Path) -> tuple[FusionModel, dict[str, Any]]
     for key in ("name", "version", "labels", "encoders", "fusion"):
         if key not in cfg:
             raise ModelFormatError(f"{path}/config.json: missing key {key!r}")
+    read_preprocess(cfg, f"{path}/config.json")  # refuse a bad section at load time
     fcfg = FusionConfig.from_json(cfg["fusion"])
     if SENTIMENT_HEAD not in fcfg.heads or list(fcfg.heads[SENTIMENT_HEAD]) != list(cfg["labels"]):
         raise ModelFormatError(f"{path}: labels differ from the sentiment head's")
@@ -107,9 +137,17 @@ def save_multimodal_dir(
     model_card: str | None = None,
     text_encoder_src: str | Path | None = None,
     extra: Mapping[str, Any] | None = None,
+    preprocess: DecodeConfig | Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a format-v2 directory (overwrites the files it writes, nothing else)."""
+    """Write a format-v2 directory (overwrites the files it writes, nothing else).
+
+    ``preprocess``: how the training features' media were decoded (a
+    :class:`~model.media.decode.DecodeConfig` or its ``preprocess`` section, e.g. a features
+    file's ``meta["preprocess"]``; ``None``: the defaults), saved as config.json ``preprocess``.
+    """
     out = Path(path)
+    if not isinstance(preprocess, DecodeConfig):
+        preprocess = DecodeConfig.from_preprocess(preprocess)
     out.mkdir(parents=True, exist_ok=True)
     encoders = dict(encoders or default_encoders_config())
     if text_encoder_src is not None:
@@ -127,6 +165,7 @@ def save_multimodal_dir(
         "labels": list(fc.heads[SENTIMENT_HEAD]),
         "modalities": list(MODALITIES),
         "encoders": encoders,
+        "preprocess": preprocess.preprocess(),
         "fusion": fc.to_json(),
         "heads": {k: list(v) for k, v in fc.heads.items()},
         **(extra or {}),  # e.g. "languages" (model.serving.language), from the text model

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from model.base import CommentInput
+from model.media.decode import DecodeConfig
 from model.nn.acoustic import MelConfig, log_mel_batch
 from model.nn.fusion import PRESENCE
 from model.serving.normalise import text_normaliser
@@ -96,6 +97,8 @@ class FeatureExtractor:
     """Text, image, OCR, speech and log-mel features of comments (blocking; one thread owns it).
 
     Any objects with the encoders' methods work (see the ``*Like`` protocols): tests pass fakes.
+    It takes decoded media; :attr:`decode_config` says how they must have been decoded
+    (:func:`model.media.decode.decode_input`).
     """
 
     def __init__(
@@ -106,21 +109,36 @@ class FeatureExtractor:
         asr: AsrLike,
         *,
         mel: MelConfig | None = None,
+        decode: DecodeConfig | None = None,
     ) -> None:
         self.text_encoder = text_encoder
         self.image_encoder = image_encoder
         self.ocr = ocr
         self.asr = asr
         self.mel_config = mel or MelConfig()
+        #: How media bytes become this extractor's inputs (config.json ``preprocess``): whoever
+        #: decodes for it (the worker, featurisation of a data set) decodes with this.
+        self.decode_config = decode or DecodeConfig()
+        if self.decode_config.audio_sample_rate != self.mel_config.sr:
+            raise ValueError(
+                f"audio decoded at {self.decode_config.audio_sample_rate} Hz, log-mel expects "
+                f"{self.mel_config.sr} Hz"
+            )
         config = getattr(text_encoder, "config", None)
         self._normalise = text_normaliser(getattr(config, "clean", False))
 
     @classmethod
     def default(
-        cls, device: str = "auto", threads: int = 2, text: Mapping[str, Any] | None = None
+        cls,
+        device: str = "auto",
+        threads: int = 2,
+        *,
+        decode: DecodeConfig | None = None,
+        text: Mapping[str, Any] | None = None,
     ) -> FeatureExtractor:
         """MiniLM, EfficientNet-Lite0, RapidOCR and Whisper tiny.en, all from their packages
-        (the encoders of :func:`~model.format.multimodal.default_encoders_config`); ``text``
+        (the encoders of :func:`~model.format.multimodal.default_encoders_config`), for media
+        decoded with ``decode`` (default: :class:`~model.media.decode.DecodeConfig`); ``text``
         replaces the text section (a text model's ``text_encoder``, e.g. MiniLM + USE-m3)."""
         from model.encoders import registry
         from model.format.multimodal import default_encoders_config
@@ -129,7 +147,8 @@ class FeatureExtractor:
         if text is not None:
             sections["text"] = dict(text)
         ctx = registry.BuildContext(model_dir=Path("."), device=device, threads=threads)
-        return cls(*(registry.build(role, sections[role], ctx) for role in registry.ROLES))
+        built = (registry.build(role, sections[role], ctx) for role in registry.ROLES)
+        return cls(*built, decode=decode)
 
     @property
     def text_dim(self) -> int:

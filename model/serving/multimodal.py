@@ -19,7 +19,8 @@ from model.encoders import registry
 from model.encoders.text import resolve_device
 from model.errors import ModelFormatError
 from model.format.calibration import read_temperature
-from model.format.multimodal import load_fusion_dir
+from model.format.multimodal import load_fusion_dir, read_preprocess
+from model.media.decode import DecodeConfig
 from model.nn.acoustic import MelConfig
 from model.nn.fusion import FusionModel
 from model.serving.cache import CachedComponent, ContentCache
@@ -80,6 +81,11 @@ class MultimodalClassifier:
         self.config = dict(config or {})
         self.languages = LanguageGate(languages_from_config(self.config))
         self.temperature = read_temperature(self.config)  # 1.0 unless config.json calibrates
+
+    @property
+    def decode_config(self) -> DecodeConfig:
+        """How media must be decoded for this model (config.json ``preprocess``)."""
+        return self.extractor.decode_config
 
     @torch.inference_mode()
     def predict_tensors(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -168,10 +174,16 @@ def load_multimodal(
     mel = MelConfig(**dict(enc.get("acoustic", {})))
     if mel.n_mels != fcfg.acoustic.n_mels:
         raise ModelFormatError(f"mel bands {mel.n_mels} != acoustic n_mels {fcfg.acoustic.n_mels}")
+    decode = read_preprocess(cfg, f"{model_dir}/config.json")
+    if decode.audio_sample_rate != mel.sr:
+        raise ModelFormatError(
+            f"preprocess.audio_sample_rate {decode.audio_sample_rate} != acoustic sr {mel.sr}"
+        )
     extractor = FeatureExtractor(
         text,
         *(CachedComponent(role, built[role], cache_size) for role in ("image", "ocr", "asr")),
         mel=mel,
+        decode=decode,
     )
     return MultimodalClassifier(
         extractor,

@@ -1,22 +1,19 @@
-"""The preprocessing every path shares: text cleaning, media decoding, resampling.
+"""The text preprocessing every path shares: :func:`clean_text`.
 
-Training, evaluation, feature extraction and serving all call these, so a comment is prepared the
-same way wherever it is classified.
+Training, evaluation, feature extraction and serving all call it, so a comment is prepared the
+same way wherever it is classified. Media are prepared by the one decoder,
+:mod:`model.media.decode`, with the parameters saved in the model's ``config.json``.
 """
 
 from __future__ import annotations
 
 import html
-import io
 import re
 import unicodedata
-from pathlib import Path
-
-import numpy as np
 
 from schemas.errors import CommentflowError
 
-__all__ = ["FeatureError", "clean_text", "decode_audio", "decode_image", "resample"]
+__all__ = ["FeatureError", "clean_text"]
 
 _URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
 _MENTION = re.compile(r"(?<![\w@])@\w{1,30}")
@@ -51,35 +48,3 @@ def clean_text(s: str) -> str:
     s = _URL.sub(" http ", s)
     s = _MENTION.sub("@user", s)
     return _WS.sub(" ", s).strip()
-
-
-def decode_image(data: bytes, path: Path) -> np.ndarray:
-    from PIL import Image, ImageOps
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
-    except Exception as exc:  # PIL raises many types for broken files
-        raise FeatureError(f"cannot decode image {path}: {exc}") from exc
-
-
-def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    """Band-limited (FFT) resampling of a whole mono clip."""
-    if sr_in == sr_out or len(x) == 0:
-        return x
-    n_out = round(len(x) * sr_out / sr_in)
-    spec = np.fft.rfft(x.astype(np.float64))
-    keep = np.zeros(n_out // 2 + 1, np.complex128)
-    m = min(len(spec), len(keep))
-    keep[:m] = spec[:m]
-    return (np.fft.irfft(keep, n_out) * (n_out / len(x))).astype(np.float32)
-
-
-def decode_audio(data: bytes, path: Path, sr: int) -> np.ndarray:
-    import soundfile as sf
-
-    try:
-        wave, file_sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except Exception as exc:  # soundfile raises RuntimeError/LibsndfileError/...
-        raise FeatureError(f"cannot decode audio {path}: {exc}") from exc
-    return resample(wave.mean(axis=1), int(file_sr), sr)

@@ -236,10 +236,14 @@ class FusionTrainer(EpochLoop):
         # multimodal features
         train_fs = load_features(args.train)
         self.mel_config = MelConfig(**train_fs.meta["mel"])
+        # How the features' media were decoded, saved as config.json "preprocess" (features
+        # extracted before it was recorded: None, the defaults).
+        pre = train_fs.meta.get("preprocess")
+        self.preprocess = pre if isinstance(pre, dict) else None
         self.mm: dict[str, Pool] = {}
         if args.val:
             self.mm["train"] = Pool.from_features(train_fs)
-            self.mm["val"] = Pool.from_features(load_features(args.val))
+            self.mm["val"] = Pool.from_features(_same_preprocess(load_features(args.val), pre))
             val_source = args.val
         else:
             tr, va = self._hold_out(train_fs, cfg.val_fraction, cfg.seed)
@@ -249,7 +253,7 @@ class FusionTrainer(EpochLoop):
             )
             val_source = f"{args.train} (held-out {cfg.val_fraction:.0%}, by source tweet)"
         if args.test and Path(args.test).is_file():  # "" = no test set
-            self.mm["test"] = Pool.from_features(load_features(args.test))
+            self.mm["test"] = Pool.from_features(_same_preprocess(load_features(args.test), pre))
         self.data_report["multimodal"] = {
             "train": args.train,
             "val": val_source,
@@ -478,6 +482,7 @@ class FusionTrainer(EpochLoop):
             extra={"languages": self.text_model_config["languages"]}
             if "languages" in self.text_model_config
             else None,
+            preprocess=self.preprocess,
             metrics=metrics,
             model_card=model_card(metrics),
         )
@@ -488,6 +493,16 @@ class FusionTrainer(EpochLoop):
             title=f"{MODEL_NAME} test: acc {main['accuracy']:.3f}, macro-F1 {main['macro_f1']:.3f}",
         )
         return metrics
+
+
+def _same_preprocess(fs: FeatureSet, train: object) -> FeatureSet:
+    """``fs``, whose media must have been decoded as the training features' were."""
+    if fs.meta.get("preprocess") != train:
+        raise ValueError(
+            f"{fs.meta.get('source')}: media decoded with {fs.meta.get('preprocess')}, "
+            f"the training features with {train}; extract both with the same decoding"
+        )
+    return fs
 
 
 def _kind_counts(p: Pool) -> dict[str, int]:

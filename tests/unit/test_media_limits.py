@@ -13,13 +13,13 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
+from model.media.resample import _polyphase
 from workers.address_policy import DecodeFailed, MediaBusy, MediaError
 from workers.media_cache import CachedMedia, decode_media, encode_media, encode_payload
 from workers.media_decode import (
     AUDIO_RATES,
     DecodeConfig,
     DecodePool,
-    _polyphase,
     decode_audio,
     decode_image,
     quantize_pcm16,
