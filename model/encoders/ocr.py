@@ -39,6 +39,7 @@ class OcrReader:
         *,
         max_side: int = 640,
         min_score: float = 0.5,
+        unglue: bool = False,
         use_cls: bool = True,
     ) -> None:
         from rapidocr_onnxruntime import RapidOCR
@@ -47,6 +48,9 @@ class OcrReader:
         self.threads = threads
         self.max_side = int(max_side)
         self.min_score = float(min_score)
+        # FeatureExtractor splits glued words in what this reads (model.serving.unglue); the raw
+        # text (and so the cache of it, keyed by ``identity``) does not change
+        self.unglue = bool(unglue)
         self.use_cls = bool(use_cls)
         self.engine = RapidOCR(
             intra_op_num_threads=threads,

@@ -89,6 +89,7 @@ def _ocr(section: Mapping[str, Any], ctx: BuildContext) -> Any:
         threads=ctx.threads,
         max_side=int(section.get("max_side", 640)),
         min_score=float(section.get("min_score", 0.5)),
+        unglue=bool(section.get("unglue", False)),
     )
 
 

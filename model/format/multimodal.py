@@ -76,6 +76,7 @@ def default_encoders_config(mel: MelConfig | None = None) -> dict[str, Any]:
             "package": "rapidocr_onnxruntime",
             "max_side": 640,
             "min_score": 0.5,
+            "unglue": True,  # glued OCR words split (model.serving.unglue); absent: false
         },
         "asr": {
             "source": "package",

@@ -35,6 +35,7 @@ from model.media.decode import DecodeConfig
 from model.nn.acoustic import MelConfig, log_mel_batch
 from model.nn.fusion import PRESENCE
 from model.serving.normalise import text_normaliser
+from model.serving.unglue import unglue
 
 __all__ = [
     "PRESENCE",
@@ -163,9 +164,12 @@ class FeatureExtractor:
         return {
             "text_encoder": str(getattr(self.text_encoder, "identity", type(self.text_encoder))),
             "image_encoder": self.image_encoder.identity,
-            "ocr": self.ocr.identity,
+            "ocr": self.ocr.identity + ("|unglue" if getattr(self.ocr, "unglue", False) else ""),
             "asr": self.asr.identity,
         }
+
+    def _unglue(self, text: str) -> str:
+        return unglue(text) if getattr(self.ocr, "unglue", False) else text
 
     def _prepare(self, text: str) -> str:
         return self._normalise(text)
@@ -211,7 +215,7 @@ class FeatureExtractor:
         """
         b = len(texts)
         comment = [self._prepare(t or "") for t in texts]
-        ocr_joined = [self._prepare(_join(t)) for t in ocr_texts]
+        ocr_joined = [self._prepare(self._unglue(_join(t))) for t in ocr_texts]
         speech_joined = [self._prepare(_join(t)) for t in transcripts]
 
         present = np.zeros((b, len(PRESENCE)), dtype=bool)  # (B, 5)
