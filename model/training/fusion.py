@@ -66,7 +66,7 @@ from model.training.loop import EpochLoop
 __all__ = ["FusionData", "FusionTrainConfig", "FusionTrainer", "augment_text_rows", "train_fusion"]
 
 MODEL_NAME = "commentflow-multimodal-fusion"
-MODEL_VERSION = "2.0.0"
+MODEL_VERSION = "3.0.0"  # 3: the multilingual text path, text-only routing, new data kinds
 _TEXT, _IMAGE, _OCR, _SPEECH, _ACOUSTIC = range(len(PRESENCE))
 
 
@@ -258,7 +258,7 @@ class FusionTrainer(EpochLoop):
             "train": args.train,
             "val": val_source,
             "test": args.test,
-            **{s: _kind_counts(p) for s, p in self.mm.items()},
+            "kinds": {s: _kind_counts(p) for s, p in self.mm.items()},
         }
         self.dims = (int(train_fs.text.shape[1]), int(train_fs.image.shape[1]))
         if self.dims[0] != enc_cfg.out_dim:
@@ -576,7 +576,7 @@ with {c["mm_per_batch"]} items of the synthetic multimodal set (`commentflow bui
 sentences rendered as pictures and memes on real photos, spoken by espeak-ng with and without
 strong noise, beside unrelated or opposite media, photos and no-signal items). Splits are
 disjoint by source sentence (the mix's group split); test sets were scored once.
-Multimodal data: {json.dumps(m["data"]["multimodal"])}
+Multimodal data (items per kind): {json.dumps(m["data"]["multimodal"]["kinds"])}
 
 ## Test metrics
 Multimodal test set:
@@ -599,9 +599,8 @@ Confusion matrix of the multimodal test set: `confusion_matrix.png`.
 ## Reproduce
 ```
 {m["command"]}
-commentflow evaluate-multimodal --model {m["out"]} --features {
-        m["data"]["multimodal"]["test"]
-    } --text-model {c["text_model"]}
+commentflow evaluate --model {m["out"]} --data {m["data"]["multimodal"]["test"]} \\
+    --text-model {c["text_model"]}
 ```
 """
 
