@@ -2,8 +2,11 @@
 
 Acknowledgement: ``noack_take`` hands over events without acknowledging them; the pipeline
 (:mod:`workers.pipeline`) acks each event only after its prediction or dead letter was
-acknowledged by the broker and Redis was written. Faust commits the acked offsets (contiguous
-per partition) every ``commit_interval_s``. A ``kill -9`` therefore redelivers at most the
+acknowledged by the broker and Redis was written, and, since comments with media finish in
+their own lane (:mod:`workers.media_lane`), only once every older message of its partition is
+done too (:mod:`workers.completion`: Faust sees each partition's acks in offset order, the only
+order its commit logic handles safely). Faust commits the acked offsets every
+``commit_interval_s``. A ``kill -9`` therefore redelivers at most the
 uncommitted tail, which the idempotent Redis scripts absorb, and the crash guard
 (:mod:`workers.crash_guard`) sets aside a message the workers keep dying on.
 
@@ -46,7 +49,7 @@ from workers.media import build_media_service
 from workers.messages import Inbound, Outbound
 from workers.metrics import LagTracker, PipelineMetrics
 from workers.model_guard import ModelFailed
-from workers.pipeline import StreamPipeline
+from workers.pipeline import LaneConfig, StreamPipeline
 from workers.processor import BatchProcessor, BatchResult
 from workers.retry import REDIS_RETRIABLE
 
@@ -250,8 +253,18 @@ def install(app: faust.App, settings: Settings, classifier: Classifier | None = 
             await stream.ack(message.handle)
             resources.lag.processed(message.topic, message.partition, message.offset)
 
+        lane = LaneConfig(
+            concurrency=settings.media_lane_concurrency if resources.media is not None else 0,
+            depth=settings.media_lane_depth,
+            max_pending=settings.max_pending_messages,
+            warm=getattr(resources.runner.classifier, "warm_media", None),
+        )
         pipeline = StreamPipeline(
-            resources.processor, ack, guard=resources.guard, on_result=resources.record
+            resources.processor,
+            ack,
+            guard=resources.guard,
+            on_result=resources.record,
+            lane=lane,
         )
         await pipeline.start()
         try:

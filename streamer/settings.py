@@ -114,6 +114,13 @@ class Settings:
     max_event_bytes: int = _setting(
         256 * 1024, "larger message values are dead-lettered as too_large"
     )
+    media_lane_concurrency: int = _setting(
+        2, "media lane: batches of comments with media finishing at once (0: no lane)"
+    )
+    media_lane_depth: int = _setting(8, "media lane: batches of comments with media waiting")
+    max_pending_messages: int = _setting(
+        10_000, "messages taken and not acknowledged (done ones behind a slow one included)"
+    )
     max_dead_letter_payload_bytes: int = _setting(
         64 * 1024, "dead letters keep at most this much payload"
     )
@@ -269,6 +276,10 @@ class Settings:
             raise ValueError("batch_max must be at least 1")
         if self.batch_wait_s <= 0:
             raise ValueError("batch_wait_s must be positive")
+        if self.media_lane_concurrency < 0 or self.media_lane_depth < 1:
+            raise ValueError("media_lane_concurrency must be >= 0 and media_lane_depth >= 1")
+        if self.max_pending_messages < self.batch_max:
+            raise ValueError("max_pending_messages must be at least batch_max")
         if not self.redis_prefix:
             raise ValueError("redis_prefix must not be empty")
         if self.log_format not in ("text", "json"):

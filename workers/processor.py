@@ -118,6 +118,7 @@ class Prepared:
     prepared_at: float = 0.0  # perf_counter() at the end of stage 1 (queue wait starts)
     skipped_dead_letters: int = 0  # bad inputs already dead-lettered (a redelivery)
     started_ns: int | None = None  # time.time_ns() at the start of stage 1 (trace spans)
+    held: tuple[_Valid, ...] = ()  # comments with media, left to the media lane (prepare_held)
 
 
 class BatchProcessor:
@@ -165,12 +166,19 @@ class BatchProcessor:
         return await self.finish(await self.prepare(batch))
 
     async def prepare(
-        self, batch: Sequence[Inbound], *, poison: Sequence[tuple[Inbound, int]] = ()
+        self,
+        batch: Sequence[Inbound],
+        *,
+        poison: Sequence[tuple[Inbound, int]] = (),
+        hold_media: bool = False,
     ) -> Prepared:
         """Stage 1, no side effects: validate, skip what is done, fetch and decode media.
 
         ``poison``: messages the crash guard set aside (with how often the worker died on
         them): they are dead-lettered as ``poison`` without being looked at.
+        ``hold_media``: comments with media are not resolved here but returned in ``held``
+        (without their messages in ``messages``), for :meth:`prepare_held` in the media lane
+        (:mod:`workers.media_lane`).
         The agent runs it for the next batch while :meth:`finish` runs for the current one.
         """
         started = time.perf_counter()
@@ -197,13 +205,21 @@ class BatchProcessor:
         todo = _first_unseen(valid, done_comments, self._in_flight)
         n_bad = len(bad)
         bad = [b for b, done in zip(bad, done_bad, strict=True) if not done]
+        held: tuple[_Valid, ...] = ()
+        if hold_media:
+            held = tuple(v for v in todo if v.event.media)
+            todo = [v for v in todo if not v.event.media]
+            self._in_flight.update(_key(v) for v in held)
         todo, inputs, media_errors, media_bad = await self._resolve_media(todo)
         bad += media_bad
         self._in_flight.update(_key(v) for v in todo)
+        self.metrics.stage.labels("prepare").observe(time.perf_counter() - started)
+        held_ids = {id(v.message) for v in held}
+        messages = [m for m in (*batch, *(m for m, _ in poison)) if id(m) not in held_ids]
         return Prepared(
             # acknowledged in this order: offsets ascending within each partition
-            messages=tuple(sorted((*batch, *(m for m, _ in poison)), key=_position)),
-            received=len(batch) + len(poison),
+            messages=tuple(sorted(messages, key=_position)),
+            received=len(messages),
             todo=todo,
             inputs=inputs,
             media_errors=media_errors,
@@ -212,6 +228,27 @@ class BatchProcessor:
             started=started,
             prepared_at=time.perf_counter(),
             skipped_dead_letters=n_bad - len(bad),
+            started_ns=started_ns,
+            held=held,
+        )
+
+    async def prepare_held(self, held: Sequence[_Valid]) -> Prepared:
+        """Stage 1 of comments :meth:`prepare` held back for their media: fetch and decode."""
+        started, started_ns = time.perf_counter(), time.time_ns()
+        todo, inputs, media_errors, bad = await self._resolve_media(list(held))
+        kept = {id(v) for v in todo}  # the others failed and were dead-lettered: not in flight
+        self._in_flight.difference_update(_key(v) for v in held if id(v) not in kept)
+        self.metrics.stage.labels("media").observe(time.perf_counter() - started)
+        return Prepared(
+            messages=tuple(sorted((v.message for v in held), key=_position)),
+            received=len(held),
+            todo=todo,
+            inputs=inputs,
+            media_errors=media_errors,
+            bad=bad,
+            skipped_duplicates=0,
+            started=started,
+            prepared_at=time.perf_counter(),
             started_ns=started_ns,
         )
 
@@ -243,10 +280,12 @@ class BatchProcessor:
         m = self.metrics
         if prepared.prepared_at:
             m.queue_wait.observe(max(0.0, t0 - prepared.prepared_at))
+            m.stage.labels("queue").observe(max(0.0, t0 - prepared.prepared_at))
         outputs, failed = await self._classify(prepared.todo, prepared.inputs)
         result.inference_s = time.perf_counter() - t0
         if prepared.todo:
             m.inference.observe(result.inference_s)
+            m.stage.labels("model").observe(result.inference_s)
             m.batch_tokens.observe(sum(_estimated_tokens(i.text) for i in prepared.inputs))
             m.batch_pixels.observe(
                 sum(img.shape[0] * img.shape[1] for i in prepared.inputs for img in i.images)
@@ -277,6 +316,7 @@ class BatchProcessor:
         prediction_spans = spans[:]
 
         # Publish; a prediction the broker refuses for good becomes its input's dead letter.
+        t_publish = time.perf_counter()
         refused = await self._publish([o for _, _, o, _ in predicted])
         if refused:
             for i in sorted(refused):
@@ -286,6 +326,8 @@ class BatchProcessor:
         dead = await self._publish_dead_letters(bad, prepared.started_ns, spans)
         for code in (d.code for d in dead):
             result.dead_lettered[code] = result.dead_lettered.get(code, 0) + 1
+        t_redis = time.perf_counter()
+        m.stage.labels("publish").observe(t_redis - t_publish)
 
         now_ms = int(time.time() * 1000)
         for item, *_ in predicted:
@@ -300,6 +342,7 @@ class BatchProcessor:
         await self.redis_call(
             lambda: self._store.apply(records, dead, now_ms=now_ms), "redis update"
         )
+        m.stage.labels("redis").observe(time.perf_counter() - t_redis)
         result.predicted = len(records)
         for item, out, _, _ in predicted:
             result.labels[out.label] = result.labels.get(out.label, 0) + 1
