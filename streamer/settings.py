@@ -201,6 +201,9 @@ class Settings:
         "where a new consumer group starts: earliest (the topic's retention) | latest (new only)",
     )
     max_poll_records: int = _setting(2000, "most records one consumer poll returns")
+    consumer_fetch_max_wait_s: float = _setting(
+        0.02, "longest fetch long-poll (a broker that does not answer early delays by up to this)"
+    )
     web_port: int = _setting(6066, "port of the worker's web server: /metrics, /livez, /readyz")
     lag_interval_s: float = _setting(2.0, "how often the consumer lag gauge is refreshed")
     web_enabled: bool = _setting(True, "serve /metrics, /livez and /readyz")

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -153,5 +154,6 @@ class MediaLane:
             except Exception:  # noqa: BLE001 - predict() meets the same media and judges it
                 log.warning("warming media features failed; predict() will retry", exc_info=True)
             processor.metrics.stage.labels("media_features").observe(time.perf_counter() - t0)
+            prepared = dataclasses.replace(prepared, prepared_at=time.perf_counter())  # queue
         result = await processor.finish(prepared)
         await self._on_done(prepared, result)

@@ -37,6 +37,7 @@ STAGES = (
     "media_features",
     "queue",
     "model",
+    "emit_wait",
     "publish",
     "redis",
     "ack_wait",

@@ -4,19 +4,21 @@
 
     submit(batch) ─► track offsets ─► crash guard: plan ─► prepare (validate, dedup, split) ─┐
                                                                                              │
-      text part: queue of one batch ─► finisher task: finish (classify, publish + broker    ◄┤
-                                        acks, Redis) ─► guard.end ─► complete(messages)      │
+      text part: queue of one batch ─► finisher task: classify ─► queue of one batch ─►    ◄┤
+                 emitter task: publish + broker acks, Redis ─► guard.end ─► complete         │
       held part (comments with media) ─► media lane (workers.media_lane): fetch, decode,    ◄┘
                                         warm features, finish ─► guard.end ─► complete(messages)
 
     complete ─► CompletionTracker: acknowledge each partition's done prefix, in offset order
 
-Stage 1 of batch N+1 runs while stage 2 finishes batch N; the queue of one batch between them is
-the backpressure of the text lane, the lane's bounded queue that of media, and ``max_pending``
-(messages taken and not yet acknowledged) that of both. Comments complete out of order (a text
-comment is published while an older comment waits for its media), but the tracker
-(:mod:`workers.completion`) acknowledges only up to each partition's lowest unfinished offset,
-so committed offsets only move forward and never pass an unfinished message. A message is
+Stage 1 of batch N+1 runs while the model classifies batch N and batch N-1's outputs are
+published and aggregated (the model does not wait for the broker's acks and Redis); the queues
+of one batch between them are the backpressure of the text lane, the lane's bounded queue that
+of media, and ``max_pending`` (messages taken and not yet acknowledged) that of both. Comments
+complete out of order (a text comment is published while an older comment waits for its
+media), but the tracker (:mod:`workers.completion`) acknowledges only up to each partition's
+lowest unfinished offset, so committed offsets only move forward and never pass an unfinished
+message. A message is
 acknowledged only after its prediction or dead letter was acknowledged by the broker and Redis
 was written.
 
@@ -44,7 +46,7 @@ from workers.completion import CompletionTracker
 from workers.crash_guard import CrashGuard, Part
 from workers.media_lane import MediaLane, Warm
 from workers.messages import Inbound
-from workers.processor import BatchProcessor, BatchResult, Prepared
+from workers.processor import BatchProcessor, BatchResult, Classified, Prepared
 
 __all__ = ["LaneConfig", "StreamPipeline"]
 
@@ -90,7 +92,9 @@ class StreamPipeline:
         self._guard = guard
         self._on_result = on_result
         self._queue: asyncio.Queue[Prepared | None] = asyncio.Queue(1)
+        self._emits: asyncio.Queue[Classified | None] = asyncio.Queue(1)
         self._finisher: asyncio.Task[None] | None = None
+        self._emitter: asyncio.Task[None] | None = None
         self._ack = ack
         self.tracker = CompletionTracker(self._acknowledge)
         lane = lane if lane is not None else LaneConfig(concurrency=0)
@@ -116,6 +120,7 @@ class StreamPipeline:
         if self._state is _State.STOPPED:
             raise RuntimeError("a stopped StreamPipeline cannot be restarted")
         self._finisher = asyncio.ensure_future(self._finish_loop())
+        self._emitter = asyncio.ensure_future(self._emit_loop())
         if self._lane is not None:
             await self._lane.start()
         self._state = _State.STARTED
@@ -156,11 +161,11 @@ class StreamPipeline:
             self._state = _State.STOPPED
             return
         self._state = _State.STOPPED
-        finisher = self._finisher
-        assert finisher is not None
-        if not finisher.done() and timeout_s > 0:
+        finisher, emitter = self._finisher, self._emitter
+        assert finisher is not None and emitter is not None
+        if not emitter.done() and timeout_s > 0:
             try:
-                await asyncio.wait_for(self._drain_and_end(finisher), timeout_s)
+                await asyncio.wait_for(self._drain_and_end(finisher, emitter), timeout_s)
             except TimeoutError:
                 log.warning(
                     "stopping: %d message(s) not finished within %.0f s; they (and the ones "
@@ -170,18 +175,20 @@ class StreamPipeline:
                 )
             except Exception:  # noqa: BLE001, S110 - the finisher's own error is logged below
                 pass
-        if not finisher.done():
-            finisher.cancel()
+        for task in (finisher, emitter):
+            if not task.done():
+                task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait({finisher})
+            await asyncio.wait({finisher, emitter})
         if self._lane is not None:
             await self._lane.stop()
             if self._lane.failed is not None:
                 exc = self._lane.failed
                 log.error("the media lane stopped with %s", type(exc).__name__, exc_info=exc)
-        if not finisher.cancelled() and finisher.exception() is not None:
-            exc = finisher.exception()
-            log.error("the finisher stopped with %s", type(exc).__name__, exc_info=exc)
+        for name, task in (("finisher", finisher), ("emitter", emitter)):
+            if not task.cancelled() and task.exception() is not None:
+                exc = task.exception()
+                log.error("the %s stopped with %s", name, type(exc).__name__, exc_info=exc)
         if abandon:
             await self._abandon()
 
@@ -199,18 +206,19 @@ class StreamPipeline:
     def _raise_if_died(self) -> None:
         if self._state is not _State.STARTED:
             raise RuntimeError("the pipeline is not started")
-        assert self._finisher is not None
-        if self._finisher.done():
-            self._finisher.result()  # re-raise what stopped it
-            raise RuntimeError("the finisher stopped")
+        for task in (self._finisher, self._emitter):
+            assert task is not None
+            if task.done():
+                task.result()  # re-raise what stopped it
+                raise RuntimeError("the finisher stopped")
         if self._lane is not None and self._lane.failed is not None:
             raise self._lane.failed
 
     async def _wait_or_die(self, aw: Awaitable[object]) -> None:
         """Await ``aw``, but never for a finisher or lane that died (a bug, a failed model)."""
-        assert self._finisher is not None
+        assert self._finisher is not None and self._emitter is not None
         task = asyncio.ensure_future(aw)
-        watch: set[asyncio.Future[object]] = {task, self._finisher}  # type: ignore[arg-type]
+        watch: set[asyncio.Future[object]] = {task, self._finisher, self._emitter}  # type: ignore[arg-type]
         if self._lane is not None:
             watch.add(self._lane.dead)  # type: ignore[arg-type]
         await asyncio.wait(watch, return_when=asyncio.FIRST_COMPLETED)
@@ -224,17 +232,27 @@ class StreamPipeline:
 
     async def _drained(self) -> None:
         await self._wait_or_die(self._queue.join())
+        await self._wait_or_die(self._emits.join())
         if self._lane is not None:
             await self._wait_or_die(self._lane.join())
 
     async def _finish_loop(self) -> None:
         while (prepared := await self._queue.get()) is not None:
             try:
-                result = await self._processor.finish(prepared)
-                await self._done(prepared, result)
+                await self._emits.put(await self._processor.classify(prepared))
             finally:
                 self._queue.task_done()
         self._queue.task_done()
+        await self._emits.put(None)
+
+    async def _emit_loop(self) -> None:
+        while (classified := await self._emits.get()) is not None:
+            try:
+                result = await self._processor.emit(classified)
+                await self._done(classified.prepared, result)
+            finally:
+                self._emits.task_done()
+        self._emits.task_done()
 
     async def _done(self, prepared: Prepared, result: BatchResult) -> None:
         """``prepared`` is published and aggregated: forget it in the guard, then complete it."""
@@ -263,9 +281,12 @@ class StreamPipeline:
             if m.timestamp_ms:
                 stage.observe(max(0.0, (now_ms - m.timestamp_ms) / 1000))
 
-    async def _drain_and_end(self, finisher: asyncio.Task[None]) -> None:
+    async def _drain_and_end(
+        self, finisher: asyncio.Task[None], emitter: asyncio.Task[None]
+    ) -> None:
         await self._queue.put(None)
         await finisher
+        await emitter
         if self._lane is not None:
             await self._lane.join()
 

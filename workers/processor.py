@@ -62,7 +62,14 @@ from workers.retry import REDIS_RETRIABLE, Backoff, retry_forever
 from workers.tracing import MessageSpan, MessageTracer
 from workers.validation import metadata_of, parse_event
 
-__all__ = ["REDIS_RETRIABLE", "BatchProcessor", "BatchResult", "Prepared", "Publisher"]
+__all__ = [
+    "REDIS_RETRIABLE",
+    "BatchProcessor",
+    "BatchResult",
+    "Classified",
+    "Prepared",
+    "Publisher",
+]
 
 log = logging.getLogger("commentflow.processor")
 
@@ -119,6 +126,17 @@ class Prepared:
     skipped_dead_letters: int = 0  # bad inputs already dead-lettered (a redelivery)
     started_ns: int | None = None  # time.time_ns() at the start of stage 1 (trace spans)
     held: tuple[_Valid, ...] = ()  # comments with media, left to the media lane (prepare_held)
+
+
+@dataclass(frozen=True, slots=True)
+class Classified:
+    """A batch after the model: what :meth:`BatchProcessor.emit` publishes and aggregates."""
+
+    prepared: Prepared
+    outputs: list[tuple[_Valid, ClassOutput]]
+    failed: list[tuple[Inbound, DeadLetterError]]  # comments the model failed on alone
+    inference_s: float
+    at: float  # perf_counter() when the model was done (emit wait starts)
 
 
 class BatchProcessor:
@@ -258,39 +276,51 @@ class BatchProcessor:
         Raises only for the infrastructure: :class:`~workers.model_guard.ModelFailed` (the
         worker must exit) or cancellation; nothing of the batch may be acknowledged then.
         """
-        try:
-            return await self._finish(prepared)
-        finally:
-            self._in_flight.difference_update(_key(v) for v in prepared.todo)
+        return await self.emit(await self.classify(prepared))
 
-    async def _finish(self, prepared: Prepared) -> BatchResult:
+    async def classify(self, prepared: Prepared) -> Classified:
+        """The model half of :meth:`finish` (the pipeline runs :meth:`emit` of the previous
+        batch meanwhile, so the model is not idle while the broker and Redis answer)."""
+        try:
+            t0 = time.perf_counter()
+            m = self.metrics
+            if prepared.prepared_at:
+                m.queue_wait.observe(max(0.0, t0 - prepared.prepared_at))
+                m.stage.labels("queue").observe(max(0.0, t0 - prepared.prepared_at))
+            outputs, failed = await self._classify(prepared.todo, prepared.inputs)
+            inference_s = time.perf_counter() - t0
+            if prepared.todo:
+                m.inference.observe(inference_s)
+                m.stage.labels("model").observe(inference_s)
+                m.batch_tokens.observe(sum(_estimated_tokens(i.text) for i in prepared.inputs))
+                m.batch_pixels.observe(
+                    sum(img.shape[0] * img.shape[1] for i in prepared.inputs for img in i.images)
+                )
+        except BaseException:
+            self._in_flight.difference_update(_key(v) for v in prepared.todo)
+            raise
+        return Classified(prepared, outputs, failed, inference_s, time.perf_counter())
+
+    async def emit(self, classified: Classified) -> BatchResult:
+        """The output half of :meth:`finish`: publish (broker acks awaited), write Redis."""
+        prepared = classified.prepared
         spans: list[MessageSpan] = []
         try:
-            return await self._finish_traced(prepared, spans)
+            return await self._emit_traced(classified, spans)
         finally:
+            self._in_flight.difference_update(_key(v) for v in prepared.todo)
             for span in spans:  # a batch given up (cancelled, Redis retried until shutdown)
                 span.end("abandoned")
 
-    async def _finish_traced(self, prepared: Prepared, spans: list[MessageSpan]) -> BatchResult:
+    async def _emit_traced(self, classified: Classified, spans: list[MessageSpan]) -> BatchResult:
+        prepared, outputs = classified.prepared, classified.outputs
         result = BatchResult(
             received=prepared.received, skipped_duplicates=prepared.skipped_duplicates
         )
-        bad = list(prepared.bad)
-        t0 = time.perf_counter()
+        result.inference_s = classified.inference_s
         m = self.metrics
-        if prepared.prepared_at:
-            m.queue_wait.observe(max(0.0, t0 - prepared.prepared_at))
-            m.stage.labels("queue").observe(max(0.0, t0 - prepared.prepared_at))
-        outputs, failed = await self._classify(prepared.todo, prepared.inputs)
-        result.inference_s = time.perf_counter() - t0
-        if prepared.todo:
-            m.inference.observe(result.inference_s)
-            m.stage.labels("model").observe(result.inference_s)
-            m.batch_tokens.observe(sum(_estimated_tokens(i.text) for i in prepared.inputs))
-            m.batch_pixels.observe(
-                sum(img.shape[0] * img.shape[1] for i in prepared.inputs for img in i.images)
-            )
-        bad += failed
+        m.stage.labels("emit_wait").observe(max(0.0, time.perf_counter() - classified.at))
+        bad = list(prepared.bad) + classified.failed
         processed_at = utc_now_iso()
 
         # Each message's output is built on its own: one that cannot be built is dead-lettered.
