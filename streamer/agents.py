@@ -33,7 +33,6 @@ import faust
 import redis.asyncio as aioredis
 from mode import CrashingSupervisor
 
-from model import load_classifier
 from model.base import LABELS, Classifier
 from schemas.errors import DEAD_LETTER_CODES
 from streamer.settings import Settings
@@ -53,7 +52,7 @@ from workers.pipeline import LaneConfig, StreamPipeline
 from workers.processor import BatchProcessor, BatchResult
 from workers.retry import REDIS_RETRIABLE
 
-__all__ = ["EXIT_CRASHED", "EXIT_MODEL_FAILED", "install"]
+__all__ = ["EXIT_CRASHED", "EXIT_MODEL_FAILED", "install", "load_worker_classifier"]
 
 PRUNE_INTERVAL_S = 60.0
 PRUNE_LIMIT = 1000
@@ -64,6 +63,19 @@ EXIT_MODEL_FAILED = 69
 EXIT_CRASHED = 1
 
 log = logging.getLogger("commentflow.agent")
+
+
+def load_worker_classifier(settings: Settings) -> Classifier:
+    """The worker's classifier; a multimodal one with ``media_model_threads`` for OCR and ASR
+    (which run in the media lane, next to the text model: :mod:`workers.media_lane`)."""
+    from model import load_classifier
+    from model.format.directory import open_model_dir
+
+    _, _, kind = open_model_dir(settings.model_dir)
+    if kind != "multimodal":
+        return load_classifier(settings.model_dir, settings.device)
+    threads = settings.media_model_threads or max(1, (os.cpu_count() or 2) // 2)
+    return load_classifier(settings.model_dir, settings.device, threads=threads)
 
 
 class FaustPublisher:
@@ -104,7 +116,7 @@ class Resources:
         self.runner = InferenceRunner(
             (lambda: classifier)
             if classifier is not None
-            else (lambda: load_classifier(settings.model_dir, settings.device)),
+            else (lambda: load_worker_classifier(settings)),
             deadline_s=settings.predict_deadline_s,
         )
         self.redis = aioredis.Redis.from_url(

@@ -97,10 +97,10 @@ def run_worker(settings: Settings) -> int:
     from workers import memory
 
     memory.tune()  # before torch and the model's threads allocate: see workers.memory
-    from model import load_classifier
+    from streamer.agents import load_worker_classifier
 
     try:
-        classifier = load_classifier(settings.model_dir, settings.device)
+        classifier = load_worker_classifier(settings)
     except (ModelError, OSError) as exc:
         print(
             f"commentflow worker: cannot load the model in {settings.model_dir}: {exc}",

@@ -108,6 +108,11 @@ class Settings:
         "the model directory (text or multimodal; default: the shipped multimodal model)",
     )
     device: str = _setting("auto", "where the model runs: auto | cpu | cuda | cuda:N")
+    media_model_threads: int = _setting(
+        0,
+        "CPU threads of OCR and speech recognition (multimodal model; 0: half the cores, so "
+        "that new media leave the text model a core)",
+    )
     # -- batching and limits
     batch_max: int = _setting(64, "most events in one micro-batch")
     batch_wait_s: float = _setting(0.05, "longest wait to fill a micro-batch")

@@ -238,3 +238,29 @@ async def test_a_failed_model_in_the_lane_stops_submit_and_acks_nothing_of_it():
     await h.pipeline.stop(0, abandon=False)
     await h.runner.stop()
     assert h.acks == [] and h.predicted() == []
+
+
+def test_warm_media_fills_the_caches_so_predict_computes_no_media_again(tmp_path):
+    import numpy as np
+
+    from model import CommentInput, load_classifier
+    from model.testing.multimodal import make_tiny_multimodal_dir
+
+    c = load_classifier(make_tiny_multimodal_dir(tmp_path / "mm", seed=0), "cpu")
+    rng = np.random.default_rng(0)
+    batch = [
+        CommentInput("look", (rng.integers(0, 255, (8, 8, 3), dtype=np.uint8),)),
+        CommentInput("listen", (), (rng.standard_normal(1600).astype(np.float32),)),
+    ]
+    expected = load_classifier(make_tiny_multimodal_dir(tmp_path / "mm2", seed=0), "cpu").predict(
+        batch
+    )
+    c.warm_media(batch)
+    ex = c.extractor
+    inner = (ex.image_encoder.inner, ex.ocr.inner, ex.asr.inner)
+    calls = [x.calls for x in inner]
+    got = c.predict(batch)
+    assert [x.calls for x in inner] == calls  # predict only read the caches
+    assert [o.label for o in got] == [o.label for o in expected]
+    for a, b in zip(got, expected, strict=True):
+        assert a.scores == pytest.approx(b.scores)
