@@ -60,7 +60,7 @@ class BenchOptions:
     model_events: int = 1024  # comments per batch size (a)
     naive_events: int = 300  # events for the baseline (c)
     media_rate: float = 5.0  # offered comments/s of every phase of (d); 0 skips (d)
-    media_seconds: float = 30.0  # length of each phase of (d)
+    media_seconds: float = 60.0  # length of each phase of (d)
     batch_sizes: tuple[int, ...] = (1, 8, 32, 64, 128)  # batch sizes for (a)
     out: str | None = None  # output folder (default runs/bench-<time>)
 
@@ -429,13 +429,19 @@ async def _bench(options: BenchOptions, settings: Settings, out: Path) -> dict[s
             commit_interval_s=0.5,
         )
         e2e = await _end_to_end(s, stack, options, out / "worker.log")
+        # the model alone again at batch_max, right after (b): the machine may be shared, and
+        # the ratio uses the faster of the two measurements (the conservative one)
+        again = await asyncio.to_thread(
+            _model_only, settings, [settings.batch_max], options.model_events
+        )
         naive = await _naive(s, stack, options.naive_events)
         media = (
             await _media(s, stack, options, out / "worker-media.log")
             if options.media_rate > 0
             else None
         )
-    model_rate = model["per_batch_size"][settings.batch_max]
+    model["batch_max_again"] = again["per_batch_size"][settings.batch_max]
+    model_rate = max(model["per_batch_size"][settings.batch_max], model["batch_max_again"])
     full_batch_s = settings.batch_max / model_rate  # one full batch of model time
     budget_ms = 1000 * (settings.batch_wait_s + full_batch_s)
     ratios = {
@@ -493,6 +499,8 @@ def _print(r: dict[str, Any]) -> None:
     for size, rate in m["per_batch_size"].items():
         mark = "  <- configured batch_max" if int(size) == bm else ""
         print(f"      batch {int(size):4d}: {rate:8.1f}{mark}")
+    if "batch_max_again" in m:
+        print(f"      batch {bm:4d}: {m['batch_max_again']:8.1f}  (again, right after (b))")
     print(f"(b) end to end (broker -> worker -> predictions + Redis), {e['events']} events:")
     print(f"      throughput {e['throughput']:8.1f} comments/s")
     print(
@@ -522,7 +530,8 @@ def _print(r: dict[str, Any]) -> None:
             _print_stages(p.get("stages", {}), indent="        ")
     ratios = r["ratios"]
     print(
-        f"ratios: (b)/(a) at batch {bm} = {ratios['e2e_over_model']:.2f} (target >= 0.90)   "
+        f"ratios: (b)/(a) at batch {bm} (the faster (a)) = {ratios['e2e_over_model']:.2f} "
+        "(target >= 0.90)   "
         f"(b)/(c) = {ratios['e2e_over_naive']:.2f}"
     )
     print(

@@ -24,6 +24,9 @@ unbounded work. A job that raises (:class:`~workers.model_guard.ModelFailed`, a 
 lane: :attr:`failed` is set and :meth:`submit` / :meth:`join` raise it, for the pipeline to end
 the worker (nothing of that job was acknowledged).
 
+The warm thread runs at a lower CPU priority (``nice`` +10): on a small machine the text model
+gets the cores first and new media use what is left.
+
 The warm step needs a classifier with ``warm_media(batch)`` that is safe to call next to
 ``predict`` (:meth:`model.serving.multimodal.MultimodalClassifier.warm_media`); without one the
 job's media cost is paid inside ``predict``, on the inference thread, as before.
@@ -35,6 +38,8 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +53,9 @@ __all__ = ["MediaLane"]
 log = logging.getLogger("commentflow.media_lane")
 
 Warm = Callable[[Sequence[CommentInput]], None]
+
+#: Niceness of the lane's warm thread: it yields the CPU to the text model when both want it.
+WARM_NICE = 10
 
 
 class MediaLane:
@@ -81,7 +89,9 @@ class MediaLane:
         loop = asyncio.get_running_loop()
         self._dead = loop.create_future()
         if self._warm is not None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="media-warm")
+            self._executor = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="media-warm", initializer=_lower_priority
+            )
         self._tasks = [asyncio.ensure_future(self._work(i)) for i in range(self._concurrency)]
 
     @property
@@ -157,3 +167,13 @@ class MediaLane:
             prepared = dataclasses.replace(prepared, prepared_at=time.perf_counter())  # queue
         result = await processor.finish(prepared)
         await self._on_done(prepared, result)
+
+
+def _lower_priority() -> None:
+    """Nice the lane's thread (Linux: per thread) so that the CPU goes to text first: OCR and
+    speech recognition run on it (onnxruntime with one intra-op thread computes on its caller),
+    the text model on the inference thread at the normal priority."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WARM_NICE)
+    except (OSError, AttributeError):  # not Linux, or not allowed: same priority, still correct
+        log.debug("could not lower the media lane thread's priority")

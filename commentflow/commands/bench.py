@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--model-events", type=int, default=1024, help="comments per batch size (a)")
     a("--naive-events", type=int, default=300, help="events for the baseline (c)")
     a("--media-rate", type=float, default=5.0, help="offered comments/s of (d); 0 skips it")
-    a("--media-seconds", type=float, default=30.0, help="length of each phase of (d)")
+    a("--media-seconds", type=float, default=60.0, help="length of each phase of (d)")
     a("--batch-sizes", type=_sizes, default=(1, 8, 32, 64, 128), help="batch sizes for (a)")
     a("--out", default=None, help="output folder (default runs/bench-<time>)")
 
