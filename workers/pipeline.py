@@ -133,7 +133,8 @@ class StreamPipeline:
         self._observe_fetch(batch)
         self.tracker.track(sorted(batch, key=_position))
         for part in await self._plan(batch):
-            if part.alone:
+            alone = part.alone  # one message at a time after a crash: its media inline
+            if alone:
                 await self._drained()
                 part = await self._redis(
                     lambda m=part.messages[0]: self._guard.begin_alone(m),  # type: ignore[union-attr]
@@ -141,9 +142,8 @@ class StreamPipeline:
                 )
             self._unfinished.update((id(m), m) for m in part.messages)
             self._unfinished.update((id(m), m) for m, _ in part.poison)
-            hold = self._lane is not None and not part.alone
             prepared = await self._processor.prepare(
-                part.messages, poison=part.poison, hold_media=hold
+                part.messages, poison=part.poison, hold_media=self._lane is not None and not alone
             )
             await self._put(prepared)
             if prepared.held:

@@ -173,6 +173,26 @@ async def test_text_is_published_before_a_slow_media_comment_and_acks_wait_for_i
     assert h.redis.data == {}  # the crash guard forgot everything
 
 
+async def test_after_a_crash_messages_go_alone_with_their_media_inline_not_in_the_lane():
+    h = Lane()
+    batch = [message(0, event("m0", slow("d"))), message(1, event("t1"))]
+    h.redis.data[h.guard.key(batch[0])] = 1  # an earlier worker died with it in flight
+    await h.runner.start()
+    await h.pipeline.start()
+    try:
+        submitting = asyncio.ensure_future(h.pipeline.submit(batch))
+        await asyncio.wait_for(h.media.waiting.wait(), 10)
+        # m0 is processed alone: nothing behind it starts before it is finished (poison pinning)
+        assert h.predicted() == [] and not submitting.done()
+        h.media.release.set()
+        await asyncio.wait_for(submitting, 10)
+        await h.until(lambda: h.acks == [0, 1])
+        assert h.predicted() == ["m0", "t1"]
+    finally:
+        await h.pipeline.stop(5)
+        await h.runner.stop()
+
+
 async def test_an_unfinished_media_comment_at_stop_is_not_acked_nor_what_follows():
     h = Lane()
     await h.runner.start()
