@@ -66,7 +66,7 @@ log = logging.getLogger("commentflow.agent")
 
 
 def load_worker_classifier(settings: Settings) -> Classifier:
-    """The worker's classifier; a multimodal one with ``media_model_threads`` for OCR and ASR
+    """The worker's classifier; a multimodal one with ``model_media_threads`` for OCR and ASR
     (which run in the media lane, next to the text model: :mod:`workers.media_lane`)."""
     from model import load_classifier
     from model.format.directory import open_model_dir
@@ -74,7 +74,7 @@ def load_worker_classifier(settings: Settings) -> Classifier:
     _, _, kind = open_model_dir(settings.model_dir)
     if kind != "multimodal":
         return load_classifier(settings.model_dir, settings.device)
-    threads = settings.media_model_threads or max(1, (os.cpu_count() or 2) // 2)
+    threads = settings.model_media_threads or max(1, (os.cpu_count() or 2) // 2)
     return load_classifier(settings.model_dir, settings.device, threads=threads)
 
 
@@ -266,8 +266,8 @@ def install(app: faust.App, settings: Settings, classifier: Classifier | None = 
             resources.lag.processed(message.topic, message.partition, message.offset)
 
         lane = LaneConfig(
-            concurrency=settings.media_lane_concurrency if resources.media is not None else 0,
-            depth=settings.media_lane_depth,
+            concurrency=settings.lane_concurrency if resources.media is not None else 0,
+            depth=settings.lane_depth,
             max_pending=settings.max_pending_messages,
             warm=getattr(resources.runner.classifier, "warm_media", None),
         )

@@ -108,7 +108,7 @@ class Settings:
         "the model directory (text or multimodal; default: the shipped multimodal model)",
     )
     device: str = _setting("auto", "where the model runs: auto | cpu | cuda | cuda:N")
-    media_model_threads: int = _setting(
+    model_media_threads: int = _setting(
         0,
         "CPU threads of OCR and speech recognition (multimodal model; 0: half the cores, so "
         "that new media leave the text model a core)",
@@ -119,10 +119,10 @@ class Settings:
     max_event_bytes: int = _setting(
         256 * 1024, "larger message values are dead-lettered as too_large"
     )
-    media_lane_concurrency: int = _setting(
+    lane_concurrency: int = _setting(
         2, "media lane: batches of comments with media finishing at once (0: no lane)"
     )
-    media_lane_depth: int = _setting(8, "media lane: batches of comments with media waiting")
+    lane_depth: int = _setting(8, "media lane: batches of comments with media waiting")
     max_pending_messages: int = _setting(
         10_000, "messages taken and not acknowledged (done ones behind a slow one included)"
     )
@@ -284,8 +284,8 @@ class Settings:
             raise ValueError("batch_max must be at least 1")
         if self.batch_wait_s <= 0:
             raise ValueError("batch_wait_s must be positive")
-        if self.media_lane_concurrency < 0 or self.media_lane_depth < 1:
-            raise ValueError("media_lane_concurrency must be >= 0 and media_lane_depth >= 1")
+        if self.lane_concurrency < 0 or self.lane_depth < 1:
+            raise ValueError("lane_concurrency must be >= 0 and lane_depth >= 1")
         if self.max_pending_messages < self.batch_max:
             raise ValueError("max_pending_messages must be at least batch_max")
         if not self.redis_prefix:
