@@ -32,15 +32,13 @@ the stage is reported as stalled meanwhile (``/readyz``).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
-from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError
 
 from model.base import ClassOutput, CommentInput
 from schemas.errors import DeadLetterError, Poison, ProcessingFailed
@@ -57,6 +55,7 @@ from workers.messages import Inbound, Outbound
 from workers.metrics import PipelineMetrics
 from workers.model_guard import ModelGuard
 from workers.prediction import model_ref, prediction_document
+from workers.publish import Publisher, publish_all
 from workers.redact import redact_text
 from workers.retry import REDIS_RETRIABLE, Backoff, retry_forever
 from workers.tracing import MessageSpan, MessageTracer
@@ -72,22 +71,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("commentflow.processor")
-
-#: Publish errors that no retry can fix: this one message is refused by the broker for good.
-_PERMANENT_PUBLISH: tuple[type[BaseException], ...] = (
-    MessageSizeTooLargeError,
-    RecordTooLargeError,
-    TypeError,
-    ValueError,
-)
-
-
-class Publisher(Protocol):
-    """Where predictions and dead letters go (the Faust producer in production)."""
-
-    async def send(self, message: Outbound) -> Awaitable[object]:
-        """Queue ``message``; the returned awaitable resolves once the broker acknowledged it."""
-        ...
 
 
 @dataclass(slots=True)
@@ -596,51 +579,13 @@ class BatchProcessor:
         return orjson.dumps(doc), orjson.dumps(feed)
 
     async def _publish(self, messages: list[Outbound]) -> dict[int, BaseException]:
-        """Publish ``messages`` and wait for the broker; resend only the ones that failed.
-
-        Transient failures (timeouts, a broker away) are retried with backoff until they go
-        through; returns the messages refused for good (index -> error: too large, ...).
-        """
-        pending = list(range(len(messages)))
-        refused: dict[int, BaseException] = {}
-        attempt = 0
-        while pending:
-            futures: list[Awaitable[object]] = []
-            for i in pending:  # sequential sends keep the per-partition order
-                try:
-                    futures.append(await self._publisher.send(messages[i]))
-                except Exception as exc:  # noqa: BLE001 - judged below
-                    futures.append(_failed(exc))
-            results = await asyncio.gather(*futures, return_exceptions=True)
-            retry: list[int] = []
-            first: BaseException | None = None
-            for i, r in zip(pending, results, strict=True):
-                # a cancelled delivery (BaseException) is a failure too, never a success
-                if not isinstance(r, BaseException):
-                    continue
-                if isinstance(r, _PERMANENT_PUBLISH):
-                    refused[i] = r
-                else:
-                    retry.append(i)
-                    first = first or r
-            if not retry:
-                self.health.recover("publish")
-                return refused
-            attempt += 1
-            self.metrics.producer_errors.inc(len(retry))
-            self.health.stall("publish", type(first).__name__)
-            delay = self._backoff.delay(attempt)
-            log.warning(
-                "publish failed for %d of %d messages (%s), retry %d in %.2fs",
-                len(retry),
-                len(pending),
-                type(first).__name__,
-                attempt,
-                delay,
-            )
-            pending = retry
-            await asyncio.sleep(delay)
-        return refused
+        return await publish_all(
+            self._publisher,
+            messages,
+            backoff=self._backoff,
+            metrics=self.metrics,
+            health=self.health,
+        )
 
     async def redis_call(self, op, what: str):  # type: ignore[no-untyped-def]
         """Await ``op()``, retrying Redis trouble with backoff (the stage shows as stalled)."""
@@ -658,12 +603,6 @@ class BatchProcessor:
             on_retry=failed,
             on_success=lambda: self.health.recover("redis"),
         )
-
-
-def _failed(exc: Exception) -> asyncio.Future[object]:
-    future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-    future.set_exception(exc)
-    return future
 
 
 def _estimated_tokens(text: str) -> int:
