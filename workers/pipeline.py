@@ -41,6 +41,7 @@ import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 from workers.completion import CompletionTracker
 from workers.crash_guard import CrashGuard, Part
@@ -59,20 +60,14 @@ class _State(enum.Enum):
     STOPPED = "stopped"
 
 
+@dataclass(frozen=True, slots=True)
 class LaneConfig:
     """The media lane's bounds (``concurrency`` 0: no lane, media finish with their batch)."""
 
-    __slots__ = ("concurrency", "depth", "max_pending", "warm")
-
-    def __init__(
-        self,
-        concurrency: int = 2,
-        depth: int = 8,
-        max_pending: int = 10_000,
-        warm: Warm | None = None,
-    ) -> None:
-        self.concurrency, self.depth, self.max_pending = concurrency, depth, max_pending
-        self.warm = warm
+    concurrency: int = 2  # batches' media finishing at once
+    depth: int = 8  # batches' media waiting
+    max_pending: int = 10_000  # messages taken and not yet acknowledged
+    warm: Warm | None = None  # the classifier's warm_media, run on the lane's thread
 
 
 class StreamPipeline:
