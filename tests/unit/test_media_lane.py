@@ -284,3 +284,31 @@ def test_warm_media_fills_the_caches_so_predict_computes_no_media_again(tmp_path
     assert [o.label for o in got] == [o.label for o in expected]
     for a, b in zip(got, expected, strict=True):
         assert a.scores == pytest.approx(b.scores)
+
+
+@pytest.mark.parametrize(
+    ("committed", "acked", "unfinished"),
+    [
+        (None, [1, 2, 3], 0),  # a new group: nothing committed yet, offset 0 unfinished
+        (5, [6, 7], 5),  # the one unfinished offset is exactly the committed one
+    ],
+)
+def test_why_faust_must_see_acks_in_order(committed, acked, unfinished):
+    """faust-streaming's Consumer._new_offset, given out-of-order acks, commits past an
+    unfinished offset (so workers.completion hands it each partition's acks in order)."""
+    from collections import defaultdict
+    from types import SimpleNamespace
+
+    from faust.transport.consumer import Consumer
+    from faust.types import TP
+    from intervaltree import IntervalTree
+
+    tp = TP("comments", 0)
+    state = SimpleNamespace(  # the consumer's bookkeeping that _new_offset reads
+        _acked=defaultdict(list, {tp: list(acked)}),
+        _acked_index=defaultdict(set, {tp: set(acked)}),
+        _gap=defaultdict(IntervalTree),
+        _committed_offset=defaultdict(lambda: None, {tp: committed}),
+    )
+    new_offset = Consumer._new_offset(state, tp)  # type: ignore[arg-type]
+    assert new_offset is not None and new_offset > unfinished  # the unfinished one is lost
