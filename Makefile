@@ -77,7 +77,7 @@ lint: install ## ruff and the import contracts (layers point down only)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
-bench: install system-deps ## model-only, end-to-end and baseline throughput
+bench: install system-deps ## model-only, end-to-end and baseline throughput, media latency
 	$(BIN)/commentflow bench
 
 train: install ## train the text model into models/text (the fusion's text expert)

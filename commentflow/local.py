@@ -83,16 +83,20 @@ async def read_topic(
     on_message: Callable[[dict, float], None] | None = None,
     alive: Callable[[], bool] | None = None,
     security: KafkaSecurity = PLAINTEXT,
+    fetch_max_wait_ms: int = 500,
 ) -> list[dict]:
     """Read ``topic`` from the beginning (no group) until ``until(docs)`` or ``timeout_s``.
 
     ``alive``: stop early once it returns False (the worker that should write died).
     ``security``: TLS / SASL of the connection (``Settings.kafka_security``).
+    ``fetch_max_wait_ms``: the fetch long-poll; a latency measurement keeps it short (the
+    embedded broker does not always answer a fetch early: :mod:`streamer.consumer`).
     """
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        fetch_max_wait_ms=fetch_max_wait_ms,
         **security.client_kwargs(),
     )
     await consumer.start()

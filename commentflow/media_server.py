@@ -9,7 +9,11 @@ Routes (``{n}`` makes a URL, and for good media the content, unique)::
     /good/image/{n}.png     a small PNG with rendered text (new content for every n)
     /good/audio/{n}.wav     a short speech clip (espeak-ng, or a tone), new content for every n
     /same/{name}            one small PNG for every name (one content under many URLs)
-    /photo/{n}.jpg          a 640x480 JPEG of noise, new content for every n (the bench's photos)
+    /meme/{n}.png           a picture of a sentence rendered like ``build-data``'s
+                            (model.data.media.render_text_image): what OCR must read (the bench)
+    /voice/{n}.wav          a sentence spoken by espeak-ng like ``build-data``'s
+                            (model.data.media.synthesize_speech): what ASR must hear (the bench)
+    /photo/{n}.jpg          a 640x480 JPEG of noise, new content for every n
     /tone/{n}.wav           a 3 s tone at 22,050 Hz, new content for every n (the bench's audio)
     /wrong-type/{n}         HTML served as ``image/png``
     /truncated/{n}          the first half of a PNG
@@ -181,6 +185,8 @@ class MediaServer:
         r.add_get("/good/audio/{n}", self._good_audio)
         r.add_get("/same/{name}", self._fixed("same", "image/png", _small_png))
         r.add_get("/photo/{n}", self._photo)
+        r.add_get("/meme/{n}", self._meme)
+        r.add_get("/voice/{n}", self._voice)
         r.add_get("/tone/{n}", self._tone)
         r.add_get("/wrong-type/{n}", self._fixed("wrong_type", "image/png", lambda: b"<html>hi"))
         r.add_get("/truncated/{n}", self._fixed("truncated", "image/png", _truncated_png))
@@ -241,6 +247,26 @@ class MediaServer:
         n = _number(request)
         body = await asyncio.to_thread(_text_png, f"{_PHRASES[n % len(_PHRASES)]} #{n}", n)
         return web.Response(body=body, content_type="image/png")
+
+    async def prepare_realistic(self, images: int, voices: int) -> None:
+        """Render ``/meme/0..images-1`` and speak ``/voice/0..voices-1`` now (seconds each
+        for speech), so that serving them later costs no time."""
+        for n in range(images):
+            await self._body(f"meme/{n}", lambda n=n: _meme_png(n))
+        for n in range(voices):
+            await self._body(f"voice/{n}", lambda n=n: _voice_wav(n))
+
+    async def _meme(self, request: web.Request) -> web.Response:
+        self.hits["meme"] += 1
+        n = _number(request)
+        body = await self._body(f"meme/{n}", lambda: _meme_png(n))
+        return web.Response(body=body, content_type="image/png")
+
+    async def _voice(self, request: web.Request) -> web.Response:
+        self.hits["voice"] += 1
+        n = _number(request)
+        body = await self._body(f"voice/{n}", lambda: _voice_wav(n))
+        return web.Response(body=body, content_type="audio/wav")
 
     async def _photo(self, request: web.Request) -> web.Response:
         self.hits["photo"] += 1
@@ -340,6 +366,31 @@ def _text_png(text: str, seed: int) -> bytes:
     buf = io.BytesIO()
     img.save(buf, "PNG")
     return buf.getvalue()
+
+
+def _sentence(n: int) -> str:
+    return f"{_PHRASES[n % len(_PHRASES)]}, number {n}"
+
+
+def _meme_png(n: int) -> bytes:
+    import random
+
+    from model.data.media import render_text_image
+
+    buf = io.BytesIO()
+    render_text_image(_sentence(n), random.Random(n)).convert("RGB").save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _voice_wav(n: int) -> bytes:
+    import random
+
+    from model.data.media import synthesize_speech
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "voice.wav"
+        synthesize_speech(_sentence(n), path, random.Random(n))
+        return path.read_bytes()
 
 
 def _small_png() -> bytes:

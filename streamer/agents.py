@@ -2,8 +2,11 @@
 
 Acknowledgement: ``noack_take`` hands over events without acknowledging them; the pipeline
 (:mod:`workers.pipeline`) acks each event only after its prediction or dead letter was
-acknowledged by the broker and Redis was written. Faust commits the acked offsets (contiguous
-per partition) every ``commit_interval_s``. A ``kill -9`` therefore redelivers at most the
+acknowledged by the broker and Redis was written, and, since comments with media finish in
+their own lane (:mod:`workers.media_lane`), only once every older message of its partition is
+done too (:mod:`workers.completion`: Faust sees each partition's acks in offset order, the only
+order its commit logic handles safely). Faust commits the acked offsets every
+``commit_interval_s``. A ``kill -9`` therefore redelivers at most the
 uncommitted tail, which the idempotent Redis scripts absorb, and the crash guard
 (:mod:`workers.crash_guard`) sets aside a message the workers keep dying on.
 
@@ -30,7 +33,6 @@ import faust
 import redis.asyncio as aioredis
 from mode import CrashingSupervisor
 
-from model import load_classifier
 from model.base import LABELS, Classifier
 from model.errors import ModelError, ModelFormatError
 from model.media.decode import DecodeConfig
@@ -49,11 +51,11 @@ from workers.media import build_media_service
 from workers.messages import Inbound, Outbound
 from workers.metrics import LagTracker, PipelineMetrics
 from workers.model_guard import ModelFailed
-from workers.pipeline import StreamPipeline
+from workers.pipeline import LaneConfig, StreamPipeline
 from workers.processor import BatchProcessor, BatchResult
 from workers.retry import REDIS_RETRIABLE
 
-__all__ = ["EXIT_CRASHED", "EXIT_MODEL_FAILED", "install"]
+__all__ = ["EXIT_CRASHED", "EXIT_MODEL_FAILED", "install", "load_worker_classifier"]
 
 PRUNE_INTERVAL_S = 60.0
 PRUNE_LIMIT = 1000
@@ -64,6 +66,19 @@ EXIT_MODEL_FAILED = 69
 EXIT_CRASHED = 1
 
 log = logging.getLogger("commentflow.agent")
+
+
+def load_worker_classifier(settings: Settings) -> Classifier:
+    """The worker's classifier; a multimodal one with ``model_media_threads`` for OCR and ASR
+    (which run in the media lane, next to the text model: :mod:`workers.media_lane`)."""
+    from model import load_classifier
+    from model.format.directory import open_model_dir
+
+    _, _, kind = open_model_dir(settings.model_dir)
+    if kind != "multimodal":
+        return load_classifier(settings.model_dir, settings.device)
+    threads = settings.model_media_threads or max(1, (os.cpu_count() or 2) // 2)
+    return load_classifier(settings.model_dir, settings.device, threads=threads)
 
 
 class FaustPublisher:
@@ -104,7 +119,7 @@ class Resources:
         self.runner = InferenceRunner(
             (lambda: classifier)
             if classifier is not None
-            else (lambda: load_classifier(settings.model_dir, settings.device)),
+            else (lambda: load_worker_classifier(settings)),
             deadline_s=settings.predict_deadline_s,
         )
         self.redis = aioredis.Redis.from_url(
@@ -280,8 +295,18 @@ def install(app: faust.App, settings: Settings, classifier: Classifier | None = 
             await stream.ack(message.handle)
             resources.lag.processed(message.topic, message.partition, message.offset)
 
+        lane = LaneConfig(
+            concurrency=settings.lane_concurrency if resources.media is not None else 0,
+            depth=settings.lane_depth,
+            max_pending=settings.max_pending_messages,
+            warm=getattr(resources.runner.classifier, "warm_media", None),
+        )
         pipeline = StreamPipeline(
-            resources.processor, ack, guard=resources.guard, on_result=resources.record
+            resources.processor,
+            ack,
+            guard=resources.guard,
+            on_result=resources.record,
+            lane=lane,
         )
         await pipeline.start()
         try:

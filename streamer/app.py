@@ -50,6 +50,7 @@ def broker_credentials(security: KafkaSecurity) -> CredentialsT | None:
 
 def create_app(settings: Settings, classifier: Classifier | None = None) -> faust.App:
     """A Faust app with the pipeline's agent installed (``classifier``: already loaded, or lazy)."""
+    from streamer import consumer as fetch_wait
     from streamer.agents import install
     from streamer.web import install_web
 
@@ -76,6 +77,7 @@ def create_app(settings: Settings, classifier: Classifier | None = None) -> faus
         web_port=settings.web_port,
         stream_wait_empty=True,
     )
+    fetch_wait.install(app, settings.consumer_fetch_max_wait_s)
     resources = install(app, settings, classifier)
     if settings.web_enabled:
         install_web(app, resources)
@@ -95,10 +97,10 @@ def run_worker(settings: Settings) -> int:
     from workers import memory
 
     memory.tune()  # before torch and the model's threads allocate: see workers.memory
-    from model import load_classifier
+    from streamer.agents import load_worker_classifier
 
     try:
-        classifier = load_classifier(settings.model_dir, settings.device)
+        classifier = load_worker_classifier(settings)
     except (ModelError, OSError) as exc:
         print(
             f"commentflow worker: cannot load the model in {settings.model_dir}: {exc}",

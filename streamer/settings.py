@@ -108,11 +108,23 @@ class Settings:
         "the model directory (text or multimodal; default: the shipped multimodal model)",
     )
     device: str = _setting("auto", "where the model runs: auto | cpu | cuda | cuda:N")
+    model_media_threads: int = _setting(
+        0,
+        "CPU threads of OCR and speech recognition (multimodal model; 0: half the cores, so "
+        "that new media leave the text model a core)",
+    )
     # -- batching and limits
     batch_max: int = _setting(64, "most events in one micro-batch")
     batch_wait_s: float = _setting(0.05, "longest wait to fill a micro-batch")
     max_event_bytes: int = _setting(
         256 * 1024, "larger message values are dead-lettered as too_large"
+    )
+    lane_concurrency: int = _setting(
+        2, "media lane: batches of comments with media finishing at once (0: no lane)"
+    )
+    lane_depth: int = _setting(8, "media lane: batches of comments with media waiting")
+    max_pending_messages: int = _setting(
+        10_000, "messages taken and not acknowledged (done ones behind a slow one included)"
     )
     max_dead_letter_payload_bytes: int = _setting(
         64 * 1024, "dead letters keep at most this much payload"
@@ -194,6 +206,9 @@ class Settings:
         "where a new consumer group starts: earliest (the topic's retention) | latest (new only)",
     )
     max_poll_records: int = _setting(2000, "most records one consumer poll returns")
+    consumer_fetch_max_wait_s: float = _setting(
+        0.02, "longest fetch long-poll (a broker that does not answer early delays by up to this)"
+    )
     web_port: int = _setting(6066, "port of the worker's web server: /metrics, /livez, /readyz")
     lag_interval_s: float = _setting(2.0, "how often the consumer lag gauge is refreshed")
     web_enabled: bool = _setting(True, "serve /metrics, /livez and /readyz")
@@ -269,6 +284,10 @@ class Settings:
             raise ValueError("batch_max must be at least 1")
         if self.batch_wait_s <= 0:
             raise ValueError("batch_wait_s must be positive")
+        if self.lane_concurrency < 0 or self.lane_depth < 1:
+            raise ValueError("lane_concurrency must be >= 0 and lane_depth >= 1")
+        if self.max_pending_messages < self.batch_max:
+            raise ValueError("max_pending_messages must be at least batch_max")
         if not self.redis_prefix:
             raise ValueError("redis_prefix must not be empty")
         if self.log_format not in ("text", "json"):

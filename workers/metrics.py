@@ -27,7 +27,21 @@ from prometheus_client import (
     generate_latest,
 )
 
-__all__ = ["CONTENT_TYPE_LATEST", "LagTracker", "PipelineMetrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "STAGES", "LagTracker", "PipelineMetrics"]
+
+#: The stages of ``commentflow_stage_seconds``, in the order a comment passes them.
+STAGES = (
+    "fetch",
+    "prepare",
+    "media",
+    "media_features",
+    "queue",
+    "model",
+    "emit_wait",
+    "publish",
+    "redis",
+    "ack_wait",
+)
 
 _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _LATENCY = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
@@ -121,6 +135,20 @@ class PipelineMetrics:
             registry=r,
             buckets=_LATENCY,
         )
+        self.stage = Histogram(
+            "stage_seconds",
+            "Where a comment's time goes, per stage: fetch (broker timestamp to taken off the "
+            "stream: producer, broker, fetch long-poll, batch assembly), prepare (validate, "
+            "dedup lookup, media of the text lane), queue (waiting for the finisher), model, "
+            "publish (until the broker's acks), redis, ack_wait (done, waiting behind an "
+            "unfinished offset before its acknowledgement), media (the media lane: fetch and "
+            "decode), media_features (OCR, speech recognition, image encoder, off the inference "
+            "thread); observed once per batch, except fetch and ack_wait (per message)",
+            ["stage"],
+            namespace=ns,
+            registry=r,
+            buckets=_SECONDS,
+        )
         self.media_items = Counter(
             "media_items", "Media items resolved, by type", ["type"], namespace=ns, registry=r
         )
@@ -201,6 +229,8 @@ class PipelineMetrics:
             self.model_failures.labels(kind)
         for stage in ("model", "redis", "publish"):
             self.stalled.labels(stage)
+        for stage in STAGES:
+            self.stage.labels(stage)
 
     def prime(self, labels: Iterable[str], codes: Iterable[str]) -> None:
         """Create the series of every label and dead-letter code at 0."""

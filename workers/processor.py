@@ -32,15 +32,13 @@ the stage is reported as stalled meanwhile (``/readyz``).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
-from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError
 
 from model.base import ClassOutput, CommentInput
 from schemas.errors import DeadLetterError, Poison, ProcessingFailed
@@ -57,30 +55,22 @@ from workers.messages import Inbound, Outbound
 from workers.metrics import PipelineMetrics
 from workers.model_guard import ModelGuard
 from workers.prediction import model_ref, prediction_document
+from workers.publish import Publisher, publish_all
 from workers.redact import redact_text
 from workers.retry import REDIS_RETRIABLE, Backoff, retry_forever
 from workers.tracing import MessageSpan, MessageTracer
 from workers.validation import metadata_of, parse_event
 
-__all__ = ["REDIS_RETRIABLE", "BatchProcessor", "BatchResult", "Prepared", "Publisher"]
+__all__ = [
+    "REDIS_RETRIABLE",
+    "BatchProcessor",
+    "BatchResult",
+    "Classified",
+    "Prepared",
+    "Publisher",
+]
 
 log = logging.getLogger("commentflow.processor")
-
-#: Publish errors that no retry can fix: this one message is refused by the broker for good.
-_PERMANENT_PUBLISH: tuple[type[BaseException], ...] = (
-    MessageSizeTooLargeError,
-    RecordTooLargeError,
-    TypeError,
-    ValueError,
-)
-
-
-class Publisher(Protocol):
-    """Where predictions and dead letters go (the Faust producer in production)."""
-
-    async def send(self, message: Outbound) -> Awaitable[object]:
-        """Queue ``message``; the returned awaitable resolves once the broker acknowledged it."""
-        ...
 
 
 @dataclass(slots=True)
@@ -118,6 +108,18 @@ class Prepared:
     prepared_at: float = 0.0  # perf_counter() at the end of stage 1 (queue wait starts)
     skipped_dead_letters: int = 0  # bad inputs already dead-lettered (a redelivery)
     started_ns: int | None = None  # time.time_ns() at the start of stage 1 (trace spans)
+    held: tuple[_Valid, ...] = ()  # comments with media, left to the media lane (prepare_held)
+
+
+@dataclass(frozen=True, slots=True)
+class Classified:
+    """A batch after the model: what :meth:`BatchProcessor.emit` publishes and aggregates."""
+
+    prepared: Prepared
+    outputs: list[tuple[_Valid, ClassOutput]]
+    failed: list[tuple[Inbound, DeadLetterError]]  # comments the model failed on alone
+    inference_s: float
+    at: float  # perf_counter() when the model was done (emit wait starts)
 
 
 class BatchProcessor:
@@ -165,12 +167,19 @@ class BatchProcessor:
         return await self.finish(await self.prepare(batch))
 
     async def prepare(
-        self, batch: Sequence[Inbound], *, poison: Sequence[tuple[Inbound, int]] = ()
+        self,
+        batch: Sequence[Inbound],
+        *,
+        poison: Sequence[tuple[Inbound, int]] = (),
+        hold_media: bool = False,
     ) -> Prepared:
         """Stage 1, no side effects: validate, skip what is done, fetch and decode media.
 
         ``poison``: messages the crash guard set aside (with how often the worker died on
         them): they are dead-lettered as ``poison`` without being looked at.
+        ``hold_media``: comments with media are not resolved here but returned in ``held``
+        (without their messages in ``messages``), for :meth:`prepare_held` in the media lane
+        (:mod:`workers.media_lane`).
         The agent runs it for the next batch while :meth:`finish` runs for the current one.
         """
         started = time.perf_counter()
@@ -197,13 +206,21 @@ class BatchProcessor:
         todo = _first_unseen(valid, done_comments, self._in_flight)
         n_bad = len(bad)
         bad = [b for b, done in zip(bad, done_bad, strict=True) if not done]
+        held: tuple[_Valid, ...] = ()
+        if hold_media:
+            held = tuple(v for v in todo if v.event.media)
+            todo = [v for v in todo if not v.event.media]
+            self._in_flight.update(_key(v) for v in held)
         todo, inputs, media_errors, media_bad = await self._resolve_media(todo)
         bad += media_bad
         self._in_flight.update(_key(v) for v in todo)
+        self.metrics.stage.labels("prepare").observe(time.perf_counter() - started)
+        held_ids = {id(v.message) for v in held}
+        messages = [m for m in (*batch, *(m for m, _ in poison)) if id(m) not in held_ids]
         return Prepared(
             # acknowledged in this order: offsets ascending within each partition
-            messages=tuple(sorted((*batch, *(m for m, _ in poison)), key=_position)),
-            received=len(batch) + len(poison),
+            messages=tuple(sorted(messages, key=_position)),
+            received=len(messages),
             todo=todo,
             inputs=inputs,
             media_errors=media_errors,
@@ -213,6 +230,27 @@ class BatchProcessor:
             prepared_at=time.perf_counter(),
             skipped_dead_letters=n_bad - len(bad),
             started_ns=started_ns,
+            held=held,
+        )
+
+    async def prepare_held(self, held: Sequence[_Valid]) -> Prepared:
+        """Stage 1 of comments :meth:`prepare` held back for their media: fetch and decode."""
+        started, started_ns = time.perf_counter(), time.time_ns()
+        todo, inputs, media_errors, bad = await self._resolve_media(list(held))
+        kept = {id(v) for v in todo}  # the others failed and were dead-lettered: not in flight
+        self._in_flight.difference_update(_key(v) for v in held if id(v) not in kept)
+        self.metrics.stage.labels("media").observe(time.perf_counter() - started)
+        return Prepared(
+            messages=tuple(sorted((v.message for v in held), key=_position)),
+            received=len(held),
+            todo=todo,
+            inputs=inputs,
+            media_errors=media_errors,
+            bad=bad,
+            skipped_duplicates=0,
+            started=started,
+            prepared_at=time.perf_counter(),
+            started_ns=started_ns,
         )
 
     async def finish(self, prepared: Prepared) -> BatchResult:
@@ -221,37 +259,51 @@ class BatchProcessor:
         Raises only for the infrastructure: :class:`~workers.model_guard.ModelFailed` (the
         worker must exit) or cancellation; nothing of the batch may be acknowledged then.
         """
-        try:
-            return await self._finish(prepared)
-        finally:
-            self._in_flight.difference_update(_key(v) for v in prepared.todo)
+        return await self.emit(await self.classify(prepared))
 
-    async def _finish(self, prepared: Prepared) -> BatchResult:
+    async def classify(self, prepared: Prepared) -> Classified:
+        """The model half of :meth:`finish` (the pipeline runs :meth:`emit` of the previous
+        batch meanwhile, so the model is not idle while the broker and Redis answer)."""
+        try:
+            t0 = time.perf_counter()
+            m = self.metrics
+            if prepared.prepared_at:
+                m.queue_wait.observe(max(0.0, t0 - prepared.prepared_at))
+                m.stage.labels("queue").observe(max(0.0, t0 - prepared.prepared_at))
+            outputs, failed = await self._classify(prepared.todo, prepared.inputs)
+            inference_s = time.perf_counter() - t0
+            if prepared.todo:
+                m.inference.observe(inference_s)
+                m.stage.labels("model").observe(inference_s)
+                m.batch_tokens.observe(sum(_estimated_tokens(i.text) for i in prepared.inputs))
+                m.batch_pixels.observe(
+                    sum(img.shape[0] * img.shape[1] for i in prepared.inputs for img in i.images)
+                )
+        except BaseException:
+            self._in_flight.difference_update(_key(v) for v in prepared.todo)
+            raise
+        return Classified(prepared, outputs, failed, inference_s, time.perf_counter())
+
+    async def emit(self, classified: Classified) -> BatchResult:
+        """The output half of :meth:`finish`: publish (broker acks awaited), write Redis."""
+        prepared = classified.prepared
         spans: list[MessageSpan] = []
         try:
-            return await self._finish_traced(prepared, spans)
+            return await self._emit_traced(classified, spans)
         finally:
+            self._in_flight.difference_update(_key(v) for v in prepared.todo)
             for span in spans:  # a batch given up (cancelled, Redis retried until shutdown)
                 span.end("abandoned")
 
-    async def _finish_traced(self, prepared: Prepared, spans: list[MessageSpan]) -> BatchResult:
+    async def _emit_traced(self, classified: Classified, spans: list[MessageSpan]) -> BatchResult:
+        prepared, outputs = classified.prepared, classified.outputs
         result = BatchResult(
             received=prepared.received, skipped_duplicates=prepared.skipped_duplicates
         )
-        bad = list(prepared.bad)
-        t0 = time.perf_counter()
+        result.inference_s = classified.inference_s
         m = self.metrics
-        if prepared.prepared_at:
-            m.queue_wait.observe(max(0.0, t0 - prepared.prepared_at))
-        outputs, failed = await self._classify(prepared.todo, prepared.inputs)
-        result.inference_s = time.perf_counter() - t0
-        if prepared.todo:
-            m.inference.observe(result.inference_s)
-            m.batch_tokens.observe(sum(_estimated_tokens(i.text) for i in prepared.inputs))
-            m.batch_pixels.observe(
-                sum(img.shape[0] * img.shape[1] for i in prepared.inputs for img in i.images)
-            )
-        bad += failed
+        m.stage.labels("emit_wait").observe(max(0.0, time.perf_counter() - classified.at))
+        bad = list(prepared.bad) + classified.failed
         processed_at = utc_now_iso()
 
         # Each message's output is built on its own: one that cannot be built is dead-lettered.
@@ -277,6 +329,7 @@ class BatchProcessor:
         prediction_spans = spans[:]
 
         # Publish; a prediction the broker refuses for good becomes its input's dead letter.
+        t_publish = time.perf_counter()
         refused = await self._publish([o for _, _, o, _ in predicted])
         if refused:
             for i in sorted(refused):
@@ -286,6 +339,8 @@ class BatchProcessor:
         dead = await self._publish_dead_letters(bad, prepared.started_ns, spans)
         for code in (d.code for d in dead):
             result.dead_lettered[code] = result.dead_lettered.get(code, 0) + 1
+        t_redis = time.perf_counter()
+        m.stage.labels("publish").observe(t_redis - t_publish)
 
         now_ms = int(time.time() * 1000)
         for item, *_ in predicted:
@@ -300,6 +355,7 @@ class BatchProcessor:
         await self.redis_call(
             lambda: self._store.apply(records, dead, now_ms=now_ms), "redis update"
         )
+        m.stage.labels("redis").observe(time.perf_counter() - t_redis)
         result.predicted = len(records)
         for item, out, _, _ in predicted:
             result.labels[out.label] = result.labels.get(out.label, 0) + 1
@@ -523,51 +579,13 @@ class BatchProcessor:
         return orjson.dumps(doc), orjson.dumps(feed)
 
     async def _publish(self, messages: list[Outbound]) -> dict[int, BaseException]:
-        """Publish ``messages`` and wait for the broker; resend only the ones that failed.
-
-        Transient failures (timeouts, a broker away) are retried with backoff until they go
-        through; returns the messages refused for good (index -> error: too large, ...).
-        """
-        pending = list(range(len(messages)))
-        refused: dict[int, BaseException] = {}
-        attempt = 0
-        while pending:
-            futures: list[Awaitable[object]] = []
-            for i in pending:  # sequential sends keep the per-partition order
-                try:
-                    futures.append(await self._publisher.send(messages[i]))
-                except Exception as exc:  # noqa: BLE001 - judged below
-                    futures.append(_failed(exc))
-            results = await asyncio.gather(*futures, return_exceptions=True)
-            retry: list[int] = []
-            first: BaseException | None = None
-            for i, r in zip(pending, results, strict=True):
-                # a cancelled delivery (BaseException) is a failure too, never a success
-                if not isinstance(r, BaseException):
-                    continue
-                if isinstance(r, _PERMANENT_PUBLISH):
-                    refused[i] = r
-                else:
-                    retry.append(i)
-                    first = first or r
-            if not retry:
-                self.health.recover("publish")
-                return refused
-            attempt += 1
-            self.metrics.producer_errors.inc(len(retry))
-            self.health.stall("publish", type(first).__name__)
-            delay = self._backoff.delay(attempt)
-            log.warning(
-                "publish failed for %d of %d messages (%s), retry %d in %.2fs",
-                len(retry),
-                len(pending),
-                type(first).__name__,
-                attempt,
-                delay,
-            )
-            pending = retry
-            await asyncio.sleep(delay)
-        return refused
+        return await publish_all(
+            self._publisher,
+            messages,
+            backoff=self._backoff,
+            metrics=self.metrics,
+            health=self.health,
+        )
 
     async def redis_call(self, op, what: str):  # type: ignore[no-untyped-def]
         """Await ``op()``, retrying Redis trouble with backoff (the stage shows as stalled)."""
@@ -585,12 +603,6 @@ class BatchProcessor:
             on_retry=failed,
             on_success=lambda: self.health.recover("redis"),
         )
-
-
-def _failed(exc: Exception) -> asyncio.Future[object]:
-    future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-    future.set_exception(exc)
-    return future
 
 
 def _estimated_tokens(text: str) -> int:

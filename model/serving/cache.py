@@ -3,13 +3,17 @@
 :class:`ContentCache` keys results by the sha256 of the item's content;
 :class:`CachedComponent` puts one in front of any media component, with a
 :class:`~model.serving.shared_cache.SharedFeatureCache` (Redis, across workers) as an optional
-second level. One thread owns them (not thread-safe).
+second level. A :class:`ContentCache` is not thread-safe; a :class:`CachedComponent` is: one
+lock per component serialises its calls (cache and computation), so the worker's media lane can
+fill the caches on its own thread while the inference thread reads them
+(:meth:`~model.serving.multimodal.MultimodalClassifier.warm_media`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -87,6 +91,7 @@ class CachedComponent:
 
     def __init__(self, role: str, inner: Any, maxsize: int) -> None:
         self.role, self.inner, self.cache = role, inner, ContentCache(maxsize)
+        self._lock = threading.Lock()  # the inner component is not thread-safe either
         self.identity = str(inner.identity)
         self.dim = int(inner.dim) if role == "image" else None
         call = getattr(inner, METHODS[role])
@@ -96,7 +101,8 @@ class CachedComponent:
         setattr(self, METHODS[role], lambda items: self._map(items, compute))
 
     def _map(self, items: Sequence[np.ndarray], compute: Callable[[list[Any]], list[Any]]) -> Any:
-        rows = self.cache.map(items, compute)
+        with self._lock:
+            rows = self.cache.map(items, compute)
         if self.role != "image":
             return rows
         return np.stack(rows) if rows else np.zeros((0, self.dim), np.float32)

@@ -2,7 +2,7 @@
 
 The directory format (v2) is :mod:`model.format.multimodal`; the encoders come from
 :mod:`model.encoders.registry`. Blocking and not thread-safe: one dedicated inference thread owns
-a classifier.
+a classifier; :meth:`MultimodalClassifier.warm_media` may run on a second one.
 """
 
 from __future__ import annotations
@@ -114,6 +114,24 @@ class MultimodalClassifier:
                 cache.shared = SharedFeatureCache(
                     client, prefix=prefix, namespace=f"{name}:{part.identity}", ttl_s=ttl_s
                 )
+
+    def warm_media(self, batch: Sequence[CommentInput]) -> None:
+        """Compute and cache what the batch's media cost: image embeddings, OCR text and
+        transcripts, so that :meth:`predict` on the same comments only reads the caches.
+
+        Blocking (seconds for new media on a CPU). Safe to call on another thread while one
+        thread runs :meth:`predict` (the cached components lock; the text encoder and the
+        fusion model are not touched): the worker runs it in its media lane so that new media
+        never hold a batch of text comments on the inference thread.
+        """
+        images = [im for c in batch for im in c.images]
+        clips = [a for c in batch for a in c.audio]
+        ex = self.extractor
+        if images:
+            ex.image_encoder.encode(images)
+            ex.ocr.read(images)
+        if clips:
+            ex.asr.transcribe(clips)
 
     def predict(self, batch: Sequence[CommentInput]) -> list[ClassOutput]:
         """One :class:`ClassOutput` per comment, in order. Blocking."""

@@ -26,7 +26,7 @@ from workers.crash_guard import CrashGuard
 from workers.inference import InferenceRunner
 from workers.media import ResolvedMedia
 from workers.messages import Inbound
-from workers.pipeline import StreamPipeline
+from workers.pipeline import LaneConfig, StreamPipeline
 from workers.processor import BatchProcessor
 
 TOPIC = "comments"
@@ -45,7 +45,14 @@ def event(cid: str, text: str = "fine", user: str = "u1", **extra: Any) -> bytes
 class Harness:
     """A pipeline on fakes; ``acks`` in order; ``published_before_ack`` checked at each ack."""
 
-    def __init__(self, *, poison_after: int = 3, refuse_over: int | None = None, media=None):
+    def __init__(
+        self,
+        *,
+        poison_after: int = 3,
+        refuse_over: int | None = None,
+        media=None,
+        lane: LaneConfig | None = None,
+    ):
         self.redis = FakeRedis()
         self.guard = CrashGuard(self.redis, prefix="t:", app_id="a", poison_after=poison_after)
         self.publisher = RefusingPublisher(refuse_over)
@@ -55,7 +62,8 @@ class Harness:
         self.processor = BatchProcessor(s, self.runner, self.publisher, self.store, media)
         self.acks: list[int] = []
         self.ack_errors: list[str] = []
-        self.pipeline = StreamPipeline(self.processor, self.ack, guard=self.guard)
+        self.lane = lane
+        self.pipeline = StreamPipeline(self.processor, self.ack, guard=self.guard, lane=lane)
 
     async def ack(self, m: Inbound) -> None:
         self.acks.append(m.offset)
@@ -258,13 +266,16 @@ _VALUES = st.one_of(
     sizes=st.lists(st.integers(1, 8), min_size=1, max_size=8),
     crashed=st.dictionaries(st.integers(0, 23), st.integers(1, 5), max_size=4),
     refuse_over=st.sampled_from([None, 6_000]),
+    lane=st.sampled_from([0, 1, 3]),
 )
-def test_every_hostile_message_has_exactly_one_outcome(values, sizes, crashed, refuse_over):
-    asyncio.run(_check_property(values, sizes, crashed, refuse_over))
+def test_every_hostile_message_has_exactly_one_outcome(values, sizes, crashed, refuse_over, lane):
+    asyncio.run(_check_property(values, sizes, crashed, refuse_over, lane))
 
 
-async def _check_property(values, sizes, crashed, refuse_over) -> None:
-    h = Harness(poison_after=3, refuse_over=refuse_over)
+async def _check_property(values, sizes, crashed, refuse_over, lane) -> None:
+    # lane > 0: comments with media finish in the media lane, out of order; acks stay in order
+    lanes = LaneConfig(concurrency=lane, depth=2, max_pending=16)
+    h = Harness(poison_after=3, refuse_over=refuse_over, lane=lanes)
     msgs = [message(i, v) for i, v in enumerate(values)]
     for offset, count in crashed.items():
         if offset < len(msgs):
@@ -278,7 +289,7 @@ async def _check_property(values, sizes, crashed, refuse_over) -> None:
             {(p["user_id"], p["comment_id"]) for p in h.predictions()},
         )
 
-    h.pipeline = StreamPipeline(h.processor, ack, guard=h.guard)
+    h.pipeline = StreamPipeline(h.processor, ack, guard=h.guard, lane=lanes)
     batches, i = [], 0
     while i < len(msgs):
         n = sizes[len(batches) % len(sizes)]
@@ -298,14 +309,22 @@ async def _check_property(values, sizes, crashed, refuse_over) -> None:
     assert len(dead_offsets) == len(set(dead_offsets)), "two dead letters for one message"
     pred_keys = [(p["user_id"], p["comment_id"]) for p in preds]
     assert len(pred_keys) == len(set(pred_keys)), "two predictions for one comment"
-    # every message not dead-lettered was predicted (itself, or an earlier copy of it)
+    # every message not dead-lettered was predicted (itself, or an earlier copy of it) ...
     expected_keys = set()
     for m in msgs:
         if m.offset in dead_offsets:
             continue
         doc = json.loads(m.value)
         expected_keys.add((doc["user_id"], doc["comment_id"]))
-    assert set(pred_keys) == expected_keys
+    # ... except a copy skipped because its original was still in flight, when the original then
+    # failed in the model or could not be built or published (a known gap, on main too: README
+    # "How the worker processes a batch", step 4); the property draws it often ("POISON" texts)
+    failed_alone = {
+        _key_of(msgs[d["source"]["offset"]])
+        for d in dead
+        if any(x.get("stage") in ("model", "build", "publish") for x in d["error"]["details"])
+    }
+    assert expected_keys - failed_alone <= set(pred_keys) <= expected_keys
     # a message that an earlier worker died on poison_after times is poison, nothing else
     for offset, count in crashed.items():
         if offset < len(msgs) and count >= 3:
@@ -316,10 +335,14 @@ async def _check_property(values, sizes, crashed, refuse_over) -> None:
         dead_then, predicted_then = published_at_ack[m.offset]
         if m.offset in dead_offsets:
             assert m.offset in dead_then
-        else:
-            doc = json.loads(m.value)
-            assert (doc["user_id"], doc["comment_id"]) in predicted_then
+        elif _key_of(m) not in failed_alone:
+            assert _key_of(m) in predicted_then
     # the crash guard forgets everything that finished
     assert h.redis.data == {}
     # and Redis saw each outcome once
     assert len(h.store.applied) == len(preds) and len(h.store.dlq_seen) == len(dead)
+
+
+def _key_of(m: Inbound) -> tuple[Any, Any]:
+    doc = json.loads(m.value)
+    return doc["user_id"], doc["comment_id"]

@@ -31,3 +31,10 @@ def test_the_producer_is_not_idempotent_so_no_idempotent_write_acl() -> None:
     assert app.conf.processing_guarantee.value == "at_least_once"  # no transactions
     kwargs = {**app.producer._settings_default(), **app.producer._settings_extra()}
     assert not kwargs.get("enable_idempotence") and kwargs["acks"] == -1
+
+
+async def test_the_worker_consumer_long_polls_at_most_consumer_fetch_max_wait_s() -> None:
+    # faust hard-codes fetch_max_wait_ms=1500; streamer.consumer replaces it (what tansu needs)
+    app = create_app(Settings(web_enabled=False, consumer_fetch_max_wait_s=0.03))
+    consumer = app.consumer._thread._create_worker_consumer(app.transport)
+    assert consumer._fetch_max_wait_ms == 30  # what aiokafka hands its Fetcher in start()
