@@ -225,11 +225,13 @@ def test_the_model_directory_carries_its_preprocess_section(model_dir: Path) -> 
     assert decode_config_for(model_dir) == DecodeConfig()
 
 
-def test_a_directory_without_the_section_gets_todays_defaults() -> None:
+def test_a_directory_without_the_section_gets_todays_defaults(tmp_path: Path) -> None:
     committed = Path(__file__).parents[2] / "models" / "multimodal"
     cfg = json.loads((committed / "config.json").read_text())
-    assert "preprocess" not in cfg
-    assert decode_config_for(committed) == DecodeConfig()
+    assert cfg["preprocess"] == DecodeConfig().preprocess()  # the shipped model carries it
+    old = {k: v for k, v in cfg.items() if k != "preprocess"}  # a model from before it
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    assert decode_config_for(tmp_path) == DecodeConfig()
     assert read_preprocess({}) == DecodeConfig()
 
 
