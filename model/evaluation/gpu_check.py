@@ -226,9 +226,13 @@ def model_throughput(
     n_text = max(options.text_items, tb)
     rates = {"text": measure(clf, [CommentInput(t) for t in take(n_text)], tb)}
     if set(getattr(clf, "modalities", ("text",))) >= {"image", "audio"} and options.media_items:
+        from model.data.media import eligible
+
         mb = options.media_batch
         n_media = max(options.media_items, mb)
-        media = media_comments(take(mb + n_media, start=7), options.seed + 1, progress=progress)
+        speakable = [t for t in pool if eligible(t)] or pool
+        texts_m = [speakable[(7 + i) % len(speakable)] for i in range(mb + n_media)]
+        media = media_comments(texts_m, options.seed + 1, progress=progress)
         clf.predict(media[:mb])  # warm-up: the same code paths, other content
         rates["media_new"] = measure(clf, media[mb:], mb)
         rates["media_cached"] = measure(clf, media[mb:], mb)  # the same content again
@@ -257,13 +261,14 @@ def run_check(
     parity = label_parity(
         reference, target, comments, batch_size=options.batch_size, progress=progress
     )
+    reference_device = reference.device
     del reference  # its caches: the throughput below runs on the target alone
     rates = model_throughput(target, english, options, progress=progress)
     return {
         "model": {"dir": str(model_dir), "name": target.name, "version": target.version},
-        "reference_device": options.reference_device,
+        "reference_device": reference_device,
         "target_device": target.device,
-        "same_device": options.reference_device == target.device,
+        "same_device": reference_device == target.device,
         "cuda": torch.cuda.is_available(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "threads": torch.get_num_threads(),
