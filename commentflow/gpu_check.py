@@ -5,7 +5,7 @@ The model's part is :mod:`model.evaluation.gpu_check` (no broker). This module a
 ``stream`` is off, a short ``commentflow bench`` on the target device (embedded broker and Redis,
 a worker process; see :mod:`commentflow.bench`) into ``out/bench``, and its end-to-end rows to the
 table. Writes ``results.json`` and ``results.md`` into ``out``; the exit status is 1 when the label
-agreement is below the threshold, else 0.
+agreement is below the threshold (or the bench fails), else 0.
 """
 
 from __future__ import annotations
@@ -77,4 +77,5 @@ def run(
     table = save_results(results, folder)
     print("\n" + table)
     print(f"saved {folder / 'results.json'} and {folder / 'results.md'}")
-    return 0 if results["passed"] else 1
+    stream_ok = results.get("stream", {}).get("status", 0) == 0
+    return 0 if results["passed"] and stream_ok else 1

@@ -147,3 +147,37 @@ def test_auto_is_the_cpu_without_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     assert gc.resolve_device("auto") == "cpu"
     monkeypatch.setattr(gc.torch.cuda, "is_available", lambda: True)
     assert (gc.resolve_device("auto"), gc.resolve_device("cpu")) == ("cuda", "cpu")
+
+
+def test_the_stream_rows_come_from_the_bench_results(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--stream``: the short bench runs on the target device with batch_max; its end-to-end
+    numbers land in the table (the bench itself, broker and all, is stubbed here)."""
+    from commentflow import gpu_check as command_module
+    from commentflow.settings import Settings
+
+    seen: dict[str, Any] = {}
+
+    def bench(options: Any, settings: Settings) -> int:
+        seen.update(options=options, device=settings.device)
+        Path(options.out).mkdir(parents=True)
+        e2e = {"throughput": 114.3, "latency_rate": 57.0, "p50_ms": 105.0, "p99_ms": 245.0}
+        media = {"new_media": {"text_p99_ms": 230.0, "media_p99_ms": 3156.0}}
+        (Path(options.out) / "results.json").write_text(
+            json.dumps({"end_to_end": e2e, "media": media})
+        )
+        return 0
+
+    monkeypatch.setattr(command_module, "bench", bench)
+    monkeypatch.setattr(command_module, "load_texts", lambda seed: (ENGLISH, CHINESE))
+    options = dataclasses.replace(SMALL, media_items=0, device="cpu")
+    settings = Settings(model_dir=str(tiny), batch_max=16)
+    assert command_module.run(options, settings, stream=True, out=str(tmp_path)) == 0
+    assert seen["device"] == "cpu" and seen["options"].batch_sizes == (16,)
+    assert seen["options"].out == str(tmp_path / "bench")
+    table = (tmp_path / "results.md").read_text()
+    assert "| end to end on cpu, flood | 114.3/s |" in table
+    assert "| end to end latency at 57/s, p50 / p99 | 105 / 245 ms |" in table
+    assert "| end to end, new media phase: text p99 / media p99 | 230 / 3156 ms |" in table
+    assert json.loads((tmp_path / "results.json").read_text())["stream"]["status"] == 0
