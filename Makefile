@@ -18,8 +18,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_INPUT := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install constraints system-deps demo test lint bench train train-multimodal \
-	train-multilingual clean distclean
+.PHONY: help venv install constraints system-deps demo test lint bench gpu-check train \
+	train-multimodal train-multilingual clean distclean
 
 help: ## show this help
 	@echo "usage: make TARGET   (PYTHON=$(PYTHON) creates $(VENV))"
@@ -79,6 +79,12 @@ lint: install ## ruff and the import contracts (layers point down only)
 
 bench: install system-deps ## model-only, end-to-end and baseline throughput, media latency
 	$(BIN)/commentflow bench
+
+# Label parity CPU vs CUDA on 1,000 comments (text, pictures, voice notes), then bench-model and
+# a short bench on CUDA; one table in runs/gpu-check/results.md, exit status 1 when labels differ
+# on more than 1% of comments. Without a GPU the same script runs on the CPU (cpu vs cpu).
+gpu-check: install system-deps ## label parity CPU vs CUDA, model and stream throughput on CUDA: one table
+	$(BIN)/commentflow gpu-check --out runs/gpu-check
 
 train: install ## train the text model into models/text (the fusion's text expert)
 	$(BIN)/commentflow train

@@ -41,6 +41,7 @@ VERBS: tuple[str, ...] = (
     "predict",
     "tail",
     "bench",
+    "gpu-check",
     "dashboard",
     "demo",
     "forget-user",

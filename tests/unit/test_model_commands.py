@@ -18,6 +18,7 @@ MODEL_VERBS = (
     "train_fusion",
     "evaluate_multimodal",
     "bench_model",
+    "gpu_check",
 )
 
 
