@@ -79,6 +79,7 @@ def test_build_data_and_evaluate_defaults() -> None:
 
     assert build_data.DEFAULT_SIZES == synthesis.DEFAULT_SIZES
     assert build_data.DEFAULT_KINDS == synthesis.DEFAULT_KINDS
+    assert build_data.DEFAULT_SOURCE == synthesis.DEFAULT_SOURCE
     assert DEFAULT_SEED == build_data.DEFAULT_SEED == evaluate.DEFAULT_SEED
     assert evaluate_multimodal.DEFAULT_SEED == DEFAULT_SEED
 
