@@ -47,14 +47,18 @@ __all__ = ["evaluate_multimodal", "fusion_scores"]
 
 
 @torch.no_grad()
+def _fusion_logits(model: Any, pool: Pool, dims: tuple[int, int], bs: int = 256) -> torch.Tensor:
+    """Sentiment logits ``(N, C)`` of the fusion on every row of ``pool``, ``bs`` rows a call."""
+    return torch.cat(
+        [
+            model(gather(pool, torch.arange(s, min(s + bs, len(pool))), dims))[SENTIMENT_HEAD]
+            for s in range(0, len(pool), bs)
+        ]
+    )
+
+
 def _fusion_predict(model: Any, pool: Pool, dims: tuple[int, int], bs: int = 256) -> np.ndarray:
-    out = [
-        model(gather(pool, torch.arange(s, min(s + bs, len(pool))), dims))[SENTIMENT_HEAD].argmax(
-            -1
-        )
-        for s in range(0, len(pool), bs)
-    ]
-    return torch.cat(out).numpy()
+    return _fusion_logits(model, pool, dims, bs).argmax(-1).numpy()
 
 
 @torch.no_grad()
@@ -76,18 +80,11 @@ def fusion_scores(
             f"{features}: text features are {dims[0]}-d, {model_dir} reads "
             f"{fusion.config.text_dim}-d (extract them with the model's text encoder)"
         )
-    t = read_temperature(cfg)
-    probs = [
-        torch.softmax(
-            fusion(gather(pool, torch.arange(s, min(s + bs, len(pool))), dims))[SENTIMENT_HEAD] / t,
-            -1,
-        )
-        for s in range(0, len(pool), bs)
-    ]
+    probs = torch.softmax(_fusion_logits(fusion, pool, dims, bs) / read_temperature(cfg), -1)
     src = Path(str(fs.meta.get("source", "")))
     by_id = _texts_by_id(src) if src.is_file() else {}
     texts = [by_id.get(str(i), "") for i in fs.ids[pool.rows]]
-    return torch.cat(probs).numpy(), pool.y.numpy(), np.asarray(pool.kinds), texts
+    return probs.numpy(), pool.y.numpy(), np.asarray(pool.kinds), texts
 
 
 def _texts_by_id(path: Path) -> dict[str, str]:

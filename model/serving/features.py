@@ -127,6 +127,7 @@ class FeatureExtractor:
             )
         config = getattr(text_encoder, "config", None)
         self._normalise = text_normaliser(getattr(config, "clean", False))
+        self._unglue_ocr = bool(getattr(ocr, "unglue", False))  # encoders.ocr.unglue
 
     @classmethod
     def default(
@@ -164,12 +165,12 @@ class FeatureExtractor:
         return {
             "text_encoder": str(getattr(self.text_encoder, "identity", type(self.text_encoder))),
             "image_encoder": self.image_encoder.identity,
-            "ocr": self.ocr.identity + ("|unglue" if getattr(self.ocr, "unglue", False) else ""),
+            "ocr": self.ocr.identity + ("|unglue" if self._unglue_ocr else ""),
             "asr": self.asr.identity,
         }
 
     def _unglue(self, text: str) -> str:
-        return unglue(text) if getattr(self.ocr, "unglue", False) else text
+        return unglue(text) if self._unglue_ocr else text
 
     def _prepare(self, text: str) -> str:
         return self._normalise(text)
