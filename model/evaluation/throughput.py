@@ -13,6 +13,12 @@ Three workloads through the serving path (``load_classifier(...).predict``), sid
 * ``media_cached``: the same media again: the content caches hold the OCR text, transcripts and
   image embeddings, so what is left is the text encoder, the acoustic encoder and the fusion.
   This is what a meme shared many times costs.
+* ``media_new_1by1``: the same new media through the path before batched extraction (a second
+  classifier on the same model: RapidOCR one image at a time, Whisper one clip at a time in a
+  30 s window, OCR then ASR on one thread with all ``--threads`` each), timed right before
+  ``media_new`` on the same comments, so the ratio ``media_new / media_new_1by1`` compares the
+  two in one run. It also prints how far the two paths' OCR texts and transcripts are apart
+  (identical items, word differences) and how many predicted labels agree.
 
 A text-only model runs the ``text`` workload only. Each (workload, batch size) is warmed up on
 other comments, then timed over ``--items`` comments (``--media-items`` for ``media_new``, slow on
@@ -41,7 +47,7 @@ from model.serving import load_classifier
 
 __all__ = ["WORKLOADS", "bench_model", "measure", "media_comments"]
 
-WORKLOADS = ("text", "media_new", "media_cached")
+WORKLOADS = ("text", "media_new_1by1", "media_new", "media_cached")
 
 
 def media_comments(texts: list[str], seed: int, progress: bool = True) -> list[CommentInput]:
@@ -71,6 +77,64 @@ def measure(classifier: Any, comments: list[CommentInput], size: int) -> float:
     return len(comments) / (time.perf_counter() - t0)
 
 
+def one_by_one(model: str | Path, device: str, threads: int) -> Any:
+    """The classifier of ``model`` with the media path before batching (``media_new_1by1``)."""
+    from model.encoders import registry
+    from model.encoders.text import resolve_device
+    from model.format.directory import open_model_dir
+
+    path, cfg, _kind = open_model_dir(model)
+    enc = cfg["encoders"]
+    ctx = registry.BuildContext(model_dir=path, device=resolve_device(device), threads=threads)
+    old = {
+        "ocr": registry.build("ocr", {**enc["ocr"], "batched": False, "threads": threads}, ctx),
+        "asr": registry.build("asr", {**enc["asr"], "window": "full", "threads": threads}, ctx),
+    }
+    clf = load_classifier(path, device=device, threads=threads, components=old)
+    clf.extractor.parallel_media = False
+    return clf
+
+
+def _words(text: str) -> list[str]:
+    return "".join(ch if ch.isalnum() or ch == "'" else " " for ch in text.lower()).split()
+
+
+def word_errors(hyp: str, ref: str) -> int:
+    """Word-level edit distance (substitutions + insertions + deletions)."""
+    h, r = _words(hyp), _words(ref)
+    row = list(range(len(h) + 1))
+    for i, rw in enumerate(r, 1):
+        diag, row[0] = row[0], i
+        for j, hw in enumerate(h, 1):
+            diag, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diag + (rw != hw))
+    return row[-1]
+
+
+def parity(old: Any, new: Any, comments: Sequence[CommentInput]) -> dict[str, Any]:
+    """How far the two classifiers' OCR texts, transcripts and labels are apart on ``comments``
+    (already seen by both: the OCR and ASR answers come from their content caches)."""
+    images = [im for c in comments for im in c.images]
+    clips = [a for c in comments for a in c.audio]
+    out: dict[str, Any] = {"items": len(comments)}
+    for kind, a, b in (
+        ("ocr", old.extractor.ocr.read(images), new.extractor.ocr.read(images)),
+        ("asr", old.extractor.asr.transcribe(clips), new.extractor.asr.transcribe(clips)),
+    ):
+        words = sum(len(_words(x)) for x in a)
+        errors = sum(word_errors(y, x) for x, y in zip(a, b, strict=True))
+        out[kind] = {
+            "identical": sum(x == y for x, y in zip(a, b, strict=True)),
+            "of": len(a),
+            "word_diff_rate": errors / max(1, words),
+        }
+    same = sum(
+        x.label == y.label
+        for x, y in zip(old.predict(comments), new.predict(comments), strict=True)
+    )
+    out["labels_agree"] = same
+    return out
+
+
 def bench_model(
     model: str | Path,
     make_texts: Callable[[int, int], list[str]],
@@ -91,7 +155,11 @@ def bench_model(
     torch.set_num_threads(max(1, threads))
     sizes = sorted(set(batch_sizes))
     out = Path(out or f"runs/bench-model-{datetime.now(UTC):%Y%m%d-%H%M%S}")
-    clf = load_classifier(model, device=device)
+    from model.format.directory import open_model_dir
+
+    kind = open_model_dir(model)[2]
+    extra = {"threads": threads} if kind == "multimodal" else {}  # OCR / ASR threads
+    clf = load_classifier(model, device=device, **extra)
     multimodal = set(getattr(clf, "modalities", ("text",))) >= {"image", "audio"}
     workloads = WORKLOADS if multimodal else ("text",)
     texts = make_texts(items + max(sizes), seed)
@@ -108,11 +176,17 @@ def bench_model(
         n_fresh = sum(n_media(s) for s in sizes)
         media = media_comments(make_texts(n_fresh + max(sizes), seed + 1), seed)
         warm, fresh = media[: max(sizes)], media[max(sizes) :]
-        for size in tqdm(sizes, desc="media (new, then cached)", unit="batch size"):
-            clf.predict(warm[:size])  # warm-up: same code paths, other content
+        old = one_by_one(model, device, threads)
+        seen: list[CommentInput] = []
+        for size in tqdm(sizes, desc="media (new 1by1, new, cached)", unit="batch size"):
+            old.predict(warm[:size])  # warm-up: same code paths, other content
+            clf.predict(warm[:size])
             batch, fresh = fresh[: n_media(size)], fresh[n_media(size) :]  # never seen: no cache
-            rates["media_new"][size] = measure(clf, batch, size)
+            rates["media_new_1by1"][size] = measure(old, batch, size)
+            rates["media_new"][size] = measure(clf, batch, size)  # the same comments
             rates["media_cached"][size] = measure(clf, batch, size)  # the same content again
+            seen += batch
+        media_parity = parity(old, clf, seen)
     result = {
         "model": {"dir": str(model), "name": clf.name, "version": clf.version},
         "device": clf.device,
@@ -120,6 +194,8 @@ def bench_model(
         "cuda": torch.cuda.is_available(),
         "comments_per_s": rates,
     }
+    if multimodal:
+        result["media_parity"] = media_parity
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     _print(result)
@@ -141,6 +217,19 @@ def _print(r: dict[str, Any]) -> None:
         print(f"{s:>6} " + " ".join(f"{c:>22}" for c in cells))
     t, lo, hi = rates["text"], sizes[0], sizes[-1]
     print(f"batching: text batch {hi} / batch {lo} = {t[hi] / t[lo]:.2f}x")
+    if "media_new_1by1" in rates:
+        new, old = rates["media_new"], rates["media_new_1by1"]
+        cells = ", ".join(f"batch {s}: {new[s] / old[s]:.2f}x" for s in sizes)
+        print(f"new media, batched extraction / one by one: {cells}")
+    p = r.get("media_parity")
+    if p:
+        o, a = p["ocr"], p["asr"]
+        print(
+            f"batched vs one by one on the {p['items']} new-media comments: OCR identical "
+            f"{o['identical']}/{o['of']} (words differ {o['word_diff_rate']:.1%}), transcripts "
+            f"identical {a['identical']}/{a['of']} (words differ {a['word_diff_rate']:.1%}), "
+            f"labels agree {p['labels_agree']}/{p['items']}"
+        )
 
 
 def _plot(r: dict[str, Any], path: Path) -> None:

@@ -23,6 +23,7 @@ the encoder itself. Texts go through the normaliser the text encoder's config na
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -99,7 +100,9 @@ class FeatureExtractor:
 
     Any objects with the encoders' methods work (see the ``*Like`` protocols): tests pass fakes.
     It takes decoded media; :attr:`decode_config` says how they must have been decoded
-    (:func:`model.media.decode.decode_input`).
+    (:func:`model.media.decode.decode_input`). With ``parallel_media`` (default) speech
+    recognition runs on a second thread while the image encoder and OCR run on the caller's
+    (:meth:`read_media`); the registry gives OCR and ASR half of the threads each.
     """
 
     def __init__(
@@ -111,6 +114,7 @@ class FeatureExtractor:
         *,
         mel: MelConfig | None = None,
         decode: DecodeConfig | None = None,
+        parallel_media: bool = True,
     ) -> None:
         self.text_encoder = text_encoder
         self.image_encoder = image_encoder
@@ -128,6 +132,8 @@ class FeatureExtractor:
         config = getattr(text_encoder, "config", None)
         self._normalise = text_normaliser(getattr(config, "clean", False))
         self._unglue_ocr = bool(getattr(ocr, "unglue", False))  # encoders.ocr.unglue
+        self.parallel_media = bool(parallel_media)
+        self._asr_pool: ThreadPoolExecutor | None = None
 
     @classmethod
     def default(
@@ -181,12 +187,29 @@ class FeatureExtractor:
             return np.zeros((0, self.image_dim), np.float32), []
         return np.asarray(self.image_encoder.encode(images), np.float32), self.ocr.read(images)
 
+    def read_media(
+        self, images: Sequence[np.ndarray], clips: Sequence[np.ndarray]
+    ) -> tuple[np.ndarray, list[str], list[str]]:
+        """Image embeddings ``(N, Di)``, OCR texts and transcripts of flat lists of media.
+
+        Blocking. With ``parallel_media`` and both kinds present, speech recognition runs on
+        this extractor's ASR thread meanwhile (one thread, created on first use, a daemon).
+        """
+        pending: Future[list[str]] | None = None
+        if clips and images and self.parallel_media:
+            if self._asr_pool is None:
+                self._asr_pool = ThreadPoolExecutor(1, thread_name_prefix="commentflow-asr")
+            pending = self._asr_pool.submit(self.asr.transcribe, clips)
+        vecs, texts = self.read_images(images)
+        if pending is not None:
+            return vecs, texts, pending.result()
+        return vecs, texts, (self.asr.transcribe(clips) if clips else [])
+
     def extract(self, batch: Sequence[CommentInput]) -> Features:
         """Features of ``batch``, one row per comment, in order. Blocking."""
         images = [im for c in batch for im in c.images]
         clips = [a for c in batch for a in c.audio]
-        vecs, texts = self.read_images(images)
-        transcripts = self.asr.transcribe(clips) if clips else []
+        vecs, texts, transcripts = self.read_media(images, clips)
         image_vecs, ocr_texts, speech_texts = [], [], []
         i = j = 0
         for c in batch:
