@@ -22,8 +22,9 @@ the encoder itself. Texts go through the normaliser the text encoder's config na
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -100,8 +101,8 @@ class FeatureExtractor:
 
     Any objects with the encoders' methods work (see the ``*Like`` protocols): tests pass fakes.
     It takes decoded media; :attr:`decode_config` says how they must have been decoded
-    (:func:`model.media.decode.decode_input`). With ``parallel_media`` (default) speech
-    recognition runs on a second thread while the image encoder and OCR run on the caller's
+    (:func:`model.media.decode.decode_input`). With ``parallel_media`` (default) OCR runs on
+    the caller's thread while speech recognition and the image encoder run on a second one
     (:meth:`read_media`); the registry gives OCR and ASR half of the threads each.
     """
 
@@ -133,7 +134,8 @@ class FeatureExtractor:
         self._normalise = text_normaliser(getattr(config, "clean", False))
         self._unglue_ocr = bool(getattr(ocr, "unglue", False))  # encoders.ocr.unglue
         self.parallel_media = bool(parallel_media)
-        self._asr_pool: ThreadPoolExecutor | None = None
+        self._side_pools: dict[int, ThreadPoolExecutor] = {}  # by calling thread (read_media)
+        self._pools_lock = threading.Lock()
 
     @classmethod
     def default(
@@ -192,18 +194,34 @@ class FeatureExtractor:
     ) -> tuple[np.ndarray, list[str], list[str]]:
         """Image embeddings ``(N, Di)``, OCR texts and transcripts of flat lists of media.
 
-        Blocking. With ``parallel_media`` and both kinds present, speech recognition runs on
-        this extractor's ASR thread meanwhile (one thread, created on first use, a daemon).
+        Blocking. With ``parallel_media`` and both kinds present, OCR runs on the calling
+        thread while speech recognition and then the image encoder run on a side thread (OCR
+        alone is about as long as the two others together). One side thread per calling thread,
+        created by it on first use, so that it inherits the caller's CPU priority (the media
+        lane's warm thread runs niced; the inference thread does not).
         """
-        pending: Future[list[str]] | None = None
         if clips and images and self.parallel_media:
-            if self._asr_pool is None:
-                self._asr_pool = ThreadPoolExecutor(1, thread_name_prefix="commentflow-asr")
-            pending = self._asr_pool.submit(self.asr.transcribe, clips)
+            side = self._side_pool().submit(self._transcribe_and_embed, images, clips)
+            texts = self.ocr.read(images)
+            transcripts, vecs = side.result()
+            return vecs, texts, transcripts
         vecs, texts = self.read_images(images)
-        if pending is not None:
-            return vecs, texts, pending.result()
         return vecs, texts, (self.asr.transcribe(clips) if clips else [])
+
+    def _transcribe_and_embed(
+        self, images: Sequence[np.ndarray], clips: Sequence[np.ndarray]
+    ) -> tuple[list[str], np.ndarray]:
+        transcripts = self.asr.transcribe(clips)
+        return transcripts, np.asarray(self.image_encoder.encode(images), np.float32)
+
+    def _side_pool(self) -> ThreadPoolExecutor:
+        caller = threading.get_ident()
+        with self._pools_lock:
+            pool = self._side_pools.get(caller)
+            if pool is None:
+                pool = ThreadPoolExecutor(1, thread_name_prefix="commentflow-media")
+                self._side_pools[caller] = pool
+        return pool
 
     def extract(self, batch: Sequence[CommentInput]) -> Features:
         """Features of ``batch``, one row per comment, in order. Blocking."""

@@ -312,9 +312,10 @@ def test_asr_batched_vad_matches_single_clips(asr, speech_hello: np.ndarray) -> 
 def test_speech_window_is_twice_the_speech_rounded_up_to_a_second() -> None:
     from model.encoders.asr import speech_window
 
-    assert speech_window(250) == 500 and speech_window(251) == 600 and speech_window(1) == 100
+    assert speech_window(250) == 500 and speech_window(251) == 600 and speech_window(300) == 600
     assert speech_window(1400) == 2800 and speech_window(1600) == 3000
-    assert speech_window(250, "full") == 3000
+    assert speech_window(249) == 3000 and speech_window(1) == 3000  # short: the 30 s window
+    assert speech_window(700, "full") == 3000
 
 
 def test_asr_full_window_batched_equals_transcribe_one(asr, speech_hello, speech_more) -> None:  # type: ignore[no-untyped-def]
@@ -328,7 +329,8 @@ def test_asr_full_window_batched_equals_transcribe_one(asr, speech_hello, speech
     one = [full.transcribe_one(c) if c is not None else "" for c in crops]
     assert full.transcribe(clips) == one
     assert one[-1] == "" and all(one[:-1])
-    assert "window" not in full.identity and asr.identity == full.identity + "|window-speech"
+    assert "window" not in full.identity  # the identity from before batching
+    assert asr.identity == full.identity + "|window-speech-lead0.5"
 
 
 def test_asr_speech_window_is_batch_independent_and_close(asr, speech_hello, speech_more) -> None:  # type: ignore[no-untyped-def]
@@ -477,12 +479,41 @@ def test_read_media_runs_asr_on_its_own_thread_with_the_same_result() -> None:
     images, clips = [red(), red() * 0], [tone(), tone(amp=0.01)]
     vecs, texts, speech = x.read_media(images, clips)
     assert texts == ["red", ""] and speech == ["loud", ""] and vecs.shape == (2, 4)
-    assert where[-1].startswith("commentflow-asr")
+    assert where[-1].startswith("commentflow-media")
     x.parallel_media = False
     vecs2, texts2, speech2 = x.read_media(images, clips)
     assert where[-1] == threading.current_thread().name
     assert (texts2, speech2) == (texts, speech) and np.array_equal(vecs, vecs2)
     assert x.read_media([], clips)[1:] == ([], ["loud", ""])  # one kind only: no second thread
+
+
+def test_read_media_asr_thread_inherits_the_callers_priority() -> None:
+    """The media lane's warm thread runs niced: its ASR thread must not outrank it."""
+    import os
+    import threading
+
+    x = fake_extractor()
+    seen: dict[int, int] = {}
+    transcribe = x.asr.transcribe
+
+    def spy(audio):  # type: ignore[no-untyped-def]
+        seen[threading.get_native_id()] = os.getpriority(
+            os.PRIO_PROCESS, threading.get_native_id()
+        )
+        return transcribe(audio)
+
+    x.asr.transcribe = spy  # type: ignore[method-assign]
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    x.read_media([red()], [tone()])
+
+    def niced() -> None:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), base + 5)
+        x.read_media([red()], [tone()])
+
+    t = threading.Thread(target=niced)
+    t.start()
+    t.join()
+    assert sorted(seen.values()) == [base, base + 5] and len(x._side_pools) == 2  # noqa: SLF001
 
 
 def test_media_threads_split_the_cores() -> None:
