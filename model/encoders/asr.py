@@ -70,9 +70,12 @@ def speech_window(frames: int, window: str = "speech") -> int:
     return min(_FULL_FRAMES, -(-2 * frames // _FRAMES_PER_S) * _FRAMES_PER_S)
 
 
-def _max_new_tokens(frames: int, window: str) -> int | None:
-    # ~4 tokens per second of English speech; a cap cuts a decoding loop short
-    return None if window == "full" else 10 + frames // 10
+def _max_new_tokens(window_frames: int, window: str) -> int | None:
+    # ~4 tokens per second of English speech, the window is twice the speech: 10 tokens per s
+    # of speech cut a decoding loop short. Of the window, not the clip: the same for its batch.
+    if window == "full" or window_frames >= _FULL_FRAMES:
+        return None
+    return 10 + window_frames // 20
 
 
 def whisper_model_dir() -> str:
@@ -291,8 +294,7 @@ class _BatchDecoder:
             for k in range(0, len(idx), batch_size):
                 part = idx[k : k + batch_size]
                 x = np.stack([pad_or_trim(feats[i], frames) for i in part])  # (B, M, W)
-                cap = [_max_new_tokens(feats[i].shape[-1], window) for i in part]
-                new = None if cap[0] is None else max(c for c in cap if c is not None)
+                new = _max_new_tokens(frames, window)
                 out.update(zip(part, self.decode(x, new), strict=True))
         return out
 
