@@ -54,7 +54,10 @@ def onnx_providers(
 
         available = onnxruntime.get_available_providers()
     if kind != "cpu" and _CUDA_EP in available:
-        return [(_CUDA_EP, {"device_id": int(index or 0)}), _CPU_EP]
+        # every image has its own detector input size: an exhaustive cuDNN search per new
+        # shape (onnxruntime's default) would cost more than the convolution it picks
+        options = {"device_id": int(index or 0), "cudnn_conv_algo_search": "HEURISTIC"}
+        return [(_CUDA_EP, options), _CPU_EP]
     return [_CPU_EP]
 
 

@@ -274,10 +274,12 @@ def test_onnx_providers_prefer_cuda_when_onnxruntime_has_it() -> None:
 
     gpu = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     cpu = ["CPUExecutionProvider"]
-    cuda0 = [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+    options = {"device_id": 0, "cudnn_conv_algo_search": "HEURISTIC"}
+    cuda0 = [("CUDAExecutionProvider", options), "CPUExecutionProvider"]
     assert onnx_providers("auto", gpu) == cuda0
     assert onnx_providers("cuda", gpu) == cuda0
-    assert onnx_providers("cuda:1", gpu)[0] == ("CUDAExecutionProvider", {"device_id": 1})
+    cuda1 = ("CUDAExecutionProvider", {**options, "device_id": 1})
+    assert onnx_providers("cuda:1", gpu)[0] == cuda1
     assert onnx_providers("cpu", gpu) == cpu
     assert onnx_providers("auto", cpu) == cpu and onnx_providers("cuda", cpu) == cpu
     with pytest.raises(ValueError, match="device"):
@@ -497,9 +499,7 @@ def test_read_media_asr_thread_inherits_the_callers_priority() -> None:
     transcribe = x.asr.transcribe
 
     def spy(audio):  # type: ignore[no-untyped-def]
-        seen[threading.get_native_id()] = os.getpriority(
-            os.PRIO_PROCESS, threading.get_native_id()
-        )
+        seen[threading.get_native_id()] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
         return transcribe(audio)
 
     x.asr.transcribe = spy  # type: ignore[method-assign]
