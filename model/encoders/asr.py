@@ -22,8 +22,8 @@ The window (``window``):
   regime. Clips under 2 s of speech keep the 30 s window: short windows misread them ("Hello
   world." read as "The long world"). The lead-in helps the first word: on the bench's 48
   espeak voice notes the word error against the spoken text was 0.19 (0.24 without the
-  lead-in) vs 0.25 with 30 s windows; the two modes' transcripts differ in ~16 % of the
-  words. Decoding stops after ``10 + 10/s`` tokens (a loop that starts anyway is cut short).
+  lead-in) vs 0.25 with 30 s windows; the two modes' transcripts differ in 16-19 % of the
+  words. Decoding stops after 10 tokens + 10 per second of clip (a loop is cut short).
   ``bench-model`` prints the difference it measures. The window is part of
   :attr:`SpeechRecognizer.identity` (cache keys).
 * ``"full"``: the 30 s window of ``WhisperModel.transcribe``; the output equals
