@@ -132,7 +132,8 @@ _PLURAL = re.compile(r"(?<=[^\W\d_]{2}[^\W\dsiu'_])s$")  # 4+ letters; not -ss, 
 
 def entity_key(text: str) -> str:
     """The grouping form of a surface form: ``"IPHONE's"`` -> ``"iphone"``; ``""`` if nothing
-    is left. Only the last word loses a possessive or a plural ``s`` (not ``-ss``, ``-is``, ``-us``: Paris, Lexus)."""
+    is left. Only the last word loses a possessive or a plural ``s`` (not ``-ss``, ``-is``,
+    ``-us``: Paris, Lexus)."""
     s = unicodedata.normalize("NFKC", text).casefold().replace("\u2019", "'")
     s = _SPACE.sub(" ", s).strip(_EDGE)
     if s.startswith("the "):
@@ -174,7 +175,8 @@ class EntityRecognizer:
         for i, src in enumerate(batch):
             if not self.supports(src.language):
                 continue
-            for modality, t in (("text", src.text), ("image", src.ocr_text), ("audio", src.transcript)):
+            sources = (("text", src.text), ("image", src.ocr_text), ("audio", src.transcript))
+            for modality, t in sources:
                 if t and t.strip():
                     texts.append(t[: cfg.max_chars])
                     where.append((i, modality))

@@ -8,8 +8,8 @@ queues this script *before* the sentiment script of the same comment in the same
 pipeline cut short after the sentiment script (whose claim makes the worker skip the comment
 next time) has therefore always applied the entity script too.
 
-Keys (all after the configured prefix; ``{key}`` is an entity key, :func:`model.entities.entity_key`,
-``{m}`` a minute number, ms // 60000 of the processing time)::
+Keys (all after the configured prefix; ``{key}`` is an entity key,
+:func:`model.entities.entity_key`; ``{m}`` a minute number, ms // 60000 of processing time)::
 
     entity:{key}            hash   name (first surface form), total, negative/neutral/positive
                                    (comments by sentiment), label:{NER label}, mod:{modality},

@@ -41,11 +41,14 @@ from typing import Any
 import orjson
 
 from model.base import ClassOutput, CommentInput
+from model.entities import EntityResult, EntitySource
 from schemas.errors import DeadLetterError, Poison, ProcessingFailed
 from schemas.events import DEAD_LETTER_SCHEMA, PREDICTION_SCHEMA, CommentEvent
 from workers.aggregates import AggregateStore, DeadLetterRecord, PredictionRecord
 from workers.config import ProcessorConfig
 from workers.dead_letter import build_dead_letter, utc_now_iso
+from workers.entities import EntityRunner
+from workers.entity_aggregates import group_entities
 from workers.headers import Header, HeaderPolicy
 from workers.health import PipelineHealth
 from workers.inference import InferenceRunner
@@ -120,6 +123,8 @@ class Classified:
     failed: list[tuple[Inbound, DeadLetterError]]  # comments the model failed on alone
     inference_s: float
     at: float  # perf_counter() when the model was done (emit wait starts)
+    # the entity stage's result per output (same order); None: the stage is off or failed
+    entities: list[EntityResult] | None = None
 
 
 class BatchProcessor:
@@ -135,8 +140,10 @@ class BatchProcessor:
         metrics: PipelineMetrics | None = None,
         health: PipelineHealth | None = None,
         tracer: MessageTracer | None = None,
+        entities: EntityRunner | None = None,
     ) -> None:
         self._s = config
+        self._entities = entities
         self._header_policy = HeaderPolicy.parse(
             config.headers_allow,
             max_count=config.headers_max_count,
@@ -279,10 +286,30 @@ class BatchProcessor:
                 m.batch_pixels.observe(
                     sum(img.shape[0] * img.shape[1] for i in prepared.inputs for img in i.images)
                 )
+            entities = await self._recognise(outputs)
         except BaseException:
             self._in_flight.difference_update(_key(v) for v in prepared.todo)
             raise
-        return Classified(prepared, outputs, failed, inference_s, time.perf_counter())
+        return Classified(prepared, outputs, failed, inference_s, time.perf_counter(), entities)
+
+    async def _recognise(
+        self, outputs: list[tuple[_Valid, ClassOutput]]
+    ) -> list[EntityResult] | None:
+        """The entity stage on its own thread (:mod:`workers.entities`); None when it is off
+        or failed (the predictions then go out without the entity fields)."""
+        if self._entities is None or not outputs:
+            return None
+        t0 = time.perf_counter()
+        results = await self._entities.recognise(
+            [
+                EntitySource(item.event.text, out.ocr_text, out.transcript, out.language)
+                for item, out in outputs
+            ]
+        )
+        self.metrics.stage.labels("entities").observe(time.perf_counter() - t0)
+        if results is None:
+            self.metrics.entity_failures.inc()
+        return results
 
     async def emit(self, classified: Classified) -> BatchResult:
         """The output half of :meth:`finish`: publish (broker acks awaited), write Redis."""
@@ -310,16 +337,23 @@ class BatchProcessor:
         predicted: list[tuple[_Valid, ClassOutput, Outbound, PredictionRecord]] = []
         model = model_ref(self._runner.classifier)
         errors_of = dict(zip((id(v) for v in prepared.todo), prepared.media_errors, strict=True))
-        for item, out in outputs:
+        found = classified.entities
+        for j, (item, out) in enumerate(outputs):
+            ents = found[j] if found is not None else None
             try:
                 value, feed_item = self._prediction(
-                    item.event, out, errors_of[id(item)], model, processed_at
+                    item.event, out, errors_of[id(item)], model, processed_at, ents
                 )
             except Exception as exc:  # noqa: BLE001 - this message fails, not the batch
                 bad.append((item.message, _failed_at("build", exc)))
                 continue
             record = PredictionRecord(
-                item.event.comment_id, item.event.user_id, out.label, out.modalities, feed_item
+                item.event.comment_id,
+                item.event.user_id,
+                out.label,
+                out.modalities,
+                feed_item,
+                group_entities(ents.entities) if ents is not None else (),
             )
             span = self._tracer.start(item.message, start_ns=prepared.started_ns)
             spans.append(span)
@@ -357,8 +391,11 @@ class BatchProcessor:
         )
         m.stage.labels("redis").observe(time.perf_counter() - t_redis)
         result.predicted = len(records)
-        for item, out, _, _ in predicted:
+        for item, out, _, rec in predicted:
             result.labels[out.label] = result.labels.get(out.label, 0) + 1
+            for ent in rec.entities:
+                for modality in ent.modalities:
+                    m.entities.labels(modality).inc()
             result.end_to_end_ms.append(now_ms - item.event.created_at.timestamp() * 1000)
         result.total_s = time.perf_counter() - prepared.started
         self._count(prepared, result, [out for _, out, _, _ in predicted])
@@ -561,9 +598,15 @@ class BatchProcessor:
         media_errors: list[dict[str, str]],
         model: dict[str, str],
         processed_at: str,
+        entities: EntityResult | None = None,
     ) -> tuple[bytes, bytes]:
         doc = prediction_document(
-            event, out, model=model, processed_at=processed_at, media_errors=media_errors
+            event,
+            out,
+            model=model,
+            processed_at=processed_at,
+            media_errors=media_errors,
+            entities=entities,
         )
         created_at, scores = doc["created_at"], doc["scores"]
         feed = {
