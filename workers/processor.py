@@ -13,6 +13,10 @@ Order of one batch::
     apply Redis scripts (SET NX on comment_id / source offset, one pipeline)
     return ─► the agent acks the offsets
 
+The entity stage (:mod:`workers.entities`, on its own thread) runs at the start of the output
+half, :meth:`BatchProcessor.emit`, so that it overlaps the model on the next batch; its entities
+go into the predictions and, grouped by key, into the Redis update.
+
 Every output carries the worker's headers, the input's trace context continued (one span per
 message: :mod:`workers.tracing`) and the allow-listed input headers (:mod:`workers.headers`);
 predictions carry the event's ``metadata``, dead letters too when it could be read.
@@ -123,8 +127,6 @@ class Classified:
     failed: list[tuple[Inbound, DeadLetterError]]  # comments the model failed on alone
     inference_s: float
     at: float  # perf_counter() when the model was done (emit wait starts)
-    # the entity stage's result per output (same order); None: the stage is off or failed
-    entities: list[EntityResult] | None = None
 
 
 class BatchProcessor:
@@ -286,17 +288,17 @@ class BatchProcessor:
                 m.batch_pixels.observe(
                     sum(img.shape[0] * img.shape[1] for i in prepared.inputs for img in i.images)
                 )
-            entities = await self._recognise(outputs)
         except BaseException:
             self._in_flight.difference_update(_key(v) for v in prepared.todo)
             raise
-        return Classified(prepared, outputs, failed, inference_s, time.perf_counter(), entities)
+        return Classified(prepared, outputs, failed, inference_s, time.perf_counter())
 
     async def _recognise(
         self, outputs: list[tuple[_Valid, ClassOutput]]
     ) -> list[EntityResult] | None:
         """The entity stage on its own thread (:mod:`workers.entities`); None when it is off
-        or failed (the predictions then go out without the entity fields)."""
+        or failed (the predictions then go out without the entity fields). It runs in
+        :meth:`emit`, so in the pipeline it overlaps the model on the next batch."""
         if self._entities is None or not outputs:
             return None
         t0 = time.perf_counter()
@@ -331,13 +333,13 @@ class BatchProcessor:
         m = self.metrics
         m.stage.labels("emit_wait").observe(max(0.0, time.perf_counter() - classified.at))
         bad = list(prepared.bad) + classified.failed
+        found = await self._recognise(outputs)
         processed_at = utc_now_iso()
 
         # Each message's output is built on its own: one that cannot be built is dead-lettered.
         predicted: list[tuple[_Valid, ClassOutput, Outbound, PredictionRecord]] = []
         model = model_ref(self._runner.classifier)
         errors_of = dict(zip((id(v) for v in prepared.todo), prepared.media_errors, strict=True))
-        found = classified.entities
         for j, (item, out) in enumerate(outputs):
             ents = found[j] if found is not None else None
             try:

@@ -1,0 +1,379 @@
+"""The entity stage: normalisation, a tiny rule-based spaCy pipeline, its runner, the worker's use
+of it, and (a few tests) the packaged en_core_web_sm."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import orjson
+import pytest
+import spacy
+from support.fakes import FakeClassifier, FakePublisher, FakeStore
+
+import model
+from model.base import ClassOutput
+from model.entities import (
+    ENTITY_LABELS,
+    EntityConfig,
+    EntityRecognizer,
+    EntitySource,
+    entity_key,
+    load_packaged_recognizer,
+)
+from model.testing.multimodal import make_tiny_multimodal_dir
+from schemas.events import MAX_ENTITIES, Prediction
+from schemas.export import JSON_DIR
+from workers.config import ProcessorConfig
+from workers.entities import EntityRunner
+from workers.entity_aggregates import group_entities
+from workers.inference import InferenceRunner
+from workers.messages import Inbound
+from workers.processor import BatchProcessor
+
+PATTERNS = [
+    {"label": "PRODUCT", "pattern": [{"LOWER": "iphone"}]},
+    {"label": "PRODUCT", "pattern": [{"LOWER": "iphones"}]},
+    {"label": "PRODUCT", "pattern": [{"LOWER": "iphone"}, {"LOWER": "'s"}]},
+    {"label": "ORG", "pattern": [{"LOWER": "apple"}]},
+    {"label": "ORG", "pattern": [{"LOWER": "dhl"}]},
+    {"label": "PERSON", "pattern": [{"LOWER": "tim"}, {"LOWER": "cook"}]},
+    {"label": "DATE", "pattern": [{"LOWER": "tuesday"}]},
+    {"label": "GPE", "pattern": [{"LOWER": "paris"}]},
+]
+
+
+def tiny_nlp():
+    """A blank English tokenizer with an entity ruler: no weights, milliseconds to build."""
+    nlp = spacy.blank("en")
+    nlp.add_pipe("entity_ruler").add_patterns(PATTERNS)
+    return nlp
+
+
+def tiny(**config) -> EntityRecognizer:
+    return EntityRecognizer(tiny_nlp(), config=EntityConfig(**config), name="tiny", version="1")
+
+
+# -- normalisation ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("surface", "key"),
+    [
+        ("iPhone", "iphone"),
+        ("iphone's", "iphone"),
+        ("IPHONE", "iphone"),
+        ("iPhones", "iphone"),
+        ("iPhone\u2019s", "iphone"),
+        ("  the   Samsung\tGalaxy ", "samsung galaxy"),
+        ("The PlayStation 5", "playstation 5"),
+        ("Paris", "paris"),
+        ("Lexus", "lexus"),
+        ("Boss", "boss"),
+        ("bus", "bus"),
+        ("Apples'", "apple"),
+        ("\uff29\uff30\uff28\uff2f\uff2e\uff25", "iphone"),  # full-width letters (NFKC)
+        ("'", ""),
+    ],
+)
+def test_entity_key_groups_case_whitespace_plural_possessive(surface: str, key: str) -> None:
+    assert entity_key(surface) == key
+
+
+# -- the stage with a tiny pipeline -------------------------------------------------------------
+
+
+def test_entities_from_text_ocr_and_transcript_with_offsets_and_modality() -> None:
+    src = EntitySource(
+        text="My iPhone died, Apple please fix it",
+        ocr_text="DHL LOST MY PARCEL",
+        transcript="tim cook should answer on tuesday",
+        language="en",
+    )
+    [result] = tiny().recognise([src])
+    assert result.status == "ok"
+    got = [(e.text, e.label, e.modality, e.key) for e in result.entities]
+    assert got == [
+        ("iPhone", "PRODUCT", "text", "iphone"),
+        ("Apple", "ORG", "text", "apple"),
+        ("DHL", "ORG", "image", "dhl"),
+        ("tim cook", "PERSON", "audio", "tim cook"),
+    ]  # tuesday: a DATE, not what the comment is about
+    texts = {"text": src.text, "image": src.ocr_text, "audio": src.transcript}
+    for e in result.entities:
+        assert texts[e.modality][e.start : e.end] == e.text
+
+
+def test_one_mention_per_key_label_and_modality_and_the_count_is_bounded() -> None:
+    text = "iPhone iphone's IPHONE iPhones and Apple, apple, Paris"
+    [result] = tiny().recognise([EntitySource(text, ocr_text="IPHONE")])
+    assert [(e.key, e.modality) for e in result.entities] == [
+        ("iphone", "text"),
+        ("apple", "text"),
+        ("paris", "text"),
+        ("iphone", "image"),
+    ]
+    [bounded] = tiny(max_entities=2).recognise([EntitySource(text, ocr_text="IPHONE")])
+    assert len(bounded.entities) == 2
+
+
+def test_texts_are_cut_to_max_chars_and_offsets_stay_valid() -> None:
+    text = "x " * 30 + "Apple"  # Apple starts at 60
+    [cut] = tiny(max_chars=40).recognise([EntitySource(text)])
+    [whole] = tiny(max_chars=100).recognise([EntitySource(text)])
+    assert cut.entities == ()
+    assert [(e.start, e.end) for e in whole.entities] == [(60, 65)]
+
+
+def test_languages_without_a_model_get_no_entities_and_say_so() -> None:
+    results = tiny().recognise(
+        [
+            EntitySource("Apple est nul", language="fr"),
+            EntitySource("Apple", language="und"),
+            EntitySource("Apple", language=None),
+            EntitySource("", ocr_text="", transcript=""),
+        ]
+    )
+    assert [r.status for r in results] == ["unsupported_language", "ok", "ok", "ok"]
+    assert [len(r.entities) for r in results] == [0, 1, 1, 0]
+
+
+def test_one_pipe_call_per_batch() -> None:
+    calls: list[int] = []
+    nlp = tiny_nlp()
+    real = nlp.pipe
+
+    def pipe(texts, **kw):
+        texts = list(texts)
+        calls.append(len(texts))
+        return real(texts, **kw)
+
+    nlp.pipe = pipe  # type: ignore[method-assign]
+    r = EntityRecognizer(nlp)
+    r.recognise([EntitySource("Apple", "DHL", "Paris"), EntitySource("iPhone"), EntitySource()])
+    assert calls == [4]
+    r.recognise([EntitySource()])
+    assert calls == [4]  # nothing to read: no call
+
+
+def test_labels_kept_are_about_things_not_numbers() -> None:
+    assert {"PERSON", "ORG", "PRODUCT", "GPE", "EVENT", "WORK_OF_ART"} <= ENTITY_LABELS
+    assert not {"DATE", "TIME", "MONEY", "CARDINAL", "ORDINAL", "PERCENT"} & ENTITY_LABELS
+
+
+# -- the runner: its own thread -----------------------------------------------------------------
+
+
+class _ThreadRecorder:
+    def __init__(self, fail: bool = False) -> None:
+        self.threads: list[str] = []
+        self.fail = fail
+        self.inner = tiny_nlp()
+
+    def pipe(self, texts, **kw):
+        self.threads.append(threading.current_thread().name)
+        if self.fail:
+            raise RuntimeError("boom")
+        return self.inner.pipe(texts, **kw)
+
+
+async def test_runner_loads_and_runs_off_the_event_loop_and_is_idempotent() -> None:
+    nlp = _ThreadRecorder()
+    loads: list[str] = []
+
+    def load() -> EntityRecognizer:
+        loads.append(threading.current_thread().name)
+        return EntityRecognizer(nlp)
+
+    runner = EntityRunner(load)
+    with pytest.raises(RuntimeError):
+        await runner.recognise([EntitySource("Apple")])
+    await runner.start()
+    await runner.start()
+    [r] = await runner.recognise([EntitySource("Apple")])
+    assert [e.key for e in r.entities] == ["apple"]
+    assert len(loads) == 1 and loads[0].startswith("entities")
+    assert nlp.threads and all(t.startswith("entities") for t in nlp.threads)
+    await runner.stop()
+    await runner.stop()
+    assert not runner.ready
+
+
+async def test_runner_failure_is_counted_and_returns_none() -> None:
+    async with EntityRunner(lambda: EntityRecognizer(_ThreadRecorder(fail=True))) as runner:
+        assert await runner.recognise([EntitySource("Apple")]) is None
+        assert runner.failures == 1
+
+
+# -- the worker: predictions carry entities, records carry them grouped -------------------------
+
+
+def _inbound(i: int, text: str, user: str = "u1") -> Inbound:
+    value = orjson.dumps(
+        {"comment_id": f"c{i}", "user_id": user, "text": text, "created_at": "2026-11-28T10:00Z"}
+    )
+    return Inbound("comments", 0, i, user.encode(), value)
+
+
+class _LanguageClassifier(FakeClassifier):
+    """FakeClassifier that says French for texts starting with "Le ", and reads OCR text."""
+
+    def predict(self, batch):
+        outs = super().predict(batch)
+        return [
+            ClassOutput(
+                o.label,
+                o.scores,
+                o.modalities,
+                language="fr" if c.text.startswith("Le ") else "en",
+                ocr_text="DHL" if "parcel" in c.text else "",
+            )
+            for c, o in zip(batch, outs, strict=True)
+        ]
+
+
+async def _process(entities: EntityRunner | None, texts: list[str]):
+    runner = InferenceRunner(_LanguageClassifier)
+    await runner.start()
+    if entities is not None:
+        await entities.start()
+    pub, store = FakePublisher(), FakeStore()
+    proc = BatchProcessor(
+        ProcessorConfig(retry_initial_s=0.001, retry_max_s=0.01),
+        runner,
+        pub,
+        store,
+        entities=entities,
+    )
+    try:
+        await proc.process([_inbound(i, t) for i, t in enumerate(texts)])
+    finally:
+        await runner.stop()
+        if entities is not None:
+            await entities.stop()
+    docs = [orjson.loads(m.value) for m in pub.sent if m.topic == "comments.predictions"]
+    return docs, store, proc
+
+
+async def test_predictions_carry_entities_and_validate_against_the_contract() -> None:
+    texts = [
+        "bad: my iPhone died and Apple does not care",
+        "where is my parcel",
+        "Le iPhone est nul",
+        "nothing here",
+    ]
+    docs, store, proc = await _process(EntityRunner(lambda: tiny()), texts)
+    schema = json.loads((JSON_DIR / "prediction-1.schema.json").read_text())
+    for d in docs:
+        Prediction.model_validate(d)
+        jsonschema.validate(d, schema)
+    by_id = {d["comment_id"]: d for d in docs}
+    assert by_id["c0"]["entities"] == [
+        {"text": "iPhone", "label": "PRODUCT", "modality": "text", "start": 8, "end": 14,
+         "key": "iphone"},
+        {"text": "Apple", "label": "ORG", "modality": "text", "start": 24, "end": 29,
+         "key": "apple"},
+    ]  # fmt: skip
+    assert by_id["c1"]["entities"][0]["modality"] == "image"
+    assert (by_id["c2"]["entities"], by_id["c2"]["entities_status"]) == (
+        [],
+        "unsupported_language",
+    )
+    assert (by_id["c3"]["entities"], by_id["c3"]["entities_status"]) == ([], "ok")
+    records = {r.comment_id: r for r in store.applied}
+    assert [(e.key, e.labels, e.modalities) for e in records["c0"].entities] == [
+        ("iphone", ("PRODUCT",), ("text",)),
+        ("apple", ("ORG",), ("text",)),
+    ]
+    assert records["c3"].entities == ()
+    sample = proc.metrics.entities.labels("text")._value.get()  # noqa: SLF001 - prometheus
+    assert sample == 2
+
+
+async def test_without_the_stage_or_when_it_fails_predictions_have_no_entity_fields() -> None:
+    off, _, _ = await _process(None, ["my iPhone"])
+    failing = EntityRunner(lambda: EntityRecognizer(_ThreadRecorder(fail=True)))
+    failed, store, proc = await _process(failing, ["my iPhone"])
+    for docs in (off, failed):
+        assert "entities" not in docs[0] and "entities_status" not in docs[0]
+        Prediction.model_validate(docs[0])
+    assert store.applied[0].entities == ()
+    assert proc.metrics.entity_failures._value.get() == 1  # noqa: SLF001 - prometheus
+
+
+def test_group_entities_counts_a_key_once_per_comment() -> None:
+    [r] = tiny().recognise([EntitySource("iPhone iPhones Apple", ocr_text="IPHONE")])
+    grouped = group_entities(r.entities)
+    assert [(g.key, g.name, g.labels, g.modalities) for g in grouped] == [
+        ("iphone", "iPhone", ("PRODUCT",), ("text", "image")),
+        ("apple", "Apple", ("ORG",), ("text",)),
+    ]
+
+
+def test_schema_bounds_the_entity_list() -> None:
+    schema = json.loads((JSON_DIR / "prediction-1.schema.json").read_text())
+    assert schema["properties"]["entities"]["anyOf"][0]["maxItems"] == MAX_ENTITIES
+
+
+# -- the multimodal classifier hands over what it read ------------------------------------------
+
+
+def test_multimodal_outputs_carry_ocr_text_and_transcript(tmp_path: Path) -> None:
+    clf = model.load_classifier(make_tiny_multimodal_dir(tmp_path / "mm", seed=0), device="cpu")
+    rng = np.random.default_rng(0)
+    picture = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    voice = rng.standard_normal(16000).astype(np.float32) * 0.1
+    outs = clf.predict(
+        [
+            model.CommentInput("just text"),
+            model.CommentInput("look", images=(picture,), audio=(voice,)),
+        ]
+    )
+    assert (outs[0].ocr_text, outs[0].transcript) == ("", "")
+    assert outs[1].ocr_text and outs[1].transcript
+
+
+# -- the packaged model (a few end-to-end tests) ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def packaged() -> EntityRecognizer:
+    return load_packaged_recognizer()
+
+
+def test_packaged_model_loads_only_tok2vec_and_ner(packaged: EntityRecognizer) -> None:
+    assert packaged.nlp.pipe_names == ["tok2vec", "ner"]
+    assert packaged.version.startswith("3.")
+
+
+def test_packaged_model_finds_brands_people_and_places_in_every_modality(
+    packaged: EntityRecognizer,
+) -> None:
+    [r] = packaged.recognise(
+        [
+            EntitySource(
+                text="Apple support told me Tim Cook would call back, never happened",
+                ocr_text="Black Friday sale at Amazon",
+                transcript="i ordered from amazon and dhl lost it",
+            )
+        ]
+    )
+    # the plumbing of every modality through the real model; its accuracy (lower on upper-case
+    # OCR and lower-case transcripts) is what `commentflow evaluate --data entities` measures
+    found = {(e.key, e.modality) for e in r.entities}
+    assert {("apple", "text"), ("tim cook", "text"), ("amazon", "image")} <= found
+    assert ("dhl", "audio") in found
+
+
+async def test_packaged_model_in_the_runner_off_the_loop(packaged: EntityRecognizer) -> None:
+    async with EntityRunner(lambda: packaged) as runner:
+        results = await asyncio.gather(
+            runner.recognise([EntitySource("Netflix raised prices again")]),
+            runner.recognise([EntitySource("Le service de Netflix", language="fr")]),
+        )
+    assert results[0] is not None and results[1] is not None
+    assert results[0][0].status == "ok" and results[1][0].status == "unsupported_language"
