@@ -179,6 +179,11 @@ class EntityAggregates:
         self._apply = client.register_script(_APPLY_ENTITIES)
         self._forget = client.register_script(_FORGET_USER)
 
+    @classmethod
+    def reader(cls, client: aioredis.Redis, prefix: str) -> EntityAggregates:
+        """For the reads only (the dashboard): the write settings do not matter there."""
+        return cls(client, prefix=prefix, dedup_ttl_s=1, minute_ttl_s=1, user_retention_s=1)
+
     def entity_key(self, key: str) -> str:
         return f"{self._prefix}entity:{key}"
 
