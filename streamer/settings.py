@@ -170,8 +170,10 @@ class Settings:
         "", 'host=ip overrides, "*.example.test=127.0.0.1" (like curl --resolve)'
     )
     # -- entity stage (model/entities.py): named entities in text, OCR text and transcripts
+    # Off by default: on a 2-core CPU it costs more than 15% of text-only throughput at batch
+    # 128 (README, "Entities"); `commentflow demo` turns it on.
     entities_enabled: bool = _setting(
-        True, "recognise named entities (products, brands, people ...) in every comment"
+        False, "recognise named entities (products, brands, people ...) in every comment"
     )
     entities_max_per_comment: int = _setting(8, "most entities kept per comment (up to 32)")
     entities_max_chars: int = _setting(
