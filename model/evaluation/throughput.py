@@ -20,8 +20,9 @@ batch through the classifier and then the entity stage (:mod:`model.entities`, t
 stage's cost; the stage's share of the time, measured on the same batches, is printed too (the
 steadier figure on a machine shared with other work). A text-only model runs the ``text``
 workloads only. Each (workload, batch size) is warmed up on other comments, then timed over
-``--items`` comments (``--media-items`` for ``media_new``, slow on a CPU). Prints the table with each rate's ratio to ``text`` at the same
-batch size; saves ``results.json`` and ``throughput.png`` under ``--out``.
+``--items`` comments (``--media-items`` for ``media_new``, slow on a CPU). Prints the table with
+each rate's ratio to ``text`` at the same batch size; saves ``results.json`` and
+``throughput.png`` under ``--out``.
 """
 
 from __future__ import annotations
