@@ -62,9 +62,7 @@ def hostile(i: int, text: str) -> dict:
 async def test_live_dashboard_in_chromium(
     topics, make_settings, tiny_model, redis_client, start_worker, chromium
 ):
-    settings = make_settings(
-        tiny_model, batch_max=16, dashboard_token=TOKEN, entities_enabled=True
-    )
+    settings = make_settings(tiny_model, batch_max=16, dashboard_token=TOKEN, entities_enabled=True)
     first = list(synthetic_events(40, users=12, seed=31, prefix="dash")) + [
         hostile(1, SCRIPT),
         hostile(2, IMG),
