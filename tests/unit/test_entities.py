@@ -13,27 +13,34 @@ import numpy as np
 import orjson
 import pytest
 import spacy
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support.fakes import FakeClassifier, FakePublisher, FakeStore
 
 import model
 from model.base import ClassOutput
 from model.entities import (
     ENTITY_LABELS,
+    Entity,
     EntityConfig,
     EntityRecognizer,
+    EntityResult,
     EntitySource,
     entity_key,
     load_packaged_recognizer,
 )
 from model.testing.multimodal import make_tiny_multimodal_dir
-from schemas.events import MAX_ENTITIES, Prediction
+from schemas.events import MAX_ENTITIES, CommentEvent, Prediction
 from schemas.export import JSON_DIR
 from workers.config import ProcessorConfig
 from workers.entities import EntityRunner
 from workers.entity_aggregates import group_entities
 from workers.inference import InferenceRunner
 from workers.messages import Inbound
+from workers.prediction import prediction_document
 from workers.processor import BatchProcessor
+
+_SCHEMA = json.loads((JSON_DIR / "prediction-1.schema.json").read_text())
 
 PATTERNS = [
     {"label": "PRODUCT", "pattern": [{"LOWER": "iphone"}]},
@@ -377,3 +384,61 @@ async def test_packaged_model_in_the_runner_off_the_loop(packaged: EntityRecogni
         )
     assert results[0] is not None and results[1] is not None
     assert results[0][0].status == "ok" and results[1][0].status == "unsupported_language"
+
+
+# -- the contract: any entity result round-trips through the document and both schemas ----------
+
+_entity = st.builds(
+    lambda text, label, modality, start, n: Entity(
+        text, label, modality, start, start + n, entity_key(text)
+    ),
+    st.text(min_size=1, max_size=30),
+    st.sampled_from(sorted(ENTITY_LABELS)),
+    st.sampled_from(["text", "image", "audio"]),
+    st.integers(0, 10_000),
+    st.integers(1, 50),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(_entity, max_size=MAX_ENTITIES),
+    st.sampled_from(["ok", "unsupported_language"]),
+)
+def test_any_entity_result_makes_a_valid_prediction(entities, status) -> None:
+    event = CommentEvent.model_validate_json(
+        b'{"comment_id": "c", "user_id": "u", "text": "t", "created_at": "2026-01-01T00:00:00Z"}'
+    )
+    out = ClassOutput("neutral", {"negative": 0.2, "neutral": 0.5, "positive": 0.3}, ("text",))
+    doc = prediction_document(
+        event,
+        out,
+        model={"name": "m", "version": "1"},
+        processed_at="2026-01-01T00:00:01Z",
+        entities=EntityResult(status, tuple(entities)),
+    )
+    wire = orjson.loads(orjson.dumps(doc))
+    Prediction.model_validate(wire)
+    jsonschema.validate(wire, _SCHEMA)
+    assert [e["text"] for e in wire["entities"]] == [e.text for e in entities]
+
+
+def test_the_schema_refuses_too_many_entities_and_unknown_modalities() -> None:
+    base = {
+        "schema": "commentflow.prediction/1",
+        "comment_id": "c",
+        "user_id": "u",
+        "label": "neutral",
+        "scores": {"negative": 0.2, "neutral": 0.5, "positive": 0.3},
+        "modalities": ["text"],
+        "model": {"name": "m", "version": "1"},
+        "created_at": "2026-01-01T00:00:00Z",
+        "processed_at": "2026-01-01T00:00:01Z",
+        "entities_status": "ok",
+    }
+    one = {"text": "DHL", "label": "ORG", "modality": "text", "start": 0, "end": 3, "key": "dhl"}
+    validator = jsonschema.Draft202012Validator(_SCHEMA)
+    assert not list(validator.iter_errors({**base, "entities": [one]}))
+    assert list(validator.iter_errors({**base, "entities": [one] * (MAX_ENTITIES + 1)}))
+    assert list(validator.iter_errors({**base, "entities": [{**one, "modality": "ocr"}]}))
+    assert list(validator.iter_errors({**base, "entities_status": "maybe"}))
