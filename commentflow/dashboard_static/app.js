@@ -246,6 +246,10 @@ async function refreshUser() {
       sq.title = l;
       trend.appendChild(sq);
     }
+    const named = Array.isArray(u.entities) ? u.entities : [];
+    $("uv-entities").textContent = named.length
+      ? "talks about: " + named.map((e) => e.key + " (" + fmt.format(e.comments) + ")").join(", ")
+      : "";
     const recent = $("uv-recent");
     clear(recent);
     for (const item of u.recent) recent.appendChild(feedItem(item, false));

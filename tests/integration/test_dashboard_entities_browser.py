@@ -141,13 +141,19 @@ async def test_entity_panel_in_chromium(stack, names, make_settings, redis_clien
                 assert counts is not None and "comments 8" in counts and "negative 6" in counts
                 assert "ORG 8" in (await page.text_content("#ev-detail") or "")
 
+                # a user's view says what the user talks about (user_entities:{id})
+                await page.locator("#ev-mentions .meta button").first.click()
+                await page.wait_for_function(
+                    "() => document.getElementById('uv-entities').textContent.includes('dhl')"
+                )
+
                 # the hostile entity: its name is text, in the list and in the drill-down
                 await page.locator("#ent-volume li", has_text="onerror").locator("button").click()
                 await page.wait_for_function(
                     "n => document.getElementById('ev-name').textContent === n",
                     arg=HOSTILE_NAME,
                 )
-                panel = "#entities-row img, #entities-row script"
+                panel = "#entities-row img, #entities-row script, #user-view img"
                 assert await page.eval_on_selector_all(panel, "e => e.length") == 0
                 assert await page.evaluate("window.__xss") is None
                 assert dialogs == []
