@@ -29,6 +29,7 @@ from model.entities import (
     entity_key,
     load_packaged_recognizer,
 )
+from model.evaluation.entities import format_entities, load_gold, score_entities
 from model.testing.multimodal import make_tiny_multimodal_dir
 from schemas.events import MAX_ENTITIES, CommentEvent, Prediction
 from schemas.export import JSON_DIR
@@ -442,3 +443,56 @@ def test_the_schema_refuses_too_many_entities_and_unknown_modalities() -> None:
     assert list(validator.iter_errors({**base, "entities": [one] * (MAX_ENTITIES + 1)}))
     assert list(validator.iter_errors({**base, "entities": [{**one, "modality": "ocr"}]}))
     assert list(validator.iter_errors({**base, "entities_status": "maybe"}))
+
+
+# -- the evaluation ------------------------------------------------------------------------------
+
+
+def test_the_packaged_gold_set_is_consistent() -> None:
+    items = load_gold()
+    assert len(items) >= 150
+    assert {i["modality"] for i in items} == {"text", "image", "audio"}
+    for item in items:
+        for e in item["entities"]:
+            assert item["text"][e["start"] : e["end"]] == e["text"], item["id"]
+            assert e["label"] in ENTITY_LABELS
+    assert len({i["id"] for i in items}) == len(items)
+
+
+def test_scores_strict_and_by_key_with_intervals() -> None:
+    gold = [
+        # found exactly (strict and key)
+        {"text": "Apple is bad", "modality": "text",
+         "entities": [{"start": 0, "end": 5, "label": "ORG", "text": "Apple"}]},
+        # found under another label: wrong strictly, right by key
+        {"text": "my iPhone", "modality": "text",
+         "entities": [{"start": 3, "end": 9, "label": "ORG", "text": "iPhone"}]},
+        # missed (the ruler does not know it) and one found that is not gold (Paris)
+        {"text": "DELL IN PARIS", "modality": "image",
+         "entities": [{"start": 0, "end": 4, "label": "ORG", "text": "DELL"}]},
+        {"text": "nothing here", "modality": "audio", "entities": []},
+    ]  # fmt: skip
+    r = score_entities(tiny(), gold, n_resamples=50)
+    s, k = r["overall"]["strict"], r["overall"]["key"]
+    assert (s["tp"], s["fp"], s["fn"]) == (1, 2, 2)
+    assert (k["tp"], k["fp"], k["fn"]) == (2, 1, 1)
+    assert k["precision"] == pytest.approx(2 / 3) and k["recall"] == pytest.approx(2 / 3)
+    assert r["by_modality"]["image"]["key"]["recall"] == 0.0
+    assert r["recall_by_label"]["ORG"] == {"gold": 3, "strict": 1 / 3, "key": 2 / 3}
+    lo, hi = r["f1_interval_95"]["key"]
+    assert 0.0 <= lo <= k["f1"] <= hi <= 1.0
+    text = format_entities(r)
+    assert "overall" in text and "image" in text and "ORG 0.33/0.67" in text
+
+
+def test_evaluate_entities_cli_prints_and_saves(tmp_path: Path, capsys, monkeypatch) -> None:
+    from commentflow.cli import main
+
+    monkeypatch.setattr("model.entities.load_packaged_recognizer", lambda config=None: tiny())
+    assert (
+        main(["evaluate", "--data", "entities", "--bootstrap", "20", "--out", str(tmp_path)]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "held-out gold set" in out and "strict P" in out
+    saved = json.loads((tmp_path / "entities.json").read_text())
+    assert saved["items"] == len(load_gold()) and saved["model"]["name"] == "tiny"
