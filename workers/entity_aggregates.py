@@ -114,7 +114,7 @@ class EntityRecord:
     """One entity of one comment, grouped by key: its labels and modalities in that comment."""
 
     key: str
-    name: str  # the first surface form in the comment
+    name: str  # the first surface form in the comment, without a leading "the"
     labels: tuple[str, ...]
     modalities: tuple[str, ...]
 
@@ -147,12 +147,20 @@ def group_entities(entities: Sequence[Any]) -> tuple[EntityRecord, ...]:
     ``text``, ``label`` and ``modality``, e.g. :class:`model.entities.Entity`), in order."""
     order: dict[str, tuple[str, list[str], list[str]]] = {}
     for e in entities:
-        name, labels, mods = order.setdefault(e.key, (e.text, [], []))
+        name, labels, mods = order.setdefault(e.key, (_display(e.text), [], []))
         if e.label not in labels:
             labels.append(e.label)
         if e.modality not in mods:
             mods.append(e.modality)
     return tuple(EntityRecord(k, n, tuple(ls), tuple(ms)) for k, (n, ls, ms) in order.items())
+
+
+def _display(surface: str) -> str:
+    """The name shown for an entity: its surface form without a leading "the" ("the
+    PlayStation 5" -> "PlayStation 5"), whitespace collapsed."""
+    name = " ".join(surface.split())
+    head, _, rest = name.partition(" ")
+    return rest if head.casefold() == "the" and rest else name
 
 
 class EntityAggregates:

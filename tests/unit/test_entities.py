@@ -320,6 +320,8 @@ def test_group_entities_counts_a_key_once_per_comment() -> None:
         ("iphone", "iPhone", ("PRODUCT",), ("text", "image")),
         ("apple", "Apple", ("ORG",), ("text",)),
     ]
+    the = Entity("the  PlayStation 5", "PRODUCT", "text", 0, 18, "playstation 5")
+    assert group_entities([the])[0].name == "PlayStation 5"
 
 
 def test_schema_bounds_the_entity_list() -> None:
