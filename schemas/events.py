@@ -196,7 +196,7 @@ class EntityMention(BaseModel):
     text: str = Field(description="the surface form as written (user text: escape it)")
     label: str = Field(
         description="the NER model's label: PERSON, NORP, FAC, ORG, GPE, LOC, PRODUCT, EVENT, "
-        "WORK_OF_ART or LAW"
+        "WORK_OF_ART or LAW, or a label of the deployment's own entity patterns"
     )
     modality: Modality = Field(
         description="where it was read: text (the comment text), image (the OCR text of a "

@@ -90,12 +90,14 @@ def load_worker_classifier(settings: Settings) -> Classifier:
 
 
 def load_entity_recognizer(settings: Settings) -> EntityRecognizer:
-    """The packaged entity recogniser (``en_core_web_sm``) with the settings' bounds."""
+    """The packaged entity recogniser (``en_core_web_sm``) with the settings' bounds and the
+    deployment's patterns (``entities_patterns``)."""
     return load_packaged_recognizer(
         EntityConfig(
             max_entities=settings.entities_max_per_comment,
             max_chars=settings.entities_max_chars,
-        )
+        ),
+        patterns=settings.entities_patterns or None,
     )
 
 

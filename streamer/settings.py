@@ -179,6 +179,9 @@ class Settings:
     entities_max_chars: int = _setting(
         1000, "characters of each text (comment, OCR, transcript) the entity stage reads"
     )
+    entities_patterns: str = _setting(
+        "", "JSON-lines file of entity-ruler patterns: your products, brands, people"
+    )
     entity_mentions_kept: int = _setting(
         20, "latest comments kept per entity (the dashboard's entity drill-down)"
     )

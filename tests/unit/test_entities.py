@@ -28,7 +28,9 @@ from model.entities import (
     EntitySource,
     entity_key,
     load_packaged_recognizer,
+    read_patterns,
 )
+from model.errors import ModelFormatError
 from model.evaluation.entities import format_entities, load_gold, score_entities
 from model.testing.multimodal import make_tiny_multimodal_dir
 from schemas.events import MAX_ENTITIES, CommentEvent, Prediction
@@ -498,3 +500,58 @@ def test_evaluate_entities_cli_prints_and_saves(tmp_path: Path, capsys, monkeypa
     assert "held-out gold set" in out and "strict P" in out
     saved = json.loads((tmp_path / "entities.json").read_text())
     assert saved["items"] == len(load_gold()) and saved["model"]["name"] == "tiny"
+
+
+def test_deployment_patterns_find_products_in_any_case(tmp_path: Path) -> None:
+    path = tmp_path / "patterns.jsonl"
+    path.write_text(
+        "# our catalogue\n"
+        '{"label": "PRODUCT", "pattern": "galaxy s24"}\n'
+        "\n"
+        '{"label": "BRAND", "pattern": [{"LOWER": "acme"}, {"LOWER": "pro"}]}\n'
+    )
+    r = load_packaged_recognizer(patterns=path)
+    assert r.version.endswith("+2patterns")
+    [res] = r.recognise(
+        [
+            EntitySource(
+                text="my acme pro broke",
+                ocr_text="SAMSUNG GALAXY S24 IS TRASH",
+                transcript="the galaxy s24 camera is great",
+            )
+        ]
+    )
+    found = {(e.key, e.label, e.modality) for e in res.entities}
+    assert {
+        ("galaxy s24", "PRODUCT", "image"),
+        ("galaxy s24", "PRODUCT", "audio"),
+        ("acme pro", "BRAND", "text"),
+    } <= found
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["{not json", '{"label": "ORG"}', '{"label": "", "pattern": "x"}', '["ORG", "x"]'],
+)
+def test_bad_pattern_files_name_the_line(tmp_path: Path, line: str) -> None:
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"label": "ORG", "pattern": "dhl"}\n' + line + "\n")
+    with pytest.raises(ModelFormatError, match=r"p\.jsonl:2"):
+        read_patterns(path)
+    with pytest.raises(ModelFormatError, match="cannot read"):
+        read_patterns(tmp_path / "missing.jsonl")
+
+
+def test_the_worker_loads_the_recogniser_its_settings_name(tmp_path: Path) -> None:
+    from streamer.agents import load_entity_recognizer
+    from streamer.settings import Settings
+
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"label": "PRODUCT", "pattern": "galaxy s24"}\n')
+    r = load_entity_recognizer(
+        Settings(entities_max_per_comment=3, entities_max_chars=50, entities_patterns=str(path))
+    )
+    assert (r.config.max_entities, r.config.max_chars) == (3, 50)
+    assert "PRODUCT" in r.config.labels and r.version.endswith("+1patterns")
+    with pytest.raises(ValueError, match="between 1 and 32"):
+        Settings(entities_max_per_comment=33)
