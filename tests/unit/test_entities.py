@@ -26,6 +26,7 @@ from model.entities import (
     EntityRecognizer,
     EntityResult,
     EntitySource,
+    _readable,
     entity_key,
     load_packaged_recognizer,
     read_patterns,
@@ -555,3 +556,38 @@ def test_the_worker_loads_the_recogniser_its_settings_name(tmp_path: Path) -> No
     assert "PRODUCT" in r.config.labels and r.version.endswith("+1patterns")
     with pytest.raises(ValueError, match="between 1 and 32"):
         Settings(entities_max_per_comment=33)
+
+
+@pytest.mark.parametrize(
+    ("text", "read"),
+    [
+        ("DHL LOST MY PARCEL", "Dhl Lost My Parcel"),
+        ("DHL lost my parcel", "DHL lost my parcel"),  # any lower case: as it is
+        ("i ordered from amazon", "i ordered from amazon"),  # transcripts: as they are
+        ("OK", "OK"),  # fewer than three capitals
+        ("12345 !!", "12345 !!"),
+        ("STRASSE \u00df", "STRASSE \u00df"),  # has a lower-case letter (\u00df)
+    ],
+)
+def test_all_caps_texts_are_read_title_cased_with_the_same_length(text: str, read: str) -> None:
+    assert _readable(text, True) == read and len(read) == len(text)
+    assert _readable(text, False) == text
+
+
+def test_all_caps_entities_keep_the_original_surface_and_offsets() -> None:
+    seen: list[str] = []
+    nlp = tiny_nlp()
+    real = nlp.pipe
+
+    def pipe(texts, **kw):
+        texts = list(texts)
+        seen.extend(texts)
+        return real(texts, **kw)
+
+    nlp.pipe = pipe  # type: ignore[method-assign]
+    [r] = EntityRecognizer(nlp).recognise([EntitySource(ocr_text="DHL LOST MY IPHONE")])
+    assert seen == ["Dhl Lost My Iphone"]
+    assert [(e.text, e.start, e.end, e.key) for e in r.entities] == [
+        ("DHL", 0, 3, "dhl"),
+        ("IPHONE", 12, 18, "iphone"),
+    ]
