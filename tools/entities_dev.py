@@ -7,7 +7,9 @@ Builds 80 OCR-style (upper-case) and 70 transcript-style (lower-case) items with
 ``tools/entities_gold.py`` but other templates and other names (no name of the gold set), and
 prints the key and strict scores of the packaged model when each text is read as it is,
 lower-cased, title-cased, or title-cased but for stop words. Its outcome (upper case: title-case
-it; lower case: leave it) is :func:`model.entities._readable`. Nothing is written: the set is
+it; lower case: leave it) is :func:`model.entities._readable`, behind
+``EntityConfig.titlecase_caps``, which is off: on the held-out gold set it made upper-case OCR
+texts worse (``docs/eval/entities/entities-titlecase-caps.json``). Nothing is written: the set is
 rebuilt from the seeds below.
 """
 

@@ -575,6 +575,8 @@ def test_all_caps_texts_are_read_title_cased_with_the_same_length(text: str, rea
 
 
 def test_all_caps_entities_keep_the_original_surface_and_offsets() -> None:
+    """The option (off by default: it did not carry to the held-out set, model/entities.py)."""
+    assert EntityConfig().titlecase_caps is False
     seen: list[str] = []
     nlp = tiny_nlp()
     real = nlp.pipe
@@ -585,7 +587,8 @@ def test_all_caps_entities_keep_the_original_surface_and_offsets() -> None:
         return real(texts, **kw)
 
     nlp.pipe = pipe  # type: ignore[method-assign]
-    [r] = EntityRecognizer(nlp).recognise([EntitySource(ocr_text="DHL LOST MY IPHONE")])
+    on = EntityRecognizer(nlp, config=EntityConfig(titlecase_caps=True))
+    [r] = on.recognise([EntitySource(ocr_text="DHL LOST MY IPHONE")])
     assert seen == ["Dhl Lost My Iphone"]
     assert [(e.text, e.start, e.end, e.key) for e in r.entities] == [
         ("DHL", 0, 3, "dhl"),
