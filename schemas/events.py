@@ -253,10 +253,12 @@ class Prediction(BaseModel):
         "the entity stage, empty when it found none or could not read the language "
         "(entities_status)",
     )
-    entities_status: Literal["ok", "unsupported_language"] | None = Field(
+    entities_status: Literal["ok", "unsupported_language", "failed"] | None = Field(
         default=None,
         description="ok: the entity stage read the comment; unsupported_language: the "
-        "comment's language has no NER model, so entities is empty; absent with entities",
+        "comment's language has no NER model, so entities is empty; failed: the stage failed "
+        "on the comment's batch, so entities is empty (the prediction was not held back); "
+        "absent with entities",
     )
     metadata: dict[str, Any] | None = Field(
         default=None, description=_METADATA_DOC + "; absent when the event had none"

@@ -297,8 +297,9 @@ class BatchProcessor:
         self, outputs: list[tuple[_Valid, ClassOutput]]
     ) -> list[EntityResult] | None:
         """The entity stage on its own thread (:mod:`workers.entities`); None when it is off
-        or failed (the predictions then go out without the entity fields). It runs in
-        :meth:`emit`, so in the pipeline it overlaps the model on the next batch."""
+        (the predictions then go out without the entity fields); status ``failed`` for every
+        comment when it raised. It runs in :meth:`emit`, so in the pipeline it overlaps the
+        model on the next batch."""
         if self._entities is None or not outputs:
             return None
         t0 = time.perf_counter()
@@ -311,6 +312,7 @@ class BatchProcessor:
         self.metrics.stage.labels("entities").observe(time.perf_counter() - t0)
         if results is None:
             self.metrics.entity_failures.inc()
+            return [EntityResult("failed")] * len(outputs)
         return results
 
     async def emit(self, classified: Classified) -> BatchResult:

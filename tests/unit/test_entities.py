@@ -305,14 +305,15 @@ async def test_predictions_carry_entities_and_validate_against_the_contract() ->
     assert sample == 2
 
 
-async def test_without_the_stage_or_when_it_fails_predictions_have_no_entity_fields() -> None:
+async def test_without_the_stage_no_entity_fields_and_a_failed_stage_says_so() -> None:
     off, _, _ = await _process(None, ["my iPhone"])
+    assert "entities" not in off[0] and "entities_status" not in off[0]
     failing = EntityRunner(lambda: EntityRecognizer(_ThreadRecorder(fail=True)))
-    failed, store, proc = await _process(failing, ["my iPhone"])
+    failed, store, proc = await _process(failing, ["my iPhone", "my Pixel"])
+    assert [(d["entities"], d["entities_status"]) for d in failed] == [([], "failed")] * 2
     for docs in (off, failed):
-        assert "entities" not in docs[0] and "entities_status" not in docs[0]
         Prediction.model_validate(docs[0])
-    assert store.applied[0].entities == ()
+    assert [r.entities for r in store.applied] == [(), ()]
     assert proc.metrics.entity_failures._value.get() == 1  # noqa: SLF001 - prometheus
 
 
