@@ -6,8 +6,11 @@ workers come and go. Endpoints::
 
     GET /                  the page (static HTML + vanilla JS; text is inserted with textContent)
     GET /api/snapshot      one JSON snapshot: totals, last hour by minute, top negative users,
-                           user counts, the latest feed items        (2 Redis round trips)
-    GET /api/user?id=...   one user: counts, trend, recent comments  (1 round trip)
+                           user counts, the latest feed items, the entities of the last hour
+                           by volume and by negative share           (4 Redis round trips)
+    GET /api/user?id=...   one user: counts, trend, recent comments, top entities (1 round trip)
+    GET /api/entity?key=.. one entity: counts by sentiment, NER label and modality, and the
+                           latest comments that mention it           (1 round trip)
     GET /api/events        server-sent events: ``snapshot`` every ``interval_s``, and ``feed``
                            for every prediction the workers publish on ``{prefix}feed``
     GET /healthz           200 (no Redis call), for a load balancer
@@ -39,6 +42,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from commentflow.settings import Settings
+from workers.entity_aggregates import EntityAggregates
 
 __all__ = ["DashboardData", "build_app", "serve", "start"]
 
@@ -48,6 +52,7 @@ LABELS = ("negative", "neutral", "positive")
 COUNT_FIELDS = (*LABELS, "total", "with_image", "with_audio", "dead_letters")
 COOKIE = "commentflow_dashboard"
 MAX_USER_ID = 128  # the event contract's limit
+MAX_ENTITY_KEY = 1000  # an entity key is at most entities_max_chars long
 _STATIC = {
     "index.html": "text/html",
     "app.js": "text/javascript",
@@ -91,6 +96,7 @@ class DashboardData:
         self.prefix = prefix
         self.feed_items = feed_items
         self.top = top
+        self.entities = EntityAggregates.reader(client, prefix)
 
     async def snapshot(self, now_ms: int | None = None) -> dict[str, Any]:
         """Totals, the last 60 minutes, top negative users, user counts and the latest feed."""
@@ -127,6 +133,7 @@ class DashboardData:
             for k in last_hour:
                 last_hour[k] += row[k]
         g = _ints(glob)
+        entities = await self.entities.window(now_ms, minutes=60, top=self.top, min_mentions=3)
         return {
             "now_ms": now_ms,
             "global": {k: g.get(k, 0) for k in COUNT_FIELDS},
@@ -139,7 +146,13 @@ class DashboardData:
             ],
             "users": {"known": int(known), "active_last_hour": int(active)},
             "feed": [doc for raw in feed if (doc := _item(raw)) is not None],
+            "entities": entities,
         }
+
+    async def entity(self, key: str, *, mentions: int = 20) -> dict[str, Any] | None:
+        """One entity's counts and latest mentions; ``None``: unknown (or expired)."""
+        found = await self.entities.entity(key, mentions=mentions)
+        return found if found["counts"] else None
 
     async def user(self, user_id: str, *, recent: int = 50) -> dict[str, Any] | None:
         """One user's counts, recent comments (newest first) and label trend; ``None``: unknown."""
@@ -148,7 +161,8 @@ class DashboardData:
             pipe.hgetall(f"{p}user:{user_id}")
             pipe.lrange(f"{p}recent:{user_id}", 0, recent - 1)
             pipe.zrevrank(f"{p}leaderboard:negative", user_id)
-            raw, items, rank = await pipe.execute()
+            pipe.zrevrange(f"{p}user_entities:{user_id}", 0, self.top - 1, withscores=True)
+            raw, items, rank, named = await pipe.execute()
         if not raw:
             return None
         fields = {k.decode(): v.decode(errors="replace") for k, v in raw.items()}
@@ -170,6 +184,7 @@ class DashboardData:
                 "negative_share_newer": _share(labels[half:].count("negative"), len(labels) - half),
             },
             "recent": docs,
+            "entities": [{"key": k.decode(errors="replace"), "comments": int(n)} for k, n in named],
         }
 
 
@@ -334,6 +349,18 @@ def build_app(
             return web.json_response({"error": "unknown user"}, status=404)
         return web.Response(body=orjson.dumps(found), content_type="application/json")
 
+    async def entity(request: web.Request) -> web.Response:
+        key = request.query.get("key", "")
+        if not key or len(key) > MAX_ENTITY_KEY:
+            return web.json_response({"error": f"key: 1-{MAX_ENTITY_KEY} characters"}, status=400)
+        try:
+            found = await data.entity(key)
+        except (aioredis.RedisError, OSError):
+            return web.json_response({"error": "redis unavailable"}, status=503)
+        if found is None:
+            return web.json_response({"error": "unknown entity"}, status=404)
+        return web.Response(body=orjson.dumps(found), content_type="application/json")
+
     async def events(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(
             headers={
@@ -374,6 +401,7 @@ def build_app(
     app.router.add_get("/static/{name}", static)
     app.router.add_get("/api/snapshot", snapshot)
     app.router.add_get("/api/user", user)
+    app.router.add_get("/api/entity", entity)
     app.router.add_get("/api/events", events)
     app.router.add_get("/healthz", healthz)
     app.on_startup.append(on_startup)

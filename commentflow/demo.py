@@ -48,6 +48,7 @@ class DemoOptions:
     duration: float | None = None  # seconds to run (None: until Ctrl-C)
     kafka_port: int | None = None  # the embedded broker's port (None: a free one)
     redis_port: int | None = None  # the embedded state Redis' port (None: a free one)
+    entities: bool = True  # the workers' entity stage (off by default elsewhere: its cost)
 
 
 def run(options: DemoOptions, settings: Settings) -> int:
@@ -83,6 +84,7 @@ async def _demo(options: DemoOptions, settings: Settings) -> int:
             redis_cache_url=stack.redis_cache_url,
             session_timeout_s=6.0,
             commit_interval_s=0.5,
+            entities_enabled=options.entities,
         )
         await stack.create_topics(
             [settings.input_topic, settings.predictions_topic, settings.dlq_topic]

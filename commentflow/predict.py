@@ -33,6 +33,7 @@ import numpy as np
 import orjson
 
 from model.base import Classifier, ClassOutput, CommentInput
+from model.entities import EntityRecognizer, EntityResult, EntitySource
 from schemas.errors import DeadLetterError
 from schemas.events import CommentEvent
 from workers.address_policy import MediaError
@@ -140,27 +141,51 @@ def score_rows(
     progress: Callable[[int], object] | None = None,
     max_event_bytes: int = 1 << 20,
     decode_config: DecodeConfig | None = None,
+    entities: EntityRecognizer | None = None,
 ) -> Scored:
     """Score ``records`` in batches of ``batch_size``; write one prediction per valid row to
-    ``out`` (JSON lines, input order). ``progress(n)`` is called with the rows done per batch."""
+    ``out`` (JSON lines, input order). ``progress(n)`` is called with the rows done per batch.
+    ``entities``: the entity stage too (the predictions' ``entities``, as the worker's)."""
     result = Scored()
     model = model_ref(classifier)
     for batch, skipped, n_rows in _batches(records, batch_size, max_event_bytes, decode_config):
         result.skipped += skipped
         if batch:
             outputs = _predict_isolated(classifier, batch, result.skipped)
+            found = _recognise(entities, batch, outputs)
             processed_at = utc_now_iso()
-            for r, o in zip(batch, outputs, strict=True):
+            for r, o, ents in zip(batch, outputs, found, strict=True):
                 if o is None:
                     continue
                 doc = prediction_document(
-                    r.event, o, model=model, processed_at=processed_at, media_errors=r.media_errors
+                    r.event,
+                    o,
+                    model=model,
+                    processed_at=processed_at,
+                    media_errors=r.media_errors,
+                    entities=ents,
                 )
                 out.write(orjson.dumps(doc) + b"\n")
                 result.predictions += 1
         if progress is not None:
             progress(n_rows)
     return result
+
+
+def _recognise(
+    entities: EntityRecognizer | None,
+    batch: list[ScoringRow],
+    outputs: Sequence[ClassOutput | None],
+) -> list[EntityResult | None]:
+    if entities is None:
+        return [None] * len(batch)
+    kept = [(r, o) for r, o in zip(batch, outputs, strict=True) if o is not None]
+    results = iter(
+        entities.recognise(
+            [EntitySource(r.event.text, o.ocr_text, o.transcript, o.language) for r, o in kept]
+        )
+    )
+    return [None if o is None else next(results) for o in outputs]
 
 
 def _predict_isolated(
@@ -217,6 +242,7 @@ def write_predictions(
     show_progress: bool = True,
     max_event_bytes: int = 1 << 20,
     decode_config: DecodeConfig | None = None,
+    entities: EntityRecognizer | None = None,
 ) -> Scored:
     """Score the file ``data`` into ``out`` with a progress bar on stderr; skipped rows are
     reported on stderr, one line each (row number, code, message: never the row's text)."""
@@ -236,6 +262,7 @@ def write_predictions(
             progress=bar.update,
             max_event_bytes=max_event_bytes,
             decode_config=decode_config,
+            entities=entities,
         )
     for s in sorted(result.skipped, key=lambda s: s.row):
         print(f"commentflow predict: row {s.row} skipped ({s.code}): {s.message}", file=sys.stderr)

@@ -46,7 +46,26 @@ _NEUTRAL = [
     "Meeting moved to room 4 this afternoon",
     "Here is the link to the documentation",
 ]
-_TOPICS = ["the app", "my order", "the new phone", "this thread", "the update", "the concert"]
+# Half the topics name a product, brand, company or person: what the entity stage finds (the
+# dashboard's "what people are talking about" panel in `commentflow demo`). Each pool draws from
+# its own list, so that brands differ in how angry people are about them: the courier and the
+# phone draw complaints, the concert praise.
+_GENERIC = ["the app", "my order", "the new phone", "this thread", "the update", "the concert"]
+_BRANDS = [
+    "my Amazon order",
+    "my iPhone from Apple",
+    "the Spotify update",
+    "the Taylor Swift concert",
+    "the Samsung store",
+    "the DHL courier",
+    "my Nike shoes",
+    "the PlayStation 5",
+]
+_TOPICS = {  # per pool: negative, neutral, positive
+    "negative": _GENERIC + _BRANDS + ["the DHL courier"] * 3 + ["my iPhone from Apple"] * 2,
+    "neutral": _GENERIC + _BRANDS,
+    "positive": _GENERIC + _BRANDS + ["the Taylor Swift concert"] * 3 + ["my Nike shoes"] * 2,
+}
 
 
 def synthetic_events(
@@ -54,10 +73,10 @@ def synthetic_events(
 ) -> Iterator[dict[str, Any]]:
     """``n`` valid, varied comment events from ``users`` users (deterministic for a seed)."""
     rng = random.Random(seed)
-    pools = [_NEGATIVE, _NEUTRAL, _POSITIVE]
+    pools = [("negative", _NEGATIVE), ("neutral", _NEUTRAL), ("positive", _POSITIVE)]
     for i in range(n):
-        pool = rng.choice(pools)
-        text = f"{rng.choice(pool)} ({rng.choice(_TOPICS)})"
+        kind, pool = rng.choice(pools)
+        text = f"{rng.choice(pool)} ({rng.choice(_TOPICS[kind])})"
         yield {
             "schema": "commentflow.comment/1",
             "comment_id": f"{prefix}-{seed}-{i}",

@@ -43,7 +43,10 @@ class ClassOutput:
     ``language`` is the comment text's detected language (ISO 639-1, ``und`` when it cannot be
     told, None when the classifier does not detect languages); ``language_supported`` is False
     when that language is confidently one the model was not trained and validated on, so the
-    answer is a guess (the prediction then says ``confidence: "low"``).
+    answer is a guess (the prediction then says ``confidence: "low"``). ``ocr_text`` and
+    ``transcript`` are what the model read from the comment's pictures and heard in its voice
+    notes (joined, as the text encoder saw them; empty when none or not a multimodal model): the
+    worker's entity stage reads them.
     """
 
     label: str
@@ -52,6 +55,8 @@ class ClassOutput:
     language: str | None = None
     language_score: float = 0.0  # the detector's confidence in ``language``
     language_supported: bool = True
+    ocr_text: str = ""
+    transcript: str = ""
 
 
 @runtime_checkable

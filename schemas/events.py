@@ -23,6 +23,7 @@ from pydantic_core import PydanticCustomError
 __all__ = [
     "COMMENT_SCHEMA",
     "DEAD_LETTER_SCHEMA",
+    "MAX_ENTITIES",
     "MAX_MEDIA_ITEMS",
     "MAX_METADATA_BYTES",
     "MAX_TEXT_CHARS",
@@ -33,6 +34,7 @@ __all__ = [
     "DeadLetter",
     "DeadLetterError",
     "DeadLetterSource",
+    "EntityMention",
     "MediaError",
     "MediaRef",
     "ModelRef",
@@ -48,6 +50,8 @@ DEAD_LETTER_SCHEMA = "commentflow.dead_letter/1"
 MAX_TEXT_CHARS = 20_000
 MAX_MEDIA_ITEMS = 8
 MAX_URL_CHARS = 2_048
+#: At most this many entities per prediction (the worker's entity stage keeps the first ones).
+MAX_ENTITIES = 32
 #: ``metadata`` may be at most this many bytes as compact JSON: it is copied into every output.
 MAX_METADATA_BYTES = 16 * 1024
 #: ``created_at`` must fall in these years (inclusive, UTC); anything else is a schema violation.
@@ -183,6 +187,32 @@ class PredictionLanguage(BaseModel):
 LowConfidenceReason = Literal["unsupported_language"]
 
 
+class EntityMention(BaseModel):
+    """One named entity the comment mentions: ``text`` is ``source[start:end]`` of the text of
+    ``modality`` (the comment text; the OCR text of its pictures; its voice-note transcript)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(description="the surface form as written (user text: escape it)")
+    label: str = Field(
+        description="the NER model's label: PERSON, NORP, FAC, ORG, GPE, LOC, PRODUCT, EVENT, "
+        "WORK_OF_ART or LAW, or a label of the deployment's own entity patterns"
+    )
+    modality: Modality = Field(
+        description="where it was read: text (the comment text), image (the OCR text of a "
+        "picture), audio (the transcript of a voice note)"
+    )
+    start: Annotated[int, Field(ge=0)] = Field(
+        description="character offset into that modality's text (the event's text for text)"
+    )
+    end: Annotated[int, Field(ge=0)]
+    key: str = Field(
+        description="the grouping form (case-folded, whitespace collapsed, possessive and "
+        "plural s removed): iPhone, iphone's and IPHONE share the key iphone; the Redis entity "
+        "aggregates count by it"
+    )
+
+
 class Prediction(BaseModel):
     """One prediction per comment, on the predictions topic (key: the user id)."""
 
@@ -215,6 +245,20 @@ class Prediction(BaseModel):
         default_factory=list,
         description="why confidence is low; unsupported_language: the comment is in a language "
         "the model was not trained and validated on",
+    )
+    entities: Annotated[list[EntityMention], Field(max_length=MAX_ENTITIES)] | None = Field(
+        default=None,
+        description="the named entities the comment mentions, in its text, pictures and voice "
+        "notes (at most one per key, label and modality); absent when the worker runs without "
+        "the entity stage, empty when it found none or could not read the language "
+        "(entities_status)",
+    )
+    entities_status: Literal["ok", "unsupported_language", "failed"] | None = Field(
+        default=None,
+        description="ok: the entity stage read the comment; unsupported_language: the "
+        "comment's language has no NER model, so entities is empty; failed: the stage failed "
+        "on the comment's batch, so entities is empty (the prediction was not held back); "
+        "absent with entities",
     )
     metadata: dict[str, Any] | None = Field(
         default=None, description=_METADATA_DOC + "; absent when the event had none"

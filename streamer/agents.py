@@ -34,6 +34,7 @@ import redis.asyncio as aioredis
 from mode import CrashingSupervisor
 
 from model.base import LABELS, Classifier
+from model.entities import EntityConfig, EntityRecognizer, load_packaged_recognizer
 from model.errors import ModelError, ModelFormatError
 from model.media.decode import DecodeConfig
 from model.serving import decode_config_for
@@ -44,6 +45,7 @@ from workers import memory
 from workers.aggregates import AggregateStore
 from workers.config import MediaSettings, ProcessorConfig
 from workers.crash_guard import CrashGuard
+from workers.entities import EntityRunner
 from workers.headers import normalise_headers
 from workers.health import BrokerProbe, PipelineHealth
 from workers.inference import InferenceRunner
@@ -55,7 +57,13 @@ from workers.pipeline import LaneConfig, StreamPipeline
 from workers.processor import BatchProcessor, BatchResult
 from workers.retry import REDIS_RETRIABLE
 
-__all__ = ["EXIT_CRASHED", "EXIT_MODEL_FAILED", "install", "load_worker_classifier"]
+__all__ = [
+    "EXIT_CRASHED",
+    "EXIT_MODEL_FAILED",
+    "install",
+    "load_entity_recognizer",
+    "load_worker_classifier",
+]
 
 PRUNE_INTERVAL_S = 60.0
 PRUNE_LIMIT = 1000
@@ -79,6 +87,18 @@ def load_worker_classifier(settings: Settings) -> Classifier:
         return load_classifier(settings.model_dir, settings.device)
     threads = settings.model_media_threads or max(1, (os.cpu_count() or 2) // 2)
     return load_classifier(settings.model_dir, settings.device, threads=threads)
+
+
+def load_entity_recognizer(settings: Settings) -> EntityRecognizer:
+    """The packaged entity recogniser (``en_core_web_sm``) with the settings' bounds and the
+    deployment's patterns (``entities_patterns``)."""
+    return load_packaged_recognizer(
+        EntityConfig(
+            max_entities=settings.entities_max_per_comment,
+            max_chars=settings.entities_max_chars,
+        ),
+        patterns=settings.entities_patterns or None,
+    )
 
 
 class FaustPublisher:
@@ -136,6 +156,12 @@ class Resources:
             feed_length=settings.feed_length,
             minute_ttl_s=settings.minute_ttl_s,
             user_retention_s=settings.user_retention_s,
+            mentions_per_entity=settings.entity_mentions_kept,
+        )
+        self.entities = (
+            EntityRunner(lambda: load_entity_recognizer(settings))
+            if settings.entities_enabled
+            else None
         )
         # The cache Redis (allkeys-lru): media shared between workers. Never the state Redis.
         self.cache_redis = (
@@ -163,6 +189,7 @@ class Resources:
             self.media,
             self.metrics,
             self.health,
+            entities=self.entities,
         )
         self.guard = CrashGuard(
             self.redis,
@@ -197,6 +224,8 @@ class Resources:
     async def start(self) -> None:
         async with self._lock:
             await self.runner.start()
+            if self.entities is not None:
+                await self.entities.start()
             self._check_decoding()
             self.metrics.model_loaded.set(1)
             if self.media is not None:
@@ -208,6 +237,8 @@ class Resources:
                 await self.media.stop()
                 self.media = None
             await self.runner.stop()
+            if self.entities is not None:
+                await self.entities.stop()
             self.metrics.model_loaded.set(0)
             await self.broker_probe.close()
             await self.redis.aclose()

@@ -169,6 +169,22 @@ class Settings:
     media_resolve: str = _setting(
         "", 'host=ip overrides, "*.example.test=127.0.0.1" (like curl --resolve)'
     )
+    # -- entity stage (model/entities.py): named entities in text, OCR text and transcripts
+    # Off by default: on a 2-core CPU it costs more than 15% of text-only throughput at batch
+    # 128 (README, "Entities"); `commentflow demo` turns it on.
+    entities_enabled: bool = _setting(
+        False, "recognise named entities (products, brands, people ...) in every comment"
+    )
+    entities_max_per_comment: int = _setting(8, "most entities kept per comment (up to 32)")
+    entities_max_chars: int = _setting(
+        1000, "characters of each text (comment, OCR, transcript) the entity stage reads"
+    )
+    entities_patterns: str = _setting(
+        "", "JSON-lines file of entity-ruler patterns: your products, brands, people"
+    )
+    entity_mentions_kept: int = _setting(
+        20, "latest comments kept per entity (the dashboard's entity drill-down)"
+    )
     # -- Redis aggregates
     dedup_ttl_s: int = _setting(7 * 24 * 3600, "how long a comment_id is remembered as processed")
     recent_per_user: int = _setting(20, "predictions kept in each user's recent list")
@@ -296,6 +312,10 @@ class Settings:
             raise ValueError("poison_after must be at least 1")
         if not 0 < self.model_failure_ratio <= 1:
             raise ValueError("model_failure_ratio must be in (0, 1]")
+        if not 1 <= self.entities_max_per_comment <= 32:
+            raise ValueError("entities_max_per_comment must be between 1 and 32")
+        if self.entities_max_chars < 1 or self.entity_mentions_kept < 1:
+            raise ValueError("entities_max_chars and entity_mentions_kept must be at least 1")
         if self.consumer_auto_offset_reset not in ("earliest", "latest"):
             raise ValueError("consumer_auto_offset_reset must be earliest or latest")
         KafkaSecurity.of(self)  # KafkaSecurityError (a ValueError): one line, no secret

@@ -20,8 +20,13 @@ Bounded in time:
 - The sorted sets naming users (``leaderboard:total``, ``leaderboard:negative``,
   ``users:last_seen``) are pruned of users inactive longer than the retention by
   :meth:`AggregateStore.prune_expired_users` (bounded per call; a worker timer calls it).
-- :meth:`AggregateStore.forget_user` erases one user (right to erasure).
+- :meth:`AggregateStore.forget_user` erases one user (right to erasure), the user's entity keys
+  included.
 - ``global``, ``minute:*`` (TTL) and ``dead_letters`` are anonymous counts and stay.
+
+Entities: a prediction that names entities also updates the entity aggregates
+(:mod:`workers.entity_aggregates`, its own claim set), queued before its sentiment script in the
+same pipeline so that a pipeline cut short never leaves the entities behind a claimed comment.
 
 Retries: every call may be retried whole after any error in :data:`RETRIABLE_REDIS_ERRORS`
 (a lost connection, Redis loading, out of memory, a read-only replica after a failover), because
@@ -35,6 +40,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from workers.entity_aggregates import EntityAggregates, EntityRecord
 from workers.retry import REDIS_RETRIABLE
 
 __all__ = [
@@ -156,6 +162,8 @@ FORGET_COUNTS = (
     "leaderboard_negative",
     "users_last_seen",
     "feed_items",
+    "user_entities",
+    "entity_mentions",
 )
 
 
@@ -166,6 +174,7 @@ class PredictionRecord:
     label: str
     modalities: tuple[str, ...]
     feed_item: bytes  # JSON shown in the live feed and the user's recent list (redacted text)
+    entities: tuple[EntityRecord, ...] = ()  # grouped by key (workers.entity_aggregates)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +200,7 @@ class AggregateStore:
         feed_length: int,
         minute_ttl_s: int,
         user_retention_s: int = 90 * 24 * 3600,
+        mentions_per_entity: int = 20,
     ) -> None:
         if user_retention_s < 1 or dedup_ttl_s < 1:
             raise ValueError("user_retention_s and dedup_ttl_s must be at least 1 second")
@@ -211,6 +221,14 @@ class AggregateStore:
         self._lb_total = prefix + "leaderboard:total"
         self._lb_negative = prefix + "leaderboard:negative"
         self._last_seen = prefix + "users:last_seen"
+        self.entities = EntityAggregates(
+            client,
+            prefix=prefix,
+            dedup_ttl_s=dedup_ttl_s,
+            minute_ttl_s=minute_ttl_s,
+            user_retention_s=user_retention_s,
+            mentions_per_entity=mentions_per_entity,
+        )
 
     @property
     def prefix(self) -> str:
@@ -265,6 +283,16 @@ class AggregateStore:
         now = str(now_ms)
         async with self._redis.pipeline(transaction=False) as pipe:
             for rec in predictions:
+                # first: see the module docstring (a cut pipeline never skips the entities)
+                await self.entities.queue(
+                    pipe,
+                    comment_id=rec.comment_id,
+                    user_id=rec.user_id,
+                    label=rec.label,
+                    entities=rec.entities,
+                    feed_item=rec.feed_item,
+                    now_ms=now_ms,
+                )
                 user_key, recent_key, dedup_key = self.user_keys(rec.user_id)
                 await self._apply_prediction(
                     keys=[
@@ -304,7 +332,14 @@ class AggregateStore:
                     args=[dl.code, now, self._dedup_ttl, self._minute_ttl],
                     client=pipe,
                 )
-            return [int(r) for r in await pipe.execute()]
+            replies = await pipe.execute()
+        # one reply per entity script queued, then the prediction's: report the prediction's
+        out, i = [], 0
+        for rec in predictions:
+            i += 1 if rec.entities else 0
+            out.append(int(replies[i]))
+            i += 1
+        return out + [int(r) for r in replies[i:]]
 
     async def prune_expired_users(self, now_ms: int, limit: int = 1000) -> int:
         """Drop up to ``limit`` users inactive longer than the retention from the sorted sets.
@@ -328,9 +363,10 @@ class AggregateStore:
 
         Deletes ``user:``, ``recent:`` and ``dedup:`` of the user, removes the user from the
         three sorted sets and the user's items from ``feed``, in one atomic script. Returns what
-        was removed (:data:`FORGET_COUNTS`). Not removed: the anonymous counts (``global``,
-        ``minute:*``, ``dead_letters``) and, outside Redis, predictions already on the Kafka
-        topic (its retention governs them).
+        was removed (:data:`FORGET_COUNTS`), the user's entity sets and mentions included
+        (:meth:`~workers.entity_aggregates.EntityAggregates.forget_user`). Not removed: the
+        anonymous counts (``global``, ``minute:*``, ``dead_letters``, the entity counts) and,
+        outside Redis, predictions already on the Kafka topic (its retention governs them).
         """
         counts = await self._forget(
             keys=[
@@ -342,4 +378,5 @@ class AggregateStore:
             ],
             args=[user_id],
         )
-        return dict(zip(FORGET_COUNTS, (int(c) for c in counts), strict=True))
+        entity_counts = await self.entities.forget_user(user_id)
+        return dict(zip(FORGET_COUNTS[:7], (int(c) for c in counts), strict=True)) | entity_counts

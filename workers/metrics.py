@@ -149,6 +149,19 @@ class PipelineMetrics:
             registry=r,
             buckets=_SECONDS,
         )
+        self.entities = Counter(
+            "entities",
+            "Named entities in published predictions, by the modality they were read from",
+            ["modality"],
+            namespace=ns,
+            registry=r,
+        )
+        self.entity_failures = Counter(
+            "entity_failures",
+            "Batches whose entity stage failed (their predictions went out without entities)",
+            namespace=ns,
+            registry=r,
+        )
         self.media_items = Counter(
             "media_items", "Media items resolved, by type", ["type"], namespace=ns, registry=r
         )

@@ -13,10 +13,12 @@ from datetime import UTC
 from typing import Any
 
 from model.base import Classifier, ClassOutput
+from model.entities import EntityResult
 from schemas.events import PREDICTION_SCHEMA, CommentEvent
 
 __all__ = [
     "confidence_fields",
+    "entity_fields",
     "model_ref",
     "prediction_document",
     "rounded_scores",
@@ -36,10 +38,12 @@ def prediction_document(
     model: Mapping[str, str],
     processed_at: str,
     media_errors: Sequence[Mapping[str, str]] = (),
+    entities: EntityResult | None = None,
 ) -> dict[str, Any]:
     """The prediction of ``event`` (a JSON-ready dict; ``metadata`` copied when the event has it).
 
-    ``processed_at``: RFC 3339 UTC time; ``media_errors``: the media items left out, redacted.
+    ``processed_at``: RFC 3339 UTC time; ``media_errors``: the media items left out, redacted;
+    ``entities``: the entity stage's result (None: the stage is off, the fields are absent).
     """
     doc: dict[str, Any] = {
         "schema": PREDICTION_SCHEMA,
@@ -53,6 +57,7 @@ def prediction_document(
         "created_at": utc_iso(event),
         "processed_at": processed_at,
         **confidence_fields(out),
+        **entity_fields(entities),
     }
     if event.metadata is not None:
         doc["metadata"] = event.metadata
@@ -87,3 +92,13 @@ def confidence_fields(out: ClassOutput) -> dict[str, Any]:
             "supported": out.language_supported,
         }
     return fields
+
+
+def entity_fields(result: EntityResult | None) -> dict[str, Any]:
+    """The prediction's ``entities`` and ``entities_status`` (none when the stage is off)."""
+    if result is None:
+        return {}
+    return {
+        "entities": [e.as_dict() for e in result.entities],
+        "entities_status": result.status,
+    }

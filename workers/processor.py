@@ -13,6 +13,10 @@ Order of one batch::
     apply Redis scripts (SET NX on comment_id / source offset, one pipeline)
     return ─► the agent acks the offsets
 
+The entity stage (:mod:`workers.entities`, on its own thread) runs at the start of the output
+half, :meth:`BatchProcessor.emit`, so that it overlaps the model on the next batch; its entities
+go into the predictions and, grouped by key, into the Redis update.
+
 Every output carries the worker's headers, the input's trace context continued (one span per
 message: :mod:`workers.tracing`) and the allow-listed input headers (:mod:`workers.headers`);
 predictions carry the event's ``metadata``, dead letters too when it could be read.
@@ -41,11 +45,14 @@ from typing import Any
 import orjson
 
 from model.base import ClassOutput, CommentInput
+from model.entities import EntityResult, EntitySource
 from schemas.errors import DeadLetterError, Poison, ProcessingFailed
 from schemas.events import DEAD_LETTER_SCHEMA, PREDICTION_SCHEMA, CommentEvent
 from workers.aggregates import AggregateStore, DeadLetterRecord, PredictionRecord
 from workers.config import ProcessorConfig
 from workers.dead_letter import build_dead_letter, utc_now_iso
+from workers.entities import EntityRunner
+from workers.entity_aggregates import group_entities
 from workers.headers import Header, HeaderPolicy
 from workers.health import PipelineHealth
 from workers.inference import InferenceRunner
@@ -135,8 +142,10 @@ class BatchProcessor:
         metrics: PipelineMetrics | None = None,
         health: PipelineHealth | None = None,
         tracer: MessageTracer | None = None,
+        entities: EntityRunner | None = None,
     ) -> None:
         self._s = config
+        self._entities = entities
         self._header_policy = HeaderPolicy.parse(
             config.headers_allow,
             max_count=config.headers_max_count,
@@ -284,6 +293,28 @@ class BatchProcessor:
             raise
         return Classified(prepared, outputs, failed, inference_s, time.perf_counter())
 
+    async def _recognise(
+        self, outputs: list[tuple[_Valid, ClassOutput]]
+    ) -> list[EntityResult] | None:
+        """The entity stage on its own thread (:mod:`workers.entities`); None when it is off
+        (the predictions then go out without the entity fields); status ``failed`` for every
+        comment when it raised. It runs in :meth:`emit`, so in the pipeline it overlaps the
+        model on the next batch."""
+        if self._entities is None or not outputs:
+            return None
+        t0 = time.perf_counter()
+        results = await self._entities.recognise(
+            [
+                EntitySource(item.event.text, out.ocr_text, out.transcript, out.language)
+                for item, out in outputs
+            ]
+        )
+        self.metrics.stage.labels("entities").observe(time.perf_counter() - t0)
+        if results is None:
+            self.metrics.entity_failures.inc()
+            return [EntityResult("failed")] * len(outputs)
+        return results
+
     async def emit(self, classified: Classified) -> BatchResult:
         """The output half of :meth:`finish`: publish (broker acks awaited), write Redis."""
         prepared = classified.prepared
@@ -304,22 +335,29 @@ class BatchProcessor:
         m = self.metrics
         m.stage.labels("emit_wait").observe(max(0.0, time.perf_counter() - classified.at))
         bad = list(prepared.bad) + classified.failed
+        found = await self._recognise(outputs)
         processed_at = utc_now_iso()
 
         # Each message's output is built on its own: one that cannot be built is dead-lettered.
         predicted: list[tuple[_Valid, ClassOutput, Outbound, PredictionRecord]] = []
         model = model_ref(self._runner.classifier)
         errors_of = dict(zip((id(v) for v in prepared.todo), prepared.media_errors, strict=True))
-        for item, out in outputs:
+        for j, (item, out) in enumerate(outputs):
+            ents = found[j] if found is not None else None
             try:
                 value, feed_item = self._prediction(
-                    item.event, out, errors_of[id(item)], model, processed_at
+                    item.event, out, errors_of[id(item)], model, processed_at, ents
                 )
             except Exception as exc:  # noqa: BLE001 - this message fails, not the batch
                 bad.append((item.message, _failed_at("build", exc)))
                 continue
             record = PredictionRecord(
-                item.event.comment_id, item.event.user_id, out.label, out.modalities, feed_item
+                item.event.comment_id,
+                item.event.user_id,
+                out.label,
+                out.modalities,
+                feed_item,
+                group_entities(ents.entities) if ents is not None else (),
             )
             span = self._tracer.start(item.message, start_ns=prepared.started_ns)
             spans.append(span)
@@ -357,8 +395,11 @@ class BatchProcessor:
         )
         m.stage.labels("redis").observe(time.perf_counter() - t_redis)
         result.predicted = len(records)
-        for item, out, _, _ in predicted:
+        for item, out, _, rec in predicted:
             result.labels[out.label] = result.labels.get(out.label, 0) + 1
+            for ent in rec.entities:
+                for modality in ent.modalities:
+                    m.entities.labels(modality).inc()
             result.end_to_end_ms.append(now_ms - item.event.created_at.timestamp() * 1000)
         result.total_s = time.perf_counter() - prepared.started
         self._count(prepared, result, [out for _, out, _, _ in predicted])
@@ -561,9 +602,15 @@ class BatchProcessor:
         media_errors: list[dict[str, str]],
         model: dict[str, str],
         processed_at: str,
+        entities: EntityResult | None = None,
     ) -> tuple[bytes, bytes]:
         doc = prediction_document(
-            event, out, model=model, processed_at=processed_at, media_errors=media_errors
+            event,
+            out,
+            model=model,
+            processed_at=processed_at,
+            media_errors=media_errors,
+            entities=entities,
         )
         created_at, scores = doc["created_at"], doc["scores"]
         feed = {

@@ -39,6 +39,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--seed", type=int, default=7)
     a("--out", default=None, help="output folder (default: runs/bench-model-<timestamp>)")
     a(
+        "--no-entities",
+        dest="entities",
+        action="store_false",
+        help="leave out the text+entities workload (the entity stage after the model)",
+    )
+    a(
+        "--no-media",
+        dest="media",
+        action="store_false",
+        help="text workloads only, also for a multimodal model (no OCR or speech: fast)",
+    )
+    a(
         "--text-encoders",
         action="store_true",
         help="instead of a model: the text encoders alone (MiniLM, USE-m3 in torch, USE-m3's "
@@ -79,4 +91,6 @@ def run(args: argparse.Namespace, settings: Settings | None) -> int:
         threads=args.threads,
         seed=args.seed,
         out=args.out,
+        entities=args.entities,
+        media=args.media,
     )

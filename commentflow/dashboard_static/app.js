@@ -123,9 +123,85 @@ function renderSnapshot(s) {
     body.appendChild(tr);
   }
 
+  renderEntities(s.entities || { by_volume: [], by_negative_share: [] });
+
   for (const item of s.feed.slice().reverse()) addFeed(item, true);
   setText("updated", "updated " + new Date(s.now_ms).toLocaleTimeString("en-GB"));
   if (currentUser !== null) refreshUser();
+  if (currentEntity !== null) refreshEntity();
+}
+
+// -- "what people are talking about": entity names are user text (textContent only)
+function entityRow(e, rank) {
+  const li = el("li");
+  li.dataset.key = String(e.key);
+  li.appendChild(el("span", "rank muted", rank));
+  const name = el("button", "link ent-name", e.name);
+  name.type = "button";
+  name.title = e.key;
+  name.addEventListener("click", () => showEntity(String(e.key)));
+  li.appendChild(name);
+  const share = Number(e.negative_share) || 0;
+  const bar = el("span", "ent-bar");
+  const neg = el("span", "negative");
+  neg.style.width = (share * 100).toFixed(1) + "%";
+  bar.appendChild(neg);
+  bar.title = fmt.format(e.negative) + " of " + fmt.format(e.total) + " negative";
+  li.appendChild(bar);
+  li.appendChild(el("span", "n", fmt.format(e.total)));
+  li.appendChild(el("span", "n muted", (share * 100).toFixed(0) + "% neg"));
+  return li;
+}
+
+function renderEntities(ents) {
+  const lists = [["ent-volume", ents.by_volume || []], ["ent-negative", ents.by_negative_share || []]];
+  for (const [id, rows] of lists) {
+    const list = $(id);
+    clear(list);
+    rows.forEach((e, i) => list.appendChild(entityRow(e, i + 1)));
+  }
+  $("ent-empty").classList.toggle("hidden", (ents.by_volume || []).length > 0);
+}
+
+let currentEntity = null;
+let entityBusy = false;
+async function showEntity(key) {
+  currentEntity = key;
+  await refreshEntity();
+}
+
+async function refreshEntity() {
+  if (entityBusy || currentEntity === null) return;
+  entityBusy = true;
+  try {
+    const resp = await fetch("/api/entity?key=" + encodeURIComponent(currentEntity),
+                             { credentials: "same-origin" });
+    const view = $("entity-view");
+    if (!resp.ok) {
+      view.classList.add("hidden");
+      $("entity-error").textContent = resp.status === 404 ? "unknown entity" : "error " + resp.status;
+      return;
+    }
+    const e = await resp.json();
+    $("entity-error").textContent = "";
+    view.classList.remove("hidden");
+    $("ev-name").textContent = e.name;
+    const c = e.counts || {};
+    const counts = $("ev-counts");
+    clear(counts);
+    counts.appendChild(el("span", "", "comments " + fmt.format(c.total || 0)));
+    for (const l of LABELS) counts.appendChild(el("span", "", l + " " + fmt.format(c[l] || 0)));
+    const part = (prefix) => Object.keys(c).filter((k) => k.startsWith(prefix))
+      .map((k) => k.slice(prefix.length) + " " + fmt.format(c[k])).join(", ");
+    $("ev-detail").textContent = "as " + (part("label:") || "-") + "; read in " + (part("mod:") || "-");
+    const list = $("ev-mentions");
+    clear(list);
+    for (const item of e.mentions || []) list.appendChild(feedItem(item, true));
+  } catch (err) {
+    $("entity-error").textContent = "connection error";
+  } finally {
+    entityBusy = false;
+  }
 }
 
 // -- the per-user view
@@ -170,6 +246,10 @@ async function refreshUser() {
       sq.title = l;
       trend.appendChild(sq);
     }
+    const named = Array.isArray(u.entities) ? u.entities : [];
+    $("uv-entities").textContent = named.length
+      ? "talks about: " + named.map((e) => e.key + " (" + fmt.format(e.comments) + ")").join(", ")
+      : "";
     const recent = $("uv-recent");
     clear(recent);
     for (const item of u.recent) recent.appendChild(feedItem(item, false));

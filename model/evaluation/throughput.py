@@ -4,7 +4,7 @@
 
     commentflow bench-model --model models/multimodal --batch-sizes 1,8,32,128 [--device cuda]
 
-Three workloads through the serving path (``load_classifier(...).predict``), side by side:
+Workloads through the serving path (``load_classifier(...).predict``), side by side:
 
 * ``text``: text-only comments (the synthetic producer's texts);
 * ``media_new``: a carrier text + one image (a sentence rendered into a picture) + one voice note
@@ -23,10 +23,15 @@ Three workloads through the serving path (``load_classifier(...).predict``), sid
 * ``media_cached_1by1``: ``media_cached`` through that classifier (its own caches), in turns
   with ``media_cached``: warm caches must cost no more than before.
 
-A text-only model runs the ``text`` workload only. Each (workload, batch size) is warmed up on
-other comments, then timed over ``--items`` comments (``--media-items`` for ``media_new``, slow on
-a CPU). Prints the table with each rate's ratio to ``text`` at the same batch size; saves
-``results.json`` and ``throughput.png`` under ``--out``.
+Unless ``--no-entities``, one more workload, ``text+entities``: the same text comments, each
+batch through the classifier and then the entity stage (:mod:`model.entities`, the packaged
+``en_core_web_sm``), one after the other, as a worker does; its ratio to ``text`` is the
+stage's cost; the stage's share of the time, measured on the same batches, is printed too (the
+steadier figure on a machine shared with other work). A text-only model runs the ``text``
+workloads only. Each (workload, batch size) is warmed up on other comments, then timed over
+``--items`` comments (``--media-items`` for ``media_new``, slow on a CPU). Prints the table with
+each rate's ratio to ``text`` at the same batch size; saves ``results.json`` and
+``throughput.png`` under ``--out``.
 """
 
 from __future__ import annotations
@@ -49,9 +54,11 @@ from model.base import CommentInput
 from model.serving import load_classifier
 
 __all__ = [
+    "ENTITY_WORKLOAD",
     "WORKLOADS",
     "bench_model",
     "measure",
+    "measure_entities",
     "measure_pair",
     "media_comments",
     "one_by_one",
@@ -60,6 +67,7 @@ __all__ = [
 ]
 
 WORKLOADS = ("text", "media_new_1by1", "media_new", "media_cached_1by1", "media_cached")
+ENTITY_WORKLOAD = "text+entities"
 
 
 def media_comments(texts: list[str], seed: int, progress: bool = True) -> list[CommentInput]:
@@ -164,6 +172,35 @@ def parity(old: Any, new: Any, comments: Sequence[CommentInput]) -> dict[str, An
     return out
 
 
+def measure_entities(
+    classifier: Any, entities: Any, comments: list[CommentInput], size: int
+) -> tuple[float, float]:
+    """Comments/s of the classifier then the entity stage (an
+    :class:`~model.entities.EntityRecognizer`) on each batch, and the stage's share of that
+    time, timed on the same batches (so a machine busy with other work skews it less than
+    two separate runs would)."""
+    if not comments:
+        raise ValueError("nothing to measure")
+    model_s = stage_s = 0.0
+    for i in range(0, len(comments), size):
+        batch = comments[i : i + size]
+        t0 = time.perf_counter()
+        outs = classifier.predict(batch)
+        t1 = time.perf_counter()
+        entities.recognise(_entity_sources(batch, outs))
+        model_s, stage_s = model_s + t1 - t0, stage_s + time.perf_counter() - t1
+    return len(comments) / (model_s + stage_s), stage_s / (model_s + stage_s)
+
+
+def _entity_sources(batch: Sequence[CommentInput], outs: Sequence[Any]) -> list[Any]:
+    from model.entities import EntitySource
+
+    return [
+        EntitySource(c.text, o.ocr_text, o.transcript, o.language)
+        for c, o in zip(batch, outs, strict=True)
+    ]
+
+
 def bench_model(
     model: str | Path,
     make_texts: Callable[[int, int], list[str]],
@@ -175,11 +212,14 @@ def bench_model(
     threads: int = 2,
     seed: int = 7,
     out: str | Path | None = None,
+    entities: bool = True,
+    media: bool = True,
 ) -> int:
     """``commentflow bench-model``: comments/s of ``model`` per workload and batch size.
 
     ``make_texts(n, seed)`` gives ``n`` comment texts (the CLI passes the synthetic producer's).
     Writes ``results.json`` and ``throughput.png`` into ``out``; returns the exit status.
+    ``entities``: add the ``text+entities`` workload; ``media``: False skips the media workloads.
     """
     torch.set_num_threads(max(1, threads))
     sizes = sorted(set(batch_sizes))
@@ -189,14 +229,28 @@ def bench_model(
     kind = open_model_dir(model)[2]
     extra = {"threads": threads} if kind == "multimodal" else {}  # OCR / ASR threads
     clf = load_classifier(model, device=device, **extra)
-    multimodal = set(getattr(clf, "modalities", ("text",))) >= {"image", "audio"}
+    multimodal = media and set(getattr(clf, "modalities", ("text",))) >= {"image", "audio"}
     workloads = WORKLOADS if multimodal else ("text",)
+    recognizer = None
+    if entities:
+        from model.entities import load_packaged_recognizer
+
+        recognizer = load_packaged_recognizer()
+        workloads = (workloads[0], ENTITY_WORKLOAD, *workloads[1:])
     texts = make_texts(items + max(sizes), seed)
     rates: dict[str, dict[int, float]] = {w: {} for w in workloads}
+    stage_share: dict[int, float] = {}
     for size in tqdm(sizes, desc="text", unit="batch size"):
-        clf.predict([CommentInput(t) for t in texts[-size:]])  # warm-up, other comments
+        warm = [CommentInput(t) for t in texts[-size:]]
+        clf.predict(warm)  # warm-up, other comments
         n = max(items, size) if size > 1 else max(32, items // 8)
-        rates["text"][size] = measure(clf, [CommentInput(t) for t in texts[:n]], size)
+        timed = [CommentInput(t) for t in texts[:n]]
+        rates["text"][size] = measure(clf, timed, size)
+        if recognizer is not None:
+            recognizer.recognise(_entity_sources(warm, clf.predict(warm)))
+            rates[ENTITY_WORKLOAD][size], stage_share[size] = measure_entities(
+                clf, recognizer, timed, size
+            )
     if multimodal:
 
         def n_media(size: int) -> int:
@@ -227,6 +281,13 @@ def bench_model(
         "threads": torch.get_num_threads(),
         "cuda": torch.cuda.is_available(),
         "comments_per_s": rates,
+        "entities": None
+        if recognizer is None
+        else {
+            "name": recognizer.name,
+            "version": recognizer.version,
+            "stage_share_of_time": stage_share,
+        },
     }
     if multimodal:
         result["media_parity"] = media_parity
@@ -266,6 +327,12 @@ def _print(r: dict[str, Any]) -> None:
             f"{o['identical']}/{o['of']} (words differ {o['word_diff_rate']:.1%}), transcripts "
             f"identical {a['identical']}/{a['of']} (words differ {a['word_diff_rate']:.1%}), "
             f"labels agree {p['labels_agree']}/{p['items']}"
+        )
+    share = (r.get("entities") or {}).get("stage_share_of_time")
+    if share:
+        print(
+            "entity stage, share of the text+entities time on the same batches: "
+            + ", ".join(f"batch {s}: {v:.1%}" for s, v in share.items())
         )
 
 

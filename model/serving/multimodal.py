@@ -129,10 +129,12 @@ class MultimodalClassifier:
         self.extractor.read_media(images, clips)  # OCR and ASR at once (parallel_media)
 
     def predict(self, batch: Sequence[CommentInput]) -> list[ClassOutput]:
-        """One :class:`ClassOutput` per comment, in order. Blocking."""
+        """One :class:`ClassOutput` per comment, in order, with the OCR text and transcript each
+        comment's media gave (for the entity stage). Blocking."""
         if not batch:
             return []
-        probs = self.predict_proba(batch)
+        feats = self.extractor.extract(batch)
+        probs = self.predict_tensors(features_to_tensors(feats))
         best = probs.argmax(-1).tolist()
         labels = self.labels
         langs = self.languages.assess(c.text or "" for c in batch)
@@ -144,8 +146,12 @@ class MultimodalClassifier:
                 language=lang.code,
                 language_score=lang.score,
                 language_supported=lang.supported,
+                ocr_text=ocr,
+                transcript=heard,
             )
-            for c, k, row, lang in zip(batch, best, probs.tolist(), langs, strict=True)
+            for c, k, row, lang, ocr, heard in zip(
+                batch, best, probs.tolist(), langs, feats.ocr_texts, feats.transcripts, strict=True
+            )
         ]
 
 

@@ -44,7 +44,11 @@ async def test_cli_worker_and_producer_with_the_default_model(topics, env_for_st
     log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115
     worker = subprocess.Popen(
         [sys.executable, "-m", "commentflow.cli", "worker"],
-        env={**env_for_stack, "COMMENTFLOW_MODEL_DIR": str(DEFAULT_MODEL_DIR)},
+        env={
+            **env_for_stack,
+            "COMMENTFLOW_MODEL_DIR": str(DEFAULT_MODEL_DIR),
+            "COMMENTFLOW_ENTITIES_ENABLED": "true",  # and the packaged NER
+        },
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -101,6 +105,18 @@ async def test_cli_worker_and_producer_with_the_default_model(topics, env_for_st
     assert (model["name"], model["version"]) == (config["name"], config["version"])
     assert [d["error"]["code"] for d in dead] == ["invalid_json"]
     assert worker.returncode == 0
+    # the entity stage: every prediction says it ran; the synthetic comments name brands
+    assert {d["entities_status"] for d in docs} == {"ok"}
+    keys = {e["key"] for d in docs for e in d["entities"]}
+    assert keys & {"amazon", "apple", "spotify", "taylor swift", "dhl", "nike", "samsung"}, keys
+    from commentflow.produce import synthetic_events
+
+    texts = {cid: text for cid, (text, _) in CLEAR.items()}
+    texts |= {e["comment_id"]: e["text"] for e in synthetic_events(40, seed=3)}
+    for d in docs:
+        for e in d["entities"]:
+            assert e["modality"] == "text"
+            assert texts[d["comment_id"]][e["start"] : e["end"]] == e["text"], e
 
 
 @pytest.mark.slow

@@ -2,10 +2,10 @@
 
 Producer -> broker (tansu) -> worker process (tiny random model) -> Redis -> dashboard -> page.
 Checks: the token is required; numbers appear and change as more predictions arrive, without a
-page reload; hostile comment text is shown as literal text and no script runs; the per-user view
-works. Saves a screenshot under ``runs/`` (and to ``docs/dashboard.png`` when
-``COMMENTFLOW_UPDATE_SCREENSHOT=1``). Uses Debian's ``chromium`` through Playwright (the browser
-is never downloaded: ``executable_path``).
+page reload; the entity panel fills from the worker's entity stage; hostile comment text is shown
+as literal text and no script runs; the per-user view works. Saves a screenshot under ``runs/``
+(and to ``docs/dashboard.png`` when ``COMMENTFLOW_UPDATE_SCREENSHOT=1``). Uses Debian's
+``chromium`` through Playwright (the browser is never downloaded: ``executable_path``).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def hostile(i: int, text: str) -> dict:
 async def test_live_dashboard_in_chromium(
     topics, make_settings, tiny_model, redis_client, start_worker, chromium
 ):
-    settings = make_settings(tiny_model, batch_max=16, dashboard_token=TOKEN)
+    settings = make_settings(tiny_model, batch_max=16, dashboard_token=TOKEN, entities_enabled=True)
     first = list(synthetic_events(40, users=12, seed=31, prefix="dash")) + [
         hostile(1, SCRIPT),
         hostile(2, IMG),
@@ -99,6 +99,12 @@ async def test_live_dashboard_in_chromium(
                 )
                 assert await page.text_content("#conn-text") == "live"
                 assert int(await page.text_content("#hour-total")) == len(first)
+                # checked before more arrive: the feed shows the latest 40 only, and the hostile
+                # comments may be among the first processed
+                texts = await page.eval_on_selector_all(
+                    "#feed li .text", "els => els.map(e => e.textContent)"
+                )
+                assert SCRIPT in texts and IMG in texts
                 # ... and change as more predictions arrive, without a reload
                 await page.evaluate("window.__sameDocument = true")
                 await send(settings.kafka_bootstrap, settings.input_topic, second)
@@ -108,16 +114,20 @@ async def test_live_dashboard_in_chromium(
                     timeout=60_000,
                 )
                 assert await page.evaluate("window.__sameDocument") is True
+                # the worker's entity stage (the packaged NER) fed the entity panel: the
+                # synthetic comments name brands (commentflow.produce)
+                await page.wait_for_selector("#ent-volume li", timeout=30_000)
+                named = await page.eval_on_selector_all(
+                    "#ent-volume .ent-name", "els => els.map(e => e.textContent)"
+                )
+                assert {"Amazon", "Spotify", "DHL", "Taylor Swift", "Nike"} & set(named), named
                 feed_ids = await page.eval_on_selector_all(
                     "#feed li", "els => els.map(e => e.dataset.commentId)"
                 )
                 assert any(f.startswith("dash-32-") for f in feed_ids), feed_ids[:5]
 
-                # hostile text is shown as text: no element was created from it, nothing ran
-                texts = await page.eval_on_selector_all(
-                    "#feed li .text", "els => els.map(e => e.textContent)"
-                )
-                assert SCRIPT in texts and IMG in texts
+                # hostile text is shown as text (checked above): no element was created from it,
+                # nothing ran
                 assert (
                     await page.eval_on_selector_all("#feed script, #feed img", "e => e.length") == 0
                 )

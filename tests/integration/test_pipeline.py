@@ -3,7 +3,8 @@
 What must hold (issue 2): one prediction per valid comment_id, no gaps; one dead letter with a
 reason per bad message; exact Redis totals per user; nothing changes on a replay; and the same
 after ``kill -9`` of a worker mid-stream (duplicates on the output topic only for the batch that
-was in flight, never in Redis), after Redis connection drops, and across a SIGTERM restart.
+was in flight, never in Redis), after Redis connection drops, and across a SIGTERM restart. The
+replay and the ``kill -9`` tests run with the entity stage on: the entity counts are exact too.
 """
 
 from __future__ import annotations
@@ -99,6 +100,25 @@ async def check_redis(redis_client, prefix: str, events: list[dict], labels: dic
     assert {u.decode(): int(s) for u, s in lb} == {u: c["total"] for u, c in per_user.items()}
 
 
+async def check_entities(redis_client, prefix: str, docs: list[dict]) -> None:
+    """Entity counts equal what the predictions name, each comment once (duplicates of a
+    prediction, from a crash, name the same entities)."""
+    by_comment = {d["comment_id"]: d for d in docs}
+    total: collections.Counter[str] = collections.Counter()
+    negative: collections.Counter[str] = collections.Counter()
+    for d in by_comment.values():
+        assert d["entities_status"] == "ok"
+        for key in {e["key"] for e in d["entities"]}:
+            total[key] += 1
+            negative[key] += d["label"] == "negative"
+    assert total, "the synthetic comments name brands: the stage found none"
+    pipe = redis_client.pipeline(transaction=False)
+    for key in total:
+        pipe.hmget(f"{prefix}entity:{key}", "total", "negative")
+    for key, (t, n) in zip(total, await pipe.execute(), strict=True):
+        assert (int(t), int(n or 0)) == (total[key], negative[key]), key
+
+
 def labels_of(docs: list[dict]) -> dict[str, str]:
     return {d["comment_id"]: d["label"] for d in docs}
 
@@ -106,7 +126,7 @@ def labels_of(docs: list[dict]) -> dict[str, str]:
 async def test_valid_and_bad_events_replay_exactly_once(
     topics, make_settings, tiny_model, redis_client, start_worker
 ):
-    settings = make_settings(tiny_model, batch_max=BATCH_MAX)
+    settings = make_settings(tiny_model, batch_max=BATCH_MAX, entities_enabled=True)
     events = valid_events(2000, seed=1)
     bad = bad_inputs()
     messages = pairs_of(events) + [(v, b"bad-producer") for v, _ in bad]
@@ -154,6 +174,7 @@ async def test_valid_and_bad_events_replay_exactly_once(
         )
         dl = await redis_client.hgetall(f"{settings.redis_prefix}dead_letters")
         assert sum(int(v) for v in dl.values()) == 2 * len(bad)
+        await check_entities(redis_client, settings.redis_prefix, after)
     finally:
         worker.stop()
     assert worker.alive() is False
@@ -162,7 +183,7 @@ async def test_valid_and_bad_events_replay_exactly_once(
 async def test_kill_9_mid_stream_then_restart_loses_nothing_counts_once(
     topics, make_settings, tiny_model, redis_client, start_worker
 ):
-    settings = make_settings(tiny_model, batch_max=BATCH_MAX)
+    settings = make_settings(tiny_model, batch_max=BATCH_MAX, entities_enabled=True)
     events = valid_events(3000, seed=2)
     ids = {e["comment_id"] for e in events}
     worker = start_worker(settings)
@@ -184,6 +205,7 @@ async def test_kill_9_mid_stream_then_restart_loses_nothing_counts_once(
         by_id[d["comment_id"]].add(d["label"])
     assert all(len(v) == 1 for v in by_id.values())
     await check_redis(redis_client, settings.redis_prefix, events, labels_of(docs))
+    await check_entities(redis_client, settings.redis_prefix, docs)
 
 
 async def test_redis_connection_drops_are_retried_without_double_counting(

@@ -368,7 +368,9 @@ def test_bench_model_measures_every_workload(mm_dir: Path, tmp_path: Path) -> No
     )
     assert status == 0
     res = json.loads((tmp_path / "bench" / "results.json").read_text())
-    assert set(res["comments_per_s"]) == set(throughput.WORKLOADS)
+    # the entity stage (the packaged NER) after the model: its own workload
+    assert set(res["comments_per_s"]) == {*throughput.WORKLOADS, throughput.ENTITY_WORKLOAD}
+    assert res["entities"]["version"].startswith("3.")
     for per in res["comments_per_s"].values():
         assert set(per) == {"1", "2"} and all(v > 0 for v in per.values())
     assert (tmp_path / "bench" / "throughput.png").stat().st_size > 1000

@@ -142,3 +142,23 @@ def test_a_row_the_model_fails_on_alone_is_skipped_and_the_rest_scored() -> None
     assert [(s.row, s.code) for s in result.skipped] == [(2, "processing_failed")]
     for doc in docs:
         Prediction.model_validate(doc)
+
+
+def test_entities_enabled_adds_the_worker_entity_fields(tiny_model: Path, tmp_path: Path) -> None:
+    """``--entities-enabled`` (the worker's setting): the packaged NER, as on the topic."""
+    data = tmp_path / "c.csv"
+    with open(data, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "comment_id"])
+        w.writerows([["Apple support told me Tim Cook would call", "c1"], ["it came late", "c2"]])
+    out = tmp_path / "p.jsonl"
+    argv = ["predict", "--data", str(data), "--out", str(out), "--model", str(tiny_model)]
+    assert main([*argv, "--device", "cpu", "--entities-enabled", "--no-progress"]) == 0
+    docs = _predictions(out)
+    assert [d["entities_status"] for d in docs] == ["ok", "ok"]
+    assert {e["key"] for e in docs[0]["entities"]} >= {"apple", "tim cook"}
+    assert docs[1]["entities"] == []
+    plain = tmp_path / "plain.jsonl"
+    argv[argv.index(str(out))] = str(plain)
+    assert main([*argv, "--device", "cpu", "--no-progress"]) == 0
+    assert all("entities" not in d for d in _predictions(plain))
