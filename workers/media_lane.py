@@ -25,7 +25,10 @@ lane: :attr:`failed` is set and :meth:`submit` / :meth:`join` raise it, for the 
 the worker (nothing of that job was acknowledged).
 
 The warm thread runs at a lower CPU priority (``nice`` +10): on a small machine the text model
-gets the cores first and new media use what is left.
+gets the cores first and new media use what is left. The model's
+:meth:`~model.serving.features.FeatureExtractor.read_media` runs speech recognition and the
+image encoder on a side thread beside OCR; that thread is created by the warm thread, so it
+inherits the same niceness.
 
 The warm step needs a classifier with ``warm_media(batch)`` that is safe to call next to
 ``predict`` (:meth:`model.serving.multimodal.MultimodalClassifier.warm_media`); without one the

@@ -21,7 +21,7 @@ from typing import Any
 
 from model.errors import ModelFormatError
 
-__all__ = ["PLUGINS_ENV", "BuildContext", "Factory", "build", "register"]
+__all__ = ["PLUGINS_ENV", "BuildContext", "Factory", "build", "media_threads", "register"]
 
 PLUGINS_ENV = "COMMENTFLOW_ENCODER_PLUGINS"
 ROLES = ("text", "image", "ocr", "asr")
@@ -82,21 +82,38 @@ def _image(section: Mapping[str, Any], ctx: BuildContext) -> Any:
     return ImageEncoder(device=ctx.device)
 
 
+def media_threads(threads: int) -> tuple[int, int]:
+    """CPU threads of OCR and of ASR out of ``threads``: the feature extractor runs them at once
+    (:meth:`~model.serving.features.FeatureExtractor.read_media`), so they split the cores.
+
+    The ``ocr`` / ``asr`` sections may override: ``threads``; ``batched`` (OCR) and ``window``
+    (ASR), which ``bench-model`` sets to measure the one-clip-at-a-time path beside the default.
+    """
+    threads = max(1, int(threads))
+    return max(1, threads - threads // 2), max(1, threads // 2)
+
+
 def _ocr(section: Mapping[str, Any], ctx: BuildContext) -> Any:
     from model.encoders.ocr import OcrReader
 
     return OcrReader(
-        threads=ctx.threads,
+        threads=int(section.get("threads", media_threads(ctx.threads)[0])),
         max_side=int(section.get("max_side", 640)),
         min_score=float(section.get("min_score", 0.5)),
         unglue=bool(section.get("unglue", False)),
+        device=ctx.device,
+        batched=bool(section.get("batched", True)),
     )
 
 
 def _asr(section: Mapping[str, Any], ctx: BuildContext) -> Any:
     from model.encoders.asr import SpeechRecognizer
 
-    return SpeechRecognizer(threads=ctx.threads, device=ctx.device)
+    return SpeechRecognizer(
+        threads=int(section.get("threads", media_threads(ctx.threads)[1])),
+        device=ctx.device,
+        window=str(section.get("window", "speech")),
+    )
 
 
 register("text", "package", _text)

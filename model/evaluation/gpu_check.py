@@ -49,6 +49,7 @@ __all__ = [
     "build_comments",
     "label_parity",
     "load_texts",
+    "media_engines",
     "model_throughput",
     "resolve_device",
     "results_table",
@@ -274,9 +275,29 @@ def run_check(
         "threads": torch.get_num_threads(),
         "options": asdict(options),
         "parity": parity,
+        "media_engines": media_engines(target),
         "comments_per_s": rates,
         "passed": parity["agreement"] >= options.min_agreement,
         "seconds": time.perf_counter() - started,
+    }
+
+
+def media_engines(clf: Any) -> dict[str, str] | None:
+    """Where the target's OCR and ASR really run (a CUDA run must show CUDA for both; OCR falls
+    back to the CPU when ``onnxruntime-gpu``, the ``gpu`` extra, is missing)."""
+    ex = getattr(clf, "extractor", None)
+    if ex is None:
+        return None
+    ocr, asr = (getattr(c, "inner", c) for c in (ex.ocr, ex.asr))
+    if not hasattr(ocr, "providers") or not hasattr(asr, "compute_type"):
+        return None  # fakes (tests)
+    first = ocr.providers[0] if isinstance(ocr.providers[0], str) else ocr.providers[0][0]
+    return {
+        "ocr": f"onnxruntime {first}, rec batch {ocr.rec_batch}",
+        "asr": (
+            f"ctranslate2 {asr.device} {asr.compute_type}, window {asr.window}, "
+            f"batch {asr.batch_size}"
+        ),
     }
 
 
@@ -318,6 +339,8 @@ def results_table(results: dict[str, Any]) -> str:
         rows.append(
             (f"model only on {tgt}, cached media, batch {mb}", f"{r['media_cached']:.1f}/s")
         )
+    for part, where in (results.get("media_engines") or {}).items():
+        rows.append((f"{part.upper()} on {tgt}", where))
     s = results.get("stream")
     if s is None:
         rows.append(("end to end (broker, worker, Redis)", "not run (--no-stream)"))

@@ -4,7 +4,7 @@
 
     commentflow bench-model --model models/multimodal --batch-sizes 1,8,32,128 [--device cuda]
 
-Three workloads through the serving path (``load_classifier(...).predict``), side by side:
+Workloads through the serving path (``load_classifier(...).predict``), side by side:
 
 * ``text``: text-only comments (the synthetic producer's texts);
 * ``media_new``: a carrier text + one image (a sentence rendered into a picture) + one voice note
@@ -13,6 +13,15 @@ Three workloads through the serving path (``load_classifier(...).predict``), sid
 * ``media_cached``: the same media again: the content caches hold the OCR text, transcripts and
   image embeddings, so what is left is the text encoder, the acoustic encoder and the fusion.
   This is what a meme shared many times costs.
+* ``media_new_1by1``: the same new media through the path before batched extraction (a second
+  classifier on the same model: RapidOCR one image at a time, Whisper one clip at a time in a
+  30 s window, OCR then ASR on one thread with all ``--threads`` each), timed on the same
+  comments as ``media_new``, batch by batch in turns (:func:`measure_pair`), so the ratio
+  ``media_new / media_new_1by1`` compares the two in one run under the same machine load. It
+  also prints how far the two paths' OCR texts and transcripts are apart (identical items, word
+  differences) and how many predicted labels agree.
+* ``media_cached_1by1``: ``media_cached`` through that classifier (its own caches), in turns
+  with ``media_cached``: warm caches must cost no more than before.
 
 Unless ``--no-entities``, one more workload, ``text+entities``: the same text comments, each
 batch through the classifier and then the entity stage (:mod:`model.entities`, the packaged
@@ -50,10 +59,14 @@ __all__ = [
     "bench_model",
     "measure",
     "measure_entities",
+    "measure_pair",
     "media_comments",
+    "one_by_one",
+    "parity",
+    "word_errors",
 ]
 
-WORKLOADS = ("text", "media_new", "media_cached")
+WORKLOADS = ("text", "media_new_1by1", "media_new", "media_cached_1by1", "media_cached")
 ENTITY_WORKLOAD = "text+entities"
 
 
@@ -82,6 +95,81 @@ def measure(classifier: Any, comments: list[CommentInput], size: int) -> float:
     for i in range(0, len(comments), size):
         classifier.predict(comments[i : i + size])
     return len(comments) / (time.perf_counter() - t0)
+
+
+def measure_pair(
+    first: Any, second: Any, comments: list[CommentInput], size: int
+) -> tuple[float, float]:
+    """Comments/s of two classifiers over the same ``comments``, batch by batch in turns (each
+    batch through ``first``, then through ``second``), so that a machine whose load drifts
+    during the run slows both alike."""
+    if not comments:
+        raise ValueError("nothing to measure")
+    spent = [0.0, 0.0]
+    for i in range(0, len(comments), size):
+        for k, clf in enumerate((first, second)):
+            t0 = time.perf_counter()
+            clf.predict(comments[i : i + size])
+            spent[k] += time.perf_counter() - t0
+    return len(comments) / spent[0], len(comments) / spent[1]
+
+
+def one_by_one(model: str | Path, device: str, threads: int) -> Any:
+    """The classifier of ``model`` with the media path before batching (``media_new_1by1``)."""
+    from model.encoders import registry
+    from model.encoders.text import resolve_device
+    from model.format.directory import open_model_dir
+
+    path, cfg, _kind = open_model_dir(model)
+    enc = cfg["encoders"]
+    ctx = registry.BuildContext(model_dir=path, device=resolve_device(device), threads=threads)
+    old = {
+        "ocr": registry.build("ocr", {**enc["ocr"], "batched": False, "threads": threads}, ctx),
+        "asr": registry.build("asr", {**enc["asr"], "window": "full", "threads": threads}, ctx),
+    }
+    clf = load_classifier(path, device=device, threads=threads, components=old)
+    clf.extractor.parallel_media = False
+    return clf
+
+
+def _words(text: str) -> list[str]:
+    return "".join(ch if ch.isalnum() or ch == "'" else " " for ch in text.lower()).split()
+
+
+def word_errors(hyp: str, ref: str) -> int:
+    """Word-level edit distance (substitutions + insertions + deletions)."""
+    h, r = _words(hyp), _words(ref)
+    row = list(range(len(h) + 1))
+    for i, rw in enumerate(r, 1):
+        diag, row[0] = row[0], i
+        for j, hw in enumerate(h, 1):
+            diag, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diag + (rw != hw))
+    return row[-1]
+
+
+def parity(old: Any, new: Any, comments: Sequence[CommentInput]) -> dict[str, Any]:
+    """How far the two classifiers' OCR texts, transcripts and labels are apart on ``comments``
+    (already seen by both: the OCR and ASR answers come from their content caches)."""
+    images = [im for c in comments for im in c.images]
+    clips = [a for c in comments for a in c.audio]
+    out: dict[str, Any] = {"items": len(comments)}
+    for kind, a, b in (
+        ("ocr", old.extractor.ocr.read(images), new.extractor.ocr.read(images)),
+        ("asr", old.extractor.asr.transcribe(clips), new.extractor.asr.transcribe(clips)),
+    ):
+        words = sum(len(_words(x)) for x in a)
+        errors = sum(word_errors(y, x) for x, y in zip(a, b, strict=True))
+        out[kind] = {
+            "identical": sum(x == y for x, y in zip(a, b, strict=True)),
+            "of": len(a),
+            "word_diff_rate": errors / max(1, words),
+        }
+    same = sum(
+        x.label == y.label
+        for x, y in zip(old.predict(comments), new.predict(comments), strict=True)
+    )
+    out["labels_agree"] = same
+    return out
 
 
 def measure_entities(
@@ -136,7 +224,11 @@ def bench_model(
     torch.set_num_threads(max(1, threads))
     sizes = sorted(set(batch_sizes))
     out = Path(out or f"runs/bench-model-{datetime.now(UTC):%Y%m%d-%H%M%S}")
-    clf = load_classifier(model, device=device)
+    from model.format.directory import open_model_dir
+
+    kind = open_model_dir(model)[2]
+    extra = {"threads": threads} if kind == "multimodal" else {}  # OCR / ASR threads
+    clf = load_classifier(model, device=device, **extra)
     multimodal = media and set(getattr(clf, "modalities", ("text",))) >= {"image", "audio"}
     workloads = WORKLOADS if multimodal else ("text",)
     recognizer = None
@@ -167,11 +259,22 @@ def bench_model(
         n_fresh = sum(n_media(s) for s in sizes)
         media = media_comments(make_texts(n_fresh + max(sizes), seed + 1), seed)
         warm, fresh = media[: max(sizes)], media[max(sizes) :]
-        for size in tqdm(sizes, desc="media (new, then cached)", unit="batch size"):
-            clf.predict(warm[:size])  # warm-up: same code paths, other content
+        old = one_by_one(model, device, threads)
+        seen: list[CommentInput] = []
+        for size in tqdm(sizes, desc="media (new 1by1, new, cached)", unit="batch size"):
+            old.predict(warm[:size])  # warm-up: same code paths, other content
+            clf.predict(warm[:size])
             batch, fresh = fresh[: n_media(size)], fresh[n_media(size) :]  # never seen: no cache
-            rates["media_new"][size] = measure(clf, batch, size)
-            rates["media_cached"][size] = measure(clf, batch, size)  # the same content again
+            # the same comments through both, batch by batch in turns
+            rates["media_new_1by1"][size], rates["media_new"][size] = measure_pair(
+                old, clf, batch, size
+            )
+            # the same content again, both from their caches
+            rates["media_cached_1by1"][size], rates["media_cached"][size] = measure_pair(
+                old, clf, batch, size
+            )
+            seen += batch
+        media_parity = parity(old, clf, seen)
     result = {
         "model": {"dir": str(model), "name": clf.name, "version": clf.version},
         "device": clf.device,
@@ -186,6 +289,8 @@ def bench_model(
             "stage_share_of_time": stage_share,
         },
     }
+    if multimodal:
+        result["media_parity"] = media_parity
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     _print(result)
@@ -207,6 +312,22 @@ def _print(r: dict[str, Any]) -> None:
         print(f"{s:>6} " + " ".join(f"{c:>22}" for c in cells))
     t, lo, hi = rates["text"], sizes[0], sizes[-1]
     print(f"batching: text batch {hi} / batch {lo} = {t[hi] / t[lo]:.2f}x")
+    if "media_new_1by1" in rates:
+        new, old = rates["media_new"], rates["media_new_1by1"]
+        cells = ", ".join(f"batch {s}: {new[s] / old[s]:.2f}x" for s in sizes)
+        print(f"new media, batched extraction / one by one: {cells}")
+        new, old = rates["media_cached"], rates["media_cached_1by1"]
+        cells = ", ".join(f"batch {s}: {new[s] / old[s]:.2f}x" for s in sizes)
+        print(f"cached media, batched extraction / one by one: {cells}")
+    p = r.get("media_parity")
+    if p:
+        o, a = p["ocr"], p["asr"]
+        print(
+            f"batched vs one by one on the {p['items']} new-media comments: OCR identical "
+            f"{o['identical']}/{o['of']} (words differ {o['word_diff_rate']:.1%}), transcripts "
+            f"identical {a['identical']}/{a['of']} (words differ {a['word_diff_rate']:.1%}), "
+            f"labels agree {p['labels_agree']}/{p['items']}"
+        )
     share = (r.get("entities") or {}).get("stage_share_of_time")
     if share:
         print(

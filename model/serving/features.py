@@ -22,7 +22,9 @@ the encoder itself. Texts go through the normaliser the text encoder's config na
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -99,7 +101,9 @@ class FeatureExtractor:
 
     Any objects with the encoders' methods work (see the ``*Like`` protocols): tests pass fakes.
     It takes decoded media; :attr:`decode_config` says how they must have been decoded
-    (:func:`model.media.decode.decode_input`).
+    (:func:`model.media.decode.decode_input`). With ``parallel_media`` (default) OCR runs on
+    the caller's thread while speech recognition and the image encoder run on a second one
+    (:meth:`read_media`); the registry gives OCR and ASR half of the threads each.
     """
 
     def __init__(
@@ -111,6 +115,7 @@ class FeatureExtractor:
         *,
         mel: MelConfig | None = None,
         decode: DecodeConfig | None = None,
+        parallel_media: bool = True,
     ) -> None:
         self.text_encoder = text_encoder
         self.image_encoder = image_encoder
@@ -128,6 +133,9 @@ class FeatureExtractor:
         config = getattr(text_encoder, "config", None)
         self._normalise = text_normaliser(getattr(config, "clean", False))
         self._unglue_ocr = bool(getattr(ocr, "unglue", False))  # encoders.ocr.unglue
+        self.parallel_media = bool(parallel_media)
+        self._side_pools: dict[int, ThreadPoolExecutor] = {}  # by calling thread (read_media)
+        self._pools_lock = threading.Lock()
 
     @classmethod
     def default(
@@ -181,12 +189,45 @@ class FeatureExtractor:
             return np.zeros((0, self.image_dim), np.float32), []
         return np.asarray(self.image_encoder.encode(images), np.float32), self.ocr.read(images)
 
+    def read_media(
+        self, images: Sequence[np.ndarray], clips: Sequence[np.ndarray]
+    ) -> tuple[np.ndarray, list[str], list[str]]:
+        """Image embeddings ``(N, Di)``, OCR texts and transcripts of flat lists of media.
+
+        Blocking. With ``parallel_media`` and both kinds present, OCR runs on the calling
+        thread while speech recognition and then the image encoder run on a side thread (OCR
+        alone is about as long as the two others together). One side thread per calling thread,
+        created by it on first use, so that it inherits the caller's CPU priority (the media
+        lane's warm thread runs niced; the inference thread does not).
+        """
+        if clips and images and self.parallel_media:
+            side = self._side_pool().submit(self._transcribe_and_embed, images, clips)
+            texts = self.ocr.read(images)
+            transcripts, vecs = side.result()
+            return vecs, texts, transcripts
+        vecs, texts = self.read_images(images)
+        return vecs, texts, (self.asr.transcribe(clips) if clips else [])
+
+    def _transcribe_and_embed(
+        self, images: Sequence[np.ndarray], clips: Sequence[np.ndarray]
+    ) -> tuple[list[str], np.ndarray]:
+        transcripts = self.asr.transcribe(clips)
+        return transcripts, np.asarray(self.image_encoder.encode(images), np.float32)
+
+    def _side_pool(self) -> ThreadPoolExecutor:
+        caller = threading.get_ident()
+        with self._pools_lock:
+            pool = self._side_pools.get(caller)
+            if pool is None:
+                pool = ThreadPoolExecutor(1, thread_name_prefix="commentflow-media")
+                self._side_pools[caller] = pool
+        return pool
+
     def extract(self, batch: Sequence[CommentInput]) -> Features:
         """Features of ``batch``, one row per comment, in order. Blocking."""
         images = [im for c in batch for im in c.images]
         clips = [a for c in batch for a in c.audio]
-        vecs, texts = self.read_images(images)
-        transcripts = self.asr.transcribe(clips) if clips else []
+        vecs, texts, transcripts = self.read_media(images, clips)
         image_vecs, ocr_texts, speech_texts = [], [], []
         i = j = 0
         for c in batch:

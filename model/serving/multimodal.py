@@ -126,12 +126,7 @@ class MultimodalClassifier:
         """
         images = [im for c in batch for im in c.images]
         clips = [a for c in batch for a in c.audio]
-        ex = self.extractor
-        if images:
-            ex.image_encoder.encode(images)
-            ex.ocr.read(images)
-        if clips:
-            ex.asr.transcribe(clips)
+        self.extractor.read_media(images, clips)  # OCR and ASR at once (parallel_media)
 
     def predict(self, batch: Sequence[CommentInput]) -> list[ClassOutput]:
         """One :class:`ClassOutput` per comment, in order, with the OCR text and transcript each

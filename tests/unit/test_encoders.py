@@ -74,6 +74,29 @@ def speech_hello(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
+def speech_more(tmp_path_factory: pytest.TempPathFactory) -> list[np.ndarray]:
+    """Three more espeak-ng sentences of different lengths (batched ASR tests)."""
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        pytest.fail("espeak-ng is not on PATH: `apt-get install -y espeak-ng`")
+    out = []
+    for i, text in enumerate(
+        (
+            "Best purchase I have made all year.",
+            "What a waste of time, completely useless.",
+            "The store opens at nine on weekdays, see you there tomorrow morning.",
+        )
+    ):
+        wav = tmp_path_factory.mktemp("speech") / f"s{i}.wav"
+        subprocess.run(
+            [exe, "-v", "en-us", "-s", "150", "-w", str(wav), text], check=True, timeout=60
+        )
+        x, sr = sf.read(wav, dtype="float32")
+        out.append(_to_16k(x, sr))
+    return out
+
+
+@pytest.fixture(scope="module")
 def image_encoder():  # type: ignore[no-untyped-def]
     from model.encoders.image import ImageEncoder
 
@@ -217,6 +240,52 @@ def test_ocr_reads_rendered_text_and_nothing_from_blank(ocr) -> None:  # type: i
     assert texts[1] == ""
 
 
+def test_ocr_batched_read_equals_rapidocr_one_image_at_a_time(ocr) -> None:  # type: ignore[no-untyped-def]
+    from model.encoders.ocr import OcrReader
+
+    images = [
+        render_text(["HELLO WORLD 123"]),
+        np.full((200, 300, 3), 255, np.uint8),
+        render_text(["BEST PURCHASE", "ALL YEAR (the app)"], size=(700, 260), fs=40),
+        render_text(["never again"], size=(900, 120), fs=60),
+    ]
+    old = OcrReader(threads=2, batched=False)
+    assert ocr.batched and ocr.read(images) == old.read(images)
+    assert ocr.read([]) == [] and ocr.read(images[1:2]) == [""]
+    # the line-at-a-time recognition is part of the cache identity; the old path keeps its own
+    assert ocr.identity == old.identity + "|rec1"
+
+
+def test_ocr_skips_classification_and_recognition_without_text(ocr, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    calls: list[int] = []
+
+    def no(*a, **k):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        raise AssertionError("called without a text box")
+
+    monkeypatch.setattr(ocr.engine, "text_cls", no)
+    monkeypatch.setattr(ocr.engine, "text_rec", no)
+    blank = np.full((200, 300, 3), 255, np.uint8)
+    assert ocr.read([blank, blank]) == ["", ""] and not calls
+
+
+def test_onnx_providers_prefer_cuda_when_onnxruntime_has_it() -> None:
+    from model.encoders.ocr import onnx_providers
+
+    gpu = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    cpu = ["CPUExecutionProvider"]
+    options = {"device_id": 0, "cudnn_conv_algo_search": "HEURISTIC"}
+    cuda0 = [("CUDAExecutionProvider", options), "CPUExecutionProvider"]
+    assert onnx_providers("auto", gpu) == cuda0
+    assert onnx_providers("cuda", gpu) == cuda0
+    cuda1 = ("CUDAExecutionProvider", {**options, "device_id": 1})
+    assert onnx_providers("cuda:1", gpu)[0] == cuda1
+    assert onnx_providers("cpu", gpu) == cpu
+    assert onnx_providers("auto", cpu) == cpu and onnx_providers("cuda", cpu) == cpu
+    with pytest.raises(ValueError, match="device"):
+        onnx_providers("tpu", gpu)
+
+
 # --------------------------------------------------------------------------- ASR
 
 
@@ -240,6 +309,45 @@ def test_asr_batched_vad_matches_single_clips(asr, speech_hello: np.ndarray) -> 
     alone = asr.speech_probs([speech_hello])
     np.testing.assert_allclose(batched[0], alone[0], atol=1e-6)  # padding never leaks back
     assert len(batched[1]) == -(-len(long) // 512)
+
+
+def test_speech_window_is_twice_the_speech_rounded_up_to_a_second() -> None:
+    from model.encoders.asr import speech_window
+
+    assert speech_window(250) == 500 and speech_window(251) == 600 and speech_window(300) == 600
+    assert speech_window(1400) == 2800 and speech_window(1600) == 3000
+    assert speech_window(249) == 3000 and speech_window(1) == 3000  # short: the 30 s window
+    assert speech_window(700, "full") == 3000
+
+
+def test_asr_full_window_batched_equals_transcribe_one(asr, speech_hello, speech_more) -> None:  # type: ignore[no-untyped-def]
+    """``window="full"`` is the 30 s window of WhisperModel.transcribe, in batches."""
+    from model.encoders.asr import SpeechRecognizer
+
+    full = SpeechRecognizer(threads=2, device="cpu", window="full", batch_size=3)
+    clips = [speech_hello, *speech_more, np.zeros(SR, np.float32)]
+    spans = full.speech_spans(clips)
+    crops = [c[s[0][0] : s[-1][1]] if s else None for c, s in zip(clips, spans, strict=True)]
+    one = [full.transcribe_one(c) if c is not None else "" for c in crops]
+    assert full.transcribe(clips) == one
+    assert one[-1] == "" and all(one[:-1])
+    assert "window" not in full.identity  # the identity from before batching
+    assert asr.identity == full.identity + "|window-speech-lead0.5"
+
+
+def test_asr_speech_window_is_batch_independent_and_close(asr, speech_hello, speech_more) -> None:  # type: ignore[no-untyped-def]
+    """A clip's transcript does not depend on its batch; it reads what the 30 s window reads."""
+    from model.encoders.asr import SpeechRecognizer
+    from model.evaluation.throughput import word_errors
+
+    clips = [speech_hello, *speech_more]
+    together = asr.transcribe(clips)
+    assert [asr.transcribe([c])[0] for c in clips] == together
+    assert "hello" in together[0].lower()
+    full = SpeechRecognizer(threads=2, device="cpu", window="full").transcribe(clips)
+    words = sum(len(t.split()) for t in full)
+    errors = sum(word_errors(a, b) for a, b in zip(together, full, strict=True))
+    assert errors <= 0.25 * words, (together, full)
 
 
 # --------------------------------------------------------------------------- log-mel
@@ -356,6 +464,63 @@ def test_presence_mask_per_modality_and_one_text_call_per_batch() -> None:
     assert sorted(calls[0]) == sorted(["just text", "all of it", "red", "red", "loud", "loud"])
     np.testing.assert_array_equal(f.text[0], x.text_encoder.encode(["just text"])[0])
     np.testing.assert_array_equal(f.speech[2], x.text_encoder.encode(["loud"])[0])
+
+
+def test_read_media_runs_asr_on_its_own_thread_with_the_same_result() -> None:
+    import threading
+
+    x = fake_extractor()
+    where: list[str] = []
+    transcribe = x.asr.transcribe
+
+    def spy(audio):  # type: ignore[no-untyped-def]
+        where.append(threading.current_thread().name)
+        return transcribe(audio)
+
+    x.asr.transcribe = spy  # type: ignore[method-assign]
+    images, clips = [red(), red() * 0], [tone(), tone(amp=0.01)]
+    vecs, texts, speech = x.read_media(images, clips)
+    assert texts == ["red", ""] and speech == ["loud", ""] and vecs.shape == (2, 4)
+    assert where[-1].startswith("commentflow-media")
+    x.parallel_media = False
+    vecs2, texts2, speech2 = x.read_media(images, clips)
+    assert where[-1] == threading.current_thread().name
+    assert (texts2, speech2) == (texts, speech) and np.array_equal(vecs, vecs2)
+    assert x.read_media([], clips)[1:] == ([], ["loud", ""])  # one kind only: no second thread
+
+
+def test_read_media_asr_thread_inherits_the_callers_priority() -> None:
+    """The media lane's warm thread runs niced: its ASR thread must not outrank it."""
+    import os
+    import threading
+
+    x = fake_extractor()
+    seen: dict[int, int] = {}
+    transcribe = x.asr.transcribe
+
+    def spy(audio):  # type: ignore[no-untyped-def]
+        seen[threading.get_native_id()] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        return transcribe(audio)
+
+    x.asr.transcribe = spy  # type: ignore[method-assign]
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    x.read_media([red()], [tone()])
+
+    def niced() -> None:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), base + 5)
+        x.read_media([red()], [tone()])
+
+    t = threading.Thread(target=niced)
+    t.start()
+    t.join()
+    assert sorted(seen.values()) == [base, base + 5] and len(x._side_pools) == 2  # noqa: SLF001
+
+
+def test_media_threads_split_the_cores() -> None:
+    from model.encoders.registry import media_threads
+
+    assert media_threads(1) == (1, 1) and media_threads(2) == (1, 1)
+    assert media_threads(3) == (2, 1) and media_threads(8) == (4, 4)
 
 
 def test_extract_with_no_text_at_all_skips_the_text_encoder() -> None:

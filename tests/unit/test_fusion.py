@@ -474,3 +474,23 @@ def test_augment_text_rows_makes_media_comments_and_keeps_labels() -> None:
     carried = moved & p[:, 0]
     assert carried.any() and (b["text"][carried] > 20).all()
     assert torch.equal(b["text"][moved & ~p[:, 0]], torch.zeros_like(b["text"][moved & ~p[:, 0]]))
+
+
+def test_measure_pair_takes_turns_and_word_errors_count_words() -> None:
+    from model.evaluation.throughput import measure_pair, word_errors
+
+    calls: list[tuple[str, int]] = []
+
+    class Clf:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def predict(self, batch: list[CommentInput]) -> list[object]:
+            calls.append((self.name, len(batch)))
+            return []
+
+    rates = measure_pair(Clf("old"), Clf("new"), [CommentInput("x")] * 5, 2)
+    assert calls == [("old", 2), ("new", 2), ("old", 2), ("new", 2), ("old", 1), ("new", 1)]
+    assert all(r > 0 for r in rates)
+    assert word_errors("hello big world", "Hello, world!") == 1
+    assert word_errors("", "a b") == 2 and word_errors("it's", "It's.") == 0

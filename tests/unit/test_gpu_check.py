@@ -181,3 +181,18 @@ def test_the_stream_rows_come_from_the_bench_results(
     assert "| end to end latency at 57/s, p50 / p99 | 105 / 245 ms |" in table
     assert "| end to end, new media phase: text p99 / media p99 | 230 / 3156 ms |" in table
     assert json.loads((tmp_path / "results.json").read_text())["stream"]["status"] == 0
+
+
+def test_media_engines_say_where_ocr_and_asr_run() -> None:
+    from types import SimpleNamespace as NS
+
+    ocr = NS(providers=[("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"])
+    ocr.rec_batch = 32
+    asr = NS(device="cuda", compute_type="float16", window="speech", batch_size=32)
+    clf = NS(extractor=NS(ocr=NS(inner=ocr), asr=asr))
+    assert gc.media_engines(clf) == {
+        "ocr": "onnxruntime CUDAExecutionProvider, rec batch 32",
+        "asr": "ctranslate2 cuda float16, window speech, batch 32",
+    }
+    assert gc.media_engines(NS(extractor=NS(ocr=NS(), asr=NS()))) is None
+    assert gc.media_engines(NS()) is None
