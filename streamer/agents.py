@@ -56,6 +56,7 @@ from workers.model_guard import ModelFailed
 from workers.pipeline import LaneConfig, StreamPipeline
 from workers.processor import BatchProcessor, BatchResult
 from workers.retry import REDIS_RETRIABLE
+from workers.watchdog import Watchdog
 
 __all__ = [
     "EXIT_CRASHED",
@@ -142,6 +143,10 @@ class Resources:
             else (lambda: load_worker_classifier(settings)),
             deadline_s=settings.predict_deadline_s,
         )
+        # The media lane's OCR and speech recognition, under the same deadline as predict().
+        self.media_watchdog = Watchdog(
+            settings.predict_deadline_s, what="media warm-up (OCR, speech recognition)"
+        )
         self.redis = aioredis.Redis.from_url(
             settings.redis_url,
             socket_timeout=10,
@@ -224,6 +229,7 @@ class Resources:
     async def start(self) -> None:
         async with self._lock:
             await self.runner.start()
+            self.media_watchdog.start()
             if self.entities is not None:
                 await self.entities.start()
             self._check_decoding()
@@ -237,6 +243,7 @@ class Resources:
                 await self.media.stop()
                 self.media = None
             await self.runner.stop()
+            self.media_watchdog.stop()
             if self.entities is not None:
                 await self.entities.stop()
             self.metrics.model_loaded.set(0)
@@ -331,6 +338,7 @@ def install(app: faust.App, settings: Settings, classifier: Classifier | None = 
             depth=settings.lane_depth,
             max_pending=settings.max_pending_messages,
             warm=getattr(resources.runner.classifier, "warm_media", None),
+            watchdog=resources.media_watchdog,
         )
         pipeline = StreamPipeline(
             resources.processor,

@@ -55,6 +55,8 @@ def install_web(app: faust.App, resources: Resources) -> Readiness:
     async def livez(view: Any, request: Any) -> Any:
         if resources.runner.hung:
             return view.json({"status": "inference hung"}, status=503)
+        if resources.media_watchdog.hung:
+            return view.json({"status": "media warm-up hung"}, status=503)
         return view.json({"status": "alive"})
 
     @app.page("/readyz")

@@ -30,6 +30,12 @@ gets the cores first and new media use what is left. The model's
 image encoder on a side thread beside OCR; that thread is created by the warm thread, so it
 inherits the same niceness.
 
+OCR and speech recognition cannot be interrupted either: with a ``watchdog``
+(:class:`~workers.watchdog.Watchdog`, the worker's ``predict_deadline_s``) a warm call past its
+deadline makes the worker exit (``/livez`` fails first) instead of holding its lane slot, and
+with it the partition's committed offset, for good; the crash guard then sets the message aside
+as ``poison`` if it keeps doing this, as for a hung ``predict()``.
+
 The warm step needs a classifier with ``warm_media(batch)`` that is safe to call next to
 ``predict`` (:meth:`model.serving.multimodal.MultimodalClassifier.warm_media`); without one the
 job's media cost is paid inside ``predict``, on the inference thread, as before.
@@ -50,6 +56,7 @@ from typing import Any
 
 from model.base import CommentInput
 from workers.processor import BatchProcessor, BatchResult, Prepared
+from workers.watchdog import Watchdog
 
 __all__ = ["MediaLane"]
 
@@ -73,12 +80,14 @@ class MediaLane:
         on_done: Callable[[Prepared, BatchResult], Awaitable[None]],
         *,
         warm: Warm | None = None,
+        watchdog: Watchdog | None = None,
         concurrency: int = 2,
         depth: int = 8,
     ) -> None:
         self._processor = processor
         self._on_done = on_done
         self._warm = warm
+        self._watchdog = watchdog
         self._concurrency = max(1, concurrency)
         self._queue: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue(max(1, depth))
         self._tasks: list[asyncio.Task[None]] = []
@@ -163,13 +172,22 @@ class MediaLane:
             loop = asyncio.get_running_loop()
             assert self._executor is not None
             try:
-                await loop.run_in_executor(self._executor, self._warm, prepared.inputs)
+                await loop.run_in_executor(self._executor, self._warm_tracked, prepared.inputs)
             except Exception:  # noqa: BLE001 - predict() meets the same media and judges it
                 log.warning("warming media features failed; predict() will retry", exc_info=True)
             processor.metrics.stage.labels("media_features").observe(time.perf_counter() - t0)
             prepared = dataclasses.replace(prepared, prepared_at=time.perf_counter())  # queue
         result = await processor.finish(prepared)
         await self._on_done(prepared, result)
+
+    def _warm_tracked(self, inputs: Sequence[CommentInput]) -> None:
+        """The warm call, timed by the watchdog when there is one (on the lane's thread)."""
+        assert self._warm is not None
+        if self._watchdog is None:
+            self._warm(inputs)
+            return
+        with self._watchdog.track():
+            self._warm(inputs)
 
 
 def _lower_priority() -> None:

@@ -48,6 +48,7 @@ from workers.crash_guard import CrashGuard, Part
 from workers.media_lane import MediaLane, Warm
 from workers.messages import Inbound
 from workers.processor import BatchProcessor, BatchResult, Classified, Prepared
+from workers.watchdog import Watchdog
 
 __all__ = ["LaneConfig", "StreamPipeline"]
 
@@ -68,6 +69,7 @@ class LaneConfig:
     depth: int = 8  # batches' media waiting
     max_pending: int = 10_000  # messages taken and not yet acknowledged
     warm: Warm | None = None  # the classifier's warm_media, run on the lane's thread
+    watchdog: Watchdog | None = None  # a deadline on each warm call (the worker exits past it)
 
 
 class StreamPipeline:
@@ -99,6 +101,7 @@ class StreamPipeline:
                 processor,
                 self._done,
                 warm=lane.warm,
+                watchdog=lane.watchdog,
                 concurrency=lane.concurrency,
                 depth=lane.depth,
             )

@@ -22,6 +22,7 @@ from workers.messages import Inbound
 from workers.model_guard import ModelFailed
 from workers.pipeline import LaneConfig, StreamPipeline
 from workers.processor import BatchProcessor
+from workers.watchdog import Watchdog
 
 TOPIC = "comments"
 PREDICTIONS = ProcessorConfig().predictions_topic
@@ -117,7 +118,7 @@ class SlowMedia:
 
 
 class Lane:
-    def __init__(self, *, concurrency: int = 2, warm=None, classifier=None) -> None:
+    def __init__(self, *, concurrency: int = 2, warm=None, classifier=None, watchdog=None) -> None:
         self.media = SlowMedia()
         self.redis = FakeRedis()
         self.guard = CrashGuard(self.redis, prefix="t:", app_id="a", poison_after=3)
@@ -132,7 +133,7 @@ class Lane:
             self.processor,
             self.ack,
             guard=self.guard,
-            lane=LaneConfig(concurrency=concurrency, depth=2, warm=warm),
+            lane=LaneConfig(concurrency=concurrency, depth=2, warm=warm, watchdog=watchdog),
         )
 
     async def ack(self, m: Inbound) -> None:
@@ -219,12 +220,6 @@ async def test_media_features_are_warmed_off_the_inference_thread_before_predict
             threads.append(threading.current_thread().name)
             return super().predict(batch)
 
-    class ImageMedia(SlowMedia):
-        async def resolve(self, refs, deadline=None):
-            import numpy as np
-
-            return ResolvedMedia([np.zeros((4, 4, 3), np.uint8)], [], [])
-
     h = Lane(warm=warm, classifier=Classifier())
     h.media = ImageMedia()
     h.processor._media = h.media  # noqa: SLF001 - swap the fake before starting
@@ -238,6 +233,40 @@ async def test_media_features_are_warmed_off_the_inference_thread_before_predict
         await h.pipeline.stop(5)
         await h.runner.stop()
     assert threads[0].startswith("media-warm") and threads[1].startswith("inference")
+
+
+class ImageMedia(SlowMedia):
+    async def resolve(self, refs, deadline=None):
+        import numpy as np
+
+        return ResolvedMedia([np.zeros((4, 4, 3), np.uint8)], [], [])
+
+
+async def test_a_hung_warm_call_fires_the_watchdog_text_still_flows_nothing_of_it_is_acked():
+    release = threading.Event()
+    hangs: list[float] = []
+
+    def warm(inputs) -> None:  # OCR stuck in native code: it ignores cancellation
+        release.wait(30)
+
+    dog = Watchdog(0.3, what="media warm-up", on_hang=hangs.append)
+    h = Lane(warm=warm, watchdog=dog)
+    h.media = ImageMedia()
+    h.processor._media = h.media  # noqa: SLF001 - swap the fake before starting
+    await h.runner.start()
+    dog.start()
+    await h.pipeline.start()
+    try:
+        img = [{"type": "image", "url": "https://m.test/a.png"}]
+        await h.pipeline.submit([message(0, event("m0", img)), message(1, event("t1"))])
+        await h.until(lambda: bool(hangs))  # the worker would exit here (os._exit)
+        assert dog.hung and hangs[0] >= 0.3
+        assert h.predicted() == ["t1"] and h.acks == []  # m0 holds the offset: redelivered
+    finally:
+        release.set()
+        await h.pipeline.stop(5)
+        dog.stop()
+        await h.runner.stop()
 
 
 async def test_a_failed_model_in_the_lane_stops_submit_and_acks_nothing_of_it():
