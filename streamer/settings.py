@@ -204,7 +204,7 @@ class Settings:
         3, "a message in flight when the worker died this often: dead letter"
     )
     predict_deadline_s: float = _setting(
-        300.0, "longest predict() call: past it /livez fails and the worker exits"
+        300.0, "longest predict() or media-lane OCR/ASR call: past it /livez fails, worker exits"
     )
     model_failure_ratio: float = _setting(
         0.5, 'share of a batch failing in the model that means "model"'
