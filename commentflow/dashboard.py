@@ -33,6 +33,7 @@ import hashlib
 import hmac
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -282,6 +283,17 @@ def _offer(q: asyncio.Queue[bytes | None], item: bytes | None) -> None:
         q.put_nowait(item)
 
 
+async def _found_or_404(lookup: Awaitable[Any], missing: str) -> web.Response:
+    """The JSON of what ``lookup`` found; 404 ``missing`` when nothing, 503 when Redis fails."""
+    try:
+        found = await lookup
+    except (aioredis.RedisError, OSError):
+        return web.json_response({"error": "redis unavailable"}, status=503)
+    if found is None:
+        return web.json_response({"error": missing}, status=404)
+    return web.Response(body=orjson.dumps(found), content_type="application/json")
+
+
 def _sse(event: str, data: bytes) -> bytes:
     # feed items and snapshots are single-line JSON: no newline can break the frame
     return b"event: " + event.encode() + b"\ndata: " + data.replace(b"\n", b" ") + b"\n\n"
@@ -341,25 +353,13 @@ def build_app(
         user_id = request.query.get("id", "")
         if not user_id or len(user_id) > MAX_USER_ID:
             return web.json_response({"error": "id: 1-128 characters"}, status=400)
-        try:
-            found = await data.user(user_id)
-        except (aioredis.RedisError, OSError):
-            return web.json_response({"error": "redis unavailable"}, status=503)
-        if found is None:
-            return web.json_response({"error": "unknown user"}, status=404)
-        return web.Response(body=orjson.dumps(found), content_type="application/json")
+        return await _found_or_404(data.user(user_id), "unknown user")
 
     async def entity(request: web.Request) -> web.Response:
         key = request.query.get("key", "")
         if not key or len(key) > MAX_ENTITY_KEY:
             return web.json_response({"error": f"key: 1-{MAX_ENTITY_KEY} characters"}, status=400)
-        try:
-            found = await data.entity(key)
-        except (aioredis.RedisError, OSError):
-            return web.json_response({"error": "redis unavailable"}, status=503)
-        if found is None:
-            return web.json_response({"error": "unknown entity"}, status=404)
-        return web.Response(body=orjson.dumps(found), content_type="application/json")
+        return await _found_or_404(data.entity(key), "unknown entity")
 
     async def events(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(
