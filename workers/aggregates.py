@@ -164,6 +164,7 @@ FORGET_COUNTS = (
     "feed_items",
     "user_entities",
     "entity_mentions",
+    "entities_erased",
 )
 
 

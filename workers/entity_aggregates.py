@@ -27,8 +27,10 @@ A comment counts once per entity key, whatever how often and in how many modalit
 per-user keys. The sliding window (:meth:`EntityAggregates.window`) is a ``ZUNION`` of the last
 ``minutes`` minute sets: two commands, then one pipeline for the names.
 
-:meth:`EntityAggregates.forget_user` erases one user: the user's two sets and the user's items in
-the mention lists of the entities the user named (the counts are anonymous and stay).
+:meth:`EntityAggregates.forget_user` erases one user: the user's two sets, the user's items in
+the mention lists of the entities the user named, and every entity that nobody else named (its
+name may be personal data: a private person named by this user only). The counts of entities
+others named too are anonymous and stay.
 """
 
 from __future__ import annotations
@@ -90,22 +92,38 @@ end
 return 1
 """
 
-# KEYS: user_entities:{uid} entity_dedup:{uid} then entity_mentions:{key} of each entity the user
-# named; ARGV: user_id. Mention lists are capped: reading one whole is bounded.
+# KEYS: user_entities:{uid} entity_dedup:{uid}, then per entity the user named: entity:{key}
+#       entity_mentions:{key} and the minute sets that may hold it (entities:minute:{m},
+#       entities:negative:{m} of the minutes between its first and last mention)
+# ARGV: user_id, then per entity: key, the user's comments naming it, the number of minute keys.
+# An entity nobody else named (its total is the user's own count) is erased whole: its name may
+# be personal data (a PERSON named by this user only). Mention lists are capped: bounded reads.
 _FORGET_USER = """#!lua
 local uid = ARGV[1]
-local removed = 0
-for i = 3, #KEYS do
-  for _, item in ipairs(redis.call('LRANGE', KEYS[i], 0, -1)) do
+local removed, erased = 0, 0
+local k, a = 3, 2
+while k <= #KEYS do
+  local ekey, mkey = KEYS[k], KEYS[k + 1]
+  local key, own, nmin = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  for _, item in ipairs(redis.call('LRANGE', mkey, 0, -1)) do
     local ok, doc = pcall(cjson.decode, item)
     if ok and type(doc) == 'table' and doc['user_id'] == uid then
-      removed = removed + redis.call('LREM', KEYS[i], 0, item)
+      removed = removed + redis.call('LREM', mkey, 0, item)
     end
   end
+  local total = tonumber(redis.call('HGET', ekey, 'total') or '0')
+  if total <= own then
+    erased = erased + redis.call('DEL', ekey)
+    redis.call('DEL', mkey)
+    for j = k + 2, k + 1 + nmin do
+      redis.call('ZREM', KEYS[j], key)
+    end
+  end
+  k, a = k + 2 + nmin, a + 3
 end
 local entities = redis.call('ZCARD', KEYS[1])
 redis.call('DEL', KEYS[1], KEYS[2])
-return {entities, removed}
+return {entities, removed, erased}
 """
 
 
@@ -315,10 +333,33 @@ class EntityAggregates:
         return [(k.decode(errors="replace"), int(v)) for k, v in rows]
 
     async def forget_user(self, user_id: str) -> dict[str, int]:
-        """Erase the user's entity sets and the user's items in the mention lists of the
-        entities the user named (each list is capped); returns what was removed."""
+        """Erase the user's entity sets, the user's items in the mention lists of the entities
+        the user named (each list is capped), and every entity that only this user named (its
+        hash, mention list and place in the minute sets: its name may be personal data);
+        returns what was removed."""
         user_set, dedup = self.user_keys(user_id)
-        named = await self._redis.zrange(user_set, 0, -1)
-        keys = [user_set, dedup, *(self.mentions_key(k.decode(errors="replace")) for k in named)]
-        entities, removed = await self._forget(keys=keys, args=[user_id])
-        return {"user_entities": int(entities), "entity_mentions": int(removed)}
+        named = [
+            (k.decode(errors="replace"), int(n))
+            for k, n in await self._redis.zrange(user_set, 0, -1, withscores=True)
+        ]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key, _ in named:
+                pipe.hmget(self.entity_key(key), "total", "first_seen_ms", "last_seen_ms")
+            spans = await pipe.execute()
+        keys: list[str] = [user_set, dedup]
+        args: list[Any] = [user_id]
+        for (key, own), (total, first, last) in zip(named, spans, strict=True):
+            minutes: list[str] = []
+            if total is not None and int(total) <= own and first and last:
+                # the minute sets live minute_ttl_s: only minutes since then can hold it
+                oldest = max(int(first), int(last) - self._minute_ttl * 1000) // 60_000
+                for m in range(oldest, int(last) // 60_000 + 1):
+                    minutes += self.minute_keys(m)
+            keys += [self.entity_key(key), self.mentions_key(key), *minutes]
+            args += [key, own, len(minutes)]
+        entities, removed, erased = await self._forget(keys=keys, args=args)
+        return {
+            "user_entities": int(entities),
+            "entity_mentions": int(removed),
+            "entities_erased": int(erased),
+        }

@@ -225,6 +225,7 @@ async def test_forget_user_leaves_nothing_about_the_user(stack, names, redis_cli
         "feed_items": 6,
         "user_entities": 0,  # these records name no entity (test_entity_aggregates.py)
         "entity_mentions": 0,
+        "entities_erased": 0,
     }
     after = {k async for k in redis_client.scan_iter(match=f"{p}*", count=1000)}
     assert before - after == {f"{p}{k}:{victim}".encode() for k in ("user", "recent", "dedup")}

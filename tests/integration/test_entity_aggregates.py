@@ -200,17 +200,28 @@ async def test_forget_user_erases_the_users_entity_keys_and_mentions(stack, name
     s = store(redis_client, p)
     await s.apply(
         [
-            rec("c1", "victim", "negative", ent("dhl"), ent("apple")),
+            rec("c1", "victim", "negative", ent("dhl"), ent("apple"), ent("jane doe")),
             rec("c2", "other", "negative", ent("dhl")),
         ],
         [],
-        now_ms=NOW,
+        now_ms=NOW - 90 * MINUTE,
     )
+    # the victim names jane doe again 90 minutes later: both minutes' sets hold her
+    await s.apply([rec("c3", "victim", "positive", ent("jane doe"))], [], now_ms=NOW)
     removed = await s.forget_user("victim")
     assert set(removed) == set(FORGET_COUNTS)
-    assert removed["user_entities"] == 2 and removed["entity_mentions"] == 2
+    assert removed["user_entities"] == 3 and removed["entity_mentions"] == 4
+    assert removed["entities_erased"] == 2  # apple and jane doe: nobody else named them
     assert not await redis_client.exists(f"{p}user_entities:victim", f"{p}entity_dedup:victim")
     items = await redis_client.lrange(f"{p}entity_mentions:dhl", 0, -1)
     assert [orjson.loads(x)["user_id"] for x in items] == ["other"]
     assert decode(await redis_client.hgetall(f"{p}entity:dhl"))["total"] == "2"  # anonymous
+    for key in ("apple", "jane doe"):
+        assert not await redis_client.exists(f"{p}entity:{key}", f"{p}entity_mentions:{key}")
+    members = set()
+    for k in await redis_client.keys(f"{p}entities:*"):
+        members |= {m.decode() for m in await redis_client.zrange(k, 0, -1)}
+    assert members == {"dhl"}  # the minute sets forget the erased names too
+    window = await s.entities.window(NOW, minutes=120, top=10, min_mentions=1)
+    assert [r["key"] for r in window["by_volume"]] == ["dhl"]
     assert set((await s.forget_user("victim")).values()) == {0}
