@@ -145,15 +145,19 @@ class SpeechRecognizer:
         self.device = device
         self.compute_type = "float16" if kind == "cuda" else "int8"
         self.threads = int(threads)
-        self.model = WhisperModel(
-            model_dir or whisper_model_dir(),
-            device=kind,
-            device_index=int(index or 0),
-            compute_type=self.compute_type,
-            cpu_threads=self.threads,
-            num_workers=1,
-            local_files_only=True,
-        )
+        # CTranslate2 sets the OpenMP thread count of the calling thread to cpu_threads, which is
+        # torch's too: without the restore, a worker that loads its model on the inference
+        # thread would run the text model on the media's share of the cores.
+        with torch_threads(torch.get_num_threads()):
+            self.model = WhisperModel(
+                model_dir or whisper_model_dir(),
+                device=kind,
+                device_index=int(index or 0),
+                compute_type=self.compute_type,
+                cpu_threads=self.threads,
+                num_workers=1,
+                local_files_only=True,
+            )
         # faster-whisper logs every clip's duration at INFO: noise in a worker's log.
         logging.getLogger("faster_whisper").setLevel(logging.WARNING)
         self.vad = _load_vad()

@@ -12,6 +12,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -120,6 +121,28 @@ def asr():  # type: ignore[no-untyped-def]
     # silero_vad's import sets torch to one thread for the whole process; asr undoes it.
     assert torch.get_num_threads() == 2
     return recognizer
+
+
+def test_a_recognizer_with_fewer_threads_leaves_torch_its_threads() -> None:
+    """CTranslate2 sets the calling thread's OpenMP count to ``cpu_threads``; the worker loads
+    its model on the inference thread, so without the restore the text model would run on the
+    media's share of the cores (it did: 1 of 2 threads, bench (a) at half speed)."""
+    # A fresh interpreter: once torch.set_num_threads() was called (other tests do), torch no
+    # longer reads the OpenMP count, and the bug hides.
+    code = (
+        "import torch; before = torch.get_num_threads()\n"
+        "from model.encoders.asr import SpeechRecognizer\n"
+        "SpeechRecognizer(threads=1, device='cpu')\n"
+        "print(before, torch.get_num_threads())\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+    )
+    before, after = out.stdout.split()
+    if before == "1":
+        pytest.skip("torch starts with one thread here: there is nothing to lose")
+    assert after == before
 
 
 class CountingText:
