@@ -153,8 +153,8 @@ out[7] = removed
 return out
 """
 
-#: The names of :meth:`AggregateStore.forget_user`'s counts, in the script's order.
-FORGET_COUNTS = (
+#: The counts of the forget script above, in its order.
+_FORGET_SCRIPT_COUNTS = (
     "user",
     "recent",
     "dedup_markers",
@@ -162,10 +162,10 @@ FORGET_COUNTS = (
     "leaderboard_negative",
     "users_last_seen",
     "feed_items",
-    "user_entities",
-    "entity_mentions",
-    "entities_erased",
 )
+#: The names of :meth:`AggregateStore.forget_user`'s counts: the script's, then the entities'
+#: (:meth:`~workers.entity_aggregates.EntityAggregates.forget_user`).
+FORGET_COUNTS = (*_FORGET_SCRIPT_COUNTS, "user_entities", "entity_mentions", "entities_erased")
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,5 +379,5 @@ class AggregateStore:
             ],
             args=[user_id],
         )
-        entity_counts = await self.entities.forget_user(user_id)
-        return dict(zip(FORGET_COUNTS[:7], (int(c) for c in counts), strict=True)) | entity_counts
+        removed = dict(zip(_FORGET_SCRIPT_COUNTS, (int(c) for c in counts), strict=True))
+        return removed | await self.entities.forget_user(user_id)
