@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import tempfile
+from pathlib import Path
 
 import faust
 from faust.types.auth import CredentialsT
@@ -15,7 +17,7 @@ from streamer.logs import logging_config
 from streamer.settings import Settings
 from workers.kafka_security import KafkaSecurity, KafkaSecurityError, TlsCheckFailed, check_tls
 
-__all__ = ["broker_credentials", "create_app", "run_worker"]
+__all__ = ["broker_credentials", "create_app", "faust_datadir", "run_worker"]
 
 
 def broker_url(bootstrap: str) -> str:
@@ -48,6 +50,12 @@ def broker_credentials(security: KafkaSecurity) -> CredentialsT | None:
     return None
 
 
+def faust_datadir(app_id: str) -> Path:
+    """Where Faust may make its (unused: tables are in memory) data folder: the temp directory."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in app_id)
+    return Path(tempfile.gettempdir()) / f"commentflow-faust-{safe}"
+
+
 def create_app(settings: Settings, classifier: Classifier | None = None) -> faust.App:
     """A Faust app with the pipeline's agent installed (``classifier``: already loaded, or lazy)."""
     from streamer import consumer as fetch_wait
@@ -59,6 +67,10 @@ def create_app(settings: Settings, classifier: Classifier | None = None) -> faus
         settings.app_id,
         broker=broker_url(settings.kafka_bootstrap),
         store="memory://",
+        # Faust makes ``{datadir}/v1/tables`` at start even with memory-only tables, by default
+        # under the working directory (one ``<app_id>-data`` folder per app id in the repo or
+        # container). Nothing is ever written there: keep it out of the working directory.
+        datadir=faust_datadir(settings.app_id),
         key_serializer="raw",
         value_serializer="raw",
         broker_session_timeout=session,

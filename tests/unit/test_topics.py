@@ -38,3 +38,14 @@ async def test_the_worker_consumer_long_polls_at_most_consumer_fetch_max_wait_s(
     app = create_app(Settings(web_enabled=False, consumer_fetch_max_wait_s=0.03))
     consumer = app.consumer._thread._create_worker_consumer(app.transport)
     assert consumer._fetch_max_wait_ms == 30  # what aiokafka hands its Fetcher in start()
+
+
+def test_faust_makes_its_data_folder_outside_the_working_directory(tmp_path, monkeypatch) -> None:
+    # Faust creates ``<datadir>/v1/tables`` at start (memory tables write nothing there); its
+    # default ``<app_id>-data`` is relative, so every worker and test left a folder in the cwd.
+    monkeypatch.chdir(tmp_path)
+    app = create_app(Settings(app_id="cf/odd id", web_enabled=False))
+    app._create_directories()
+    assert list(tmp_path.iterdir()) == []
+    assert app.conf.datadir.is_absolute() and app.conf.tabledir.is_dir()
+    assert app.conf.datadir.name == "commentflow-faust-cf_odd_id"
