@@ -41,6 +41,7 @@ from commentflow.produce import produce, synthetic_events
 from commentflow.settings import Settings
 from commentflow.stack import EmbeddedStack
 from model import CommentInput, load_classifier
+from workers import memory
 from workers.aggregates import AggregateStore, PredictionRecord
 from workers.metrics import STAGES
 from workers.validation import parse_event
@@ -83,6 +84,7 @@ def run(options: BenchOptions, settings: Settings) -> int:
 
 
 def _model_only(settings: Settings, sizes: list[int], n: int) -> dict[str, Any]:
+    memory.tune()  # the worker's malloc settings (workers.memory): the same model speed
     classifier = load_classifier(settings.model_dir, settings.device)
     texts = [e["text"] for e in synthetic_events(n, seed=7)]
     rates: dict[int, float] = {}
