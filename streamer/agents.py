@@ -28,6 +28,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable
+from concurrent.futures import ThreadPoolExecutor
 
 import faust
 import redis.asyncio as aioredis
@@ -124,7 +125,11 @@ class Resources:
     """The worker's model, Redis client and processor; started lazily by the agent."""
 
     def __init__(
-        self, app: faust.App, settings: Settings, classifier: Classifier | None = None
+        self,
+        app: faust.App,
+        settings: Settings,
+        classifier: Classifier | None = None,
+        thread: ThreadPoolExecutor | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = PipelineMetrics()
@@ -142,6 +147,7 @@ class Resources:
             if classifier is not None
             else (lambda: load_worker_classifier(settings)),
             deadline_s=settings.predict_deadline_s,
+            thread=thread,
         )
         # The media lane's OCR and speech recognition, under the same deadline as predict().
         self.media_watchdog = Watchdog(
@@ -312,9 +318,17 @@ async def _exit_now(pipeline: StreamPipeline, exc: BaseException) -> None:
         os._exit(code)
 
 
-def install(app: faust.App, settings: Settings, classifier: Classifier | None = None) -> Resources:
-    """Declare the agent (and a progress timer) on ``app``; returns its resources."""
-    resources = Resources(app, settings, classifier)
+def install(
+    app: faust.App,
+    settings: Settings,
+    classifier: Classifier | None = None,
+    thread: ThreadPoolExecutor | None = None,
+) -> Resources:
+    """Declare the agent (and a progress timer) on ``app``; returns its resources.
+
+    ``classifier``: already loaded (on ``thread``, an :func:`~workers.inference.inference_thread`,
+    when given), or loaded when the agent starts."""
+    resources = Resources(app, settings, classifier, thread)
     topic = input_topic(app, settings)
 
     # A failing agent crashes the worker (non-zero exit) instead of restarting in place: the

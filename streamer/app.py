@@ -6,6 +6,7 @@ import asyncio
 import logging
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import faust
@@ -56,8 +57,13 @@ def faust_datadir(app_id: str) -> Path:
     return Path(tempfile.gettempdir()) / f"commentflow-faust-{safe}"
 
 
-def create_app(settings: Settings, classifier: Classifier | None = None) -> faust.App:
-    """A Faust app with the pipeline's agent installed (``classifier``: already loaded, or lazy)."""
+def create_app(
+    settings: Settings,
+    classifier: Classifier | None = None,
+    thread: ThreadPoolExecutor | None = None,
+) -> faust.App:
+    """A Faust app with the pipeline's agent installed (``classifier``: already loaded, or lazy;
+    ``thread``: the :func:`~workers.inference.inference_thread` it was loaded on)."""
     from streamer import consumer as fetch_wait
     from streamer.agents import install
     from streamer.web import install_web
@@ -90,7 +96,7 @@ def create_app(settings: Settings, classifier: Classifier | None = None) -> faus
         stream_wait_empty=True,
     )
     fetch_wait.install(app, settings.consumer_fetch_max_wait_s)
-    resources = install(app, settings, classifier)
+    resources = install(app, settings, classifier, thread)
     if settings.web_enabled:
         install_web(app, resources)
     return app
@@ -110,10 +116,14 @@ def run_worker(settings: Settings) -> int:
 
     memory.tune()  # before torch and the model's threads allocate: see workers.memory
     from streamer.agents import load_worker_classifier
+    from workers.inference import inference_thread
 
+    # loaded on the thread that will run it: the model is faster there (see workers.inference)
+    thread = inference_thread()
     try:
-        classifier = load_worker_classifier(settings)
+        classifier = thread.submit(load_worker_classifier, settings).result()
     except (ModelError, OSError) as exc:
+        thread.shutdown()
         print(
             f"commentflow worker: cannot load the model in {settings.model_dir}: {exc}",
             file=sys.stderr,
@@ -134,7 +144,7 @@ def run_worker(settings: Settings) -> int:
             ),
             settings.redis_prefix,
         )
-    app = create_app(settings, classifier)
+    app = create_app(settings, classifier, thread)
     worker = faust.Worker(
         app,
         loglevel=settings.log_level.upper(),

@@ -2,7 +2,11 @@
 
 One thread keeps the model's weights and the CUDA context in one place and serialises batches;
 torch releases the GIL while it computes, so the event loop keeps fetching, publishing and
-writing Redis meanwhile. The classifier is loaded on that thread too (slow: seconds).
+writing Redis meanwhile. The classifier is loaded on that thread too (slow: seconds), or
+loaded beforehand on an :func:`inference_thread` handed over with it. Loading elsewhere costs
+speed: torch's CPU kernels (OpenMP) ran ~12% slower on 2 cores (375 vs 430 comments/s at batch
+64) on a thread other than the first one that used them in the process (the model loaded and
+warmed on the main thread, then run here), and at full speed when one thread did both.
 
 The watchdog (:class:`~workers.watchdog.Watchdog`): a ``predict()`` call cannot be interrupted
 (a hung CUDA kernel, a deadlocked native library), so past ``deadline_s`` the runner is marked
@@ -22,15 +26,22 @@ from concurrent.futures import ThreadPoolExecutor
 from model.base import Classifier, ClassOutput, CommentInput
 from workers.watchdog import EXIT_HUNG, Watchdog
 
-__all__ = ["EXIT_HUNG", "InferenceRunner"]
+__all__ = ["EXIT_HUNG", "InferenceRunner", "inference_thread"]
 
 log = logging.getLogger("commentflow.inference")
+
+
+def inference_thread() -> ThreadPoolExecutor:
+    """The one thread that loads and runs the model (give it to :class:`InferenceRunner`)."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
 
 
 class InferenceRunner:
     """Owns the inference thread, the loaded classifier and the watchdog.
 
     ``start``/``stop`` are idempotent. ``deadline_s`` ``None`` or ``<= 0``: no watchdog.
+    ``thread``: the :func:`inference_thread` that ``load`` is run on and ``predict`` after it
+    (one of its own when ``None``); pass the one the classifier was loaded on, if it was.
     """
 
     def __init__(
@@ -40,8 +51,10 @@ class InferenceRunner:
         deadline_s: float | None = None,
         on_hang: Callable[[float], None] | None = None,
         hang_grace_s: float = 3.0,
+        thread: ThreadPoolExecutor | None = None,
     ) -> None:
         self._load = load
+        self._thread = thread
         self._executor: ThreadPoolExecutor | None = None
         self._classifier: Classifier | None = None
         self.watchdog = Watchdog(
@@ -65,7 +78,7 @@ class InferenceRunner:
     async def start(self) -> None:
         if self._executor is not None:
             return
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._executor, self._thread = self._thread or inference_thread(), None
         loop = asyncio.get_running_loop()
         self._classifier = await loop.run_in_executor(self._executor, self._load)
         c = self._classifier
