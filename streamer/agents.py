@@ -374,17 +374,15 @@ def install(
 
     last = {"t": time.monotonic(), "n": 0}
 
-    @app.timer(interval=5.0)
-    async def release_memory() -> None:
-        # free heap pages back to the system (workers.memory); a few ms, off the event loop
-        await asyncio.to_thread(memory.trim)
-
     @app.timer(interval=memory.COLLECT_INTERVAL_S)
     async def collect_garbage() -> None:
         # cycles kept alive by caught exceptions hold media buffers until a full collection
         # (workers.memory); on the loop: the collector holds the GIL anyway
-        freed, seconds = memory.collect()
+        freed, seconds = memory.collect(and_trim=False)
         log.debug("gc: %d objects freed in %.1f ms", freed, seconds * 1000)
+        # then free heap pages back to the system, off the loop (workers.memory: not more
+        # often, the model faults what it gets back in again)
+        await asyncio.to_thread(memory.trim)
 
     @app.timer(interval=10.0)
     async def progress() -> None:

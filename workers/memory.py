@@ -5,16 +5,17 @@ glibc's defaults two things make its RSS creep up for hours although nothing lea
 
 * the mmap threshold is dynamic: after a large block is freed, blocks up to that size come from
   the heap instead of ``mmap``, and the threshold only ever rises. Fixing it (at
-  :data:`MMAP_THRESHOLD_BYTES`, 32 MiB, the largest glibc accepts) makes the split predictable:
-  media arrays past it go to ``mmap``, which ``free`` hands back at once; everything smaller
-  comes from the heap, whose free pages :func:`trim` returns every few seconds. It must not be
-  small: the text model allocates and frees a few MB per layer and batch, and with a 128 KiB
-  threshold (the first setting here) each of those was a fresh ``mmap``, zero-filled page by
-  page and unmapped again: the model ran 25-30% slower in the worker than alone (260 vs 360
-  comments/s at batch 64 on 2 cores, ``predict`` timed with and without :func:`tune`). The heap
-  top is trimmed past :data:`TRIM_THRESHOLD_BYTES` (twice the mmap threshold, as glibc's own
-  dynamic rule), so a batch's freed buffers are reused rather than returned and faulted in
-  again;
+  :data:`MMAP_THRESHOLD_BYTES`, 32 MiB, the largest glibc accepts) makes the split
+  predictable: media arrays past it go to ``mmap``, which ``free`` hands back at once;
+  everything smaller comes from the heap, whose free pages :func:`trim` returns every
+  :data:`COLLECT_INTERVAL_S`. It must not be small: the text model allocates and frees a few
+  MB per layer and batch, and with a 128 KiB threshold (the first setting here) each of those
+  was a fresh ``mmap``, zero-filled page by page and unmapped again: the model ran 25-30%
+  slower in the worker than alone (``tools/malloc_threshold.py``: 295 vs 404 comments/s at
+  batch 64 on 2 cores, 917 vs 10 page faults per comment). The heap top is trimmed past
+  :data:`TRIM_THRESHOLD_BYTES` (twice the mmap threshold, as glibc's own dynamic rule), so a
+  batch's freed buffers are reused rather than returned and faulted in again. The price: the
+  worker's RSS is ~100 MB higher (the soak: 1,098 vs 988 MB after its warm-up);
 * every thread that allocates may get an arena of its own (8 x cores): fewer arenas, less
   fragmentation.
 
@@ -23,8 +24,11 @@ default): new input shapes add 50-150 KB each, decreasingly, which the soak does
 the cycles below are collected (README, "Soak").
 
 :func:`tune` applies them at start-up (``mallopt``), :func:`trim` returns free heap pages to the
-system (``malloc_trim``; the worker calls it every few seconds). Both are no-ops where the C
-library is not glibc.
+system (``malloc_trim``; the worker calls it after each :func:`collect`, every
+:data:`COLLECT_INTERVAL_S`. It used to run every 5 s, but each trim hands back what the model's
+next batches fault in again and holds the arenas' locks while it walks them: the end-to-end p99
+at 143/s was 567-601 ms with it, 461 ms without). Both are no-ops where the C library is not
+glibc.
 
 Cyclic garbage is the third cause, and the largest one the soak found. An exception caught far
 from where it was raised keeps, through its traceback, every frame it passed and their locals
@@ -101,9 +105,11 @@ def freeze() -> None:
     gc.freeze()
 
 
-def collect() -> tuple[int, float]:
-    """A full collection of cyclic garbage, then :func:`trim`: (objects freed, seconds)."""
+def collect(and_trim: bool = True) -> tuple[int, float]:
+    """A full collection of cyclic garbage, then (``and_trim``) :func:`trim`: (objects freed,
+    seconds)."""
     start = time.perf_counter()
     freed = gc.collect()
-    trim()
+    if and_trim:
+        trim()
     return freed, time.perf_counter() - start

@@ -80,7 +80,9 @@ def run(args: argparse.Namespace, settings: Settings | None) -> int:
         return 0
 
     from model.evaluation.throughput import bench_model
+    from workers import memory
 
+    memory.tune()  # the worker's malloc settings: the model as a worker runs it (workers.memory)
     return bench_model(
         args.model,
         synthetic_texts,
