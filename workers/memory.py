@@ -15,7 +15,7 @@ glibc's defaults two things make its RSS creep up for hours although nothing lea
   batch 64 on 2 cores, 917 vs 10 page faults per comment). The heap top is trimmed past
   :data:`TRIM_THRESHOLD_BYTES` (twice the mmap threshold, as glibc's own dynamic rule), so a
   batch's freed buffers are reused rather than returned and faulted in again. The price: the
-  worker's RSS is ~100 MB higher (the soak: 1,098 vs 988 MB after its warm-up);
+  worker's RSS is ~100 MB higher (the soak: 1,082 vs 988 MB after its warm-up);
 * every thread that allocates may get an arena of its own (8 x cores): fewer arenas, less
   fragmentation.
 
