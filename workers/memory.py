@@ -26,8 +26,9 @@ the cycles below are collected (README, "Soak").
 :func:`tune` applies them at start-up (``mallopt``), :func:`trim` returns free heap pages to the
 system (``malloc_trim``; the worker calls it after each :func:`collect`, every
 :data:`COLLECT_INTERVAL_S`. It used to run every 5 s, but each trim hands back what the model's
-next batches fault in again and holds the arenas' locks while it walks them: the end-to-end p99
-at 143/s was 567-601 ms with it, 461 ms without). Both are no-ops where the C library is not
+next batches fault in again and holds the arenas' locks while it walks them; the end-to-end p99
+at 143/s was 567-601 ms with it, 461-498 ms every 30 s, a weak signal: the bench still paused
+itself then). Both are no-ops where the C library is not
 glibc.
 
 Cyclic garbage is the third cause, and the largest one the soak found. An exception caught far
