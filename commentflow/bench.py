@@ -71,6 +71,7 @@ def run(options: BenchOptions, settings: Settings) -> int:
     """Run the four measurements, save ``results.json`` and ``bench.png``; the exit status."""
     out = Path(options.out or f"runs/bench-{datetime.now(UTC):%Y%m%d-%H%M%S}")
     out.mkdir(parents=True, exist_ok=True)
+    memory.tune()  # the worker's malloc settings (workers.memory): (a) measures the same model
     results = asyncio.run(_bench(options, settings, out))
     (out / "results.json").write_text(
         orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode()
@@ -85,7 +86,6 @@ def run(options: BenchOptions, settings: Settings) -> int:
 
 
 def _model_only(settings: Settings, sizes: list[int], n: int) -> dict[str, Any]:
-    memory.tune()  # the worker's malloc settings (workers.memory): the same model speed
     classifier = load_classifier(settings.model_dir, settings.device)
     texts = [e["text"] for e in synthetic_events(n, seed=7)]
     rates: dict[int, float] = {}

@@ -15,7 +15,6 @@ zero-filled on first touch).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import resource
 import statistics
@@ -30,7 +29,6 @@ from model.base import CommentInput  # noqa: E402
 from model.serving import load_classifier  # noqa: E402
 from workers import memory  # noqa: E402
 
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 SETTINGS = {
     "mmap 128 KiB (before)": (128 * 1024, 128 * 1024),  # trim threshold: glibc's default
     "mmap 32 MiB, trim 64 MiB (now)": (
@@ -47,7 +45,6 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--out", default=None, help="where to save the JSON (optional)")
     args = p.parse_args()
-    libc = ctypes.CDLL("libc.so.6")
     memory.tune()
     clf = load_classifier(args.model, "cpu")
     n = 1024
@@ -57,8 +54,7 @@ def main() -> int:
     faults: dict[str, list[float]] = {k: [] for k in SETTINGS}
     for r in range(args.rounds):
         for name, (mmap_at, trim_at) in SETTINGS.items():
-            libc.mallopt(_M_MMAP_THRESHOLD, mmap_at)
-            libc.mallopt(_M_TRIM_THRESHOLD, trim_at)
+            memory.set_thresholds(mmap_at, trim_at)
             f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             t0 = time.perf_counter()
             for i in range(0, n, args.batch):

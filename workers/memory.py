@@ -51,7 +51,7 @@ import gc
 import logging
 import time
 
-__all__ = ["COLLECT_INTERVAL_S", "collect", "freeze", "trim", "tune"]
+__all__ = ["COLLECT_INTERVAL_S", "collect", "freeze", "set_thresholds", "trim", "tune"]
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +83,21 @@ def tune() -> bool:
     glibc."""
     if _LIBC is None:
         return False
-    ok = bool(_LIBC.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
-    ok = bool(_LIBC.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)) and ok
+    ok = set_thresholds(MMAP_THRESHOLD_BYTES, TRIM_THRESHOLD_BYTES)
     ok = bool(_LIBC.mallopt(_M_ARENA_MAX, ARENA_MAX)) and ok
     log.debug(
         "malloc tuned (mmap threshold %d, arenas %d): %s", MMAP_THRESHOLD_BYTES, ARENA_MAX, ok
     )
     return ok
+
+
+def set_thresholds(mmap_bytes: int, trim_bytes: int) -> bool:
+    """Fix glibc's mmap and trim thresholds (any time; :func:`tune` sets the worker's, the
+    benchmark in ``tools/malloc_threshold.py`` others); ``False`` if not glibc."""
+    if _LIBC is None:
+        return False
+    ok = bool(_LIBC.mallopt(_M_MMAP_THRESHOLD, mmap_bytes))
+    return bool(_LIBC.mallopt(_M_TRIM_THRESHOLD, trim_bytes)) and ok
 
 
 def trim() -> bool:
