@@ -91,6 +91,23 @@ def load_worker_classifier(settings: Settings) -> Classifier:
     return load_classifier(settings.model_dir, settings.device, threads=threads)
 
 
+def inference_plan(settings: Settings) -> tuple[int, int]:
+    """The worker's inference lanes and each lane's torch threads (0: torch's default).
+
+    ``inference_lanes`` 0: one lane on CUDA; on a CPU two lanes (one with 1 core) that share
+    the cores, because one lane over every core loses more to the rest of the worker, the broker
+    and Redis than two (see :mod:`workers.inference`).
+    """
+    from model.encoders.text import resolve_device
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = max(1, cores or 1)
+    if resolve_device(settings.device).startswith("cuda"):
+        return settings.inference_lanes or 1, 0
+    lanes = settings.inference_lanes or min(2, cores)
+    return lanes, max(1, cores // lanes)
+
+
 def load_entity_recognizer(settings: Settings) -> EntityRecognizer:
     """The packaged entity recogniser (``en_core_web_sm``) with the settings' bounds and the
     deployment's patterns (``entities_patterns``)."""
@@ -142,12 +159,15 @@ class Resources:
         self.broker_probe = BrokerProbe(  # for /readyz
             settings.kafka_bootstrap, settings.kafka_security
         )
+        lanes, torch_threads = inference_plan(settings)
         self.runner = InferenceRunner(
             (lambda: classifier)
             if classifier is not None
             else (lambda: load_worker_classifier(settings)),
             deadline_s=settings.predict_deadline_s,
             thread=thread,
+            lanes=lanes,
+            torch_threads=torch_threads,
         )
         # The media lane's OCR and speech recognition, under the same deadline as predict().
         self.media_watchdog = Watchdog(
@@ -360,6 +380,7 @@ def install(
             guard=resources.guard,
             on_result=resources.record,
             lane=lane,
+            classify_at_once=resources.runner.lanes,
         )
         await pipeline.start()
         try:

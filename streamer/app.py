@@ -115,11 +115,11 @@ def run_worker(settings: Settings) -> int:
     from workers import memory
 
     memory.tune()  # before torch and the model's threads allocate: see workers.memory
-    from streamer.agents import load_worker_classifier
+    from streamer.agents import inference_plan, load_worker_classifier
     from workers.inference import inference_thread
 
-    # loaded on the thread that will run it: the model is faster there (see workers.inference)
-    thread = inference_thread()
+    # loaded on its first inference lane: the model is faster there (see workers.inference)
+    thread = inference_thread(inference_plan(settings)[1])
     try:
         classifier = thread.submit(load_worker_classifier, settings).result()
     except (ModelError, OSError) as exc:

@@ -113,6 +113,11 @@ class Settings:
         "CPU threads of OCR and speech recognition (multimodal model; 0: half the cores, so "
         "that new media leave the text model a core)",
     )
+    inference_lanes: int = _setting(
+        0,
+        "batches the model classifies at once, each on its own thread with an equal share of "
+        "the cores (0: 2 on a CPU with 2 or more cores, 1 on CUDA)",
+    )
     # -- batching and limits
     batch_max: int = _setting(64, "most events in one micro-batch")
     batch_wait_s: float = _setting(0.05, "longest wait to fill a micro-batch")
@@ -300,6 +305,8 @@ class Settings:
             raise ValueError("batch_max must be at least 1")
         if self.batch_wait_s <= 0:
             raise ValueError("batch_wait_s must be positive")
+        if self.inference_lanes < 0:
+            raise ValueError("inference_lanes must be >= 0 (0: automatic)")
         if self.lane_concurrency < 0 or self.lane_depth < 1:
             raise ValueError("lane_concurrency must be >= 0 and lane_depth >= 1")
         if self.max_pending_messages < self.batch_max:

@@ -1,12 +1,22 @@
-"""Run the classifier off the event loop, on one dedicated inference thread, under a watchdog.
+"""Run the classifier off the event loop, on inference threads ("lanes"), under a watchdog.
 
-One thread keeps the model's weights and the CUDA context in one place and serialises batches;
-torch releases the GIL while it computes, so the event loop keeps fetching, publishing and
-writing Redis meanwhile. The classifier is loaded on that thread too (slow: seconds), or
-loaded beforehand on an :func:`inference_thread` handed over with it. Loading elsewhere costs
-speed: torch's CPU kernels (OpenMP) ran ~12% slower on 2 cores (375 vs 430 comments/s at batch
-64) on a thread other than the first one that used them in the process (the model loaded and
-warmed on the main thread, then run here), and at full speed when one thread did both.
+A lane is one thread. The classifier is loaded on the first lane (slow: seconds), or loaded
+beforehand on an :func:`inference_thread` handed over with it; :meth:`InferenceRunner.predict`
+runs each batch on a free lane (and waits for one when all are busy). Torch releases the GIL
+while it computes, so the event loop keeps fetching, publishing and writing Redis meanwhile.
+
+**Lanes on a CPU.** One lane whose torch kernels use every core (OpenMP) loses the most when
+anything else in the process or on the machine wants a core: each of the model's OpenMP regions
+waits for its slowest thread, so one preempted thread stalls them all. Two lanes of one thread
+each on 2 cores lose only what the other work takes: ``commentflow bench`` end to end 317 -> 345
+comments/s here, the model alone 429 -> 453 (README, Benchmark). On CUDA one lane is the
+default. ``torch_threads`` sets each lane thread's own intra-op count.
+
+Where a lane is first used matters: torch's CPU kernels (OpenMP) ran ~12% slower on 2 cores
+(375 vs 430 comments/s at batch 64) on a thread other than the first one that used them in the
+process (the model loaded and warmed on the main thread, then run on another), and at full speed
+when one thread did both. So the worker loads on its first lane. (With one thread per lane the
+effect is gone: the loading lane and the other one both ran 231-242 comments/s alone.)
 
 The watchdog (:class:`~workers.watchdog.Watchdog`): a ``predict()`` call cannot be interrupted
 (a hung CUDA kernel, a deadlocked native library), so past ``deadline_s`` the runner is marked
@@ -31,17 +41,36 @@ __all__ = ["EXIT_HUNG", "InferenceRunner", "inference_thread"]
 log = logging.getLogger("commentflow.inference")
 
 
-def inference_thread() -> ThreadPoolExecutor:
-    """The one thread that loads and runs the model (give it to :class:`InferenceRunner`)."""
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+def inference_thread(torch_threads: int = 0) -> ThreadPoolExecutor:
+    """One lane: a thread that runs the model (the first one also loads it: give it to
+    :class:`InferenceRunner`). ``torch_threads`` > 0: that thread's torch intra-op threads."""
+    if torch_threads <= 0:
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+    return ThreadPoolExecutor(
+        max_workers=1,
+        thread_name_prefix="inference",
+        initializer=_set_torch_threads,
+        initargs=(torch_threads,),
+    )
+
+
+def _set_torch_threads(n: int) -> None:
+    import torch  # only here: the runner itself works with any classifier
+
+    # the calling thread's count (OpenMP keeps one per thread); torch also makes the last count
+    # set its default for threads that have not used torch yet (the media lane's, in a worker)
+    torch.set_num_threads(n)
 
 
 class InferenceRunner:
-    """Owns the inference thread, the loaded classifier and the watchdog.
+    """Owns the inference lanes, the loaded classifier and the watchdog.
 
     ``start``/``stop`` are idempotent. ``deadline_s`` ``None`` or ``<= 0``: no watchdog.
-    ``thread``: the :func:`inference_thread` that ``load`` is run on and ``predict`` after it
-    (one of its own when ``None``); pass the one the classifier was loaded on, if it was.
+    ``thread``: the :func:`inference_thread` that ``load`` is run on, the first lane (one of its
+    own when ``None``); pass the one the classifier was loaded on, if it was. ``lanes``: batches
+    classified at once, each on its own thread (the classifier's ``predict`` must then be safe to
+    call from several threads); ``torch_threads``: the intra-op threads of the lanes the runner
+    creates (0: torch's default).
     """
 
     def __init__(
@@ -52,10 +81,17 @@ class InferenceRunner:
         on_hang: Callable[[float], None] | None = None,
         hang_grace_s: float = 3.0,
         thread: ThreadPoolExecutor | None = None,
+        lanes: int = 1,
+        torch_threads: int = 0,
     ) -> None:
+        if lanes < 1:
+            raise ValueError("lanes must be at least 1")
         self._load = load
         self._thread = thread
-        self._executor: ThreadPoolExecutor | None = None
+        self.lanes = lanes
+        self._torch_threads = torch_threads
+        self._executors: list[ThreadPoolExecutor] = []
+        self._free: asyncio.Queue[ThreadPoolExecutor] | None = None
         self._classifier: Classifier | None = None
         self.watchdog = Watchdog(
             deadline_s, what="predict()", on_hang=on_hang, grace_s=hang_grace_s
@@ -76,20 +112,34 @@ class InferenceRunner:
         return self._classifier is not None and not self.hung
 
     async def start(self) -> None:
-        if self._executor is not None:
+        if self._executors:
             return
-        self._executor, self._thread = self._thread or inference_thread(), None
+        first, self._thread = self._thread or inference_thread(self._torch_threads), None
+        self._executors = [first]
+        self._executors += [inference_thread(self._torch_threads) for _ in range(self.lanes - 1)]
+        self._free = asyncio.Queue()
+        for executor in self._executors:
+            self._free.put_nowait(executor)
         loop = asyncio.get_running_loop()
-        self._classifier = await loop.run_in_executor(self._executor, self._load)
+        self._classifier = await loop.run_in_executor(first, self._load)
         c = self._classifier
-        log.info("model %s %s loaded on %s", c.name, c.version, c.device)
+        log.info(
+            "model %s %s loaded on %s; %d inference lane(s)",
+            *(c.name, c.version, c.device, self.lanes),
+        )
         self.watchdog.start()
 
     async def predict(self, batch: Sequence[CommentInput]) -> list[ClassOutput]:
-        if self._executor is None or self._classifier is None:
+        if self._free is None or self._classifier is None:
             raise RuntimeError("the inference runner is not started")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._timed_predict, list(batch))
+        free = self._free
+        lane = await free.get()  # waits while every lane is busy
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                lane, self._timed_predict, list(batch)
+            )
+        finally:
+            free.put_nowait(lane)  # cancelled: the lane finishes the call, then runs the next
 
     def _timed_predict(self, batch: list[CommentInput]) -> list[ClassOutput]:
         assert self._classifier is not None
@@ -98,8 +148,8 @@ class InferenceRunner:
 
     async def stop(self) -> None:
         self.watchdog.stop()
-        executor, self._executor = self._executor, None
-        if executor is not None:
+        executors, self._executors, self._free = self._executors, [], None
+        for executor in executors:
             # wait for a batch in flight: its thread cannot be interrupted anyway
             await asyncio.get_running_loop().run_in_executor(None, executor.shutdown, True)
         self._classifier = None

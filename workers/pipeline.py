@@ -4,17 +4,22 @@
 
     submit(batch) ─► track offsets ─► crash guard: plan ─► prepare (validate, dedup, split) ─┐
                                                                                              │
-      text part: queue of one batch ─► finisher task: classify ─► queue of one batch ─►    ◄┤
-                 emitter task: publish + broker acks, Redis ─► guard.end ─► complete         │
+      text part: queue of one batch ─► finisher task: classify (up to ``classify_at_once``  ◄┤
+                 batches, one per inference lane) ─► emitter task, in submission order:      │
+                 publish + broker acks, Redis ─► guard.end ─► complete                       │
       held part (comments with media) ─► media lane (workers.media_lane): fetch, decode,    ◄┘
                                         warm features, finish ─► guard.end ─► complete(messages)
 
     complete ─► CompletionTracker: acknowledge each partition's done prefix, in offset order
 
 Stage 1 of batch N+1 runs while the model classifies batch N and batch N-1's outputs are
-published and aggregated (the model does not wait for the broker's acks and Redis); the queues
-of one batch between them are the backpressure of the text lane, the lane's bounded queue that
-of media, and ``max_pending`` (messages taken and not yet acknowledged) that of both. Comments
+published and aggregated (the model does not wait for the broker's acks and Redis). With
+``classify_at_once`` > 1 (one per inference lane, :mod:`workers.inference`) several text batches
+are classified at once, and the emitter still publishes them in the order they were submitted,
+so text-only predictions keep their partition's order. The queue of one prepared batch, the
+classifications in flight and the emitter are the backpressure of the text lane, the lane's
+bounded queue that of media, and ``max_pending`` (messages taken and not yet acknowledged) that
+of both. Comments
 complete out of order (a text comment is published while an older comment waits for its
 media), but the tracker (:mod:`workers.completion`) acknowledges only up to each partition's
 lowest unfinished offset, so committed offsets only move forward and never pass an unfinished
@@ -84,12 +89,20 @@ class StreamPipeline:
         guard: CrashGuard | None = None,
         on_result: Callable[[BatchResult], None] | None = None,
         lane: LaneConfig | None = None,
+        classify_at_once: int = 1,
     ) -> None:
+        if classify_at_once < 1:
+            raise ValueError("classify_at_once must be at least 1")
         self._processor = processor
         self._guard = guard
         self._on_result = on_result
         self._queue: asyncio.Queue[Prepared | None] = asyncio.Queue(1)
-        self._emits: asyncio.Queue[Classified | None] = asyncio.Queue(1)
+        # classifications in flight, in submission order (the emitter awaits them in turn)
+        self._emits: asyncio.Queue[asyncio.Future[Classified] | None] = asyncio.Queue(
+            classify_at_once
+        )
+        self._slots = asyncio.Semaphore(classify_at_once)
+        self._classifying: set[asyncio.Future[Classified]] = set()
         self._finisher: asyncio.Task[None] | None = None
         self._emitter: asyncio.Task[None] | None = None
         self._ack = ack
@@ -173,11 +186,15 @@ class StreamPipeline:
                 )
             except Exception:  # noqa: BLE001, S110 - the finisher's own error is logged below
                 pass
-        for task in (finisher, emitter):
+        classifying = list(self._classifying)
+        for task in (finisher, emitter, *classifying):
             if not task.done():
                 task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait({finisher, emitter})
+            await asyncio.wait({finisher, emitter, *classifying})
+        for task in classifying:  # retrieved: what failed is the emitter's to report
+            if not task.cancelled():
+                task.exception()
         if self._lane is not None:
             await self._lane.stop()
             if self._lane.failed is not None:
@@ -237,15 +254,26 @@ class StreamPipeline:
     async def _finish_loop(self) -> None:
         while (prepared := await self._queue.get()) is not None:
             try:
-                await self._emits.put(await self._processor.classify(prepared))
+                await self._slots.acquire()  # a free inference lane
+                task = asyncio.ensure_future(self._classify(prepared))
+                self._classifying.add(task)
+                task.add_done_callback(self._classifying.discard)
+                await self._emits.put(task)
             finally:
                 self._queue.task_done()
         self._queue.task_done()
         await self._emits.put(None)
 
+    async def _classify(self, prepared: Prepared) -> Classified:
+        try:
+            return await self._processor.classify(prepared)
+        finally:
+            self._slots.release()
+
     async def _emit_loop(self) -> None:
-        while (classified := await self._emits.get()) is not None:
+        while (classifying := await self._emits.get()) is not None:
             try:
+                classified = await classifying  # in submission order
                 result = await self._processor.emit(classified)
                 await self._done(classified.prepared, result)
             finally:

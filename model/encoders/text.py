@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -242,6 +243,9 @@ class TextEncoder:
                 f"config says dim={self.config.dim}"
             )
         self.pad_id = int(self.tokenizer.pad_token_id or 0)
+        # A fast tokenizer is not safe to call from two threads at once (it sets its truncation
+        # and padding state on each call: "Already borrowed"); the model itself is.
+        self._tokenizer_lock = threading.Lock()
 
     @property
     def out_dim(self) -> int:
@@ -250,15 +254,16 @@ class TextEncoder:
     def _tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids with [CLS] ... [SEP], at most ``max_length`` of them (head+tail cut)."""
         tail = self.config.tail_length
-        enc = self.tokenizer(
-            list(texts),
-            truncation=not tail,
-            max_length=self.config.max_length if not tail else None,
-            padding=False,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-            verbose=False,  # no "longer than the model's maximum" warning: cut just below
-        )
+        with self._tokenizer_lock:
+            enc = self.tokenizer(
+                list(texts),
+                truncation=not tail,
+                max_length=self.config.max_length if not tail else None,
+                padding=False,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+                verbose=False,  # no "longer than the model's maximum" warning: cut just below
+            )
         ids: list[list[int]] = enc["input_ids"]
         if tail:
             head = self.config.max_length - tail  # [CLS] and the first head - 1 tokens

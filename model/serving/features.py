@@ -97,7 +97,7 @@ def _join(parts: Sequence[str]) -> str:
 
 
 class FeatureExtractor:
-    """Text, image, OCR, speech and log-mel features of comments (blocking; one thread owns it).
+    """Text, image, OCR, speech and log-mel features of comments (blocking; thread-safe).
 
     Any objects with the encoders' methods work (see the ``*Like`` protocols): tests pass fakes.
     It takes decoded media; :attr:`decode_config` says how they must have been decoded

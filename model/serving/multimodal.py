@@ -1,8 +1,10 @@
 """The multimodal classifier: frozen encoders -> features -> :class:`~model.nn.fusion.FusionModel`.
 
 The directory format (v2) is :mod:`model.format.multimodal`; the encoders come from
-:mod:`model.encoders.registry`. Blocking and not thread-safe: one dedicated inference thread owns
-a classifier; :meth:`MultimodalClassifier.warm_media` may run on a second one.
+:mod:`model.encoders.registry`. Blocking. :meth:`MultimodalClassifier.predict` may run on several
+threads at once (the worker's inference lanes: the encoders and the fusion model keep no per-call
+state, the tokenizer and the media caches lock); :meth:`MultimodalClassifier.warm_media` may run
+on another thread meanwhile.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class MultimodalClassifier:
     OCR texts and transcripts; image, OCR and ASR results cached in-process by content hash),
     runs the fusion model once and returns softmax scores, with the comment text's detected
     language and whether the model supports it (``config["languages"]``, English by default).
-    Blocking; one thread owns it.
+    Blocking; safe to call from several threads at once.
     """
 
     def __init__(

@@ -27,7 +27,7 @@ class TextClassifier:
 
     Comments without text are classified from the empty string; each output carries the text's
     detected language and whether the model supports it (``languages``, English by default).
-    Blocking; call it from one dedicated inference thread. Holds no per-call state.
+    Blocking; holds no per-call state, so several inference threads may call it at once.
     """
 
     modalities: tuple[str, ...] = ("text",)

@@ -374,6 +374,24 @@ def test_default_multimodal_model_reads_text_pictures_and_voice_notes(tmp_path: 
         ("text",),
     ]
 
+    # The worker's inference lanes call predict from two threads at once (the tokenizer is not
+    # thread-safe by itself): the same outputs as one call at a time.
+    from concurrent.futures import ThreadPoolExecutor
+
+    words = ["good", "bad", "awful", "great", "fine", "meh", "terrible", "lovely"]
+    calls = [
+        [CommentInput(" ".join(rng.choices(words, k=rng.randint(1, 60)))) for _ in range(16)]
+        + batch[k : k + 2]
+        for k in range(0, 6, 2)
+    ] * 2
+    alone = [clf.predict(c) for c in calls]
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(clf.predict, calls))
+    for one, two in zip(alone, together, strict=True):
+        assert [o.label for o in one] == [o.label for o in two]
+        for a, b in zip(one, two, strict=True):
+            assert all(abs(a.scores[k] - b.scores[k]) < 1e-4 for k in a.scores)
+
 
 def test_public_surface() -> None:
     """``model`` exports a short, fixed list; importing it loads no torch."""

@@ -223,3 +223,104 @@ async def test_the_model_is_loaded_and_run_on_one_thread(given) -> None:
         await runner.stop()
     assert model.threads == [loaded_on[0]] * 2
     assert loaded_on[0] != threading.get_ident()
+
+
+# -- inference lanes
+
+
+class Barrier(Model):
+    """Each call waits until ``n`` calls are inside predict at once (a deadlock, hence a timeout,
+    if the runner ran them one at a time); records each call's thread and torch thread count."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.barrier = threading.Barrier(n, timeout=5)
+        self.threads: list[tuple[int, int]] = []
+
+    def predict(self, batch):
+        import torch
+
+        self.barrier.wait()
+        self.threads.append((threading.get_ident(), torch.get_num_threads()))
+        return super().predict(batch)
+
+
+async def test_lanes_run_batches_at_once_on_threads_of_their_own() -> None:
+    import torch
+
+    model, loaded_on = Barrier(2), []
+
+    def load():
+        loaded_on.append(threading.get_ident())
+        return model
+
+    main_threads = torch.get_num_threads()
+    runner = InferenceRunner(load, lanes=2, torch_threads=1)
+    await runner.start()
+    try:
+        await asyncio.gather(runner.predict(texts(2)), runner.predict(texts(3)))
+    finally:
+        await runner.stop()
+    threads = {t for t, _ in model.threads}
+    assert len(threads) == 2 and loaded_on[0] in threads
+    assert threading.get_ident() not in threads
+    assert [n for _, n in model.threads] == [1, 1]  # each lane's own torch thread count
+    assert torch.get_num_threads() == main_threads  # the caller's is untouched
+
+
+async def test_more_batches_than_lanes_wait_for_a_free_lane() -> None:
+    model = Barrier(1)  # never blocks
+    running, most = 0, 0
+    real = model.predict
+
+    def predict(batch):
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        time.sleep(0.05)
+        running -= 1
+        return real(batch)
+
+    model.predict = predict  # type: ignore[method-assign]
+    runner = InferenceRunner(lambda: model, lanes=2)
+    await runner.start()
+    try:
+        outs = await asyncio.gather(*(runner.predict(texts(1)) for _ in range(6)))
+    finally:
+        await runner.stop()
+    assert len(outs) == 6 and most == 2 and len({t for t, _ in model.threads}) == 2
+
+
+def test_a_runner_needs_a_lane() -> None:
+    with pytest.raises(ValueError, match="lanes"):
+        InferenceRunner(Model, lanes=0)
+
+
+@pytest.mark.parametrize(
+    ("cores", "device", "lanes", "expected"),
+    [
+        (2, "cpu", 0, (2, 1)),  # this machine: two lanes of one thread
+        (16, "cpu", 0, (2, 8)),
+        (1, "cpu", 0, (1, 1)),
+        (16, "cpu", 4, (4, 4)),
+        (2, "cpu", 3, (3, 1)),
+        (16, "cuda", 0, (1, 0)),  # one lane on the GPU, torch's own CPU thread count
+        (16, "cuda:1", 2, (2, 0)),
+    ],
+)
+def test_the_inference_plan(monkeypatch, cores, device, lanes, expected) -> None:
+    import os
+
+    from streamer.agents import inference_plan
+    from streamer.settings import Settings
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(cores)))
+    settings = Settings(device=device, inference_lanes=lanes)
+    assert inference_plan(settings) == expected
+
+
+def test_inference_lanes_cannot_be_negative() -> None:
+    from streamer.settings import Settings
+
+    with pytest.raises(ValueError, match="inference_lanes"):
+        Settings(inference_lanes=-1)

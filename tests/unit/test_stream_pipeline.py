@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import orjson
+import pytest
 from aiokafka.errors import MessageSizeTooLargeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -52,18 +54,24 @@ class Harness:
         refuse_over: int | None = None,
         media=None,
         lane: LaneConfig | None = None,
+        at_once: int = 1,
+        classifier=None,
     ):
         self.redis = FakeRedis()
         self.guard = CrashGuard(self.redis, prefix="t:", app_id="a", poison_after=poison_after)
         self.publisher = RefusingPublisher(refuse_over)
         self.store = FakeStore()
-        self.runner = InferenceRunner(lambda: FakeClassifier(poison="POISON"))
+        model = classifier or FakeClassifier(poison="POISON")
+        self.runner = InferenceRunner(lambda: model, lanes=at_once)
+        self.at_once = at_once
         s = ProcessorConfig(retry_initial_s=0.001, retry_max_s=0.005, model_failure_exit_s=5)
         self.processor = BatchProcessor(s, self.runner, self.publisher, self.store, media)
         self.acks: list[int] = []
         self.ack_errors: list[str] = []
         self.lane = lane
-        self.pipeline = StreamPipeline(self.processor, self.ack, guard=self.guard, lane=lane)
+        self.pipeline = StreamPipeline(
+            self.processor, self.ack, guard=self.guard, lane=lane, classify_at_once=at_once
+        )
 
     async def ack(self, m: Inbound) -> None:
         self.acks.append(m.offset)
@@ -106,6 +114,72 @@ async def test_a_clean_batch_is_one_part_and_leaves_no_counter():
     await h.run([[message(i, event(f"c{i}")) for i in range(5)]])
     assert h.acks == [0, 1, 2, 3, 4] and len(h.predictions()) == 5
     assert h.redis.data == {}
+
+
+class SlowFirst(FakeClassifier):
+    """Takes ``delay_s`` over a batch that holds the text ``slow``; records the order in which
+    batches finish (by their comments' texts)."""
+
+    def __init__(self, delay_s: float = 0.3) -> None:
+        super().__init__()
+        self.delay_s = delay_s
+        self.finished: list[list[str]] = []
+
+    def predict(self, batch):
+        if any(c.text == "slow" for c in batch):
+            time.sleep(self.delay_s)
+        out = super().predict(batch)
+        self.finished.append([c.text for c in batch])
+        return out
+
+
+async def test_text_batches_classified_at_once_are_published_in_submission_order():
+    # two inference lanes: batch 2 is classified while batch 1 (slow) still runs, and finishes
+    # first; its predictions still go out after batch 1's, so text-only predictions keep the
+    # partition's order (README: what a consumer of the predictions topic can rely on)
+    model = SlowFirst()
+    h = Harness(at_once=2, classifier=model)
+    first = [message(i, event(f"c{i}", text="slow" if i == 0 else "fine")) for i in range(3)]
+    second = [message(i, event(f"c{i}", text="quick")) for i in range(3, 6)]
+    await h.run([first, second])
+    assert model.finished == [["quick"] * 3, ["slow", "fine", "fine"]]
+    assert [p["comment_id"] for p in h.predictions()] == [f"c{i}" for i in range(6)]
+    assert h.acks == list(range(6))
+
+
+async def test_one_inference_lane_classifies_one_batch_at_a_time():
+    model = SlowFirst()
+    h = Harness(at_once=1, classifier=model)
+    first = [message(i, event(f"c{i}", text="slow" if i == 0 else "fine")) for i in range(3)]
+    second = [message(i, event(f"c{i}", text="quick")) for i in range(3, 6)]
+    await h.run([first, second])
+    assert model.finished == [["slow", "fine", "fine"], ["quick"] * 3]
+
+
+@pytest.mark.parametrize("at_once", [1, 2])
+async def test_a_failing_classification_stops_submit_and_nothing_from_it_on_is_acked(at_once):
+    h = Harness(at_once=at_once)
+    real = h.processor.classify
+
+    async def classify(prepared):
+        if any(m.offset == 2 for m in prepared.messages):
+            raise RuntimeError("a bug in the model stage")
+        return await real(prepared)
+
+    h.processor.classify = classify  # type: ignore[method-assign]
+    await h.runner.start()
+    await h.pipeline.start()
+    raised = None
+    try:
+        for i in range(6):
+            await h.pipeline.submit([message(i, event(f"c{i}"))])
+    except RuntimeError as exc:
+        raised = exc
+    await h.pipeline.stop(5)
+    await h.runner.stop()
+    assert raised is not None
+    assert h.acks == [0, 1][: len(h.acks)]  # an in-order prefix before the failed batch
+    assert {p["comment_id"] for p in h.predictions()} <= {"c0", "c1"}
 
 
 async def test_messages_left_in_flight_by_a_crash_are_processed_alone_then_poisoned():
@@ -267,15 +341,19 @@ _VALUES = st.one_of(
     crashed=st.dictionaries(st.integers(0, 23), st.integers(1, 5), max_size=4),
     refuse_over=st.sampled_from([None, 6_000]),
     lane=st.sampled_from([0, 1, 3]),
+    at_once=st.sampled_from([1, 2]),
 )
-def test_every_hostile_message_has_exactly_one_outcome(values, sizes, crashed, refuse_over, lane):
-    asyncio.run(_check_property(values, sizes, crashed, refuse_over, lane))
+def test_every_hostile_message_has_exactly_one_outcome(
+    values, sizes, crashed, refuse_over, lane, at_once
+):
+    asyncio.run(_check_property(values, sizes, crashed, refuse_over, lane, at_once))
 
 
-async def _check_property(values, sizes, crashed, refuse_over, lane) -> None:
-    # lane > 0: comments with media finish in the media lane, out of order; acks stay in order
+async def _check_property(values, sizes, crashed, refuse_over, lane, at_once) -> None:
+    # lane > 0: comments with media finish in the media lane, out of order; acks stay in order;
+    # at_once 2: two text batches are classified at once, on two inference lanes
     lanes = LaneConfig(concurrency=lane, depth=2, max_pending=16)
-    h = Harness(poison_after=3, refuse_over=refuse_over, lane=lanes)
+    h = Harness(poison_after=3, refuse_over=refuse_over, lane=lanes, at_once=at_once)
     msgs = [message(i, v) for i, v in enumerate(values)]
     for offset, count in crashed.items():
         if offset < len(msgs):
@@ -289,7 +367,9 @@ async def _check_property(values, sizes, crashed, refuse_over, lane) -> None:
             {(p["user_id"], p["comment_id"]) for p in h.predictions()},
         )
 
-    h.pipeline = StreamPipeline(h.processor, ack, guard=h.guard, lane=lanes)
+    h.pipeline = StreamPipeline(
+        h.processor, ack, guard=h.guard, lane=lanes, classify_at_once=at_once
+    )
     batches, i = [], 0
     while i < len(msgs):
         n = sizes[len(batches) % len(sizes)]
