@@ -90,7 +90,7 @@ def run(options: BenchOptions, settings: Settings) -> int:
 
 
 def _model_only(settings: Settings, sizes: list[int], n: int) -> dict[str, Any]:
-    classifier = load_classifier(settings.model_dir, settings.device)
+    classifier = load_classifier(settings.model_dir, settings.device, precision=settings.precision)
     texts = [e["text"] for e in synthetic_events(n, seed=7)]
     rates: dict[int, float] = {}
     for size in tqdm(sizes, desc="(a) model only", unit="batch size"):

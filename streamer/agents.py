@@ -86,9 +86,11 @@ def load_worker_classifier(settings: Settings) -> Classifier:
 
     _, _, kind = open_model_dir(settings.model_dir)
     if kind != "multimodal":
-        return load_classifier(settings.model_dir, settings.device)
+        return load_classifier(settings.model_dir, settings.device, precision=settings.precision)
     threads = settings.model_media_threads or max(1, (os.cpu_count() or 2) // 2)
-    return load_classifier(settings.model_dir, settings.device, threads=threads)
+    return load_classifier(
+        settings.model_dir, settings.device, threads=threads, precision=settings.precision
+    )
 
 
 def inference_plan(settings: Settings) -> tuple[int, int]:

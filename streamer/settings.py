@@ -113,6 +113,11 @@ class Settings:
         "CPU threads of OCR and speech recognition (multimodal model; 0: half the cores, so "
         "that new media leave the text model a core)",
     )
+    precision: str = _setting(
+        "auto",
+        "float format of the text encoders: auto | float32 | bfloat16 (auto: bfloat16 on CUDA "
+        "and on CPUs with native bfloat16 (AMX), float32 elsewhere)",
+    )
     inference_lanes: int = _setting(
         0,
         "batches the model classifies at once, each on its own thread with an equal share of "
@@ -305,6 +310,8 @@ class Settings:
             raise ValueError("batch_max must be at least 1")
         if self.batch_wait_s <= 0:
             raise ValueError("batch_wait_s must be positive")
+        if self.precision not in ("auto", "float32", "bfloat16"):
+            raise ValueError("precision must be auto, float32 or bfloat16")
         if self.inference_lanes < 0:
             raise ValueError("inference_lanes must be >= 0 (0: automatic)")
         if self.lane_concurrency < 0 or self.lane_depth < 1:

@@ -132,17 +132,25 @@ def text_config_from_json(section: object) -> TextConfig:
 
 
 def build_text_encoder(
-    config: TextConfig, *, base_dir: Path | None = None, device: str = "auto"
+    config: TextConfig,
+    *,
+    base_dir: Path | None = None,
+    device: str = "auto",
+    precision: str = "auto",
 ) -> SentenceEncoder:
-    """The encoder ``config`` names (relative paths are resolved against ``base_dir``)."""
+    """The encoder ``config`` names (relative paths are resolved against ``base_dir``), its
+    forward pass in ``precision`` (:mod:`model.precision`)."""
     if isinstance(config, TextExpertsConfig):
         return TextExperts(
             config,
-            [build_text_encoder(e, base_dir=base_dir, device=device) for e in config.experts],
+            [
+                build_text_encoder(e, base_dir=base_dir, device=device, precision=precision)
+                for e in config.experts
+            ],
         )
     if isinstance(config, MultilingualEncoderConfig):
-        return MultilingualEncoder(config, device=device)
-    return TextEncoder(config, base_dir=base_dir, device=device)
+        return MultilingualEncoder(config, device=device, precision=precision)
+    return TextEncoder(config, base_dir=base_dir, device=device, precision=precision)
 
 
 class TextExperts:

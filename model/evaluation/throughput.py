@@ -55,6 +55,7 @@ from model.serving import load_classifier
 
 __all__ = [
     "ENTITY_WORKLOAD",
+    "FLOAT32_WORKLOAD",
     "WORKLOADS",
     "bench_model",
     "measure",
@@ -63,11 +64,23 @@ __all__ = [
     "media_comments",
     "one_by_one",
     "parity",
+    "text_precision",
     "word_errors",
 ]
 
 WORKLOADS = ("text", "media_new_1by1", "media_new", "media_cached_1by1", "media_cached")
 ENTITY_WORKLOAD = "text+entities"
+#: Text through a float32 copy of the model when ``text`` runs bfloat16 (model.precision).
+FLOAT32_WORKLOAD = "text_float32"
+
+
+def text_precision(clf: Any) -> str:
+    """``bfloat16`` if any of the classifier's text encoders computes in it, else ``float32``."""
+    encoder = getattr(clf, "encoder", None) or getattr(clf, "extractor", None)
+    encoder = getattr(encoder, "text_encoder", encoder)
+    parts = getattr(encoder, "encoders", (encoder,))
+    bf16 = any(getattr(e, "precision", "float32") == "bfloat16" for e in parts)
+    return "bfloat16" if bf16 else "float32"
 
 
 def media_comments(texts: list[str], seed: int, progress: bool = True) -> list[CommentInput]:
@@ -240,12 +253,30 @@ def bench_model(
     texts = make_texts(items + max(sizes), seed)
     rates: dict[str, dict[int, float]] = {w: {} for w in workloads}
     stage_share: dict[int, float] = {}
+    # bfloat16 text encoders (model.precision): float32 beside them, in turns on the same batches
+    fp32 = (
+        load_classifier(model, device=device, precision="float32", **extra)
+        if text_precision(clf) == "bfloat16"
+        else None
+    )
+    if fp32 is not None:
+        rates = {"text": {}, FLOAT32_WORKLOAD: {}, **{w: {} for w in workloads[1:]}}
+    agree = [0, 0]  # labels equal in both precisions, of
     for size in tqdm(sizes, desc="text", unit="batch size"):
         warm = [CommentInput(t) for t in texts[-size:]]
         clf.predict(warm)  # warm-up, other comments
         n = max(items, size) if size > 1 else max(32, items // 8)
         timed = [CommentInput(t) for t in texts[:n]]
-        rates["text"][size] = measure(clf, timed, size)
+        if fp32 is None:
+            rates["text"][size] = measure(clf, timed, size)
+        else:
+            fp32.predict(warm)
+            rates[FLOAT32_WORKLOAD][size], rates["text"][size] = measure_pair(
+                fp32, clf, timed, size
+            )
+            labels = [o.label for o in clf.predict(timed)]
+            agree[0] += sum(a == o.label for a, o in zip(labels, fp32.predict(timed), strict=True))
+            agree[1] += len(timed)
         if recognizer is not None:
             recognizer.recognise(_entity_sources(warm, clf.predict(warm)))
             rates[ENTITY_WORKLOAD][size], stage_share[size] = measure_entities(
@@ -291,6 +322,9 @@ def bench_model(
     }
     if multimodal:
         result["media_parity"] = media_parity
+    result["text_precision"] = text_precision(clf)
+    if fp32 is not None:
+        result["float32_labels_agree"] = {"equal": agree[0], "of": agree[1]}
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     _print(result)
@@ -312,6 +346,14 @@ def _print(r: dict[str, Any]) -> None:
         print(f"{s:>6} " + " ".join(f"{c:>22}" for c in cells))
     t, lo, hi = rates["text"], sizes[0], sizes[-1]
     print(f"batching: text batch {hi} / batch {lo} = {t[hi] / t[lo]:.2f}x")
+    if FLOAT32_WORKLOAD in rates:
+        f = rates[FLOAT32_WORKLOAD]
+        cells = ", ".join(f"batch {s}: {t[s] / f[s]:.2f}x" for s in sizes)
+        a = r["float32_labels_agree"]
+        print(
+            f"text encoders in {r['text_precision']} / float32 (model.precision): {cells}; "
+            f"labels equal {a['equal']}/{a['of']}"
+        )
     if "media_new_1by1" in rates:
         new, old = rates["media_new"], rates["media_new_1by1"]
         cells = ", ".join(f"batch {s}: {new[s] / old[s]:.2f}x" for s in sizes)

@@ -43,7 +43,8 @@ def load_classifier(
 
     Raises :class:`~model.errors.ModelFormatError` for a directory it cannot read (unknown
     format or version) and :class:`~model.errors.UnsafeWeightsError` for pickles. ``kwargs`` go
-    to the layout's loader (``batch_size``; ``threads``, ``cache_size``, ``components``).
+    to the layout's loader (``precision``, both; ``batch_size``; ``threads``, ``cache_size``,
+    ``components``).
     """
     path, _cfg, kind = open_model_dir(model_dir)
     return LOADERS[kind](path, device, **kwargs)

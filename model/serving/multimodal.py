@@ -164,11 +164,13 @@ def load_multimodal(
     threads: int = 2,
     cache_size: int = 2048,
     components: Mapping[str, Any] | None = None,
+    precision: str = "auto",
 ) -> MultimodalClassifier:
     """Load a format-v2 multimodal model directory.
 
     ``components`` overrides built encoders by name (``text``, ``image``, ``ocr``, ``asr``);
-    ``cache_size`` bounds each in-process content cache (image embeddings, OCR, transcripts).
+    ``cache_size`` bounds each in-process content cache (image embeddings, OCR, transcripts);
+    ``precision`` is the text encoders' float format (:mod:`model.precision`).
     """
     model_dir = Path(model_dir)
     fusion, cfg = load_fusion_dir(model_dir)
@@ -176,7 +178,9 @@ def load_multimodal(
     dev = resolve_device(device)
     enc = dict(cfg["encoders"])
     built = dict(components or {})
-    ctx = registry.BuildContext(model_dir=model_dir, device=dev, threads=threads)
+    ctx = registry.BuildContext(
+        model_dir=model_dir, device=dev, threads=threads, precision=precision
+    )
     for role in registry.ROLES:
         if role in built:
             continue

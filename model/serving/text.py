@@ -85,10 +85,15 @@ class TextClassifier:
         ]
 
 
-def load_text(model_dir: str | Path, device: str = "auto", batch_size: int = 64) -> TextClassifier:
-    """Load a format-v1 model directory. Raises ModelFormatError / UnsafeWeightsError."""
+def load_text(
+    model_dir: str | Path, device: str = "auto", batch_size: int = 64, precision: str = "auto"
+) -> TextClassifier:
+    """Load a format-v1 model directory (the encoder's forward in ``precision``:
+    :mod:`model.precision`). Raises ModelFormatError / UnsafeWeightsError."""
     d = read_text_dir(model_dir)
-    encoder = build_text_encoder(d.encoder, base_dir=d.path, device=resolve_device(device))
+    encoder = build_text_encoder(
+        d.encoder, base_dir=d.path, device=resolve_device(device), precision=precision
+    )
     return TextClassifier(
         encoder,
         d.head,

@@ -318,9 +318,3 @@ def test_the_inference_plan(monkeypatch, cores, device, lanes, expected) -> None
     settings = Settings(device=device, inference_lanes=lanes)
     assert inference_plan(settings) == expected
 
-
-def test_inference_lanes_cannot_be_negative() -> None:
-    from streamer.settings import Settings
-
-    with pytest.raises(ValueError, match="inference_lanes"):
-        Settings(inference_lanes=-1)

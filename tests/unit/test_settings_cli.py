@@ -48,6 +48,10 @@ def test_settings_are_frozen_and_checked():
         s.batch_max = 3  # type: ignore[misc]
     with pytest.raises(ValueError):
         Settings(batch_max=0)
+    with pytest.raises(ValueError, match="precision"):
+        Settings(precision="float16")
+    with pytest.raises(ValueError, match="inference_lanes"):
+        Settings(inference_lanes=-1)
 
 
 def test_to_env_round_trips():

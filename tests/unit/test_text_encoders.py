@@ -44,7 +44,8 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def usem3_encoder() -> MultilingualEncoder:
-    return MultilingualEncoder(device="cpu")
+    # float32 on every machine (auto would be bfloat16 on a CPU with AMX: model.precision)
+    return MultilingualEncoder(device="cpu", precision="float32")
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -211,13 +212,17 @@ def test_experts_concatenate_their_features_in_order(
     tiny_bert: Path, usem3_encoder: MultilingualEncoder
 ) -> None:
     cfg = TextExpertsConfig((_tiny_cfg(tiny_bert), MultilingualEncoderConfig()))
-    ctx = registry.BuildContext(model_dir=tiny_bert.parent, device="cpu", threads=1)
+    ctx = registry.BuildContext(
+        model_dir=tiny_bert.parent, device="cpu", threads=1, precision="float32"
+    )
     experts = registry.build("text", cfg.to_json(), ctx)
     assert isinstance(experts, TextExperts) and experts.out_dim == 32 + 512
     got = experts.encode(TEXTS, batch_size=4)  # (N, 544)
-    bert = TextEncoder(_tiny_cfg(tiny_bert), device="cpu").encode(TEXTS)
+    bert = TextEncoder(_tiny_cfg(tiny_bert), device="cpu", precision="float32").encode(TEXTS)
     np.testing.assert_allclose(got[:, :32], bert, atol=1e-5)
     np.testing.assert_allclose(got[:, 32:], usem3_encoder.encode(TEXTS), atol=1e-5)
+    half = registry.build("text", cfg.to_json(), dataclasses.replace(ctx, precision="bfloat16"))
+    assert [e.precision for e in half.encoders] == ["bfloat16", "bfloat16"]
 
 
 def test_text_model_with_experts_saves_loads_and_predicts(tiny_bert: Path, tmp_path: Path) -> None:
@@ -323,3 +328,53 @@ def test_shipped_text_sections_read_and_write_unchanged(name: str, kind: type) -
     section = cfg["text_encoder"] if "text_encoder" in cfg else cfg["encoders"]["text"]
     parsed = text_config_from_json(section)
     assert isinstance(parsed, kind) and parsed.to_json() == section
+
+
+# -- precision (model.precision)
+
+
+def test_precision_resolves_to_bfloat16_only_where_it_is_native(monkeypatch) -> None:
+    from model import precision
+
+    monkeypatch.setattr(precision, "native_bf16", lambda device: device.startswith("cuda"))
+    assert precision.resolve_precision("auto", "cpu") == "float32"
+    assert precision.resolve_precision("auto", "cuda:1") == "bfloat16"
+    monkeypatch.setattr(precision, "native_bf16", lambda device: True)  # a CPU with AMX
+    assert precision.resolve_precision("auto", "cpu") == "bfloat16"
+    assert precision.resolve_precision("float32", "cpu") == "float32"
+    assert precision.resolve_precision("bfloat16", "cpu") == "bfloat16"
+    with pytest.raises(ValueError, match="precision"):
+        precision.resolve_precision("fp16", "cpu")
+
+
+def test_bfloat16_encoders_keep_float32_features_close_to_float32(tiny_bert: Path) -> None:
+    # bfloat16 works on any CPU (emulated where not native); the matrix-product weights are cast
+    # once at load, and the features stay float32, within a small angle of float32's
+    for make in (
+        lambda p: MultilingualEncoder(device="cpu", precision=p),
+        lambda p: TextEncoder(_tiny_cfg(tiny_bert), device="cpu", precision=p),
+    ):
+        full, half = make("float32"), make("bfloat16")
+        assert (full.precision, half.precision) == ("float32", "bfloat16")
+        a, b = full.encode(TEXTS), half.encode(TEXTS)
+        assert a.dtype == b.dtype == np.float32
+        nonzero = np.linalg.norm(a, axis=1) > 0
+        assert _cosine(a[nonzero], b[nonzero]).min() > 0.999
+        assert not np.array_equal(a, b)  # it did compute in bfloat16
+    use = MultilingualEncoder(device="cpu", precision="bfloat16")
+    assert {getattr(use.model, n).dtype for n in use.model.MATMUL_WEIGHTS} == {torch.bfloat16}
+    assert use.model.ln_g.dtype == use.model.out_b.dtype == torch.float32
+    bert = TextEncoder(_tiny_cfg(tiny_bert), device="cpu", precision="bfloat16")
+    linear = [m for m in bert.model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linear and {m.weight.dtype for m in linear} == {torch.bfloat16}
+    norms = [m for m in bert.model.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert norms and {m.weight.dtype for m in norms} == {torch.float32}
+
+
+def test_a_classifier_loads_in_the_precision_asked_for(tmp_path: Path) -> None:
+    model_dir = make_tiny_model_dir(tmp_path / "model")
+    for p in ("float32", "bfloat16"):
+        clf = load_classifier(model_dir, device="cpu", precision=p)
+        assert clf.encoder.precision == p
+        out = clf.predict([])  # and it still classifies
+        assert out == []
