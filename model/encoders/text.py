@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from model.encoders.graph import trace_forward
 from model.errors import ModelFormatError
 from model.precision import autocast, bake_linear_bf16, resolve_precision
 
@@ -209,9 +210,25 @@ def derive_features(raw: np.ndarray, dim: int, pooling: str, normalize: bool) ->
     return np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=np.float32)
 
 
+#: What the encoders' graphs are traced on: two texts of different lengths, so one is padded.
+_EXAMPLE = ("an example comment, long enough to need a few more tokens", "short")
+
+
+class _LastHidden(torch.nn.Module):
+    """A Hugging Face encoder's ``last_hidden_state`` from positional inputs (for tracing)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
 class TextEncoder:
     """A frozen tokenizer + encoder pair that turns texts into fixed-size vectors; ``precision``
-    (:mod:`model.precision`) the float format of its forward pass."""
+    (:mod:`model.precision`) the float format of its forward pass; ``traced`` (default: on a
+    CPU) runs that pass as one TorchScript graph (:mod:`model.encoders.graph`)."""
 
     def __init__(
         self,
@@ -220,12 +237,16 @@ class TextEncoder:
         base_dir: Path | None = None,
         device: str = "auto",
         precision: str = "auto",
+        traced: bool | None = None,
     ) -> None:
         from transformers import AutoModel, AutoTokenizer
 
         self.config = config or TextEncoderConfig()
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)  # model.precision
+        # A fast tokenizer is not safe to call from two threads at once (it sets its truncation
+        # and padding state on each call: "Already borrowed"); the model itself is.
+        self._tokenizer_lock = threading.Lock()
         folder = self.config.local_dir(base_dir)
         if not (folder / "config.json").is_file():
             raise ModelFormatError(f"text encoder folder {folder} has no config.json")
@@ -249,9 +270,18 @@ class TextEncoder:
                 f"config says dim={self.config.dim}"
             )
         self.pad_id = int(self.tokenizer.pad_token_id or 0)
-        # A fast tokenizer is not safe to call from two threads at once (it sets its truncation
-        # and padding state on each call: "Already borrowed"); the model itself is.
-        self._tokenizer_lock = threading.Lock()
+        # one TorchScript graph on a CPU: faster, and the GIL is taken once per call
+        # (model.encoders.graph); traced on two texts of different lengths (padding)
+        self._graph = (
+            trace_forward(
+                _LastHidden(self.model),
+                self._pad(self._tokenize(_EXAMPLE)),
+                device=self.device,
+                precision=self.precision,
+            )
+            if (traced if traced is not None else self.device == "cpu")
+            else None
+        )
 
     @property
     def out_dim(self) -> int:
@@ -291,10 +321,13 @@ class TextEncoder:
         """Pooled features ``(B, out_dim)`` float32 for one padded chunk."""
         input_ids = input_ids.to(self.device, non_blocking=True)
         attention_mask = attention_mask.to(self.device, non_blocking=True)
-        with autocast(self.device, self.precision):
-            hidden = self.model(
-                input_ids=input_ids, attention_mask=attention_mask
-            ).last_hidden_state
+        if self._graph is not None:
+            hidden = self._graph(input_ids, attention_mask)  # (B, T, D)
+        else:
+            with autocast(self.device, self.precision):
+                hidden = self.model(
+                    input_ids=input_ids, attention_mask=attention_mask
+                ).last_hidden_state
         hidden = hidden.float()  # (B, T, D)
         m = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
         mean = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)  # (B, D)

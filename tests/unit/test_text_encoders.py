@@ -378,3 +378,23 @@ def test_a_classifier_loads_in_the_precision_asked_for(tmp_path: Path) -> None:
         assert clf.encoder.precision == p
         out = clf.predict([])  # and it still classifies
         assert out == []
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_a_traced_encoder_gives_the_eager_features(tiny_bert: Path, precision: str) -> None:
+    # one TorchScript graph per encoder on a CPU (model.encoders.graph), traced on a padded
+    # example: any batch size and length, padded or not, gives the eager pass's features
+    for make in (
+        lambda traced: MultilingualEncoder(device="cpu", precision=precision, traced=traced),
+        lambda traced: TextEncoder(
+            _tiny_cfg(tiny_bert, tail_length=16), device="cpu", precision=precision, traced=traced
+        ),
+    ):
+        eager, graph = make(False), make(True)
+        assert eager._graph is None and graph._graph is not None
+        for n in (1, 2, 5, len(TEXTS)):
+            np.testing.assert_allclose(
+                graph.encode(TEXTS[:n], 4), eager.encode(TEXTS[:n], 4), atol=1e-5
+            )
+        assert graph.encode(["same length", "same length"]).shape[0] == 2  # no padding at all
+    assert TextEncoder(_tiny_cfg(tiny_bert), device="cpu")._graph is not None  # the default
