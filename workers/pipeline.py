@@ -19,13 +19,11 @@ are classified at once, and the emitter still publishes them in the order they w
 so text-only predictions keep their partition's order. The queue of one prepared batch, the
 classifications in flight and the emitter are the backpressure of the text lane, the lane's
 bounded queue that of media, and ``max_pending`` (messages taken and not yet acknowledged) that
-of both. Comments
-complete out of order (a text comment is published while an older comment waits for its
-media), but the tracker (:mod:`workers.completion`) acknowledges only up to each partition's
-lowest unfinished offset, so committed offsets only move forward and never pass an unfinished
-message. A message is
-acknowledged only after its prediction or dead letter was acknowledged by the broker and Redis
-was written.
+of both. Comments complete out of order (a text comment is published while an older comment
+waits for its media), but the tracker (:mod:`workers.completion`) acknowledges only up to each
+partition's lowest unfinished offset, so committed offsets only move forward and never pass an
+unfinished message. A message is acknowledged only after its prediction or dead letter was
+acknowledged by the broker and Redis was written.
 
 After a crash (the guard finds messages that were in flight), a batch is processed one message
 at a time, media inline (no lane), and the pipeline (the lane included) drains before each, so a

@@ -357,7 +357,8 @@ class Trainer(EpochLoop):
             return
         torch.manual_seed(cfg.seed)
         assert isinstance(self.enc_cfg, TextEncoderConfig)  # TrainConfig allows it for MiniLM only
-        enc = TextEncoder(self.enc_cfg, device=self.device)
+        # trained: eager and float32 (no graph, no bfloat16 weights: model.precision)
+        enc = TextEncoder(self.enc_cfg, device=self.device, precision="float32", traced=False)
         head = self.head.to(enc.device)
         opt = torch.optim.AdamW(
             [
