@@ -76,6 +76,20 @@ class Harness:
     async def ack(self, m: Inbound) -> None:
         self.acks.append(m.offset)
 
+    async def submit_one_by_one(self, n: int) -> RuntimeError | None:
+        """Submit comments c0..c{n-1} one per batch until submit raises; what it raised."""
+        await self.runner.start()
+        await self.pipeline.start()
+        raised = None
+        try:
+            for i in range(n):
+                await self.pipeline.submit([message(i, event(f"c{i}"))])
+        except RuntimeError as exc:
+            raised = exc
+        await self.pipeline.stop(5)
+        await self.runner.stop()
+        return raised
+
     async def run(self, batches: list[list[Inbound]]) -> None:
         await self.runner.start()
         await self.pipeline.start()
@@ -167,16 +181,7 @@ async def test_a_failing_classification_stops_submit_and_nothing_from_it_on_is_a
         return await real(prepared)
 
     h.processor.classify = classify  # type: ignore[method-assign]
-    await h.runner.start()
-    await h.pipeline.start()
-    raised = None
-    try:
-        for i in range(6):
-            await h.pipeline.submit([message(i, event(f"c{i}"))])
-    except RuntimeError as exc:
-        raised = exc
-    await h.pipeline.stop(5)
-    await h.runner.stop()
+    raised = await h.submit_one_by_one(6)
     assert raised is not None
     assert h.acks == [0, 1][: len(h.acks)]  # an in-order prefix before the failed batch
     assert {p["comment_id"] for p in h.predictions()} <= {"c0", "c1"}
@@ -221,16 +226,7 @@ async def test_a_failing_finisher_stops_submit_and_nothing_is_acked():
         raise RuntimeError("a bug in the store")
 
     h.store.apply = broken_apply  # type: ignore[method-assign]
-    await h.runner.start()
-    await h.pipeline.start()
-    raised = None
-    try:
-        for i in range(5):
-            await h.pipeline.submit([message(i, event(f"c{i}"))])
-    except RuntimeError as exc:
-        raised = exc
-    await h.pipeline.stop(5)
-    await h.runner.stop()
+    raised = await h.submit_one_by_one(5)
     assert raised is not None and h.acks == []
     # what was begun and not finished is taken back: counts stay at most 1 (one begin each)
     assert all(v <= 1 for v in h.redis.data.values())
