@@ -50,6 +50,7 @@ DEFAULTS = {
     "tail_length": 0,
     "clean": "v1",
     "emoji_augment": 0,
+    "object_emoji_augment": 0,
 }
 
 
@@ -123,6 +124,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="add N emoji-only training rows per polarity and N training rows with emoji "
         "appended, from an emoji list disjoint from the emoji-only check set (0 = none)",
+    )
+    a(
+        "--object-emoji-augment",
+        type=int,
+        default=d.object_emoji_augment,
+        metavar="N",
+        help="add N training rows (any label) with 1-3 emoji of things appended and the label "
+        "kept, from a list disjoint from the obfuscation check's (0 = none)",
     )
     a(
         "--encoder",

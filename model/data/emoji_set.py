@@ -26,6 +26,12 @@ the check set stays unseen: N emoji-only rows per polarity (1-3 emoji of one pol
 N of the training split's polar rows, the row's text with 1-3 emoji of its own label appended.
 Deterministic for a seed. The neutral list is not used for appending (objects appended to a text
 must not change its label: that is the obfuscation check's ``emoji`` kind).
+
+**Object rows** (:func:`object_emoji_rows`, ``commentflow train --object-emoji-augment N``): N
+training rows of every label with 1-3 emoji of things (📷, 🚲, ☕ ...) appended and the label kept,
+so that the model learns that a spelled-out object says nothing about the comment's stance. Made
+from :data:`OBJECT_EMOJI`, which shares no emoji with the obfuscation check's list
+(``model.evaluation.obfuscation``; checked by a test) nor with the check set above.
 """
 
 from __future__ import annotations
@@ -43,9 +49,11 @@ __all__ = [
     "TEST_EMOJI",
     "TRAIN_EMOJI",
     "emoji_only_set",
+    "OBJECT_EMOJI",
     "emoji_training_rows",
     "is_emoji_spec",
     "load_emoji_spec",
+    "object_emoji_rows",
 ]
 
 #: The dataset spec of the check set.
@@ -69,6 +77,11 @@ TRAIN_EMOJI: dict[str, tuple[str, ...]] = {
                  "☹️", "🙁", "😿", "💢", "🤦", "😵", "🥴", "❌", "😨", "🖕"),
     "neutral": ("😑", "🫤", "🤨", "🧐", "😯"),
 }
+#: Things, not feelings, for :func:`object_emoji_rows` (none is in the obfuscation check's list).
+OBJECT_EMOJI: tuple[str, ...] = (
+    "📷", "💻", "⌚", "🚲", "🍔", "☕", "📚", "🎮", "🔑", "📺", "🚌", "🍎", "🧦", "✏️", "📎",
+    "🛒", "🏠", "🌳", "🐟", "🧳", "🚆", "🍞", "🖨️", "🪑", "🧴", "🎒", "📅", "🔧", "⚽", "🚪",
+)
 # fmt: on
 
 _SKIN_TONES = ("🏻", "🏽", "🏿")
@@ -149,4 +162,25 @@ def emoji_training_rows(
             tail = "".join(rng.choice(pool) for _ in range(rng.randint(1, 3)))
             out.append(replace(r, text=f"{r.text} {tail}", raw=f"{r.raw or r.text} {tail}"))
             counts["appended"] += 1
+    return out, counts
+
+
+def object_emoji_rows(
+    train: Sequence[Example], n: int, seed: int = 13
+) -> tuple[list[Example], dict[str, int]]:
+    """``n`` rows drawn from ``train`` (every label, as they come) with 1-3 emoji of
+    :data:`OBJECT_EMOJI` appended (``text`` and ``raw``) and the label kept: appended things must
+    not move the prediction. A run of one emoji or a mix, as with the polar rows. Deterministic
+    for a seed; returns the new rows and their count by label."""
+    rng = random.Random(f"object-emoji:{seed}")
+    out: list[Example] = []
+    counts: dict[str, int] = {}
+    for r in rng.sample(list(train), min(n, len(train))):
+        k = rng.randint(1, 3)
+        if rng.random() < 0.5:
+            tail = rng.choice(OBJECT_EMOJI) * k
+        else:
+            tail = "".join(rng.choice(OBJECT_EMOJI) for _ in range(k))
+        out.append(replace(r, text=f"{r.text} {tail}", raw=f"{r.raw or r.text} {tail}"))
+        counts[r.label] = counts.get(r.label, 0) + 1
     return out, counts

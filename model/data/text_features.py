@@ -20,7 +20,8 @@ import numpy as np
 
 from model.encoders.experts import SentenceEncoder, TextConfig, TextExpertsConfig
 from model.encoders.multilingual import MultilingualEncoder, MultilingualEncoderConfig
-from model.encoders.text import TextEncoder, TextEncoderConfig, derive_features
+from model.encoders.text import TextEncoder, TextEncoderConfig, derive_features, resolve_device
+from model.precision import resolve_precision
 
 __all__ = ["cached_features", "model_features"]
 
@@ -30,6 +31,18 @@ def _digests(texts: list[str]) -> np.ndarray:
     return np.array([hashlib.sha256(t.encode()).digest()[:16] for t in texts], dtype="S16")
 
 
+def _store_identity(identity: str, device: str) -> tuple[str, str]:
+    """``identity`` of a store and the precision its features are computed in.
+
+    The encoders compute in the precision serving uses on ``device`` (``model.precision``:
+    bfloat16 on CUDA and on CPUs with AMX, float32 elsewhere), so a model trained here reads the
+    features it will be served. bfloat16 features (labels 99.8% the same as float32's, held
+    out) get stores of their own: a store never mixes the two.
+    """
+    precision = resolve_precision("auto", resolve_device(device))
+    return (f"{identity}|bf16" if precision == "bfloat16" else identity), precision
+
+
 def _cached(
     texts: list[str],
     identity: str,
@@ -37,6 +50,7 @@ def _cached(
     make_encoder: Callable[[], SentenceEncoder],
     cache_dir: Path,
     *,
+    device: str,
     batch_size: int,
     progress: bool,
 ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -48,6 +62,7 @@ def _cached(
     batches, which moves features by about 1e-6 (the encoders are batch-invariant within 1e-5).
     Written atomically; one writer at a time.
     """
+    identity, precision = _store_identity(identity, device)
     key = hashlib.sha256(f"{identity}|store-v1".encode()).hexdigest()[:24]
     npy, keys_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.keys.npy"
     meta_path = cache_dir / f"{key}.json"
@@ -97,6 +112,7 @@ def _cached(
     first = next((r for r in meta.get("runs", []) if "texts_per_s" in r), {})
     info = {
         "encoder": identity,
+        "precision": precision,
         "n": len(texts),
         "cache": "miss" if missing else "hit",
         "encoded": len(missing),
@@ -128,6 +144,7 @@ def cached_features(
         raw_cfg.out_dim,
         lambda: TextEncoder(raw_cfg, device=device),
         cache_dir,
+        device=device,
         batch_size=batch_size,
         progress=progress,
     )
@@ -158,6 +175,7 @@ def model_features(
             config.out_dim,
             lambda: MultilingualEncoder(config, device=device),
             cache_dir,
+            device=device,
             batch_size=batch_size,
             progress=False,
         )

