@@ -41,14 +41,16 @@ __all__ = ["EXIT_HUNG", "InferenceRunner", "inference_thread"]
 log = logging.getLogger("commentflow.inference")
 
 
-def inference_thread(torch_threads: int = 0) -> ThreadPoolExecutor:
+def inference_thread(torch_threads: int = 0, lane: int = 0) -> ThreadPoolExecutor:
     """One lane: a thread that runs the model (the first one also loads it: give it to
-    :class:`InferenceRunner`). ``torch_threads`` > 0: that thread's torch intra-op threads."""
+    :class:`InferenceRunner`). ``torch_threads`` > 0: that thread's torch intra-op threads.
+    The thread is named after its ``lane`` (``inference-lane1_0``), for profilers and dumps."""
+    name = f"inference-lane{lane}"
     if torch_threads <= 0:
-        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
     return ThreadPoolExecutor(
         max_workers=1,
-        thread_name_prefix="inference",
+        thread_name_prefix=name,
         initializer=_set_torch_threads,
         initargs=(torch_threads,),
     )
@@ -116,7 +118,9 @@ class InferenceRunner:
             return
         first, self._thread = self._thread or inference_thread(self._torch_threads), None
         self._executors = [first]
-        self._executors += [inference_thread(self._torch_threads) for _ in range(self.lanes - 1)]
+        self._executors += [
+            inference_thread(self._torch_threads, lane) for lane in range(1, self.lanes)
+        ]
         self._free = asyncio.Queue()
         for executor in self._executors:
             self._free.put_nowait(executor)

@@ -236,12 +236,14 @@ class Barrier(Model):
         super().__init__()
         self.barrier = threading.Barrier(n, timeout=5)
         self.threads: list[tuple[int, int]] = []
+        self.names: set[str] = set()
 
     def predict(self, batch):
         import torch
 
         self.barrier.wait()
         self.threads.append((threading.get_ident(), torch.get_num_threads()))
+        self.names.add(threading.current_thread().name)
         return super().predict(batch)
 
 
@@ -265,6 +267,7 @@ async def test_lanes_run_batches_at_once_on_threads_of_their_own() -> None:
     assert len(threads) == 2 and loaded_on[0] in threads
     assert threading.get_ident() not in threads
     assert [n for _, n in model.threads] == [1, 1]  # each lane's own torch thread count
+    assert {n.rsplit("_", 1)[0] for n in model.names} == {"inference-lane0", "inference-lane1"}
     assert torch.get_num_threads() == main_threads  # the caller's is untouched
 
 
