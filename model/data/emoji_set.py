@@ -46,10 +46,10 @@ from model.data.text import Example
 
 __all__ = [
     "EMOJI_SPEC",
+    "OBJECT_EMOJI",
     "TEST_EMOJI",
     "TRAIN_EMOJI",
     "emoji_only_set",
-    "OBJECT_EMOJI",
     "emoji_training_rows",
     "is_emoji_spec",
     "load_emoji_spec",

@@ -59,7 +59,8 @@ def _cached(
     The store keeps one row per distinct text (keyed by its sha256), whatever list it came in:
     a subset, a reordering or a few added texts (leave-one-source-out runs, augmented rows) only
     encodes the texts it has not seen. Rows encoded in different runs were padded in different
-    batches, which moves features by about 1e-6 (the encoders are batch-invariant within 1e-5).
+    batches, which moves features by about 1e-6 (in float32 the encoders are batch-invariant
+    within 1e-5; bfloat16 rounds more).
     Written atomically; one writer at a time.
     """
     identity, precision = _store_identity(identity, device)
