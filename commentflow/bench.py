@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import math
+import os
 import socket
 import tempfile
 import time
@@ -39,6 +41,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from tqdm import tqdm
 
+from commentflow.cpu_usage import cores_by_role, snapshot, throughput_bound
 from commentflow.local import WorkerProcess, read_topic
 from commentflow.media_server import MediaServer
 from commentflow.produce import produce, synthetic_events
@@ -128,15 +131,16 @@ async def _model_lanes(settings: Settings, n: int) -> dict[str, Any] | None:
         texts = [e["text"] for e in synthetic_events(n, seed=7)]
         batches = [[CommentInput(t) for t in texts[i : i + size]] for i in range(0, n, size)]
         await asyncio.gather(*(runner.predict(b) for b in batches[:lanes]))  # warm-up
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(runner.predict(b) for b in batches))
         rate = n / (time.perf_counter() - started)
+        cpu_ms = 1000 * (time.process_time() - cpu) / n  # this process: the lanes, mostly
     finally:
         await runner.stop()
         # a lane's count is also torch's default for threads that have not used torch yet:
         # the rest of the bench ((a) again, (c) on this thread) runs with the default as before
         torch.set_num_threads(before)
-    return {"lanes": lanes, "torch_threads": threads, "rate": rate}
+    return {"lanes": lanes, "torch_threads": threads, "rate": rate, "cpu_ms_per_comment": cpu_ms}
 
 
 # -- (b) end to end --------------------------------------------------------------------------
@@ -239,6 +243,8 @@ async def _end_to_end(
         flood = list(synthetic_events(n, users=500, seed=1, prefix=f"flood-{tag}"))
         bar = tqdm(total=n, desc="(b) end to end, flood", unit="comment")
         flood_before = await _stages(s.web_port)
+        roles = _roles(stack, worker)
+        cpu_before = snapshot(roles)
         started = time.perf_counter()
         producing = asyncio.create_task(produce(s.kafka_bootstrap, s.input_topic, flood))
         docs = await read_topic(
@@ -249,9 +255,15 @@ async def _end_to_end(
             on_message=lambda d, _t: bar.update(str(d.get("comment_id")).startswith("flood-")),
         )
         elapsed = time.perf_counter() - started
+        cpu_after = snapshot(roles)
         bar.close()
         await producing
         throughput = (len(docs) - 1 - warm) / elapsed
+        cpu = (
+            cores_by_role(cpu_before, cpu_after, roles, worker="worker")
+            if cpu_before is not None and cpu_after is not None
+            else None
+        )
         flood_stages = _breakdown(flood_before, await _stages(s.web_port))
         model = flood_stages.get("model", {"mean_ms": 0.0, "count": 0.0})
         # the inference lanes' busy share during the flood (1.0 per lane): one per lane = the
@@ -304,9 +316,27 @@ async def _end_to_end(
             "stages": stages,
             "flood_stages": flood_stages,
             "flood_model_busy": model_busy,
+            # cores used on average during the flood, by role (commentflow.cpu_usage)
+            "flood_cores": cpu,
         }
     finally:
         worker.stop()
+
+
+def _roles(stack: EmbeddedStack, worker: WorkerProcess) -> dict[str, int | None]:
+    """The processes whose CPU (b) accounts for: the worker, the embedded broker and Redis
+    servers, and this bench process (the producer and the reader of the predictions)."""
+
+    def pid(proc: Any) -> int | None:
+        return proc.pid if proc is not None else None
+
+    return {
+        "worker": worker.pid,
+        "broker": pid(stack.kafka_process),
+        "redis": pid(stack.redis_process),
+        "redis_cache": pid(stack.redis_cache_process),
+        "bench": os.getpid(),
+    }
 
 
 def _freeze_heap() -> None:
@@ -529,7 +559,11 @@ async def _bench(options: BenchOptions, settings: Settings, out: Path) -> dict[s
     model["batch_max_again"] = again["per_batch_size"][settings.batch_max]
     candidates = [model["per_batch_size"][settings.batch_max], model["batch_max_again"]]
     if lanes is not None and lanes_again is not None:
-        model["lanes"] = {**lanes, "rate_again": lanes_again["rate"]}
+        model["lanes"] = {
+            **lanes,
+            "rate_again": lanes_again["rate"],
+            "cpu_ms_per_comment_again": lanes_again["cpu_ms_per_comment"],
+        }
         candidates += [lanes["rate"], lanes_again["rate"]]
     model_rate = max(candidates)  # the fastest way the model alone ran (the conservative one)
     full_batch_s = settings.batch_max / model_rate  # one full batch of model time
@@ -541,6 +575,9 @@ async def _bench(options: BenchOptions, settings: Settings, out: Path) -> dict[s
     }
     if media is not None:
         ratios["text_p99_new_media_over_text_only"] = media["text_p99_new_media_over_text_only"]
+    budget = _cpu_budget(model.get("lanes"), e2e)
+    if budget is not None:
+        ratios["e2e_over_model_bound"] = budget["bound"]
     return {
         "machine": _machine(),
         "settings": {
@@ -554,12 +591,37 @@ async def _bench(options: BenchOptions, settings: Settings, out: Path) -> dict[s
         "naive": naive,
         "media": media,
         "full_batch_model_ms": 1000 * full_batch_s,
+        "cpu_budget": budget,
         "ratios": ratios,
     }
 
 
+def _cpu_budget(lanes: dict[str, Any] | None, e2e: dict[str, Any]) -> dict[str, Any] | None:
+    """CPU milliseconds per comment in (b), by role, and the bound they put on (b)/(a).
+
+    The model's CPU per comment is (a)'s (the lanes alone; the lower of its two runs, as the
+    ratio takes the faster (a): the lower bound of the two); the rest is
+    what the flood's other roles used per comment predicted. ``bound``: everything on this
+    machine's cores (the broker, both Redis servers and the worker's own non-model work);
+    ``bound_worker_only``: the worker's non-model work alone (the broker and Redis elsewhere,
+    as in production). The bench's own producer and reader are left out of both.
+    """
+    cores = e2e.get("flood_cores")
+    if lanes is None or not cores or e2e["throughput"] <= 0:
+        return None
+    per = {k: 1000 * v / e2e["throughput"] for k, v in cores.items() if k not in ("cores",)}
+    model_ms = min(lanes["cpu_ms_per_comment"], lanes.get("cpu_ms_per_comment_again", math.inf))
+    rest = per["worker_other"] + per["broker"] + per["redis"] + per["redis_cache"]
+    return {
+        "model_alone_cpu_ms_per_comment": model_ms,
+        "flood_cpu_ms_per_comment": per,  # idle and elsewhere: ms of a core per comment too
+        "rest_cpu_ms_per_comment": rest,
+        "bound": throughput_bound(model_ms, rest),
+        "bound_worker_only": throughput_bound(model_ms, per["worker_other"]),
+    }
+
+
 def _machine() -> dict[str, Any]:
-    import os
     import platform
 
     import torch
@@ -603,6 +665,13 @@ def _print(r: dict[str, Any]) -> None:
         f"{e.get('flood_model_busy', float('nan')):.0%} of the flood (100% a lane)"
     )
     _print_stages(e.get("flood_stages", {}))
+    if e.get("flood_cores"):
+        c = e["flood_cores"]
+        print(
+            "      cores used in the flood: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in c.items() if k != "cores")
+            + f" (of {c['cores']:.2f})"
+        )
     print(
         f"      latency at {e['latency_rate']:.0f}/s: p50 {e['p50_ms']:.0f} ms, "
         f"p99 {e['p99_ms']:.0f} ms ({e['latency_events']} events)"
@@ -639,6 +708,17 @@ def _print(r: dict[str, Any]) -> None:
         f"{1000 * r['settings']['batch_wait_s'] + r['full_batch_model_ms']:.0f} ms) = "
         f"{ratios['p99_over_batch_wait_plus_full_batch']:.2f} (target <= 2)"
     )
+    b = r.get("cpu_budget")
+    if b:
+        alone = b["model_alone_cpu_ms_per_comment"]
+        print(
+            f"        CPU per comment: the model alone {alone:.2f} ms, "
+            f"the rest of (b) {b['rest_cpu_ms_per_comment']:.2f} ms (worker "
+            f"{b['flood_cpu_ms_per_comment']['worker_other']:.2f}, broker + Redis "
+            f"{b['rest_cpu_ms_per_comment'] - b['flood_cpu_ms_per_comment']['worker_other']:.2f})"
+            f" -> (b)/(a) at most {b['bound']:.2f} on these cores "
+            f"({b['bound_worker_only']:.2f} with the broker and Redis elsewhere)"
+        )
     if "text_p99_new_media_over_text_only" in ratios:
         print(
             "        text p99 with 20% new media / text p99 with none = "

@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from model.base import Classifier, ClassOutput, CommentInput
+from workers.os_thread import set_os_thread_name
 from workers.watchdog import EXIT_HUNG, Watchdog
 
 __all__ = ["EXIT_HUNG", "InferenceRunner", "inference_thread"]
@@ -44,24 +45,28 @@ log = logging.getLogger("commentflow.inference")
 def inference_thread(torch_threads: int = 0, lane: int = 0) -> ThreadPoolExecutor:
     """One lane: a thread that runs the model (the first one also loads it: give it to
     :class:`InferenceRunner`). ``torch_threads`` > 0: that thread's torch intra-op threads.
-    The thread is named after its ``lane`` (``inference-lane1_0``), for profilers and dumps."""
+    The thread is named after its ``lane`` (``inference-lane1_0`` in Python, ``inference-lane1``
+    for the operating system), for profilers and dumps."""
     name = f"inference-lane{lane}"
-    if torch_threads <= 0:
-        return ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
     return ThreadPoolExecutor(
         max_workers=1,
         thread_name_prefix=name,
-        initializer=_set_torch_threads,
-        initargs=(torch_threads,),
+        initializer=_start_lane,
+        initargs=(name, torch_threads),
     )
 
 
-def _set_torch_threads(n: int) -> None:
+def _start_lane(name: str, torch_threads: int) -> None:
+    # the operating system's name too (top -H, /proc: ``commentflow pipeline-ceiling`` tells
+    # the lanes' CPU from the rest of the worker's by it); at most 15 bytes: "inference-lane0"
+    set_os_thread_name(name)
+    if torch_threads <= 0:
+        return
     import torch  # only here: the runner itself works with any classifier
 
     # the calling thread's count (OpenMP keeps one per thread); torch also makes the last count
     # set its default for threads that have not used torch yet (the media lane's, in a worker)
-    torch.set_num_threads(n)
+    torch.set_num_threads(torch_threads)
 
 
 class InferenceRunner:

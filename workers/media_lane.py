@@ -55,6 +55,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from model.base import CommentInput
+from workers.os_thread import set_os_thread_name
 from workers.processor import BatchProcessor, BatchResult, Prepared
 from workers.watchdog import Watchdog
 
@@ -194,6 +195,7 @@ def _lower_priority() -> None:
     """Nice the lane's thread (Linux: per thread) so that the CPU goes to text first: OCR and
     speech recognition run on it (onnxruntime with one intra-op thread computes on its caller),
     the text model on the inference thread at the normal priority."""
+    set_os_thread_name("media-warm")  # top -H, /proc: the name Python gives it, for the system
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WARM_NICE)
     except (OSError, AttributeError):  # not Linux, or not allowed: same priority, still correct

@@ -1,8 +1,11 @@
-"""The pieces of ``commentflow bench`` that need no broker: the media mix and the stage means."""
+"""The pieces of ``commentflow bench`` that need no broker: the media mix, the stage means and
+the CPU budget of (b)."""
 
 from __future__ import annotations
 
-from commentflow.bench import _breakdown, _media_events
+import pytest
+
+from commentflow.bench import _breakdown, _cpu_budget, _media_events
 from workers.metrics import STAGES
 
 
@@ -27,3 +30,31 @@ def test_the_stage_breakdown_is_the_mean_between_two_scrapes():
         "model": {"mean_ms": 100.0, "count": 20.0},
         "publish": {"mean_ms": 50.0, "count": 10.0},
     }
+
+
+def test_the_cpu_budget_turns_cores_into_milliseconds_per_comment_and_a_bound():
+    lanes = {"cpu_ms_per_comment": 1.6, "cpu_ms_per_comment_again": 1.4}
+    e2e = {
+        "throughput": 1000.0,
+        "flood_cores": {
+            "lanes": 1.4,
+            "worker_other": 0.2,
+            "broker": 0.05,
+            "redis": 0.04,
+            "redis_cache": 0.01,
+            "bench": 0.1,
+            "elsewhere": 0.0,
+            "idle": 0.2,
+            "cores": 2.0,
+        },
+    }
+    b = _cpu_budget(lanes, e2e)
+    assert b is not None
+    assert b["model_alone_cpu_ms_per_comment"] == 1.4  # the faster (a) run's
+    assert b["flood_cpu_ms_per_comment"]["worker_other"] == pytest.approx(0.2)
+    assert b["rest_cpu_ms_per_comment"] == pytest.approx(0.3)  # the bench's client left out
+    assert b["bound"] == pytest.approx(1.4 / 1.7)
+    assert b["bound_worker_only"] == pytest.approx(1.4 / 1.6)
+    # without the lanes' measurement (one lane) or the flood's breakdown (no /proc): none
+    assert _cpu_budget(None, e2e) is None
+    assert _cpu_budget(lanes, {"throughput": 1000.0, "flood_cores": None}) is None

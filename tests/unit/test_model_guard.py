@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import sys
 import threading
 import time
 
@@ -237,13 +238,17 @@ class Barrier(Model):
         self.barrier = threading.Barrier(n, timeout=5)
         self.threads: list[tuple[int, int]] = []
         self.names: set[str] = set()
+        self.os_names: set[str | None] = set()
 
     def predict(self, batch):
         import torch
 
+        from workers.os_thread import os_thread_name
+
         self.barrier.wait()
         self.threads.append((threading.get_ident(), torch.get_num_threads()))
         self.names.add(threading.current_thread().name)
+        self.os_names.add(os_thread_name())
         return super().predict(batch)
 
 
@@ -268,6 +273,8 @@ async def test_lanes_run_batches_at_once_on_threads_of_their_own() -> None:
     assert threading.get_ident() not in threads
     assert [n for _, n in model.threads] == [1, 1]  # each lane's own torch thread count
     assert {n.rsplit("_", 1)[0] for n in model.names} == {"inference-lane0", "inference-lane1"}
+    if sys.platform.startswith("linux"):  # what top -H and the bench's CPU breakdown see
+        assert model.os_names == {"inference-lane0", "inference-lane1"}
     assert torch.get_num_threads() == main_threads  # the caller's is untouched
 
 
