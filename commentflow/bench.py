@@ -7,7 +7,9 @@
     flooded (timed after an untimed warm-up flood, as (a) is timed warm), then p50/p99 latency
     (event ``created_at`` to the prediction read back) at a paced rate of half that throughput
     (a flood would measure only queueing), with the worker's per-stage breakdown
-    (``commentflow_stage_seconds``, scraped from its ``/metrics``);
+    (``commentflow_stage_seconds``, scraped from its ``/metrics``) and the cores each process
+    (and the worker's inference lanes) used during the flood (:mod:`commentflow.cpu_usage`):
+    the CPU per comment besides the model, and the most (b)/(a) can be on these cores;
 (c) naive baseline: one consumer that parses, classifies, publishes, writes Redis and commits one
     event at a time, on the event loop;
 (d) media latency at one fixed offered rate, three phases on one worker: text only; then 20% of
