@@ -48,6 +48,7 @@ DEFAULTS = {
     "finetune_lr": 2e-5,
     "text_encoders": "minilm",
     "tail_length": 0,
+    "layers": 1,
     "clean": "v1",
     "emoji_augment": 0,
     "object_emoji_augment": 0,
@@ -102,6 +103,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=d.tail_length,
         help="MiniLM: a text over --max-length keeps its last N tokens too (head+tail; 0 = cut)",
+    )
+    a(
+        "--layers",
+        type=int,
+        default=d.layers,
+        help="MiniLM: pool its last N layers side by side (1 = the last hidden state only)",
     )
     a(
         "--text-encoders",

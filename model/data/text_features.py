@@ -132,7 +132,8 @@ def cached_features(
     batch_size: int = 64,
     progress: bool = True,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Raw ``mean_max`` features ``(N, 2 D)`` of ``texts``, from the cache or freshly encoded.
+    """Raw ``mean_max`` features ``(N, 2 D)`` of ``texts`` (``D``: ``pooled_dim``, the pooled
+    layers side by side), from the cache or freshly encoded.
 
     Every pooling is derived from these with :func:`derive_features`, so trying poolings costs no
     re-encoding. The store is keyed by the encoder identity (package version or weights file),
@@ -181,4 +182,4 @@ def model_features(
             progress=False,
         )
     raw, info = cached_features(texts, config, cache_dir, **kw)
-    return derive_features(raw, config.dim, config.pooling, config.normalize), info
+    return derive_features(raw, config.pooled_dim, config.pooling, config.normalize), info

@@ -67,6 +67,10 @@ class TextEncoderConfig:
     ``source="path"`` loads ``path`` (relative paths are resolved against the model dir).
     ``tail_length``: how many of a long text's last tokens replace its middle (0: plain
     truncation; written to config.json only when set, so older directories read the same).
+    ``layers``: how many of the encoder's last layers are pooled, each on its own and side by
+    side (``layers * dim`` per pooled part; 1: the last hidden state only, what older
+    directories mean; written only when above 1). The lower layers keep more of the words
+    themselves, which sentiment needs and a sentence-similarity encoder's last layer smooths.
     """
 
     source: str = "package"
@@ -78,6 +82,7 @@ class TextEncoderConfig:
     dim: int = 384  # hidden size of the encoder; the output is ``out_dim``
     clean: bool | str = True  # the text normaliser, as in training: true (= "v1"), "v2", false
     tail_length: int = 0
+    layers: int = 1
 
     def __post_init__(self) -> None:
         if self.source not in ("package", "path"):
@@ -101,6 +106,8 @@ class TextEncoderConfig:
             raise ModelFormatError(
                 f"text_encoder.max_length must be in [8, 512], not {self.max_length}"
             )
+        if not 1 <= self.layers <= 12:
+            raise ModelFormatError(f"text_encoder.layers must be in [1, 12], not {self.layers}")
         if not 0 <= self.tail_length <= self.max_length - 2:
             raise ModelFormatError(
                 f"text_encoder.tail_length must be in [0, max_length - 2 = {self.max_length - 2}]"
@@ -110,7 +117,12 @@ class TextEncoderConfig:
     @property
     def out_dim(self) -> int:
         """Width of the vectors :meth:`TextEncoder.encode` returns."""
-        return self.dim * (2 if self.pooling == "mean_max" else 1)
+        return self.pooled_dim * (2 if self.pooling == "mean_max" else 1)
+
+    @property
+    def pooled_dim(self) -> int:
+        """Width of one pooled part: ``layers`` hidden states side by side."""
+        return self.dim * self.layers
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {"source": self.source}
@@ -127,6 +139,8 @@ class TextEncoderConfig:
         )
         if self.tail_length:
             out["tail_length"] = self.tail_length
+        if self.layers > 1:
+            out["layers"] = self.layers
         return out
 
     @classmethod
@@ -141,6 +155,7 @@ class TextEncoderConfig:
             "dim",
             "clean",
             "tail_length",
+            "layers",
         }
         unknown = set(data) - known
         if unknown:
@@ -179,7 +194,8 @@ class TextEncoderConfig:
                 f"path:{weights.resolve()}:{st.st_size if st else 0}:{st.st_mtime_ns if st else 0}"
             )
         tail = f"|tail_length={self.tail_length}" if self.tail_length else ""
-        return f"{origin}|max_length={self.max_length}{tail}"
+        layers = f"|layers={self.layers}" if self.layers > 1 else ""
+        return f"{origin}|max_length={self.max_length}{tail}{layers}"
 
 
 @contextmanager
@@ -214,15 +230,22 @@ def derive_features(raw: np.ndarray, dim: int, pooling: str, normalize: bool) ->
 _EXAMPLE = ("an example comment, long enough to need a few more tokens", "short")
 
 
-class _LastHidden(torch.nn.Module):
-    """A Hugging Face encoder's ``last_hidden_state`` from positional inputs (for tracing)."""
+class _Hidden(torch.nn.Module):
+    """A Hugging Face encoder's last ``layers`` hidden states side by side ``(B, T, layers * D)``,
+    lowest first, from positional inputs (for tracing); ``layers`` 1: ``last_hidden_state``."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, layers: int = 1) -> None:
         super().__init__()
         self.model = model
+        self.layers = layers
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.layers == 1:
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        out = self.model(
+            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True
+        )
+        return torch.cat(out.hidden_states[-self.layers :], dim=-1)  # (B, T, layers * D)
 
 
 class TextEncoder:
@@ -269,12 +292,17 @@ class TextEncoder:
                 f"text encoder in {folder} has hidden size {hidden}, "
                 f"config says dim={self.config.dim}"
             )
+        depth = int(getattr(self.model.config, "num_hidden_layers", self.config.layers))
+        if self.config.layers > depth:
+            raise ModelFormatError(
+                f"text encoder in {folder} has {depth} layers, config pools {self.config.layers}"
+            )
         self.pad_id = int(self.tokenizer.pad_token_id or 0)
         # one TorchScript graph on a CPU: faster, and the GIL is taken once per call
         # (model.encoders.graph); traced on two texts of different lengths (padding)
         self._graph = (
             trace_forward(
-                _LastHidden(self.model),
+                _Hidden(self.model, self.config.layers),
                 self._pad(self._tokenize(_EXAMPLE)),
                 device=self.device,
                 precision=self.precision,
@@ -322,13 +350,11 @@ class TextEncoder:
         input_ids = input_ids.to(self.device, non_blocking=True)
         attention_mask = attention_mask.to(self.device, non_blocking=True)
         if self._graph is not None:
-            hidden = self._graph(input_ids, attention_mask)  # (B, T, D)
+            hidden = self._graph(input_ids, attention_mask)  # (B, T, layers * D)
         else:
             with autocast(self.device, self.precision):
-                hidden = self.model(
-                    input_ids=input_ids, attention_mask=attention_mask
-                ).last_hidden_state
-        hidden = hidden.float()  # (B, T, D)
+                hidden = _Hidden(self.model, self.config.layers)(input_ids, attention_mask)
+        hidden = hidden.float()  # (B, T, layers * D)
         m = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
         mean = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)  # (B, D)
         parts = [mean]

@@ -98,6 +98,7 @@ class TrainConfig:
     clean: str = "v1"  # the text normaliser (model.serving.normalise), saved in the encoder config
     text_encoders: str = "minilm"  # "+"-joined TEXT_EXPERTS: minilm | usem3 | minilm+usem3
     tail_length: int = 0  # MiniLM: keep a long text's last N tokens too (0: cut at max_length)
+    layers: int = 1  # MiniLM: its last N layers pooled side by side (1: the last hidden state)
     emoji_augment: int = 0  # per polarity: emoji-only rows and rows with emoji appended (train)
     object_emoji_augment: int = 0  # training rows with object emoji appended, label kept
 
@@ -126,6 +127,7 @@ class TrainConfig:
             "tail_length": 0,
             "emoji_augment": 0,
             "object_emoji_augment": 0,
+            "layers": 1,
         }
         d = {
             k: v
@@ -176,6 +178,7 @@ class Trainer(EpochLoop):
             "normalize": cfg.normalize,
             "tail_length": cfg.tail_length,
             "clean": cfg.clean,
+            "layers": cfg.layers,
         }
         self.encoder_src: Path | None = None
         minilm: TextEncoderConfig

@@ -398,3 +398,39 @@ def test_a_traced_encoder_gives_the_eager_features(tiny_bert: Path, precision: s
             )
         assert graph.encode(["same length", "same length"]).shape[0] == 2  # no padding at all
     assert TextEncoder(_tiny_cfg(tiny_bert), device="cpu")._graph is not None  # the default
+
+
+# --------------------------------------------------------------------------- layers
+
+
+def test_pooling_more_layers_puts_them_side_by_side_last_one_last(tiny_bert: Path) -> None:
+    depth = TINY_BERT["num_hidden_layers"]
+    one = TextEncoder(_tiny_cfg(tiny_bert), device="cpu", precision="float32")
+    two_cfg = _tiny_cfg(tiny_bert, layers=2, pooling="mean_max")
+    two = TextEncoder(two_cfg, device="cpu", precision="float32")
+    d = TINY_BERT["hidden_size"]
+    assert two_cfg.out_dim == two_cfg.pooled_dim * 2 == 4 * d
+    a = one.encode(TEXTS, 4)
+    b = two.encode(TEXTS, 4)  # [mean L-1, mean L, max L-1, max L]
+    assert b.shape == (len(TEXTS), 4 * d)
+    np.testing.assert_allclose(b[:, d : 2 * d], a, atol=1e-5)  # the last layer's mean is the same
+    assert np.abs(b[:, :d] - a).max() > 1e-3  # the layer below is another one
+    # what the hidden states say, eager and untraced
+    eager = TextEncoder(two_cfg, device="cpu", precision="float32", traced=False)
+    np.testing.assert_allclose(eager.encode(TEXTS, 4), b, atol=1e-5)
+    ids, mask = one._pad(one._tokenize(TEXTS[:2]))  # noqa: SLF001
+    with torch.inference_mode():
+        hs = one.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    m = mask.unsqueeze(-1).float()
+    below = ((hs[depth - 1] * m).sum(1) / m.sum(1)).numpy()
+    np.testing.assert_allclose(b[:2, :d], below, atol=1e-5)
+    # written only when above 1; a part of the cache key; no more layers than the encoder has
+    assert "layers" not in _tiny_cfg(tiny_bert).to_json()
+    assert two_cfg.to_json()["layers"] == 2
+    section = json.loads(json.dumps(two_cfg.to_json()))
+    assert text_config_from_json(section).to_json() == two_cfg.to_json()
+    assert two_cfg.identity() != _tiny_cfg(tiny_bert, pooling="mean_max").identity()
+    with pytest.raises(ModelFormatError, match="layers"):
+        TextEncoder(_tiny_cfg(tiny_bert, layers=depth + 1), device="cpu")
+    with pytest.raises(ModelFormatError, match="layers"):
+        TextEncoderConfig(layers=0)
