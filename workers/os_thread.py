@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import sys
 
@@ -29,13 +30,18 @@ def set_os_thread_name(name: str) -> bool:
         return False
     raw = name.encode("utf-8", "replace")[:MAX_NAME_BYTES]
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        ok = libc.prctl(_PR_SET_NAME, ctypes.c_char_p(raw), 0, 0, 0) == 0
+        ok = _libc().prctl(_PR_SET_NAME, ctypes.c_char_p(raw), 0, 0, 0) == 0
     except (OSError, AttributeError):
         ok = False
     if not ok:
         log.debug("could not name the thread %r", name)
     return ok
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """The C library, looked up once (a lookup runs ``ldconfig``: milliseconds per thread)."""
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
 def os_thread_name(native_id: int | None = None) -> str | None:

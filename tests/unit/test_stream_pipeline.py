@@ -181,7 +181,9 @@ async def test_a_failing_classification_stops_submit_and_nothing_from_it_on_is_a
         return await real(prepared)
 
     h.processor.classify = classify  # type: ignore[method-assign]
-    raised = await h.submit_one_by_one(6)
+    # more batches than the pipeline holds (queue, lanes, emitter): a later submit must wait
+    # for room and so sees the failure, however fast or slow the lanes start
+    raised = await h.submit_one_by_one(20)
     assert raised is not None
     assert h.acks == [0, 1][: len(h.acks)]  # an in-order prefix before the failed batch
     assert {p["comment_id"] for p in h.predictions()} <= {"c0", "c1"}
