@@ -7,8 +7,10 @@ How the number of object-emoji training rows (``commentflow train --object-emoji
 was chosen without the test sets: each candidate model reads the validation rows of
 ``--data`` (default ``mix:-hutto_amazon``, the split training used) as they are and with 1-3
 emoji of :data:`model.data.emoji_set.OBJECT_EMOJI` appended (the training list: the obfuscation
-check's emoji are never looked at here). Prints and saves accuracy and macro-F1 of both and
-the drop in accuracy points.
+check's emoji are never looked at here), and with emoji of
+:data:`~model.data.emoji_set.VALIDATION_OBJECT_EMOJI` appended (things no model trained on:
+whether "things say nothing" carries over, which the training list alone cannot show). Prints
+and saves accuracy and macro-F1 of each and the drops in accuracy points.
 """
 
 from __future__ import annotations
@@ -22,16 +24,16 @@ import numpy as np
 
 from model import load_classifier
 from model.base import CommentInput
-from model.data.emoji_set import OBJECT_EMOJI
+from model.data.emoji_set import OBJECT_EMOJI, VALIDATION_OBJECT_EMOJI
 from model.data.mix import mix_splits
 from model.evaluation.metrics import classification_metrics
 
 
-def _tail(rng: random.Random) -> str:
+def _tail(rng: random.Random, emoji: tuple[str, ...] = OBJECT_EMOJI) -> str:
     k = rng.randint(1, 3)
     if rng.random() < 0.5:
-        return rng.choice(OBJECT_EMOJI) * k
-    return "".join(rng.choice(OBJECT_EMOJI) for _ in range(k))
+        return rng.choice(emoji) * k
+    return "".join(rng.choice(emoji) for _ in range(k))
 
 
 def main() -> int:
@@ -45,6 +47,8 @@ def main() -> int:
     rng = random.Random("object-emoji-val")
     clean = [r.raw or r.text for r in val]
     variants = {"clean": clean, "objects": [f"{t} {_tail(rng)}" for t in clean]}
+    unseen = random.Random("object-emoji-val-unseen")
+    variants["unseen_objects"] = [f"{t} {_tail(unseen, VALIDATION_OBJECT_EMOJI)}" for t in clean]
     results = {}
     for path in args.models:
         clf = load_classifier(path, device="cpu")
@@ -58,7 +62,8 @@ def main() -> int:
                 pred += [index[p.label] for p in out]
             m = classification_metrics(y, np.array(pred), list(clf.labels))
             row[name] = {"accuracy": round(m["accuracy"], 4), "macro_f1": round(m["macro_f1"], 4)}
-        row["drop_points"] = round(100 * (row["clean"]["accuracy"] - row["objects"]["accuracy"]), 2)
+        for name, key in (("objects", "drop_points"), ("unseen_objects", "unseen_drop_points")):
+            row[key] = round(100 * (row["clean"]["accuracy"] - row[name]["accuracy"]), 2)
         print(path, json.dumps(row), flush=True)
         results[path] = row
     out = Path(args.out)

@@ -49,6 +49,7 @@ __all__ = [
     "OBJECT_EMOJI",
     "TEST_EMOJI",
     "TRAIN_EMOJI",
+    "VALIDATION_OBJECT_EMOJI",
     "emoji_only_set",
     "emoji_training_rows",
     "is_emoji_spec",
@@ -81,6 +82,13 @@ TRAIN_EMOJI: dict[str, tuple[str, ...]] = {
 OBJECT_EMOJI: tuple[str, ...] = (
     "📷", "💻", "⌚", "🚲", "🍔", "☕", "📚", "🎮", "🔑", "📺", "🚌", "🍎", "🧦", "✏️", "📎",
     "🛒", "🏠", "🌳", "🐟", "🧳", "🚆", "🍞", "🖨️", "🪑", "🧴", "🎒", "📅", "🔧", "⚽", "🚪",
+)
+#: Things for validation only (``tools/object_emoji_val.py``): in neither :data:`OBJECT_EMOJI`
+#: nor the obfuscation check's list, so a validation drop measures whether "things say nothing"
+#: carries over to things the model never saw, not whether it learnt the training list.
+VALIDATION_OBJECT_EMOJI: tuple[str, ...] = (
+    "🔦", "🧹", "🪴", "🛏️", "🧲", "📌", "🖊️", "🧯", "🚜", "🛶",
+    "🥕", "🧀", "🍋", "🏀", "🎻", "🧸", "🪣", "🔌", "🗑️", "🧻",
 )
 # fmt: on
 

