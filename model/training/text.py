@@ -65,7 +65,7 @@ from model.training.loop import EpochLoop
 __all__ = ["TrainConfig", "Trainer", "train_text"]
 
 MODEL_NAME = "commentflow-text-minilm-mlp"
-MODEL_VERSION = "1.1.0"  # 1.1: object-emoji training rows (--object-emoji-augment)
+MODEL_VERSION = "1.2.0"  # 1.1: object-emoji training rows; 1.2: MiniLM's last 4 layers (--layers)
 #: ``--text-encoders``: frozen experts, joined by ``+``; their features are concatenated in order.
 TEXT_EXPERTS = ("minilm", "usem3")
 

@@ -22,5 +22,6 @@ def test_config_declares_languages_calibration_and_v2_experts() -> None:
     ]
     assert {e["clean"] for e in experts} == {"v2"}
     assert experts[0]["tail_length"] == 32
-    assert d.head.config.in_dim == 896
+    assert experts[0]["layers"] == 4  # MiniLM's last 4 layers side by side (1.2.0)
+    assert d.head.config.in_dim == 4 * 384 + 512
     assert not any(p.suffix in (".bin", ".pt", ".pkl") for p in MODEL.iterdir())
