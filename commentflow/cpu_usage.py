@@ -20,12 +20,16 @@ from dataclasses import dataclass
 
 __all__ = [
     "LANE_PREFIX",
+    "TICKS_PER_S",
     "CpuSnapshot",
     "cores_by_role",
     "snapshot",
+    "stat_ticks",
     "throughput_bound",
 ]
 
+#: Clock ticks per second of ``/proc``'s CPU times.
+TICKS_PER_S = int(os.sysconf("SC_CLK_TCK")) if hasattr(os, "sysconf") else 100
 #: The operating-system name prefix of the worker's inference lanes (``workers.inference``).
 LANE_PREFIX = "inference-lane"
 
@@ -40,10 +44,6 @@ class CpuSnapshot:
     threads: Mapping[tuple[int, int], tuple[str, int]]  # (pid, tid) -> (name, utime + stime)
 
 
-def _ticks_per_s() -> int:
-    return int(os.sysconf("SC_CLK_TCK"))
-
-
 def _machine_ticks() -> tuple[int, int]:
     with open("/proc/stat", encoding="ascii") as f:
         fields = [int(x) for x in f.readline().split()[1:]]
@@ -51,6 +51,16 @@ def _machine_ticks() -> tuple[int, int]:
     fields = (fields + [0] * 8)[:8]
     idle = fields[3] + fields[4]
     return sum(fields) - idle, idle
+
+
+def stat_ticks(path: str) -> tuple[str, int]:
+    """A process's or thread's name and CPU ticks (utime + stime) from its ``/proc`` ``stat``
+    file (``/proc/PID/stat``, ``/proc/PID/task/TID/stat``). Raises OSError when it is gone."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        stat = f.read()
+    # the name is between the first "(" and the last ")": it may hold spaces and ")"
+    rest = stat[stat.rindex(")") + 2 :].split()
+    return stat[stat.index("(") + 1 : stat.rindex(")")], int(rest[11]) + int(rest[12])
 
 
 def _thread_ticks(pid: int) -> dict[tuple[int, int], tuple[str, int]]:
@@ -61,14 +71,9 @@ def _thread_ticks(pid: int) -> dict[tuple[int, int], tuple[str, int]]:
         return out
     for tid in tids:
         try:
-            with open(f"/proc/{pid}/task/{tid}/stat", encoding="utf-8", errors="replace") as f:
-                stat = f.read()
+            out[(pid, int(tid))] = stat_ticks(f"/proc/{pid}/task/{tid}/stat")
         except OSError:  # the thread ended meanwhile
             continue
-        # the name is between the first "(" and the last ")": it may hold spaces and ")"
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        rest = stat[stat.rindex(")") + 2 :].split()
-        out[(pid, int(tid))] = (name, int(rest[11]) + int(rest[12]))  # utime, stime
     return out
 
 
@@ -92,7 +97,7 @@ def cores_by_role(
     ``<worker>_other``; plus ``idle`` (the machine's), ``elsewhere`` (busy, but none of
     ``roles``: other processes, and threads of ``roles`` that ended between the snapshots) and
     ``cores`` (the machine's, busy + idle)."""
-    hz = _ticks_per_s()
+    hz = TICKS_PER_S
     dt = max(after.wall_s - before.wall_s, 1e-9)
     pid_role = {pid: role for role, pid in roles.items() if pid}
     used: dict[str, float] = {r: 0.0 for r in roles if r != worker}

@@ -37,6 +37,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from commentflow.bench import _machine
+from commentflow.cpu_usage import TICKS_PER_S, stat_ticks
 from commentflow.local import WorkerProcess
 from commentflow.media_server import MediaServer
 from commentflow.settings import Settings
@@ -46,7 +47,6 @@ from commentflow.stack import EmbeddedStack, free_port
 __all__ = ["SoakConfig", "print_report", "soak"]
 
 _PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20 if hasattr(os, "sysconf") else 4096 / 2**20
-_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +95,7 @@ def process_stats(pid: int | None) -> dict[str, float | None]:
             elif name == "Threads":
                 out["threads"] = int(rest)
         out["fds"] = len(os.listdir(f"/proc/{pid}/fd"))
-        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        out["cpu_s"] = (int(stat[11]) + int(stat[12])) / _TICKS  # utime + stime
+        out["cpu_s"] = stat_ticks(f"/proc/{pid}/stat")[1] / TICKS_PER_S  # utime + stime
     except (OSError, ValueError, IndexError):
         pass  # the process is gone (or not Linux): the row shows blanks
     return out

@@ -9,7 +9,6 @@ name is for people and profilers, never for correctness.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import logging
 import sys
@@ -40,8 +39,9 @@ def set_os_thread_name(name: str) -> bool:
 
 @functools.cache
 def _libc() -> ctypes.CDLL:
-    """The C library, looked up once (a lookup runs ``ldconfig``: milliseconds per thread)."""
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    """The process's own symbols, libc's ``prctl`` among them (as
+    ``commentflow.processes.die_with_parent`` reaches it), opened once."""
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def os_thread_name(native_id: int | None = None) -> str | None:

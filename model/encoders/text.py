@@ -300,9 +300,10 @@ class TextEncoder:
         self.pad_id = int(self.tokenizer.pad_token_id or 0)
         # one TorchScript graph on a CPU: faster, and the GIL is taken once per call
         # (model.encoders.graph); traced on two texts of different lengths (padding)
+        self._hidden = _Hidden(self.model, self.config.layers)  # the eager pass, built once
         self._graph = (
             trace_forward(
-                _Hidden(self.model, self.config.layers),
+                self._hidden,
                 self._pad(self._tokenize(_EXAMPLE)),
                 device=self.device,
                 precision=self.precision,
@@ -353,7 +354,7 @@ class TextEncoder:
             hidden = self._graph(input_ids, attention_mask)  # (B, T, layers * D)
         else:
             with autocast(self.device, self.precision):
-                hidden = _Hidden(self.model, self.config.layers)(input_ids, attention_mask)
+                hidden = self._hidden(input_ids, attention_mask)
         hidden = hidden.float()  # (B, T, layers * D)
         m = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
         mean = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)  # (B, D)

@@ -10,11 +10,19 @@ import time
 
 import pytest
 
-from commentflow.cpu_usage import CpuSnapshot, cores_by_role, snapshot, throughput_bound
+from commentflow.cpu_usage import (
+    TICKS_PER_S as HZ,
+)
+from commentflow.cpu_usage import (
+    CpuSnapshot,
+    cores_by_role,
+    snapshot,
+    throughput_bound,
+)
 from workers.os_thread import MAX_NAME_BYTES, os_thread_name, set_os_thread_name
 
-linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc (Linux)")
-HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+#: /proc and prctl: elsewhere names are not set and there is no snapshot (checked below too)
+LINUX = sys.platform.startswith("linux")
 
 
 def test_the_bound_is_the_model_share_of_each_comment_cpu():
@@ -66,25 +74,28 @@ def test_cores_by_role_splits_the_worker_into_lanes_and_the_rest():
     assert cores["cores"] == pytest.approx(2.0, abs=0.02)
 
 
-@linux
 def test_a_thread_takes_its_operating_system_name_cut_to_fifteen_bytes():
-    seen: dict[str, str | None] = {}
+    seen: dict[str, tuple[bool, str | None]] = {}
 
     def run(name: str) -> None:
-        assert set_os_thread_name(name)
-        seen[name] = os_thread_name()
+        seen[name] = (set_os_thread_name(name), os_thread_name())
 
     for name in ("inference-lane0", "a-rather-long-thread-name"):
         t = threading.Thread(target=run, args=(name,))
         t.start()
         t.join()
-    assert seen["inference-lane0"] == "inference-lane0"
-    assert seen["a-rather-long-thread-name"] == "a-rather-long-thread-name"[:MAX_NAME_BYTES]
+    if not LINUX:  # best effort by design: nothing named, nothing read, nothing raised
+        assert seen == {n: (False, None) for n in seen}
+        return
+    assert seen["inference-lane0"] == (True, "inference-lane0")
+    assert seen["a-rather-long-thread-name"] == (True, "a-rather-long-thread-name"[:MAX_NAME_BYTES])
     assert os_thread_name(10**9) is None  # no such thread
 
 
-@linux
 def test_a_snapshot_sees_a_busy_named_thread_of_this_process():
+    if not LINUX:  # no /proc: no snapshot, and the bench leaves the breakdown out
+        assert snapshot({"worker": os.getpid()}) is None
+        return
     stop = time.monotonic() + 1.5
     ready = threading.Event()
 
