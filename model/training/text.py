@@ -65,7 +65,7 @@ from model.training.loop import EpochLoop
 __all__ = ["TrainConfig", "Trainer", "train_text"]
 
 MODEL_NAME = "commentflow-text-minilm-mlp"
-MODEL_VERSION = "1.2.0"  # 1.1: object-emoji training rows; 1.2: MiniLM's last 4 layers (--layers)
+MODEL_VERSION = "1.3.0"  # 1.1: object-emoji rows; 1.2: MiniLM's last 4 layers; 1.3: v3 text, things
 #: ``--text-encoders``: frozen experts, joined by ``+``; their features are concatenated in order.
 TEXT_EXPERTS = ("minilm", "usem3")
 
@@ -101,6 +101,7 @@ class TrainConfig:
     layers: int = 1  # MiniLM: its last N layers pooled side by side (1: the last hidden state)
     emoji_augment: int = 0  # per polarity: emoji-only rows and rows with emoji appended (train)
     object_emoji_augment: int = 0  # training rows with object emoji appended, label kept
+    object_emoji_pool: str = "list"  # model.data.emoji_set.OBJECT_EMOJI_POOLS: list | things
 
     def __post_init__(self) -> None:
         names = self.experts
@@ -127,6 +128,7 @@ class TrainConfig:
             "tail_length": 0,
             "emoji_augment": 0,
             "object_emoji_augment": 0,
+            "object_emoji_pool": "list",
             "layers": 1,
         }
         d = {
@@ -221,7 +223,9 @@ class Trainer(EpochLoop):
             splits = {**splits, "train": [*splits["train"], *extra]}
             self.data_report["emoji_augment"] = counts
         if cfg.object_emoji_augment:  # things appended say nothing (model.data.emoji_set)
-            extra, counts = object_emoji_rows(splits["train"], cfg.object_emoji_augment, cfg.seed)
+            extra, counts = object_emoji_rows(
+                splits["train"], cfg.object_emoji_augment, cfg.seed, cfg.object_emoji_pool
+            )
             splits = {**splits, "train": [*splits["train"], *extra]}
             self.data_report["object_emoji_augment"] = counts
         if cfg.clean != "v1":  # v1 is what every loader applied; the split stays v1's

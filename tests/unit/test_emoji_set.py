@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from model.data.emoji_set import (
     OBJECT_EMOJI,
+    STANCE_THINGS,
     TEST_EMOJI,
+    THING_EMOJI,
     TRAIN_EMOJI,
     VALIDATION_OBJECT_EMOJI,
     emoji_only_set,
@@ -88,3 +92,37 @@ def test_object_rows_keep_the_label_and_never_use_a_checked_emoji() -> None:
         # the normaliser spells them out as words: what the model is taught to ignore
         assert normalise_v2(r.raw) != normalise_v2(original.raw)
     assert len(object_emoji_rows(train[:5], 60)[0]) == 5  # never more rows than there are
+
+
+def test_thing_pool_is_wide_disjoint_and_puts_emoji_anywhere() -> None:
+    def base(emoji: object) -> set[str]:
+        return {e.replace("\ufe0f", "") for e in emoji}  # type: ignore[attr-defined]
+
+    checked = base(obfuscation._EMOJI) | base(e for v in TEST_EMOJI.values() for e in v)
+    things = base(THING_EMOJI)
+    assert len(things) == len(THING_EMOJI) > 600
+    assert not things & (checked | base(VALIDATION_OBJECT_EMOJI) | set(STANCE_THINGS))
+    assert not things & base(e for v in TRAIN_EMOJI.values() for e in v)
+    # every one is spelled out in words (English names: o’clock, piñata, pool 8 ball)
+    assert all(any(c.isalpha() for c in normalise_v2(e)) for e in THING_EMOJI)
+    train = [Example(f"one two three four {i}{lab}", lab, raw=f"one two three four {i}{lab}")
+             for i in range(100) for lab in ("negative", "positive", "neutral")]  # fmt: skip
+    rows, counts = object_emoji_rows(train, 300, seed=13, pool="things")
+    assert rows == object_emoji_rows(train, 300, seed=13, pool="things")[0]
+    assert sum(counts.values()) == 300
+    by_label = {r.label for r in rows}
+    assert by_label == {"negative", "positive", "neutral"}
+    words = [r.text.split(" ") for r in rows]
+    first = sum(not w[0].isalnum() for w in words)
+    last = sum(not w[-1].isalnum() for w in words)
+    inside = len(rows) - first - last
+    assert 40 < first < 90 and 150 < last < 210 and 40 < inside < 90, (first, last, inside)
+    for r in rows:  # the words are all still there, in order, with one run of things added
+        kept = [w for w in r.text.split(" ") if w.isalnum()]
+        assert kept[:4] == ["one", "two", "three", "four"] and r.raw == r.text
+        tail = "".join(w for w in r.text.split(" ") if not w.isalnum())
+        assert tail and set(tail.replace("\ufe0f", "")) <= things
+    # the 1.2.0 recipe draws exactly as before: the "list" pool is the default, appended only
+    assert object_emoji_rows(train, 50, 13)[0] == object_emoji_rows(train, 50, 13, "list")[0]
+    with pytest.raises(ValueError, match="pool"):
+        object_emoji_rows(train, 5, pool="everything")
