@@ -53,6 +53,7 @@ DEFAULTS = {
     "emoji_augment": 0,
     "object_emoji_augment": 0,
     "object_emoji_pool": "list",
+    "minilm_dropout": 0.0,
 }
 
 
@@ -140,6 +141,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="add N training rows (any label) with 1-3 emoji of things appended and the label "
         "kept, from a list disjoint from the obfuscation check's (0 = none)",
+    )
+    a(
+        "--minilm-dropout",
+        type=float,
+        default=d.minilm_dropout,
+        metavar="P",
+        help="minilm+usem3: each training row reads MiniLM's block as its training mean with "
+        "probability P, so the head also reads USE-m3 alone (served so for languages MiniLM "
+        "does not read)",
     )
     a(
         "--object-emoji-pool",

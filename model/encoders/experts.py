@@ -34,6 +34,7 @@ from model.encoders.text import TextEncoder, TextEncoderConfig
 from model.errors import ModelFormatError
 
 __all__ = [
+    "minilm_columns",
     "EXPERTS_SOURCE",
     "ExpertConfig",
     "SentenceEncoder",
@@ -118,6 +119,19 @@ class TextExpertsConfig:
 
 #: Any text section's config.
 TextConfig = TextEncoderConfig | MultilingualEncoderConfig | TextExpertsConfig
+
+
+def minilm_columns(cfg: TextConfig) -> slice | None:
+    """Where the MiniLM expert's features sit in the experts' concatenated features, or None
+    when ``cfg`` is not experts with a MiniLM among them (a single encoder has nothing else)."""
+    if not isinstance(cfg, TextExpertsConfig):
+        return None
+    start = 0
+    for expert in cfg.experts:
+        if isinstance(expert, TextEncoderConfig):
+            return slice(start, start + expert.out_dim)
+        start += expert.out_dim
+    return None
 
 
 def text_config_from_json(section: object) -> TextConfig:

@@ -27,7 +27,8 @@ from model.nn.acoustic import MelConfig
 from model.nn.fusion import FusionModel
 from model.serving.cache import CachedComponent, ContentCache
 from model.serving.features import FeatureExtractor, Features
-from model.serving.language import LanguageGate, languages_from_config
+from model.serving.language import Language, LanguageGate, languages_from_config
+from model.serving.routing import minilm_route, route_features
 from model.serving.shared_cache import SharedFeatureCache
 
 __all__ = ["MultimodalClassifier", "features_to_tensors", "load_multimodal", "used_modalities"]
@@ -83,6 +84,10 @@ class MultimodalClassifier:
         self.config = dict(config or {})
         self.languages = LanguageGate(languages_from_config(self.config))
         self.temperature = read_temperature(self.config)  # 1.0 unless config.json calibrates
+        # model.serving.routing: the text slot of an unsupported language past MiniLM, as the
+        # text model serves it (the text expert's training mean)
+        text_cfg = getattr(extractor.text_encoder, "config", None)
+        self.minilm_cols = minilm_route(self.config, text_cfg) if text_cfg is not None else None
 
     @property
     def decode_config(self) -> DecodeConfig:
@@ -101,7 +106,20 @@ class MultimodalClassifier:
     def predict_proba(self, batch: Sequence[CommentInput]) -> torch.Tensor:
         """Probabilities ``(B, C)`` float32 on CPU, in :attr:`labels` order. Blocking."""
         feats = self.extractor.extract(batch)
-        return self.predict_tensors(features_to_tensors(feats))
+        return self.predict_tensors(self._inputs(feats, self.languages.assess(
+            c.text or "" for c in batch)))  # fmt: skip
+
+    def _inputs(self, feats: Features, langs: Sequence[Language]) -> dict[str, torch.Tensor]:
+        """The fusion inputs of ``feats``, the text slot routed (:mod:`model.serving.routing`)."""
+        inputs = features_to_tensors(feats)
+        if self.minilm_cols is not None and self.fusion.text_expert is not None:
+            inputs["text"] = route_features(
+                inputs["text"],
+                [not lang.supported for lang in langs],
+                self.minilm_cols,
+                self.fusion.text_expert.feat_mean,
+            )
+        return inputs
 
     def use_shared_cache(self, client: Any, prefix: str, ttl_s: int = 7 * 24 * 3600) -> None:
         """Share image embeddings, OCR text and transcripts with other workers through Redis.
@@ -136,10 +154,10 @@ class MultimodalClassifier:
         if not batch:
             return []
         feats = self.extractor.extract(batch)
-        probs = self.predict_tensors(features_to_tensors(feats))
+        langs = self.languages.assess(c.text or "" for c in batch)
+        probs = self.predict_tensors(self._inputs(feats, langs))
         best = probs.argmax(-1).tolist()
         labels = self.labels
-        langs = self.languages.assess(c.text or "" for c in batch)
         return [
             ClassOutput(
                 label=labels[k],

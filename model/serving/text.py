@@ -16,8 +16,9 @@ from model.encoders.text import resolve_device
 from model.format.calibration import read_temperature
 from model.format.text import read_text_dir
 from model.nn.heads import MLPHead
-from model.serving.language import LanguageGate, languages_from_config
+from model.serving.language import Language, LanguageGate, languages_from_config
 from model.serving.normalise import text_normaliser
+from model.serving.routing import minilm_route, route_features
 
 __all__ = ["TextClassifier", "load_text"]
 
@@ -43,6 +44,7 @@ class TextClassifier:
         model_dir: Path | None = None,
         languages: LanguageGate | None = None,
         temperature: float = 1.0,
+        minilm_cols: slice | None = None,
     ) -> None:
         self.encoder = encoder
         self.head = head.to(encoder.device).eval()
@@ -55,12 +57,26 @@ class TextClassifier:
         self.languages = languages or LanguageGate()
         self.normalise = text_normaliser(encoder.config.clean)
         self.temperature = temperature  # config.json "calibration" (model.format.calibration)
+        self.minilm_cols = minilm_cols  # model.serving.routing: unsupported languages past MiniLM
 
     @torch.inference_mode()
-    def predict_proba(self, texts: Sequence[str], progress: bool = False) -> torch.Tensor:
-        """Class probabilities ``(N, n_classes)`` float32 on CPU, in :attr:`labels` order."""
+    def predict_proba(
+        self,
+        texts: Sequence[str],
+        progress: bool = False,
+        languages: Sequence[Language] | None = None,
+    ) -> torch.Tensor:
+        """Class probabilities ``(N, n_classes)`` float32 on CPU, in :attr:`labels` order.
+
+        ``languages`` (the gate's view of each text) saves assessing them again when the model
+        routes unsupported languages past MiniLM (:mod:`model.serving.routing`)."""
+        if self.minilm_cols is not None and languages is None:
+            languages = self.languages.assess(texts)
         texts = [self.normalise(t) for t in texts]
         feats = self.encoder.encode_tensor(texts, self.batch_size, progress)  # (N, F)
+        if self.minilm_cols is not None and languages is not None:
+            unsupported = [not lang.supported for lang in languages]
+            feats = route_features(feats, unsupported, self.minilm_cols, self.head.feat_mean)
         logits = self.head(feats).float() / self.temperature
         return torch.softmax(logits, dim=-1).cpu()  # (N, C)
 
@@ -69,7 +85,8 @@ class TextClassifier:
         if not batch:
             return []
         texts = [c.text or "" for c in batch]
-        probs = self.predict_proba(texts)
+        langs = self.languages.assess(texts)
+        probs = self.predict_proba(texts, languages=langs)
         best = probs.argmax(dim=-1).tolist()
         labels = self.labels
         return [
@@ -81,7 +98,7 @@ class TextClassifier:
                 language_score=lang.score,
                 language_supported=lang.supported,
             )
-            for k, row, lang in zip(best, probs.tolist(), self.languages.assess(texts), strict=True)
+            for k, row, lang in zip(best, probs.tolist(), langs, strict=True)
         ]
 
 
@@ -103,4 +120,5 @@ def load_text(
         model_dir=d.path,
         languages=LanguageGate(languages_from_config(d.config)),
         temperature=read_temperature(d.config),
+        minilm_cols=minilm_route(d.config, d.encoder),
     )

@@ -61,6 +61,7 @@ from model.nn.acoustic import AcousticEncoderConfig, MelConfig
 from model.nn.fusion import PRESENCE, FusionConfig, FusionModel
 from model.nn.heads import HeadConfig
 from model.serving.normalise import text_normaliser
+from model.serving.routing import ROUTE_KEY
 from model.training.loop import EpochLoop
 
 __all__ = ["FusionData", "FusionTrainConfig", "FusionTrainer", "augment_text_rows", "train_fusion"]
@@ -480,9 +481,12 @@ class FusionTrainer(EpochLoop):
             version=MODEL_VERSION,
             fusion=self.model,
             encoders={**default_encoders_config(self.mel_config), "text": self.text_section},
-            extra={"languages": self.text_model_config["languages"]}
-            if "languages" in self.text_model_config
-            else None,
+            extra={  # the text model's languages and MiniLM route, as the text expert's
+                k: self.text_model_config[k]
+                for k in ("languages", ROUTE_KEY)
+                if k in self.text_model_config
+            }
+            or None,
             preprocess=self.preprocess,
             metrics=metrics,
             model_card=model_card(metrics),

