@@ -54,6 +54,7 @@ DEFAULTS = {
     "object_emoji_augment": 0,
     "object_emoji_pool": "list",
     "minilm_dropout": 0.0,
+    "noise_augment": 0,
 }
 
 
@@ -141,6 +142,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="add N training rows (any label) with 1-3 emoji of things appended and the label "
         "kept, from a list disjoint from the obfuscation check's (0 = none)",
+    )
+    a(
+        "--noise-augment",
+        type=int,
+        default=d.noise_augment,
+        metavar="N",
+        help="add N training rows (any label) with one typo, run of !!!, censored letter, "
+        "elongated word or change of case, and the label kept (model.data.noise; 0 = none)",
     )
     a(
         "--minilm-dropout",

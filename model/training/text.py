@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 from model.base import LABELS, SENTIMENT_HEAD
 from model.data.emoji_set import emoji_training_rows, object_emoji_rows
 from model.data.mix import is_mix_spec, mix_splits
+from model.data.noise import noisy_rows
 from model.data.sources import SOURCES
 from model.data.text import DEFAULT_SEED, Example, load_dataset, stratified_split
 from model.data.text_features import model_features
@@ -104,6 +105,7 @@ class TrainConfig:
     object_emoji_augment: int = 0  # training rows with object emoji appended, label kept
     object_emoji_pool: str = "list"  # model.data.emoji_set.OBJECT_EMOJI_POOLS: list | things
     minilm_dropout: float = 0.0  # training rows whose MiniLM block reads as its training mean
+    noise_augment: int = 0  # training rows with one typo / !!! / censored letter ..., label kept
 
     def __post_init__(self) -> None:
         names = self.experts
@@ -132,6 +134,7 @@ class TrainConfig:
             "object_emoji_augment": 0,
             "object_emoji_pool": "list",
             "minilm_dropout": 0.0,
+            "noise_augment": 0,
             "layers": 1,
         }
         d = {
@@ -225,12 +228,17 @@ class Trainer(EpochLoop):
             extra, counts = emoji_training_rows(splits["train"], cfg.emoji_augment, cfg.seed)
             splits = {**splits, "train": [*splits["train"], *extra]}
             self.data_report["emoji_augment"] = counts
+        plain = splits["train"]  # what the augmentations below draw from
         if cfg.object_emoji_augment:  # things appended say nothing (model.data.emoji_set)
             extra, counts = object_emoji_rows(
                 splits["train"], cfg.object_emoji_augment, cfg.seed, cfg.object_emoji_pool
             )
             splits = {**splits, "train": [*splits["train"], *extra]}
             self.data_report["object_emoji_augment"] = counts
+        if cfg.noise_augment:  # hasty typing says nothing either (model.data.noise)
+            extra, counts = noisy_rows(plain, cfg.noise_augment, cfg.seed)
+            splits = {**splits, "train": [*splits["train"], *extra]}
+            self.data_report["noise_augment"] = counts
         if cfg.clean != "v1":  # v1 is what every loader applied; the split stays v1's
             normalise = text_normaliser(cfg.clean)  # what serving will apply
             splits = {
