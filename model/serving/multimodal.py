@@ -106,8 +106,9 @@ class MultimodalClassifier:
     def predict_proba(self, batch: Sequence[CommentInput]) -> torch.Tensor:
         """Probabilities ``(B, C)`` float32 on CPU, in :attr:`labels` order. Blocking."""
         feats = self.extractor.extract(batch)
-        return self.predict_tensors(self._inputs(feats, self.languages.assess(
-            c.text or "" for c in batch)))  # fmt: skip
+        routed = self.minilm_cols is not None  # only then do the languages change the inputs
+        langs = self.languages.assess(c.text or "" for c in batch) if routed else []
+        return self.predict_tensors(self._inputs(feats, langs))
 
     def _inputs(self, feats: Features, langs: Sequence[Language]) -> dict[str, torch.Tensor]:
         """The fusion inputs of ``feats``, the text slot routed (:mod:`model.serving.routing`)."""
