@@ -70,13 +70,13 @@ class TextClassifier:
 
         ``languages`` (the gate's view of each text) saves assessing them again when the model
         routes unsupported languages past MiniLM (:mod:`model.serving.routing`)."""
-        if self.minilm_cols is not None and languages is None:
-            languages = self.languages.assess(texts)
+        unsupported: list[bool] = []
+        if self.minilm_cols is not None:  # the gate reads the raw texts, before normalising
+            langs = languages if languages is not None else self.languages.assess(texts)
+            unsupported = [not lang.supported for lang in langs]
         texts = [self.normalise(t) for t in texts]
         feats = self.encoder.encode_tensor(texts, self.batch_size, progress)  # (N, F)
-        if self.minilm_cols is not None and languages is not None:
-            unsupported = [not lang.supported for lang in languages]
-            feats = route_features(feats, unsupported, self.minilm_cols, self.head.feat_mean)
+        feats = route_features(feats, unsupported, self.minilm_cols, self.head.feat_mean)
         logits = self.head(feats).float() / self.temperature
         return torch.softmax(logits, dim=-1).cpu()  # (N, C)
 

@@ -231,14 +231,19 @@ def test_text_model_with_experts_saves_loads_and_predicts(tiny_bert: Path, tmp_p
     local = dataclasses.replace(_tiny_cfg(tiny_bert), path="text_encoder")  # inside the dir
     enc = TextExpertsConfig((local, MultilingualEncoderConfig()))
     head = MLPHead(HeadConfig(in_dim=enc.out_dim, hidden_dim=8, dropout=0.0)).eval()
-    out = save_model_dir(
-        tmp_path / "m",
-        name="experts",
-        version="0",
-        encoder=enc,
-        heads={"sentiment": head},
-        encoder_src=tiny_bert,
-    )
+
+    def save(name: str, extra: dict[str, object] | None = None) -> Path:
+        return save_model_dir(
+            tmp_path / name,
+            name="experts",
+            version="0",
+            encoder=enc,
+            heads={"sentiment": head},
+            encoder_src=tiny_bert,
+            extra_config=extra,
+        )
+
+    out = save("m")
     saved = json.loads((out / "config.json").read_text())
     assert saved["text_encoder"]["source"] == "experts"
     clf = load_classifier(out, device="cpu")
@@ -250,16 +255,7 @@ def test_text_model_with_experts_saves_loads_and_predicts(tiny_bert: Path, tmp_p
     torch.testing.assert_close(probs, one_by_one, atol=1e-5, rtol=0)
     # routed (model.serving.routing): an unsupported language reads MiniLM's block at the
     # head's mean; English and undetermined text are served exactly as before
-    routed_dir = save_model_dir(
-        tmp_path / "routed",
-        name="experts",
-        version="0",
-        encoder=enc,
-        heads={"sentiment": head},
-        encoder_src=tiny_bert,
-        extra_config={"languages": ["en"], ROUTE_KEY: "mean"},
-    )
-    routed = load_classifier(routed_dir, device="cpu")
+    routed = load_classifier(save("routed", {"languages": ["en"], ROUTE_KEY: "mean"}), device="cpu")
     assert routed.minilm_cols == slice(0, 32) and clf.minilm_cols is None
     spanish = "La comida estaba fría y el camarero fue muy grosero con nosotros."
     texts = [*TEXTS, spanish]
