@@ -45,6 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="write the fitted temperature into the model's config.json (served from then on)",
     )
     a(
+        "--temperature-per-route",
+        action="store_true",
+        help="multimodal model: fit one temperature on the calibration rows its text expert "
+        "scores (text-only comments) and one on the rows the fusion Transformer scores "
+        "(comments with media); --calibrate-on must cover both, e.g. a text split and a .npz",
+    )
+    a(
         "--entities",
         action="store_true",
         help="also score the entity stage (precision/recall/F1 on its held-out gold set of "
@@ -110,6 +117,7 @@ def _sentiment(args: argparse.Namespace, data: list[str]) -> int:
             calibrate_on=args.calibrate_on,
             text_model=args.text_model or None,
             save_temperature=args.save_temperature,
+            per_route=args.temperature_per_route,
             out=args.out,
             split_seed=args.split_seed,
             n_resamples=args.bootstrap,

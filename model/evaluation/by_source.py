@@ -23,8 +23,11 @@ multimodal validation set): the temperature is fitted on their pooled scores.
 ``--calibrate-on SPEC`` fits the temperature on that spec's scores (choose a validation split,
 never test) and reports ECE before/after for every section; ``--save-temperature`` writes it into
 the model directory's ``config.json`` (:mod:`model.format.calibration`), where the serving path
-applies it. Output: ``metrics.json`` (every number), ``reliability.png`` and one
-``confusion_<section>.png`` per section.
+applies it. ``--temperature-per-route`` (a multimodal model whose text expert scores text-only
+comments) fits two: one on the calibration rows the text expert scores, one on the rows the
+fusion Transformer scores (comments with media), saved as ``temperature`` and
+``fused_temperature``; every section is then rescaled row by row. Output: ``metrics.json``
+(every number), ``reliability.png`` and one ``confusion_<section>.png`` per section.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ from model.evaluation.calibration import (
 )
 from model.evaluation.metrics import plot_confusion_matrix
 from model.evaluation.obfuscation import format_obfuscation, obfuscation_report
-from model.evaluation.sections import format_section, score_section
+from model.evaluation.sections import format_section, score_section, temperature_label
 from model.format.calibration import write_calibration
 from model.serving import load_classifier
 
@@ -135,6 +138,29 @@ def _is_features(spec: str) -> bool:
     return spec.endswith(".npz")
 
 
+def _expert_rows(clf: Any, texts: Sequence[str]) -> np.ndarray:
+    """``(N,)`` bool: which of these comments (text alone) ``clf``'s text expert scores; a text
+    model has one route, counted as the expert's."""
+    of_texts = getattr(clf, "expert_rows_of_texts", None)
+    return of_texts(texts) if of_texts is not None else np.ones(len(texts), dtype=bool)
+
+
+def _fit_routes(
+    logits: np.ndarray, y: np.ndarray, expert: np.ndarray, per_route: bool
+) -> tuple[float, float]:
+    """``(T_expert, T_fused)`` fitted on ``logits``: one pooled ``T`` for both, or
+    (``per_route``) each on its own route's rows."""
+    if not per_route:
+        t = fit_temperature(logits, y)
+        return t, t
+    if expert.all() or not expert.any():
+        raise ValueError(
+            "--temperature-per-route needs calibration rows on both routes (text-only comments "
+            "and comments with media, e.g. a text split and a multimodal .npz)"
+        )
+    return fit_temperature(logits[expert], y[expert]), fit_temperature(logits[~expert], y[~expert])
+
+
 def evaluate_sources(
     model: str | Path,
     specs: Sequence[str],
@@ -142,6 +168,7 @@ def evaluate_sources(
     calibrate_on: str | Sequence[str] | None = None,
     text_model: str | None = None,
     save_temperature: bool = False,
+    per_route: bool = False,
     out: str | Path | None = None,
     split_seed: int = DEFAULT_SEED,
     n_resamples: int = DEFAULT_RESAMPLES,
@@ -154,6 +181,9 @@ def evaluate_sources(
 ) -> int:
     """Score ``model`` on every spec; print and save the sections; return the exit status.
 
+    ``per_route``: fit (and save) a temperature per route of a multimodal model (text expert,
+    fusion Transformer) instead of one.
+
     ``obfuscation``: also each spec's clean-vs-obfuscated accuracy
     (:func:`~model.evaluation.obfuscation.obfuscation_report`, under ``obfuscation`` by spec),
     with paired bootstrap intervals of the drops; ``obfuscation_limit`` N: on N rows of each
@@ -165,9 +195,11 @@ def evaluate_sources(
     labels = list(clf.labels)
     index = {lab: i for i, lab in enumerate(labels)}
     served_t = float(getattr(clf, "temperature", 1.0))
+    served_ft = float(getattr(clf, "fused_temperature", served_t))
     result: dict[str, Any] = {
         "model": {"dir": str(model), "name": clf.name, "version": clf.version},
         "served_temperature": served_t,
+        "served_fused_temperature": served_ft,
         "split_seed": split_seed,
         "sections": {},
         "languages": {},
@@ -177,16 +209,17 @@ def evaluate_sources(
         result["obfuscation"] = {}
 
     kinds_of: dict[str, np.ndarray] = {}
+    experts: dict[str, np.ndarray] = {}  # spec -> (N,) bool: the row is the text expert's
 
     def scored(spec: str) -> tuple[list[Example], np.ndarray, np.ndarray]:
         if _is_features(spec):  # a multimodal feature file: the fusion on cached features
             from model.evaluation.multimodal import fusion_scores
 
-            probs, y, kinds, texts = fusion_scores(model, spec)
-            kinds_of[spec] = kinds
-            rows = [Example(t, labels[int(i)]) for t, i in zip(texts, y, strict=True)]
-            result["data"][spec] = {"features": spec, "kinds": dict(Counter(kinds.tolist()))}
-            return rows, probs, y
+            fs = fusion_scores(model, spec)
+            kinds_of[spec], experts[spec] = fs.kinds, fs.expert
+            rows = [Example(t, labels[int(i)]) for t, i in zip(fs.texts, fs.y, strict=True)]
+            result["data"][spec] = {"features": spec, "kinds": dict(Counter(fs.kinds.tolist()))}
+            return rows, fs.probs, fs.y
         rows, report = load_spec(spec, seed=split_seed)
         unknown = sorted({r.label for r in rows} - set(index))
         if unknown:
@@ -198,42 +231,58 @@ def evaluate_sources(
         if gate is not None:  # what the served prediction says about the language
             report["language_gate"] = _gate_report(gate, rows, probs, labels)
         result["data"][spec] = report
+        experts[spec] = _expert_rows(clf, [r.text for r in rows])
         return rows, probs, np.array([index[r.label] for r in rows], dtype=np.int64)
 
-    temperature = None
+    fitted: tuple[float, float] | None = None  # (T_expert, T_fused) on top of the served ones
     cal_specs = [calibrate_on] if isinstance(calibrate_on, str) else list(calibrate_on or ())
     if cal_specs:
-        parts = [scored(spec)[1:] for spec in cal_specs]
-        vp = np.concatenate([p for p, _ in parts])
-        vy = np.concatenate([y for _, y in parts])
+        parts = [(*scored(spec)[1:], experts[spec]) for spec in cal_specs]
+        vp = np.concatenate([p for p, _, _ in parts])
+        vy = np.concatenate([y for _, y, _ in parts])
+        ve = np.concatenate([e for _, _, e in parts])
         logits = logits_from_probs(vp)
-        temperature = fit_temperature(logits, vy)
+        fitted = _fit_routes(logits, vy, ve, per_route)
+        vt = np.where(ve, *fitted)  # (N,)
         result["calibration"] = {
             "fitted_on": " + ".join(cal_specs),
             "n": int(len(vy)),
-            "temperature": round(temperature, 4),  # on top of the served one
-            "temperature_total": round(temperature * served_t, 4),
+            "n_fused": int((~ve).sum()),
+            "per_route": per_route,
+            "temperature": round(fitted[0], 4),  # on top of the served one
+            "temperature_total": round(fitted[0] * served_t, 4),
+            "fused_temperature": round(fitted[1], 4),
+            "fused_temperature_total": round(fitted[1] * served_ft, 4),
             "nll": round(nll(logits, vy), 4),
-            "nll_scaled": round(nll(logits, vy, temperature), 4),
+            "nll_scaled": round(nll(logits, vy, vt), 4),
             "ece": round(expected_calibration_error(vp, vy), 4),
-            "ece_scaled": round(
-                expected_calibration_error(apply_temperature(logits, temperature), vy), 4
-            ),
+            "ece_scaled": round(expected_calibration_error(apply_temperature(logits, vt), vy), 4),
         }
+        for route, keep in (("expert", ve), ("fused", ~ve)):
+            if keep.any():
+                result["calibration"][f"ece_{route}"] = round(
+                    expected_calibration_error(vp[keep], vy[keep]), 4
+                )
+                result["calibration"][f"ece_{route}_scaled"] = round(
+                    expected_calibration_error(apply_temperature(logits[keep], vt[keep]), vy[keep]),
+                    4,
+                )
 
-    def section(name: str, probs: np.ndarray, y: np.ndarray) -> None:
+    def section(name: str, probs: np.ndarray, y: np.ndarray, expert: np.ndarray) -> None:
         if len(y) == 0:
             print(f"== {name}: no rows")
             return
-        s = score_section(probs, y, labels, temperature=temperature, n_resamples=n_resamples)
+        t = None if fitted is None else np.where(expert, *fitted)
+        s = score_section(probs, y, labels, temperature=t, n_resamples=n_resamples)
         result["sections"][name] = s
         print(format_section(name, s), flush=True)
 
     text_clf: Any = None
-    pooled: dict[str, dict[tuple[str, str], tuple[np.ndarray, int]]] = {}
+    pooled: dict[str, dict[tuple[str, str], tuple[np.ndarray, int, bool]]] = {}
     for spec in specs:
         rows, probs, y = scored(spec)
-        section(spec, probs, y)
+        ex = experts[spec]
+        section(spec, probs, y, ex)
         if spec in kinds_of:  # multimodal: per kind, and the text model alone on the same items
             kinds = kinds_of[spec]
             if text_model and text_clf is None:
@@ -245,9 +294,10 @@ def evaluate_sources(
             )
             for kind in dict.fromkeys(kinds.tolist()):
                 keep = kinds == kind
-                section(f"{spec} / {kind}", probs[keep], y[keep])
+                section(f"{spec} / {kind}", probs[keep], y[keep], ex[keep])
                 if alone is not None:
-                    section(f"{spec} / {kind} / text model alone", alone[keep], y[keep])
+                    only = np.ones(int(keep.sum()), dtype=bool)  # one route: the text's
+                    section(f"{spec} / {kind} / text model alone", alone[keep], y[keep], only)
             continue
         g = result["data"][spec].get("language_gate")
         if g:
@@ -278,20 +328,26 @@ def evaluate_sources(
         if len(srcs) > 1:
             for src in srcs:
                 keep = np.array([r.source == src for r in rows])
-                section(f"{spec} / {src}", probs[keep], y[keep])
+                section(f"{spec} / {src}", probs[keep], y[keep], ex[keep])
         base, split = _split_of(spec)
         if not is_mix_spec(spec) and split in ("val", "test"):
             train, _ = load_dataset(f"{base}:train", seed=split_seed)
             leaked = variant_mask([r.text for r in train], [r.text for r in rows])
             result["data"][spec]["rows_with_train_variants"] = int(leaked.sum())
-            section(f"{spec} without train variants", probs[~leaked], y[~leaked])
+            section(f"{spec} without train variants", probs[~leaked], y[~leaked], ex[~leaked])
         for i, r in enumerate(rows):
-            pooled.setdefault(_language(r, spec), {})[(r.source, r.text)] = (probs[i], int(y[i]))
+            pooled.setdefault(_language(r, spec), {})[(r.source, r.text)] = (
+                probs[i],
+                int(y[i]),
+                bool(ex[i]),
+            )
     if len(pooled) > 1 or len(specs) > 1:
         for lang, items in sorted(pooled.items()):
             p = np.stack([v[0] for v in items.values()])
             yy = np.array([v[1] for v in items.values()])
-            s = score_section(p, yy, labels, temperature=temperature, n_resamples=n_resamples)
+            ee = np.array([v[2] for v in items.values()])
+            t = None if fitted is None else np.where(ee, *fitted)
+            s = score_section(p, yy, labels, temperature=t, n_resamples=n_resamples)
             result["languages"][lang] = s
             print(format_section(f"language {lang}", s), flush=True)
 
@@ -303,7 +359,7 @@ def evaluate_sources(
         curves = {"as served": cal["reliability"]}
         eces = {"as served": cal["ece"]["value"]}
         if "reliability_scaled" in cal:
-            key = f"T={cal['temperature']:.2f}"
+            key = f"T={temperature_label(cal['temperature'], 2)}"
             curves[key], eces[key] = cal["reliability_scaled"], cal["ece_scaled"]["value"]
         panels[f"{name} (n={s['n']})"] = {"curves": curves, "ece": eces}
         m = s["metrics"]
@@ -314,18 +370,22 @@ def evaluate_sources(
         )
     plot_reliability(panels, out / "reliability.png")
     if save_temperature:
-        if temperature is None:
+        if fitted is None:
             print("--save-temperature needs --calibrate-on")
             return 2
         c = result["calibration"]
+        two = per_route or served_ft != served_t  # keep a served per-route pair a pair
         path = write_calibration(
             model,
-            temperature * served_t,
+            fitted[0] * served_t,
+            fused_temperature=fitted[1] * served_ft if two else None,
             fitted_on=c["fitted_on"],
             n=c["n"],
+            **({"n_fused": c["n_fused"]} if two else {}),
             ece_before=c["ece"],
             ece_after=c["ece_scaled"],
         )
-        print(f"wrote calibration.temperature={temperature * served_t:.4f} into {path}")
+        fused = f", fused_temperature={fitted[1] * served_ft:.4f}" if two else ""
+        print(f"wrote calibration.temperature={fitted[0] * served_t:.4f}{fused} into {path}")
     print(f"\nwrote {out / 'metrics.json'}, {out / 'reliability.png'} and confusion matrices")
     return 0

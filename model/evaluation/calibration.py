@@ -48,17 +48,23 @@ def logits_from_probs(probs: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     return np.log(np.clip(np.asarray(probs, dtype=np.float64), eps, 1.0))
 
 
-def apply_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:
-    """``softmax(logits / T)`` in float64."""
-    z = np.asarray(logits, dtype=np.float64) / temperature
+def _per_row(temperature: float | np.ndarray) -> np.ndarray:
+    """A scalar ``T`` as is, a per-row ``(N,)`` one as ``(N, 1)`` (it divides ``(N, C)``)."""
+    t = np.asarray(temperature, dtype=np.float64)
+    return t[:, None] if t.ndim == 1 else t
+
+
+def apply_temperature(logits: np.ndarray, temperature: float | np.ndarray) -> np.ndarray:
+    """``softmax(logits / T)`` in float64; ``T`` a scalar or one per row ``(N,)``."""
+    z = np.asarray(logits, dtype=np.float64) / _per_row(temperature)
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
 
 
-def nll(logits: np.ndarray, y: np.ndarray, temperature: float = 1.0) -> float:
+def nll(logits: np.ndarray, y: np.ndarray, temperature: float | np.ndarray = 1.0) -> float:
     """Mean negative log-likelihood of the labels ``y`` under ``softmax(logits / T)``."""
-    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = np.asarray(logits, dtype=np.float64) / _per_row(temperature)
     zmax = z.max(axis=1, keepdims=True)
     lse = (zmax + np.log(np.exp(z - zmax).sum(axis=1, keepdims=True)))[:, 0]
     return float((lse - z[np.arange(len(y)), np.asarray(y)]).mean())

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ from model.evaluation.metrics import (
 )
 from model.format.multimodal import load_fusion_dir
 
-__all__ = ["evaluate_multimodal", "fusion_scores"]
+__all__ = ["FusionScores", "evaluate_multimodal", "fusion_scores"]
 
 
 @torch.no_grad()
@@ -61,15 +62,24 @@ def _fusion_predict(model: Any, pool: Pool, dims: tuple[int, int], bs: int = 256
     return _fusion_logits(model, pool, dims, bs).argmax(-1).numpy()
 
 
+@dataclass(frozen=True)
+class FusionScores:
+    """What a multimodal model serves on an extracted feature file, row by row."""
+
+    probs: np.ndarray  # (N, C) float, divided by the served temperatures
+    y: np.ndarray  # (N,) label ids
+    kinds: np.ndarray  # (N,) str, which modalities carry the label
+    texts: list[str]  # each item's comment text ("" when the data file is gone)
+    expert: np.ndarray  # (N,) bool, scored by the text expert (else by the Transformer)
+
+
 @torch.no_grad()
-def fusion_scores(
-    model_dir: str | Path, features: str | Path, bs: int = 256
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """The served probabilities ``(N, C)`` of a multimodal model on an extracted feature file
-    (the fusion on cached features, divided by the served temperature), the label ids ``(N,)``,
-    the kinds ``(N,)`` and each item's comment text (from the data file the features came
-    from; "" when it is gone)."""
-    from model.format.calibration import read_temperature
+def fusion_scores(model_dir: str | Path, features: str | Path, bs: int = 256) -> FusionScores:
+    """The served scores of a multimodal model on an extracted feature file (the fusion on
+    cached features, each row divided by its route's served temperature); each item's comment
+    text is read from the data file the features came from."""
+    from model.format.calibration import read_fused_temperature, read_temperature
+    from model.serving.multimodal import route_temperatures
 
     fusion, cfg = load_fusion_dir(model_dir)
     fs = load_features(features)
@@ -80,11 +90,14 @@ def fusion_scores(
             f"{features}: text features are {dims[0]}-d, {model_dir} reads "
             f"{fusion.config.text_dim}-d (extract them with the model's text encoder)"
         )
-    probs = torch.softmax(_fusion_logits(fusion, pool, dims, bs) / read_temperature(cfg), -1)
+    served = read_temperature(cfg), read_fused_temperature(cfg)
+    t = route_temperatures(fusion, pool.present, *served)  # (N, 1): as the serving path
+    probs = torch.softmax(_fusion_logits(fusion, pool, dims, bs) / t, -1)
     src = Path(str(fs.meta.get("source", "")))
     by_id = _texts_by_id(src) if src.is_file() else {}
     texts = [by_id.get(str(i), "") for i in fs.ids[pool.rows]]
-    return probs.numpy(), pool.y.numpy(), np.asarray(pool.kinds), texts
+    expert = fusion.expert_rows(pool.present).numpy()
+    return FusionScores(probs.numpy(), pool.y.numpy(), np.asarray(pool.kinds), texts, expert)
 
 
 def _texts_by_id(path: Path) -> dict[str, str]:

@@ -23,7 +23,7 @@ from model.evaluation.calibration import (
 )
 from model.evaluation.metrics import classification_metrics
 
-__all__ = ["format_section", "polarity", "score_section"]
+__all__ = ["format_section", "polarity", "score_section", "temperature_label"]
 
 POLAR = ("negative", "positive")
 
@@ -49,11 +49,12 @@ def score_section(
     y: np.ndarray,
     labels: Sequence[str],
     *,
-    temperature: float | None = None,
+    temperature: float | np.ndarray | None = None,
     n_resamples: int = DEFAULT_RESAMPLES,
     seed: int = DEFAULT_SEED,
 ) -> dict[str, Any]:
-    """Every number of one section. ``probs`` ``(N, C)`` as served, ``y`` ``(N,)`` label ids."""
+    """Every number of one section. ``probs`` ``(N, C)`` as served, ``y`` ``(N,)`` label ids;
+    ``temperature`` (a scalar or one per row) scales them once more for ``ece_scaled``."""
     probs = np.asarray(probs, dtype=np.float64)
     y = np.asarray(y, dtype=np.int64)
     labels = list(labels)
@@ -75,11 +76,17 @@ def score_section(
     }
     if temperature is not None:
         scaled = apply_temperature(logits_from_probs(probs), temperature)
-        cal["temperature"] = round(float(temperature), 4)
+        values = sorted({round(float(t), 4) for t in np.ravel(temperature)})
+        cal["temperature"] = values[0] if len(values) == 1 else values  # several: per route
         cal["ece_scaled"] = ece_interval(scaled, y, n_resamples=n_resamples, seed=seed)
         cal["reliability_scaled"] = reliability_bins(scaled, y)
     out["calibration"] = cal
     return out
+
+
+def temperature_label(t: float | list[float], digits: int = 3) -> str:
+    """``0.779`` for one temperature, ``0.779/1.102`` for a section with one per route."""
+    return "/".join(f"{v:.{digits}f}" for v in (t if isinstance(t, list) else [t]))
 
 
 def _ci(p: dict[str, float]) -> str:
@@ -108,6 +115,6 @@ def format_section(title: str, s: dict[str, Any]) -> str:
     cal = s["calibration"]
     line = f"  ECE {_ci(cal['ece'])}"
     if "ece_scaled" in cal:
-        line += f"  ->  {_ci(cal['ece_scaled'])} at T={cal['temperature']:.3f}"
+        line += f"  ->  {_ci(cal['ece_scaled'])} at T={temperature_label(cal['temperature'])}"
     lines.append(line)
     return "\n".join(lines)

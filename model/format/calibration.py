@@ -5,6 +5,14 @@ the sentiment logits by ``T`` before the softmax (temperature scaling, fitted by
 ``commentflow evaluate --calibrate-on SPEC --save-temperature``). Absent means ``T = 1``, so
 directories written before it serve exactly as they did. The argmax, hence every label, is the
 same for any ``T``; only the scores move.
+
+A multimodal model whose text-only comments go to its text expert
+(:func:`model.nn.fusion.text_only_rows`) may carry a second temperature,
+``"fused_temperature": T_f`` (``commentflow evaluate --temperature-per-route``): the rows the
+fusion Transformer scores (a comment with any media, or with nothing at all) are divided by
+``T_f``, the text-only rows by ``T``. The two routes are different networks with different
+confidence; one temperature fitted on their pool (mostly text) sharpened the media comments'
+scores too much. Absent means ``T_f = T``.
 """
 
 from __future__ import annotations
@@ -17,28 +25,55 @@ from typing import Any
 
 from model.errors import ModelFormatError
 
-__all__ = ["read_temperature", "write_calibration"]
+__all__ = ["read_fused_temperature", "read_temperature", "write_calibration"]
+
+
+def _positive(block: Mapping[str, Any], key: str) -> float:
+    try:
+        t = float(block.get(key, 1.0))
+    except (TypeError, ValueError, AttributeError):
+        raise ModelFormatError(f"calibration.{key} must be a number: {block!r}") from None
+    if not math.isfinite(t) or t <= 0:
+        raise ModelFormatError(f"calibration.{key} must be finite and > 0, got {t}")
+    return t
+
+
+def _block(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    block = config.get("calibration") or {}
+    if not isinstance(block, Mapping):
+        raise ModelFormatError(f"calibration must be an object: {block!r}")
+    return block
 
 
 def read_temperature(config: Mapping[str, Any]) -> float:
     """The calibration temperature of a loaded ``config.json`` (1.0 when absent)."""
-    block = config.get("calibration") or {}
-    try:
-        t = float(block.get("temperature", 1.0))
-    except (TypeError, ValueError, AttributeError):
-        raise ModelFormatError(f"calibration.temperature must be a number: {block!r}") from None
-    if not math.isfinite(t) or t <= 0:
-        raise ModelFormatError(f"calibration.temperature must be finite and > 0, got {t}")
-    return t
+    return _positive(_block(config), "temperature")
 
 
-def write_calibration(model_dir: str | Path, temperature: float, **facts: Any) -> Path:
-    """Set ``calibration`` in ``model_dir/config.json`` (``temperature`` plus ``facts`` such as
-    ``fitted_on``, ``nll``, ``ece``); the rest of the file is kept as it is."""
+def read_fused_temperature(config: Mapping[str, Any]) -> float:
+    """The temperature of the rows the fusion Transformer scores: ``fused_temperature`` when
+    the config has one, else :func:`read_temperature`."""
+    block = _block(config)
+    if "fused_temperature" not in block:
+        return read_temperature(config)
+    return _positive(block, "fused_temperature")
+
+
+def write_calibration(
+    model_dir: str | Path,
+    temperature: float,
+    *,
+    fused_temperature: float | None = None,
+    **facts: Any,
+) -> Path:
+    """Set ``calibration`` in ``model_dir/config.json`` (``temperature``, ``fused_temperature``
+    when given, plus ``facts`` such as ``fitted_on``, ``nll``, ``ece``); the rest of the file is
+    kept as it is."""
     path = Path(model_dir) / "config.json"
     cfg = json.loads(path.read_text(encoding="utf-8"))
-    cfg["calibration"] = {"temperature": round(float(temperature), 6), **facts}
-    read_temperature(cfg)  # refuse to write what could not be read back
+    given = {"temperature": temperature, "fused_temperature": fused_temperature}
+    block = {k: round(_positive(given, k), 6) for k, v in given.items() if v is not None}
+    cfg["calibration"] = {**block, **facts}  # (refuses what could not be read back)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
     tmp.replace(path)

@@ -39,6 +39,8 @@ Forward pass, top to bottom:
    gets the expert's logits on that text, unchanged: the default model *is* its text model on
    text-only comments (never worse, same calibration input, and no Transformer for them: the
    text-only throughput is the text model's). The Transformer runs only on comments with media.
+   :meth:`FusionModel.expert_rows` says which rows take that route (the serving path calibrates
+   the two routes with their own temperatures, :mod:`model.format.calibration`).
 
 ``forward(batch) -> {head: logits (B, C)}``. Checkpoints carry their config and a format
 version (:func:`fusion_state` / :func:`load_fusion_state`); safetensors only.
@@ -68,6 +70,7 @@ __all__ = [
     "fusion_state",
     "load_fusion_state",
     "modality_dropout",
+    "text_only_rows",
 ]
 
 #: Columns of the ``present`` mask (the features' slots), in order.
@@ -158,6 +161,12 @@ def modality_dropout(present: torch.Tensor, p: float, generator: torch.Generator
         rescue[torch.arange(present.shape[0], device=present.device), one] = True
         kept = kept | (rescue & lost_all[:, None])
     return kept
+
+
+def text_only_rows(present: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` bool: the rows of ``present`` ``(B, S)`` whose only present slot is the text."""
+    present = present.bool()
+    return present[:, 0] & ~present[:, 1:].any(1)
 
 
 class FusionModel(nn.Module):
@@ -278,6 +287,13 @@ class FusionModel(nn.Module):
             out = out.index_copy(0, idx, emb.to(out.dtype))
         return out
 
+    def expert_rows(self, present: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` bool: the rows (of an eval-mode forward) whose sentiment logits are the text
+        expert's, not the Transformer's: text-only comments, when ``text_only_expert`` is set."""
+        if not self.config.text_only_expert:
+            return torch.zeros(len(present), dtype=torch.bool, device=present.device)
+        return text_only_rows(present)
+
     def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         present = batch["present"].bool()  # (B, S)
         if self.training and self.config.modality_dropout > 0:
@@ -285,7 +301,7 @@ class FusionModel(nn.Module):
         if not self.config.text_only_expert:
             return self._fused(batch, present)
         assert self.text_expert is not None
-        only_text = present[:, 0] & ~present[:, 1:].any(1)  # (B,)
+        only_text = text_only_rows(present)  # (B,)
         if not only_text.any():
             return self._fused(batch, present)
         # Text-only rows: the expert's logits. The Transformer runs on the other rows (on every

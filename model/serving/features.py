@@ -180,7 +180,8 @@ class FeatureExtractor:
     def _unglue(self, text: str) -> str:
         return unglue(text) if self._unglue_ocr else text
 
-    def _prepare(self, text: str) -> str:
+    def prepare(self, text: str) -> str:
+        """A text as the text encoder reads it (the model's normaliser); "" means no text slot."""
         return self._normalise(text)
 
     def read_images(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[str]]:
@@ -256,9 +257,9 @@ class FeatureExtractor:
         ``transcripts[b]`` its per-image / per-clip strings, ``audio[b]`` its clips.
         """
         b = len(texts)
-        comment = [self._prepare(t or "") for t in texts]
-        ocr_joined = [self._prepare(self._unglue(_join(t))) for t in ocr_texts]
-        speech_joined = [self._prepare(_join(t)) for t in transcripts]
+        comment = [self.prepare(t or "") for t in texts]
+        ocr_joined = [self.prepare(self._unglue(_join(t))) for t in ocr_texts]
+        speech_joined = [self.prepare(_join(t)) for t in transcripts]
 
         present = np.zeros((b, len(PRESENCE)), dtype=bool)  # (B, 5)
         present[:, 0] = [bool(t) for t in comment]

@@ -20,18 +20,24 @@ from model.base import MODALITIES, SENTIMENT_HEAD, ClassOutput, CommentInput
 from model.encoders import registry
 from model.encoders.text import resolve_device
 from model.errors import ModelFormatError
-from model.format.calibration import read_temperature
+from model.format.calibration import read_fused_temperature, read_temperature
 from model.format.multimodal import load_fusion_dir, read_preprocess
 from model.media.decode import DecodeConfig
 from model.nn.acoustic import MelConfig
-from model.nn.fusion import FusionModel
+from model.nn.fusion import PRESENCE, FusionModel
 from model.serving.cache import CachedComponent, ContentCache
 from model.serving.features import FeatureExtractor, Features
 from model.serving.language import Language, LanguageGate, languages_from_config
 from model.serving.routing import minilm_route, route_features
 from model.serving.shared_cache import SharedFeatureCache
 
-__all__ = ["MultimodalClassifier", "features_to_tensors", "load_multimodal", "used_modalities"]
+__all__ = [
+    "MultimodalClassifier",
+    "features_to_tensors",
+    "load_multimodal",
+    "route_temperatures",
+    "used_modalities",
+]
 
 
 def features_to_tensors(f: Features, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
@@ -45,6 +51,18 @@ def features_to_tensors(f: Features, device: str | torch.device = "cpu") -> dict
         "mel_lengths": torch.from_numpy(np.asarray(f.mel_lengths, np.int64)).to(device),  # (B,)
         "present": torch.from_numpy(f.present).to(device),  # (B, 5)
     }
+
+
+def route_temperatures(
+    fusion: FusionModel, present: torch.Tensor, temperature: float, fused_temperature: float
+) -> torch.Tensor:
+    """``(B, 1)`` float32 on ``present``'s device: each row's calibration temperature
+    (:mod:`model.format.calibration`): ``temperature`` where the text expert scores the row,
+    ``fused_temperature`` where the Transformer does
+    (:meth:`~model.nn.fusion.FusionModel.expert_rows`)."""
+    expert = fusion.expert_rows(present)  # (B,)
+    t = torch.full(expert.shape, float(fused_temperature), device=present.device)  # (B,)
+    return t.masked_fill(expert, float(temperature))[:, None]
 
 
 def used_modalities(c: CommentInput) -> tuple[str, ...]:
@@ -84,6 +102,7 @@ class MultimodalClassifier:
         self.config = dict(config or {})
         self.languages = LanguageGate(languages_from_config(self.config))
         self.temperature = read_temperature(self.config)  # 1.0 unless config.json calibrates
+        self.fused_temperature = read_fused_temperature(self.config)  # rows with media
         # model.serving.routing: the text slot of an unsupported language past MiniLM, as the
         # text model serves it (the text expert's training mean)
         text_cfg = getattr(extractor.text_encoder, "config", None)
@@ -101,7 +120,10 @@ class MultimodalClassifier:
         on_cuda = self.device.startswith("cuda")
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda):
             logits = self.fusion(batch)[SENTIMENT_HEAD]  # (B, C)
-        return torch.softmax(logits.float() / self.temperature, dim=-1).cpu()  # (B, C)
+        t = route_temperatures(
+            self.fusion, batch["present"], self.temperature, self.fused_temperature
+        )  # (B, 1)
+        return torch.softmax(logits.float() / t, dim=-1).cpu()  # (B, C)
 
     def predict_proba(self, batch: Sequence[CommentInput]) -> torch.Tensor:
         """Probabilities ``(B, C)`` float32 on CPU, in :attr:`labels` order. Blocking."""
@@ -109,6 +131,13 @@ class MultimodalClassifier:
         routed = self.minilm_cols is not None  # only then do the languages change the inputs
         langs = self.languages.assess(c.text or "" for c in batch) if routed else []
         return self.predict_tensors(self._inputs(feats, langs))
+
+    def expert_rows_of_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """``(N,)`` bool: which of these comments, sent as text alone, the text expert scores
+        (a text the normaliser empties has no slot: the Transformer scores it, as "no signal")."""
+        present = torch.zeros(len(texts), len(PRESENCE), dtype=torch.bool)  # (N, 5)
+        present[:, 0] = torch.tensor([bool(self.extractor.prepare(t or "")) for t in texts])
+        return self.fusion.expert_rows(present).numpy()
 
     def _inputs(self, feats: Features, langs: Sequence[Language]) -> dict[str, torch.Tensor]:
         """The fusion inputs of ``feats``, the text slot routed (:mod:`model.serving.routing`)."""

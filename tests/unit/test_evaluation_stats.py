@@ -27,8 +27,8 @@ from model.evaluation.calibration import (
     reliability_bins,
 )
 from model.evaluation.metrics import classification_metrics
-from model.evaluation.sections import polarity, score_section
-from model.format.calibration import read_temperature, write_calibration
+from model.evaluation.sections import format_section, polarity, score_section
+from model.format.calibration import read_fused_temperature, read_temperature, write_calibration
 from model.serving import load_classifier
 from model.testing import make_tiny_model_dir
 
@@ -145,6 +145,43 @@ def test_served_temperature(tmp_path: Path) -> None:
     for bad in (0, -1, "x", float("nan")):
         with pytest.raises(ModelFormatError):
             read_temperature({"calibration": {"temperature": bad}})
+        with pytest.raises(ModelFormatError):
+            read_fused_temperature({"calibration": {"temperature": 1.0, "fused_temperature": bad}})
+        with pytest.raises(ModelFormatError):
+            write_calibration(calibrated, 1.0, fused_temperature=bad)
+    with pytest.raises(ModelFormatError):
+        read_temperature({"calibration": [2.0]})
+
+
+def test_fused_temperature_reads_back_and_defaults_to_the_temperature(tmp_path: Path) -> None:
+    d = make_tiny_model_dir(tmp_path / "m", seed=0)
+    assert read_fused_temperature({}) == 1.0
+    assert read_fused_temperature({"calibration": {"temperature": 0.8}}) == 0.8  # absent: T
+    write_calibration(d, 0.8, fused_temperature=1.25, fitted_on="unit test", n_fused=3)
+    cfg = json.loads((d / "config.json").read_text())
+    assert cfg["calibration"] == {
+        "temperature": 0.8,
+        "fused_temperature": 1.25,
+        "fitted_on": "unit test",
+        "n_fused": 3,
+    }
+    assert (read_temperature(cfg), read_fused_temperature(cfg)) == (0.8, 1.25)
+    write_calibration(d, 0.9)  # a single temperature again: the pair is gone
+    cfg = json.loads((d / "config.json").read_text())
+    assert (read_temperature(cfg), read_fused_temperature(cfg)) == (0.9, 0.9)
+
+
+def test_per_row_temperatures_in_sections() -> None:
+    probs = np.array([[0.6, 0.3, 0.1], [0.2, 0.2, 0.6], [0.1, 0.8, 0.1]])
+    t = np.array([0.5, 2.0, 2.0])
+    scaled = apply_temperature(np.log(probs), t)
+    for i in range(3):
+        np.testing.assert_allclose(scaled[i], apply_temperature(np.log(probs[i : i + 1]), t[i])[0])
+    s = score_section(probs, np.array([0, 2, 1]), LABELS, temperature=t, n_resamples=20)
+    assert s["calibration"]["temperature"] == [0.5, 2.0]
+    assert "T=0.500/2.000" in format_section("x", s)
+    one = score_section(probs, np.array([0, 2, 1]), LABELS, temperature=np.full(3, 0.5))
+    assert one["calibration"]["temperature"] == 0.5
 
 
 def test_evaluate_per_source_command(tmp_path: Path) -> None:

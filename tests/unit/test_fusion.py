@@ -175,6 +175,26 @@ def test_text_only_comments_get_the_text_models_logits_exactly() -> None:
         assert not torch.allclose(plain(b)["sentiment"][:3], head(b["text"][:3]), atol=1e-3)
 
 
+def test_expert_rows_are_the_rows_the_expert_answers() -> None:
+    """expert_rows names exactly the rows whose logits are the text expert's (the serving path
+    gives them their own temperature); without routing, none."""
+    fusion, head = _expert_fusion(routed=True)
+    _train_a_little(fusion)
+    present = torch.zeros(5, 5, dtype=torch.bool)
+    present[[0, 1, 2], SLOTS.index("text")] = True  # 0: text only
+    present[1, SLOTS.index("image")] = True  # 1: text + picture
+    present[2, SLOTS.index("acoustic")] = True  # 2: text + sound; 3: nothing
+    present[4, SLOTS.index("ocr")] = True  # 4: text read in a picture only
+    b = _batch(5, present=present, seed=3)
+    assert fusion.expert_rows(present).tolist() == [True, False, False, False, False]
+    with torch.no_grad():
+        got, text = fusion(b)["sentiment"], head(b["text"])
+    same = [torch.allclose(got[i], text[i], atol=1e-6) for i in range(5)]
+    assert same == fusion.expert_rows(present).tolist()
+    plain, _ = _expert_fusion(routed=False)
+    assert not plain.expert_rows(present).any()
+
+
 def test_routing_needs_an_expert_and_std_has_a_floor() -> None:
     with pytest.raises(ModelFormatError, match="needs a text expert"):
         tiny_fusion_config(text_only_expert=True)

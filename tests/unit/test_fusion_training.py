@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -101,9 +102,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"root": root, "text_model": text_model}
 
 
-def test_train_fusion_writes_a_model_that_is_its_text_model_on_text(
-    setup: dict[str, Path],
-) -> None:
+@pytest.fixture(scope="module")
+def trained(setup: dict[str, Path]) -> Path:
+    """``train_fusion`` on the tiny setup: the model directory it writes."""
     root = setup["root"]
     cfg = FusionTrainConfig(
         epochs=2,
@@ -123,7 +124,22 @@ def test_train_fusion_writes_a_model_that_is_its_text_model_on_text(
     )
     out = root / "model"
     assert train_fusion(cfg, data, out=out, checkpoint_dir=root / "ckpt", progress=False) == 0
+    return out
 
+
+def _serve_with_fakes(out: Path) -> dict:
+    """The recipe names the packaged media models; these features came from the fakes."""
+    config = json.loads((out / "config.json").read_text())
+    config["encoders"] |= {"image": {"source": "fake", "dim": 16}, "ocr": {"source": "fake"}}
+    config["encoders"]["asr"] = {"source": "fake"}
+    (out / "config.json").write_text(json.dumps(config))
+    return config
+
+
+def test_train_fusion_writes_a_model_that_is_its_text_model_on_text(
+    setup: dict[str, Path], trained: Path
+) -> None:
+    out = trained
     config = json.loads((out / "config.json").read_text())
     text_config = json.loads((setup["text_model"] / "config.json").read_text())
     assert config["encoders"]["text"] == text_config["text_encoder"]
@@ -134,10 +150,7 @@ def test_train_fusion_writes_a_model_that_is_its_text_model_on_text(
     assert metrics["data"]["text"]["spec"].endswith("text.csv")  # the text model's data
     assert {"image_only", "text_image", "text_audio"} <= set(metrics["test"]["by_kind"])
 
-    # the recipe names the packaged media models; these features came from the fakes
-    config["encoders"] |= {"image": {"source": "fake", "dim": 16}, "ocr": {"source": "fake"}}
-    config["encoders"]["asr"] = {"source": "fake"}
-    (out / "config.json").write_text(json.dumps(config))
+    _serve_with_fakes(out)
     mm = model.load_classifier(out, device="cpu")
     txt = model.load_classifier(setup["text_model"], device="cpu")
     texts = ["I love it, perfect", "broken and awful", "a blue table on monday"]
@@ -167,3 +180,65 @@ def test_features_of_another_text_encoder_are_refused(setup: dict[str, Path]) ->
     )
     with pytest.raises(SystemExit, match="features --text-model"):
         train_fusion(cfg, data, out=root / "never", progress=False)
+
+
+def test_a_temperature_per_route_is_fitted_saved_and_served(
+    setup: dict[str, Path], trained: Path, tmp_path: Path
+) -> None:
+    """``evaluate --temperature-per-route``: the text expert's temperature is fitted on the
+    text-only rows (the text split and the .npz's text items), the Transformer's on the rows with
+    media; both are saved, and the serving path and ``fusion_scores`` divide each row by its
+    route's one."""
+    from model.evaluation.by_source import evaluate_sources, predict_texts
+    from model.evaluation.calibration import apply_temperature, fit_temperature
+    from model.evaluation.multimodal import fusion_scores
+
+    root = setup["root"]
+    out = shutil.copytree(trained, tmp_path / "m")
+    _serve_with_fakes(out)
+    text_spec, val, test = str(root / "text.csv"), str(root / "val.npz"), str(root / "test.npz")
+    before = fusion_scores(out, val)  # no calibration yet: T = 1 on both routes
+    assert before.expert.any() and (~before.expert).any()
+    run = dict(n_resamples=20, progress=False)
+    with pytest.raises(ValueError, match="both routes"):  # a text split alone: one route
+        evaluate_sources(out, [test], calibrate_on=text_spec, per_route=True, **run)
+
+    rc = evaluate_sources(
+        out,
+        [test],
+        calibrate_on=[text_spec, val],
+        per_route=True,
+        save_temperature=True,
+        out=tmp_path / "eval",
+        **run,
+    )
+    assert rc == 0
+    cal = json.loads((out / "config.json").read_text())["calibration"]
+    t, tf = cal["temperature"], cal["fused_temperature"]
+    assert abs(t - tf) > 1e-3 and cal["n_fused"] == int((~before.expert).sum())
+
+    # each is its own route's NLL optimum
+    clf = model.load_classifier(trained, device="cpu")  # the uncalibrated model, text rows
+    with (root / "text.csv").open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    texts = [r["text"] for r in rows]
+    ty = [list(clf.labels).index(r["label"]) for r in rows]
+    expert_logits = np.log(np.concatenate([predict_texts(clf, texts), before.probs[before.expert]]))
+    expert_y = np.concatenate([ty, before.y[before.expert]])
+    assert t == pytest.approx(fit_temperature(expert_logits, expert_y), abs=1e-4)
+    fused = np.log(before.probs[~before.expert])
+    assert tf == pytest.approx(fit_temperature(fused, before.y[~before.expert]), abs=1e-4)
+
+    after = fusion_scores(out, val)
+    want = apply_temperature(np.log(before.probs), np.where(before.expert, t, tf))
+    np.testing.assert_allclose(after.probs, want, atol=1e-4)
+    assert (after.probs.argmax(1) == before.probs.argmax(1)).all()  # only the scores move
+    served = model.load_classifier(out, device="cpu")
+    assert (served.temperature, served.fused_temperature) == (t, tf)
+    pic = np.full((24, 24, 3), 200, np.uint8)
+    batch = [CommentInput("I love it, perfect"), CommentInput("broken", images=[pic])]
+    raw = np.log(clf.predict_proba(batch).numpy())
+    np.testing.assert_allclose(
+        served.predict_proba(batch).numpy(), apply_temperature(raw, np.array([t, tf])), atol=1e-4
+    )
+    assert served.expert_rows_of_texts(["a comment", "", "  "]).tolist() == [True, False, False]
