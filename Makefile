@@ -114,7 +114,7 @@ train-multimodal: install system-deps ## build-data, features, train-fusion into
 	    --test $(MM)/test.npz --text-model $(MM_TEXT) --out models/multimodal --seed 13
 	$(BIN)/commentflow evaluate --model models/multimodal $(ML_EVAL) --data $(MM)/test.npz \
 	    --data $(MM)/heldout-amazon.npz --calibrate-on $(MM)/val.npz --text-model $(MM_TEXT) \
-	    --save-temperature --out docs/eval/multimodal
+	    --temperature-per-route --save-temperature --out docs/eval/multimodal
 
 # The multilingual text model (English + Chinese; README "The multilingual text model"). The
 # English review source hutto_amazon is kept out of training entirely (and every near-duplicate

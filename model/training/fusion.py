@@ -68,7 +68,7 @@ __all__ = ["FusionData", "FusionTrainConfig", "FusionTrainer", "augment_text_row
 
 MODEL_NAME = "commentflow-multimodal-fusion"
 #: 3: multilingual text path, text-only routing, new kinds; 3.1, 3.2, 3.3: text 1.1, 1.2, 1.3
-MODEL_VERSION = "3.3.0"
+MODEL_VERSION = "3.3.1"
 _TEXT, _IMAGE, _OCR, _SPEECH, _ACOUSTIC = range(len(PRESENCE))
 
 
