@@ -32,6 +32,7 @@ VERBS: tuple[str, ...] = (
     "worker",
     "produce",
     "train",
+    "train-char-expert",
     "evaluate",
     "build-data",
     "features",

@@ -76,10 +76,15 @@ class FusionScores:
 @torch.no_grad()
 def fusion_scores(model_dir: str | Path, features: str | Path, bs: int = 256) -> FusionScores:
     """The served scores of a multimodal model on an extracted feature file (the fusion on
-    cached features, each row divided by its route's served temperature); each item's comment
-    text is read from the data file the features came from."""
+    cached features, the character expert on the text-only rows in its language, each row divided
+    by its route's served temperature); each item's comment text is read from the data file the
+    features came from."""
+    from model.encoders.experts import text_config_from_json
     from model.format.calibration import read_fused_temperature, read_temperature
+    from model.format.char_expert import read_char_expert
+    from model.serving.char_expert import apply_char_expert
     from model.serving.multimodal import route_temperatures
+    from model.serving.normalise import text_normaliser
 
     fusion, cfg = load_fusion_dir(model_dir)
     fs = load_features(features)
@@ -90,14 +95,21 @@ def fusion_scores(model_dir: str | Path, features: str | Path, bs: int = 256) ->
             f"{features}: text features are {dims[0]}-d, {model_dir} reads "
             f"{fusion.config.text_dim}-d (extract them with the model's text encoder)"
         )
-    served = read_temperature(cfg), read_fused_temperature(cfg)
-    t = route_temperatures(fusion, pool.present, *served)  # (N, 1): as the serving path
-    probs = torch.softmax(_fusion_logits(fusion, pool, dims, bs) / t, -1)
     src = Path(str(fs.meta.get("source", "")))
     by_id = _texts_by_id(src) if src.is_file() else {}
     texts = [by_id.get(str(i), "") for i in fs.ids[pool.rows]]
-    expert = fusion.expert_rows(pool.present).numpy()
-    return FusionScores(probs.numpy(), pool.y.numpy(), np.asarray(pool.kinds), texts, expert)
+    expert = fusion.expert_rows(pool.present)
+    logits = _fusion_logits(fusion, pool, dims, bs).float()
+    clean = getattr(text_config_from_json(cfg["encoders"]["text"]), "clean", False)
+    labels = list(fusion.config.heads[SENTIMENT_HEAD])
+    chars = read_char_expert(model_dir, cfg)
+    prepare = text_normaliser(clean)
+    logits = apply_char_expert(logits, chars, labels, texts, prepare, expert.tolist())
+    served = read_temperature(cfg), read_fused_temperature(cfg)
+    t = route_temperatures(fusion, pool.present, *served)  # (N, 1): as the serving path
+    probs = torch.softmax(logits / t, -1)
+    kinds = np.asarray(pool.kinds)
+    return FusionScores(probs.numpy(), pool.y.numpy(), kinds, texts, expert.numpy())
 
 
 def _texts_by_id(path: Path) -> dict[str, str]:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from model.errors import ModelFormatError
+from model.format.directory import replace_config
 
 __all__ = ["read_fused_temperature", "read_temperature", "write_calibration"]
 
@@ -74,7 +75,4 @@ def write_calibration(
     given = {"temperature": temperature, "fused_temperature": fused_temperature}
     block = {k: round(_positive(given, k), 6) for k, v in given.items() if v is not None}
     cfg["calibration"] = {**block, **facts}  # (refuses what could not be read back)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return replace_config(model_dir, cfg)

@@ -104,6 +104,15 @@ def copy_local_encoder(src: str | Path, dst: Path) -> None:
             shutil.copy2(f, dst / f.name)
 
 
+def replace_config(model_dir: str | Path, cfg: Mapping[str, Any]) -> Path:
+    """Write ``cfg`` as ``model_dir/config.json`` atomically (a temporary file, then a rename)."""
+    path = Path(model_dir) / "config.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
 def write_config_files(
     out: Path,
     cfg: Mapping[str, Any],

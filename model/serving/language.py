@@ -51,6 +51,7 @@ __all__ = [
     "LanguageDetector",
     "LanguageGate",
     "languages_from_config",
+    "script_language",
 ]
 
 #: The code for text whose language cannot be told (BCP 47 / ISO 639-2 "undetermined").
@@ -96,6 +97,21 @@ def _script_language(letters: str) -> str | None:
     if hangul > han + kana:
         return "ko"
     return "ja" if kana else "zh"
+
+
+#: Any CJK ideograph, kana or Hangul: without one, :func:`script_language` is None at once.
+_CJK = re.compile(
+    "[\u1100-\u11ff\u3130-\u318f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af"
+    "\uf900-\ufaff\U00020000-\U0003134f]"
+)
+
+
+def script_language(text: str) -> str | None:
+    """``zh`` / ``ja`` / ``ko`` when most of ``text``'s letters are CJK (the detector's script
+    rule, without the detector), else None. Cheap on text without CJK characters."""
+    if not _CJK.search(text or ""):
+        return None
+    return _script_language(_letters(text))
 
 
 _DETECTOR_CHARS = 80

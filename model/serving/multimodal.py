@@ -21,11 +21,13 @@ from model.encoders import registry
 from model.encoders.text import resolve_device
 from model.errors import ModelFormatError
 from model.format.calibration import read_fused_temperature, read_temperature
+from model.format.char_expert import read_char_expert
 from model.format.multimodal import load_fusion_dir, read_preprocess
 from model.media.decode import DecodeConfig
 from model.nn.acoustic import MelConfig
 from model.nn.fusion import PRESENCE, FusionModel
 from model.serving.cache import CachedComponent, ContentCache
+from model.serving.char_expert import apply_char_expert
 from model.serving.features import FeatureExtractor, Features
 from model.serving.language import Language, LanguageGate, languages_from_config
 from model.serving.routing import minilm_route, route_features
@@ -107,6 +109,7 @@ class MultimodalClassifier:
         # text model serves it (the text expert's training mean)
         text_cfg = getattr(extractor.text_encoder, "config", None)
         self.minilm_cols = minilm_route(self.config, text_cfg) if text_cfg is not None else None
+        self.char_expert = read_char_expert(model_dir, self.config) if model_dir else None
 
     @property
     def decode_config(self) -> DecodeConfig:
@@ -114,23 +117,38 @@ class MultimodalClassifier:
         return self.extractor.decode_config
 
     @torch.inference_mode()
-    def predict_tensors(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Sentiment probabilities ``(B, C)`` float32 on CPU from fusion inputs (any device)."""
+    def predict_tensors(
+        self, batch: Mapping[str, torch.Tensor], texts: Sequence[str] | None = None
+    ) -> torch.Tensor:
+        """Sentiment probabilities ``(B, C)`` float32 on CPU from fusion inputs (any device).
+
+        ``texts``: the comments' raw texts, for the character expert
+        (:mod:`model.serving.char_expert`) on the rows the text expert answers; None skips it.
+        """
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         on_cuda = self.device.startswith("cuda")
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda):
-            logits = self.fusion(batch)[SENTIMENT_HEAD]  # (B, C)
+            logits = self.fusion(batch)[SENTIMENT_HEAD].float()  # (B, C)
+        if texts is not None and self.char_expert is not None:
+            logits = apply_char_expert(
+                logits,
+                self.char_expert,
+                self.labels,
+                texts,
+                self.extractor.prepare,
+                self.fusion.expert_rows(batch["present"]).tolist(),
+            )
         t = route_temperatures(
             self.fusion, batch["present"], self.temperature, self.fused_temperature
         )  # (B, 1)
-        return torch.softmax(logits.float() / t, dim=-1).cpu()  # (B, C)
+        return torch.softmax(logits / t, dim=-1).cpu()  # (B, C)
 
     def predict_proba(self, batch: Sequence[CommentInput]) -> torch.Tensor:
         """Probabilities ``(B, C)`` float32 on CPU, in :attr:`labels` order. Blocking."""
         feats = self.extractor.extract(batch)
         routed = self.minilm_cols is not None  # only then do the languages change the inputs
         langs = self.languages.assess(c.text or "" for c in batch) if routed else []
-        return self.predict_tensors(self._inputs(feats, langs))
+        return self.predict_tensors(self._inputs(feats, langs), [c.text or "" for c in batch])
 
     def expert_rows_of_texts(self, texts: Sequence[str]) -> np.ndarray:
         """``(N,)`` bool: which of these comments, sent as text alone, the text expert scores
@@ -185,7 +203,7 @@ class MultimodalClassifier:
             return []
         feats = self.extractor.extract(batch)
         langs = self.languages.assess(c.text or "" for c in batch)
-        probs = self.predict_tensors(self._inputs(feats, langs))
+        probs = self.predict_tensors(self._inputs(feats, langs), [c.text or "" for c in batch])
         best = probs.argmax(-1).tolist()
         labels = self.labels
         return [

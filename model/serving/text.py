@@ -14,8 +14,10 @@ from model.base import ClassOutput, CommentInput
 from model.encoders.experts import SentenceEncoder, build_text_encoder
 from model.encoders.text import resolve_device
 from model.format.calibration import read_temperature
+from model.format.char_expert import CharExpert, read_char_expert
 from model.format.text import read_text_dir
 from model.nn.heads import MLPHead
+from model.serving.char_expert import apply_char_expert
 from model.serving.language import Language, LanguageGate, languages_from_config
 from model.serving.normalise import text_normaliser
 from model.serving.routing import minilm_route, route_features
@@ -45,6 +47,7 @@ class TextClassifier:
         languages: LanguageGate | None = None,
         temperature: float = 1.0,
         minilm_cols: slice | None = None,
+        char_expert: CharExpert | None = None,
     ) -> None:
         self.encoder = encoder
         self.head = head.to(encoder.device).eval()
@@ -58,6 +61,7 @@ class TextClassifier:
         self.normalise = text_normaliser(encoder.config.clean)
         self.temperature = temperature  # config.json "calibration" (model.format.calibration)
         self.minilm_cols = minilm_cols  # model.serving.routing: unsupported languages past MiniLM
+        self.char_expert = char_expert  # model.serving.char_expert: its language's comments
 
     @torch.inference_mode()
     def predict_proba(
@@ -74,11 +78,12 @@ class TextClassifier:
         if self.minilm_cols is not None:  # the gate reads the raw texts, before normalising
             langs = languages if languages is not None else self.languages.assess(texts)
             unsupported = [not lang.supported for lang in langs]
-        texts = [self.normalise(t) for t in texts]
-        feats = self.encoder.encode_tensor(texts, self.batch_size, progress)  # (N, F)
+        prepared = [self.normalise(t) for t in texts]
+        feats = self.encoder.encode_tensor(prepared, self.batch_size, progress)  # (N, F)
         feats = route_features(feats, unsupported, self.minilm_cols, self.head.feat_mean)
-        logits = self.head(feats).float() / self.temperature
-        return torch.softmax(logits, dim=-1).cpu()  # (N, C)
+        logits = self.head(feats).float()  # (N, C)
+        logits = apply_char_expert(logits, self.char_expert, self.labels, texts, self.normalise)
+        return torch.softmax(logits / self.temperature, dim=-1).cpu()  # (N, C)
 
     def predict(self, batch: Sequence[CommentInput]) -> list[ClassOutput]:
         """One :class:`ClassOutput` per comment, in order. Blocking."""
@@ -121,4 +126,5 @@ def load_text(
         languages=LanguageGate(languages_from_config(d.config)),
         temperature=read_temperature(d.config),
         minilm_cols=minilm_route(d.config, d.encoder),
+        char_expert=read_char_expert(d.path, d.config),
     )

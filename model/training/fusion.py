@@ -55,6 +55,7 @@ from model.data.text_features import model_features
 from model.encoders.experts import text_config_from_json
 from model.encoders.text import TextEncoderConfig
 from model.evaluation.metrics import format_report, metrics_by_kind, plot_confusion_matrix
+from model.format.char_expert import copy_char_expert
 from model.format.directory import read_config
 from model.format.multimodal import default_encoders_config, save_multimodal_dir
 from model.nn.acoustic import AcousticEncoderConfig, MelConfig
@@ -491,6 +492,8 @@ class FusionTrainer(EpochLoop):
             metrics=metrics,
             model_card=model_card(metrics),
         )
+        if self._has_expert():  # the text model's character expert, as its text expert's
+            copy_char_expert(self.cfg.text_model, self.out)
         main = results.get("test", results["test_text"])
         plot_confusion_matrix(
             main,

@@ -242,3 +242,33 @@ def test_a_temperature_per_route_is_fitted_saved_and_served(
         served.predict_proba(batch).numpy(), apply_temperature(raw, np.array([t, tf])), atol=1e-4
     )
     assert served.expert_rows_of_texts(["a comment", "", "  "]).tolist() == [True, False, False]
+
+
+def test_the_char_expert_reaches_text_only_comments_of_the_default_model(
+    trained: Path, tmp_path: Path
+) -> None:
+    """A character expert in a multimodal directory moves the text-only comments in its
+    language (the text expert's route), as in the text model, and nothing else."""
+    from model.format.char_expert import write_char_expert
+    from model.nn.char_ngram import CharNgramConfig, fit_char_ngram
+
+    out = shutil.copytree(trained, tmp_path / "m")
+    _serve_with_fakes(out)
+    pic = np.full((24, 24, 3), 200, np.uint8)
+    batch = [
+        CommentInput("这个好棒，很满意"),
+        CommentInput("这个好棒，很满意", images=[pic]),
+        CommentInput("I love it, perfect"),
+    ]
+    plain = model.load_classifier(out, device="cpu").predict_proba(batch)
+    chars = fit_char_ngram(["好棒满意", "差劲失望"] * 5, [True, False] * 5, CharNgramConfig(1, 2, 64))
+    write_char_expert(out, chars, language="zh", weight=1.0)
+    served = model.load_classifier(out, device="cpu")
+    got = served.predict_proba(batch)
+    assert not torch.allclose(got[0], plain[0], atol=1e-4)
+    torch.testing.assert_close(got[1:], plain[1:])
+    labels = list(served.labels)
+    pos, neg = labels.index("positive"), labels.index("negative")
+    moved = (got[0, pos].log() - got[0, neg].log()) - (plain[0, pos].log() - plain[0, neg].log())
+    s = chars([served.extractor.prepare("这个好棒，很满意")])[0]
+    assert moved.item() == pytest.approx(s.item() / served.temperature, abs=1e-4)
