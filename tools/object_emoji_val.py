@@ -29,7 +29,7 @@ from model.data.mix import mix_splits
 from model.evaluation.metrics import classification_metrics
 
 
-def _tail(rng: random.Random, emoji: tuple[str, ...] = OBJECT_EMOJI) -> str:
+def emoji_tail(rng: random.Random, emoji: tuple[str, ...] = OBJECT_EMOJI) -> str:
     k = rng.randint(1, 3)
     if rng.random() < 0.5:
         return rng.choice(emoji) * k
@@ -46,9 +46,11 @@ def main() -> int:
     val = mix_splits(args.data, args.seed)[0]["val"]
     rng = random.Random("object-emoji-val")
     clean = [r.raw or r.text for r in val]
-    variants = {"clean": clean, "objects": [f"{t} {_tail(rng)}" for t in clean]}
+    variants = {"clean": clean, "objects": [f"{t} {emoji_tail(rng)}" for t in clean]}
     unseen = random.Random("object-emoji-val-unseen")
-    variants["unseen_objects"] = [f"{t} {_tail(unseen, VALIDATION_OBJECT_EMOJI)}" for t in clean]
+    variants["unseen_objects"] = [
+        f"{t} {emoji_tail(unseen, VALIDATION_OBJECT_EMOJI)}" for t in clean
+    ]
     results = {}
     for path in args.models:
         clf = load_classifier(path, device="cpu")

@@ -47,9 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a(
         "--temperature-per-route",
         action="store_true",
-        help="multimodal model: fit one temperature on the calibration rows its text expert "
-        "scores (text-only comments) and one on the rows the fusion Transformer scores "
-        "(comments with media); --calibrate-on must cover both, e.g. a text split and a .npz",
+        help="fit one temperature per route the model serves: its text head (text-only "
+        "comments), its fusion Transformer (comments with media), its character expert (text "
+        "in that language); --calibrate-on must cover each, e.g. a text split and a .npz",
     )
     a(
         "--entities",

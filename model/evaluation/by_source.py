@@ -23,10 +23,11 @@ multimodal validation set): the temperature is fitted on their pooled scores.
 ``--calibrate-on SPEC`` fits the temperature on that spec's scores (choose a validation split,
 never test) and reports ECE before/after for every section; ``--save-temperature`` writes it into
 the model directory's ``config.json`` (:mod:`model.format.calibration`), where the serving path
-applies it. ``--temperature-per-route`` (a multimodal model whose text expert scores text-only
-comments) fits two: one on the calibration rows the text expert scores, one on the rows the
-fusion Transformer scores (comments with media), saved as ``temperature`` and
-``fused_temperature``; every section is then rescaled row by row. Output: ``metrics.json``
+applies it. ``--temperature-per-route`` fits one temperature per route the model serves
+(:mod:`model.format.calibration`: the text head's rows, the fusion Transformer's rows with
+media, the rows the character expert also reads), each on its own calibration rows, saved as
+``temperature``, ``fused_temperature`` and ``char_temperature``; every section is then rescaled
+row by row. Output: ``metrics.json``
 (every number), ``reliability.png`` and one ``confusion_<section>.png`` per section.
 """
 
@@ -64,7 +65,15 @@ from model.evaluation.calibration import (
 from model.evaluation.metrics import plot_confusion_matrix
 from model.evaluation.obfuscation import format_obfuscation, obfuscation_report
 from model.evaluation.sections import format_section, score_section, temperature_label
-from model.format.calibration import write_calibration
+from model.format.calibration import (
+    ROUTE_CHAR,
+    ROUTE_FUSED,
+    ROUTE_TEXT,
+    ROUTES,
+    read_route_temperatures,
+    write_calibration,
+)
+from model.format.directory import read_config
 from model.serving import load_classifier
 
 __all__ = ["evaluate_sources", "predict_texts"]
@@ -138,27 +147,25 @@ def _is_features(spec: str) -> bool:
     return spec.endswith(".npz")
 
 
-def _expert_rows(clf: Any, texts: Sequence[str]) -> np.ndarray:
-    """``(N,)`` bool: which of these comments (text alone) ``clf``'s text expert scores; a text
-    model has one route, counted as the expert's."""
-    of_texts = getattr(clf, "expert_rows_of_texts", None)
-    return of_texts(texts) if of_texts is not None else np.ones(len(texts), dtype=bool)
-
-
 def _fit_routes(
-    logits: np.ndarray, y: np.ndarray, expert: np.ndarray, per_route: bool
-) -> tuple[float, float]:
-    """``(T_expert, T_fused)`` fitted on ``logits``: one pooled ``T`` for both, or
-    (``per_route``) each on its own route's rows."""
+    logits: np.ndarray, y: np.ndarray, routes: np.ndarray, per_route: bool, served: Sequence[int]
+) -> np.ndarray:
+    """The temperature of each route (:data:`~model.format.calibration.ROUTES` order) fitted on
+    ``logits``: one pooled ``T`` for all, or (``per_route``) each route the model serves
+    (``served``) on its own rows."""
     if not per_route:
-        t = fit_temperature(logits, y)
-        return t, t
-    if expert.all() or not expert.any():
-        raise ValueError(
-            "--temperature-per-route needs calibration rows on both routes (text-only comments "
-            "and comments with media, e.g. a text split and a multimodal .npz)"
-        )
-    return fit_temperature(logits[expert], y[expert]), fit_temperature(logits[~expert], y[~expert])
+        return np.full(len(ROUTES), fit_temperature(logits, y))
+    out = np.full(len(ROUTES), np.nan)
+    for r in served:
+        keep = routes == r
+        if not keep.any():
+            raise ValueError(
+                f"--temperature-per-route: no calibration rows on the model's {ROUTES[r]!r} route "
+                "(give specs that cover every route: a text split, a multimodal .npz, text in the "
+                "character expert's language)"
+            )
+        out[r] = fit_temperature(logits[keep], y[keep])
+    return np.where(np.isnan(out), out[served[0]], out)
 
 
 def evaluate_sources(
@@ -181,8 +188,7 @@ def evaluate_sources(
 ) -> int:
     """Score ``model`` on every spec; print and save the sections; return the exit status.
 
-    ``per_route``: fit (and save) a temperature per route of a multimodal model (text expert,
-    fusion Transformer) instead of one.
+    ``per_route``: fit (and save) a temperature per route the model serves instead of one.
 
     ``obfuscation``: also each spec's clean-vs-obfuscated accuracy
     (:func:`~model.evaluation.obfuscation.obfuscation_report`, under ``obfuscation`` by spec),
@@ -194,12 +200,12 @@ def evaluate_sources(
     clf: Any = load_classifier(model, device=device)
     labels = list(clf.labels)
     index = {lab: i for i, lab in enumerate(labels)}
-    served_t = float(getattr(clf, "temperature", 1.0))
-    served_ft = float(getattr(clf, "fused_temperature", served_t))
+    served_routes = tuple(clf.served_routes)
+    served_t = np.array(read_route_temperatures(read_config(Path(model))))  # by route
     result: dict[str, Any] = {
         "model": {"dir": str(model), "name": clf.name, "version": clf.version},
-        "served_temperature": served_t,
-        "served_fused_temperature": served_ft,
+        "served_temperature": float(served_t[ROUTE_TEXT]),
+        "served_route_temperatures": {ROUTES[r]: float(served_t[r]) for r in served_routes},
         "split_seed": split_seed,
         "sections": {},
         "languages": {},
@@ -209,14 +215,14 @@ def evaluate_sources(
         result["obfuscation"] = {}
 
     kinds_of: dict[str, np.ndarray] = {}
-    experts: dict[str, np.ndarray] = {}  # spec -> (N,) bool: the row is the text expert's
+    routes_of: dict[str, np.ndarray] = {}  # spec -> (N,) route ids (model.serving.routes)
 
     def scored(spec: str) -> tuple[list[Example], np.ndarray, np.ndarray]:
         if _is_features(spec):  # a multimodal feature file: the fusion on cached features
             from model.evaluation.multimodal import fusion_scores
 
             fs = fusion_scores(model, spec)
-            kinds_of[spec], experts[spec] = fs.kinds, fs.expert
+            kinds_of[spec], routes_of[spec] = fs.kinds, fs.routes
             rows = [Example(t, labels[int(i)]) for t, i in zip(fs.texts, fs.y, strict=True)]
             result["data"][spec] = {"features": spec, "kinds": dict(Counter(fs.kinds.tolist()))}
             return rows, fs.probs, fs.y
@@ -231,57 +237,58 @@ def evaluate_sources(
         if gate is not None:  # what the served prediction says about the language
             report["language_gate"] = _gate_report(gate, rows, probs, labels)
         result["data"][spec] = report
-        experts[spec] = _expert_rows(clf, [r.text for r in rows])
+        routes_of[spec] = clf.routes_of_texts([r.text for r in rows])
         return rows, probs, np.array([index[r.label] for r in rows], dtype=np.int64)
 
-    fitted: tuple[float, float] | None = None  # (T_expert, T_fused) on top of the served ones
+    fitted: np.ndarray | None = None  # a temperature per route, on top of the served ones
     cal_specs = [calibrate_on] if isinstance(calibrate_on, str) else list(calibrate_on or ())
     if cal_specs:
-        parts = [(*scored(spec)[1:], experts[spec]) for spec in cal_specs]
+        parts = [(*scored(spec)[1:], routes_of[spec]) for spec in cal_specs]
         vp = np.concatenate([p for p, _, _ in parts])
         vy = np.concatenate([y for _, y, _ in parts])
-        ve = np.concatenate([e for _, _, e in parts])
+        vr = np.concatenate([r for _, _, r in parts])
         logits = logits_from_probs(vp)
-        fitted = _fit_routes(logits, vy, ve, per_route)
-        vt = np.where(ve, *fitted)  # (N,)
+        fitted = _fit_routes(logits, vy, vr, per_route, served_routes)
+        vt = fitted[vr]  # (N,)
         result["calibration"] = {
             "fitted_on": " + ".join(cal_specs),
             "n": int(len(vy)),
-            "n_fused": int((~ve).sum()),
             "per_route": per_route,
-            "temperature": round(fitted[0], 4),  # on top of the served one
-            "temperature_total": round(fitted[0] * served_t, 4),
-            "fused_temperature": round(fitted[1], 4),
-            "fused_temperature_total": round(fitted[1] * served_ft, 4),
+            "temperature": round(float(fitted[ROUTE_TEXT]), 4),  # on top of the served one
+            "temperature_total": round(float(fitted[ROUTE_TEXT] * served_t[ROUTE_TEXT]), 4),
             "nll": round(nll(logits, vy), 4),
             "nll_scaled": round(nll(logits, vy, vt), 4),
             "ece": round(expected_calibration_error(vp, vy), 4),
             "ece_scaled": round(expected_calibration_error(apply_temperature(logits, vt), vy), 4),
+            "routes": {},
         }
-        for route, keep in (("expert", ve), ("fused", ~ve)):
-            if keep.any():
-                result["calibration"][f"ece_{route}"] = round(
-                    expected_calibration_error(vp[keep], vy[keep]), 4
-                )
-                result["calibration"][f"ece_{route}_scaled"] = round(
+        for r in served_routes:
+            keep = vr == r
+            result["calibration"]["routes"][ROUTES[r]] = {
+                "n": int(keep.sum()),
+                "temperature": round(float(fitted[r]), 4),
+                "temperature_total": round(float(fitted[r] * served_t[r]), 4),
+                "ece": round(expected_calibration_error(vp[keep], vy[keep]), 4),
+                "ece_scaled": round(
                     expected_calibration_error(apply_temperature(logits[keep], vt[keep]), vy[keep]),
                     4,
-                )
+                ),
+            }
 
-    def section(name: str, probs: np.ndarray, y: np.ndarray, expert: np.ndarray) -> None:
+    def section(name: str, probs: np.ndarray, y: np.ndarray, routes: np.ndarray) -> None:
         if len(y) == 0:
             print(f"== {name}: no rows")
             return
-        t = None if fitted is None else np.where(expert, *fitted)
+        t = None if fitted is None else fitted[routes]
         s = score_section(probs, y, labels, temperature=t, n_resamples=n_resamples)
         result["sections"][name] = s
         print(format_section(name, s), flush=True)
 
     text_clf: Any = None
-    pooled: dict[str, dict[tuple[str, str], tuple[np.ndarray, int, bool]]] = {}
+    pooled: dict[str, dict[tuple[str, str], tuple[np.ndarray, int, int]]] = {}
     for spec in specs:
         rows, probs, y = scored(spec)
-        ex = experts[spec]
+        ex = routes_of[spec]
         section(spec, probs, y, ex)
         if spec in kinds_of:  # multimodal: per kind, and the text model alone on the same items
             kinds = kinds_of[spec]
@@ -292,12 +299,13 @@ def evaluate_sources(
                 if text_clf is not None
                 else None
             )
+            alone_routes = text_clf.routes_of_texts([r.text for r in rows]) if text_clf else ex
             for kind in dict.fromkeys(kinds.tolist()):
                 keep = kinds == kind
                 section(f"{spec} / {kind}", probs[keep], y[keep], ex[keep])
                 if alone is not None:
-                    only = np.ones(int(keep.sum()), dtype=bool)  # one route: the text's
-                    section(f"{spec} / {kind} / text model alone", alone[keep], y[keep], only)
+                    name = f"{spec} / {kind} / text model alone"
+                    section(name, alone[keep], y[keep], alone_routes[keep])
             continue
         g = result["data"][spec].get("language_gate")
         if g:
@@ -339,14 +347,14 @@ def evaluate_sources(
             pooled.setdefault(_language(r, spec), {})[(r.source, r.text)] = (
                 probs[i],
                 int(y[i]),
-                bool(ex[i]),
+                int(ex[i]),
             )
     if len(pooled) > 1 or len(specs) > 1:
         for lang, items in sorted(pooled.items()):
             p = np.stack([v[0] for v in items.values()])
             yy = np.array([v[1] for v in items.values()])
-            ee = np.array([v[2] for v in items.values()])
-            t = None if fitted is None else np.where(ee, *fitted)
+            rr = np.array([v[2] for v in items.values()], dtype=np.int64)
+            t = None if fitted is None else fitted[rr]
             s = score_section(p, yy, labels, temperature=t, n_resamples=n_resamples)
             result["languages"][lang] = s
             print(format_section(f"language {lang}", s), flush=True)
@@ -374,18 +382,19 @@ def evaluate_sources(
             print("--save-temperature needs --calibrate-on")
             return 2
         c = result["calibration"]
-        two = per_route or served_ft != served_t  # keep a served per-route pair a pair
+        total = fitted * served_t  # by route
+        keys = {ROUTE_FUSED: "fused_temperature", ROUTE_CHAR: "char_temperature"}
         path = write_calibration(
             model,
-            fitted[0] * served_t,
-            fused_temperature=fitted[1] * served_ft if two else None,
+            total[ROUTE_TEXT],
+            **{keys[r]: total[r] for r in served_routes if r in keys},
             fitted_on=c["fitted_on"],
             n=c["n"],
-            **({"n_fused": c["n_fused"]} if two else {}),
+            **({"n_by_route": {k: v["n"] for k, v in c["routes"].items()}} if per_route else {}),
             ece_before=c["ece"],
             ece_after=c["ece_scaled"],
         )
-        fused = f", fused_temperature={fitted[1] * served_ft:.4f}" if two else ""
-        print(f"wrote calibration.temperature={fitted[0] * served_t:.4f}{fused} into {path}")
+        saved = ", ".join(f"{ROUTES[r]} {total[r]:.4f}" for r in served_routes)
+        print(f"wrote calibration temperatures ({saved}) into {path}")
     print(f"\nwrote {out / 'metrics.json'}, {out / 'reliability.png'} and confusion matrices")
     return 0

@@ -70,7 +70,7 @@ class FusionScores:
     y: np.ndarray  # (N,) label ids
     kinds: np.ndarray  # (N,) str, which modalities carry the label
     texts: list[str]  # each item's comment text ("" when the data file is gone)
-    expert: np.ndarray  # (N,) bool, scored by the text expert (else by the Transformer)
+    routes: np.ndarray  # (N,) int64 route ids (model.serving.routes)
 
 
 @torch.no_grad()
@@ -80,11 +80,11 @@ def fusion_scores(model_dir: str | Path, features: str | Path, bs: int = 256) ->
     by its route's served temperature); each item's comment text is read from the data file the
     features came from."""
     from model.encoders.experts import text_config_from_json
-    from model.format.calibration import read_fused_temperature, read_temperature
+    from model.format.calibration import read_route_temperatures
     from model.format.char_expert import read_char_expert
-    from model.serving.char_expert import apply_char_expert
-    from model.serving.multimodal import route_temperatures
+    from model.serving.char_expert import apply_char_expert, char_expert_rows
     from model.serving.normalise import text_normaliser
+    from model.serving.routes import route_temperatures, row_routes
 
     fusion, cfg = load_fusion_dir(model_dir)
     fs = load_features(features)
@@ -98,18 +98,17 @@ def fusion_scores(model_dir: str | Path, features: str | Path, bs: int = 256) ->
     src = Path(str(fs.meta.get("source", "")))
     by_id = _texts_by_id(src) if src.is_file() else {}
     texts = [by_id.get(str(i), "") for i in fs.ids[pool.rows]]
-    expert = fusion.expert_rows(pool.present)
     logits = _fusion_logits(fusion, pool, dims, bs).float()
+    expert = fusion.expert_rows(pool.present)
+    chars = read_char_expert(model_dir, cfg)
+    rows = char_expert_rows(chars, texts, expert.tolist())
     clean = getattr(text_config_from_json(cfg["encoders"]["text"]), "clean", False)
     labels = list(fusion.config.heads[SENTIMENT_HEAD])
-    chars = read_char_expert(model_dir, cfg)
-    prepare = text_normaliser(clean)
-    logits = apply_char_expert(logits, chars, labels, texts, prepare, expert.tolist())
-    served = read_temperature(cfg), read_fused_temperature(cfg)
-    t = route_temperatures(fusion, pool.present, *served)  # (N, 1): as the serving path
-    probs = torch.softmax(logits / t, -1)
+    logits = apply_char_expert(logits, chars, labels, texts, text_normaliser(clean), rows)
+    routes = row_routes(len(logits), expert, rows)
+    probs = torch.softmax(logits / route_temperatures(routes, read_route_temperatures(cfg)), -1)
     kinds = np.asarray(pool.kinds)
-    return FusionScores(probs.numpy(), pool.y.numpy(), kinds, texts, expert.numpy())
+    return FusionScores(probs.numpy(), pool.y.numpy(), kinds, texts, routes.numpy())
 
 
 def _texts_by_id(path: Path) -> dict[str, str]:

@@ -6,13 +6,20 @@ the sentiment logits by ``T`` before the softmax (temperature scaling, fitted by
 directories written before it serve exactly as they did. The argmax, hence every label, is the
 same for any ``T``; only the scores move.
 
-A multimodal model whose text-only comments go to its text expert
-(:func:`model.nn.fusion.text_only_rows`) may carry a second temperature,
-``"fused_temperature": T_f`` (``commentflow evaluate --temperature-per-route``): the rows the
-fusion Transformer scores (a comment with any media, or with nothing at all) are divided by
-``T_f``, the text-only rows by ``T``. The two routes are different networks with different
-confidence; one temperature fitted on their pool (mostly text) sharpened the media comments'
-scores too much. Absent means ``T_f = T``.
+A served row takes one of three **routes** (:data:`ROUTES`), and each may have a temperature
+of its own (``commentflow evaluate --temperature-per-route``), because each is a different
+model with a different confidence:
+
+- ``text``: the text head (the text model; in a multimodal model whose text expert answers
+  text-only comments, :func:`model.nn.fusion.text_only_rows`, those rows): ``temperature``;
+- ``fused``: the rows the fusion Transformer scores (a comment with any media, or with nothing
+  at all): ``fused_temperature``; one temperature fitted on the pool (mostly text) sharpened the
+  media comments' scores too much;
+- ``char``: text-only comments in the language of the model's character expert
+  (:mod:`model.format.char_expert`), whose margin is the head's plus the expert's:
+  ``char_temperature``.
+
+An absent route temperature is ``temperature``.
 """
 
 from __future__ import annotations
@@ -26,7 +33,20 @@ from typing import Any
 from model.errors import ModelFormatError
 from model.format.directory import replace_config
 
-__all__ = ["read_fused_temperature", "read_temperature", "write_calibration"]
+__all__ = [
+    "ROUTES",
+    "ROUTE_CHAR",
+    "ROUTE_FUSED",
+    "ROUTE_TEXT",
+    "read_route_temperatures",
+    "read_temperature",
+    "write_calibration",
+]
+
+#: The routes of a served row, in the order of :func:`read_route_temperatures`.
+ROUTES: tuple[str, ...] = ("text", "fused", "char")
+ROUTE_TEXT, ROUTE_FUSED, ROUTE_CHAR = range(len(ROUTES))
+_KEYS = ("temperature", "fused_temperature", "char_temperature")
 
 
 def _positive(block: Mapping[str, Any], key: str) -> float:
@@ -51,13 +71,12 @@ def read_temperature(config: Mapping[str, Any]) -> float:
     return _positive(_block(config), "temperature")
 
 
-def read_fused_temperature(config: Mapping[str, Any]) -> float:
-    """The temperature of the rows the fusion Transformer scores: ``fused_temperature`` when
-    the config has one, else :func:`read_temperature`."""
-    block = _block(config)
-    if "fused_temperature" not in block:
-        return read_temperature(config)
-    return _positive(block, "fused_temperature")
+def read_route_temperatures(config: Mapping[str, Any]) -> tuple[float, float, float]:
+    """The temperature of each route, in :data:`ROUTES` order (an absent one is
+    :func:`read_temperature`)."""
+    block, t = _block(config), read_temperature(config)
+    text, fused, char = (_positive(block, k) if k in block else t for k in _KEYS)
+    return text, fused, char
 
 
 def write_calibration(
@@ -65,14 +84,14 @@ def write_calibration(
     temperature: float,
     *,
     fused_temperature: float | None = None,
+    char_temperature: float | None = None,
     **facts: Any,
 ) -> Path:
-    """Set ``calibration`` in ``model_dir/config.json`` (``temperature``, ``fused_temperature``
-    when given, plus ``facts`` such as ``fitted_on``, ``nll``, ``ece``); the rest of the file is
-    kept as it is."""
-    path = Path(model_dir) / "config.json"
-    cfg = json.loads(path.read_text(encoding="utf-8"))
-    given = {"temperature": temperature, "fused_temperature": fused_temperature}
+    """Set ``calibration`` in ``model_dir/config.json`` (``temperature``, the route temperatures
+    given, plus ``facts`` such as ``fitted_on``, ``nll``, ``ece``); the rest of the file is kept
+    as it is."""
+    cfg = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    given = dict(zip(_KEYS, (temperature, fused_temperature, char_temperature), strict=True))
     block = {k: round(_positive(given, k), 6) for k, v in given.items() if v is not None}
     cfg["calibration"] = {**block, **facts}  # (refuses what could not be read back)
     return replace_config(model_dir, cfg)

@@ -43,12 +43,11 @@ def apply_char_expert(
     labels: Sequence[str],
     raw: Sequence[str],
     prepare: Callable[[str], str],
-    eligible: Sequence[bool] | None = None,
+    rows: Sequence[int],
 ) -> torch.Tensor:
-    """``logits`` ``(N, C)`` with the expert's margin added on its rows (a new tensor when any
-    row changes). ``raw`` (the comment texts) decides the rows by script; the expert reads
-    ``prepare(text)`` (the model's normaliser, as the encoders do), of those rows only."""
-    rows = char_expert_rows(expert, raw, eligible)
+    """``logits`` ``(N, C)`` with the expert's margin added on ``rows`` (from
+    :func:`char_expert_rows`; a new tensor when any row changes). The expert reads
+    ``prepare(raw[i])`` (the model's normaliser, as the encoders do), of those rows only."""
     if not rows:
         return logits
     assert expert is not None

@@ -20,16 +20,22 @@ from model.base import MODALITIES, SENTIMENT_HEAD, ClassOutput, CommentInput
 from model.encoders import registry
 from model.encoders.text import resolve_device
 from model.errors import ModelFormatError
-from model.format.calibration import read_fused_temperature, read_temperature
+from model.format.calibration import (
+    ROUTE_CHAR,
+    ROUTE_FUSED,
+    ROUTE_TEXT,
+    read_route_temperatures,
+)
 from model.format.char_expert import read_char_expert
 from model.format.multimodal import load_fusion_dir, read_preprocess
 from model.media.decode import DecodeConfig
 from model.nn.acoustic import MelConfig
 from model.nn.fusion import PRESENCE, FusionModel
 from model.serving.cache import CachedComponent, ContentCache
-from model.serving.char_expert import apply_char_expert
+from model.serving.char_expert import apply_char_expert, char_expert_rows
 from model.serving.features import FeatureExtractor, Features
 from model.serving.language import Language, LanguageGate, languages_from_config
+from model.serving.routes import route_temperatures, row_routes
 from model.serving.routing import minilm_route, route_features
 from model.serving.shared_cache import SharedFeatureCache
 
@@ -37,7 +43,6 @@ __all__ = [
     "MultimodalClassifier",
     "features_to_tensors",
     "load_multimodal",
-    "route_temperatures",
     "used_modalities",
 ]
 
@@ -53,18 +58,6 @@ def features_to_tensors(f: Features, device: str | torch.device = "cpu") -> dict
         "mel_lengths": torch.from_numpy(np.asarray(f.mel_lengths, np.int64)).to(device),  # (B,)
         "present": torch.from_numpy(f.present).to(device),  # (B, 5)
     }
-
-
-def route_temperatures(
-    fusion: FusionModel, present: torch.Tensor, temperature: float, fused_temperature: float
-) -> torch.Tensor:
-    """``(B, 1)`` float32 on ``present``'s device: each row's calibration temperature
-    (:mod:`model.format.calibration`): ``temperature`` where the text expert scores the row,
-    ``fused_temperature`` where the Transformer does
-    (:meth:`~model.nn.fusion.FusionModel.expert_rows`)."""
-    expert = fusion.expert_rows(present)  # (B,)
-    t = torch.full(expert.shape, float(fused_temperature), device=present.device)  # (B,)
-    return t.masked_fill(expert, float(temperature))[:, None]
 
 
 def used_modalities(c: CommentInput) -> tuple[str, ...]:
@@ -103,8 +96,9 @@ class MultimodalClassifier:
         self.model_dir = model_dir
         self.config = dict(config or {})
         self.languages = LanguageGate(languages_from_config(self.config))
-        self.temperature = read_temperature(self.config)  # 1.0 unless config.json calibrates
-        self.fused_temperature = read_fused_temperature(self.config)  # rows with media
+        # model.format.calibration: (text, fused, char) temperatures, 1.0 unless calibrated
+        self.temperatures = read_route_temperatures(self.config)
+        self.temperature = self.temperatures[0]
         # model.serving.routing: the text slot of an unsupported language past MiniLM, as the
         # text model serves it (the text expert's training mean)
         text_cfg = getattr(extractor.text_encoder, "config", None)
@@ -128,20 +122,20 @@ class MultimodalClassifier:
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         on_cuda = self.device.startswith("cuda")
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda):
-            logits = self.fusion(batch)[SENTIMENT_HEAD].float()  # (B, C)
-        if texts is not None and self.char_expert is not None:
-            logits = apply_char_expert(
-                logits,
-                self.char_expert,
-                self.labels,
-                texts,
-                self.extractor.prepare,
-                self.fusion.expert_rows(batch["present"]).tolist(),
-            )
-        t = route_temperatures(
-            self.fusion, batch["present"], self.temperature, self.fused_temperature
-        )  # (B, 1)
-        return torch.softmax(logits / t, dim=-1).cpu()  # (B, C)
+            logits = self.fusion(batch)[SENTIMENT_HEAD].float().cpu()  # (B, C)
+        expert = self.fusion.expert_rows(batch["present"]).cpu()  # (B,)
+        rows = self._char_rows(texts, expert)
+        logits = apply_char_expert(
+            logits, self.char_expert, self.labels, texts or [], self.extractor.prepare, rows
+        )
+        t = route_temperatures(row_routes(len(logits), expert, rows), self.temperatures)
+        return torch.softmax(logits / t, dim=-1)  # (B, C)
+
+    def _char_rows(self, texts: Sequence[str] | None, expert: torch.Tensor) -> list[int]:
+        """The rows the character expert reads: text-only (``expert``) and in its language."""
+        if texts is None:
+            return []
+        return char_expert_rows(self.char_expert, texts, expert.tolist())
 
     def predict_proba(self, batch: Sequence[CommentInput]) -> torch.Tensor:
         """Probabilities ``(B, C)`` float32 on CPU, in :attr:`labels` order. Blocking."""
@@ -150,12 +144,22 @@ class MultimodalClassifier:
         langs = self.languages.assess(c.text or "" for c in batch) if routed else []
         return self.predict_tensors(self._inputs(feats, langs), [c.text or "" for c in batch])
 
-    def expert_rows_of_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """``(N,)`` bool: which of these comments, sent as text alone, the text expert scores
-        (a text the normaliser empties has no slot: the Transformer scores it, as "no signal")."""
+    @property
+    def served_routes(self) -> tuple[int, ...]:
+        """The route ids this model's rows can take (:mod:`model.serving.routes`)."""
+        if not self.fusion.config.text_only_expert:
+            return (ROUTE_FUSED,)
+        has_char = self.char_expert is not None and self.char_expert.weight > 0
+        return (ROUTE_TEXT, ROUTE_FUSED, ROUTE_CHAR) if has_char else (ROUTE_TEXT, ROUTE_FUSED)
+
+    def routes_of_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """``(N,)`` the route id of each comment sent as text alone (:mod:`model.serving.routes`):
+        ``text`` (its text expert), ``char`` (and the character expert), or ``fused`` (a text
+        the normaliser empties has no slot: the Transformer scores it, as "no signal")."""
         present = torch.zeros(len(texts), len(PRESENCE), dtype=torch.bool)  # (N, 5)
         present[:, 0] = torch.tensor([bool(self.extractor.prepare(t or "")) for t in texts])
-        return self.fusion.expert_rows(present).numpy()
+        expert = self.fusion.expert_rows(present)
+        return row_routes(len(texts), expert, self._char_rows(texts, expert)).numpy()
 
     def _inputs(self, feats: Features, langs: Sequence[Language]) -> dict[str, torch.Tensor]:
         """The fusion inputs of ``feats``, the text slot routed (:mod:`model.serving.routing`)."""

@@ -8,18 +8,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from model.base import ClassOutput, CommentInput
 from model.encoders.experts import SentenceEncoder, build_text_encoder
 from model.encoders.text import resolve_device
-from model.format.calibration import read_temperature
+from model.format.calibration import ROUTE_CHAR, ROUTE_TEXT, read_route_temperatures
 from model.format.char_expert import CharExpert, read_char_expert
 from model.format.text import read_text_dir
 from model.nn.heads import MLPHead
-from model.serving.char_expert import apply_char_expert
+from model.serving.char_expert import apply_char_expert, char_expert_rows
 from model.serving.language import Language, LanguageGate, languages_from_config
 from model.serving.normalise import text_normaliser
+from model.serving.routes import route_temperatures, row_routes
 from model.serving.routing import minilm_route, route_features
 
 __all__ = ["TextClassifier", "load_text"]
@@ -48,6 +50,7 @@ class TextClassifier:
         temperature: float = 1.0,
         minilm_cols: slice | None = None,
         char_expert: CharExpert | None = None,
+        char_temperature: float | None = None,
     ) -> None:
         self.encoder = encoder
         self.head = head.to(encoder.device).eval()
@@ -62,6 +65,7 @@ class TextClassifier:
         self.temperature = temperature  # config.json "calibration" (model.format.calibration)
         self.minilm_cols = minilm_cols  # model.serving.routing: unsupported languages past MiniLM
         self.char_expert = char_expert  # model.serving.char_expert: its language's comments
+        self.char_temperature = temperature if char_temperature is None else char_temperature
 
     @torch.inference_mode()
     def predict_proba(
@@ -81,9 +85,24 @@ class TextClassifier:
         prepared = [self.normalise(t) for t in texts]
         feats = self.encoder.encode_tensor(prepared, self.batch_size, progress)  # (N, F)
         feats = route_features(feats, unsupported, self.minilm_cols, self.head.feat_mean)
-        logits = self.head(feats).float()  # (N, C)
-        logits = apply_char_expert(logits, self.char_expert, self.labels, texts, self.normalise)
-        return torch.softmax(logits / self.temperature, dim=-1).cpu()  # (N, C)
+        logits = self.head(feats).float().cpu()  # (N, C)
+        chars = self.char_expert
+        rows = char_expert_rows(chars, texts)
+        logits = apply_char_expert(logits, chars, self.labels, texts, self.normalise, rows)
+        temps = (self.temperature, self.temperature, self.char_temperature)  # no fused route
+        t = route_temperatures(row_routes(len(texts), None, rows), temps)  # (N, 1)
+        return torch.softmax(logits / t, dim=-1)  # (N, C)
+
+    @property
+    def served_routes(self) -> tuple[int, ...]:
+        """The route ids this model's rows can take (:mod:`model.serving.routes`)."""
+        has_char = self.char_expert is not None and self.char_expert.weight > 0
+        return (ROUTE_TEXT, ROUTE_CHAR) if has_char else (ROUTE_TEXT,)
+
+    def routes_of_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """``(N,)`` the route id of each text (:mod:`model.serving.routes`): ``text``, or
+        ``char`` where the character expert reads it."""
+        return row_routes(len(texts), None, char_expert_rows(self.char_expert, texts)).numpy()
 
     def predict(self, batch: Sequence[CommentInput]) -> list[ClassOutput]:
         """One :class:`ClassOutput` per comment, in order. Blocking."""
@@ -113,6 +132,7 @@ def load_text(
     """Load a format-v1 model directory (the encoder's forward in ``precision``:
     :mod:`model.precision`). Raises ModelFormatError / UnsafeWeightsError."""
     d = read_text_dir(model_dir)
+    temperature, _, char_temperature = read_route_temperatures(d.config)
     encoder = build_text_encoder(
         d.encoder, base_dir=d.path, device=resolve_device(device), precision=precision
     )
@@ -124,7 +144,8 @@ def load_text(
         batch_size=batch_size,
         model_dir=d.path,
         languages=LanguageGate(languages_from_config(d.config)),
-        temperature=read_temperature(d.config),
+        temperature=temperature,
         minilm_cols=minilm_route(d.config, d.encoder),
         char_expert=read_char_expert(d.path, d.config),
+        char_temperature=char_temperature,
     )

@@ -123,11 +123,12 @@ def test_served_only_on_its_language_and_only_the_polar_margin(
     half0 = torch.log(plain[:, neu]) - (torch.log(plain[:, pos]) + torch.log(plain[:, neg])) / 2
     torch.testing.assert_close(half, half0, atol=1e-4, rtol=0)
     # eligible rows only (the multimodal model: the rows its text expert answers)
+    assert char_expert_rows(clf.char_expert, texts, [False, True, True, True, True]) == [3]
     logits = torch.zeros(2, 3)
-    out = apply_char_expert(logits, clf.char_expert, labels, texts[:2], clf.normalise, [False, True])
-    assert torch.equal(out, logits)
+    assert torch.equal(apply_char_expert(logits, clf.char_expert, labels, texts, str, []), logits)
     with pytest.raises(ModelFormatError):
-        apply_char_expert(logits, clf.char_expert, ["a", "b", "c"], texts[:2], clf.normalise)
+        apply_char_expert(logits, clf.char_expert, ["a", "b", "c"], texts, str, [0])
+    assert clf.routes_of_texts(texts).tolist() == [2, 0, 0, 2, 0]  # char, text, text, char, text
 
 
 def test_train_char_expert_fits_on_train_and_chooses_the_weight_on_val(tmp_path: Path) -> None:
@@ -153,6 +154,40 @@ def test_train_char_expert_fits_on_train_and_chooses_the_weight_on_val(tmp_path:
     from model.data.specs import load_spec
 
     train, _ = load_spec(f"{data}:train")
-    assert block["n_train"] == sum(1 for r in train if r.label != "neutral" and "一般般" not in r.text)
-    assert load_classifier(d, device="cpu").char_expert is not None
+    polar = [r for r in train if r.label != "neutral"]  # the Chinese neutral rows are left out
+    assert block["n_train"] == len(polar)
+    before = load_classifier(d, device="cpu")
+    assert before.char_expert is not None and before.served_routes == (0, 2)
+
+    # its rows get a temperature of their own: fitted on the Chinese validation rows only
+    from model.evaluation.by_source import evaluate_sources
+    from model.evaluation.calibration import fit_temperature
+
+    val, _ = load_spec(f"{data}:val")
+    rc = evaluate_sources(
+        d,
+        [f"{data}:test"],
+        calibrate_on=f"{data}:val",
+        per_route=True,
+        save_temperature=True,
+        out=tmp_path / "eval",
+        n_resamples=20,
+        progress=False,
+    )
+    assert rc == 0
+    cal = json.loads((d / "config.json").read_text())["calibration"]
+    t, tc = cal["temperature"], cal["char_temperature"]
+    assert "fused_temperature" not in cal and abs(t - tc) > 1e-3
+    routes = before.routes_of_texts([r.text for r in val])
+    probs = before.predict_proba([r.text for r in val]).numpy()
+    y = np.array([list(before.labels).index(r.label) for r in val])
+    for route, want in ((0, t), (2, tc)):
+        keep = routes == route
+        assert keep.any()
+        assert want == pytest.approx(fit_temperature(np.log(probs[keep]), y[keep]), abs=1e-4)
+    after = load_classifier(d, device="cpu")
+    zh_en = ["这个好棒，很满意", "an english comment"]
+    raw = torch.log(before.predict_proba(zh_en))
+    want_probs = torch.softmax(raw / torch.tensor([[tc], [t]]), dim=-1)
+    torch.testing.assert_close(after.predict_proba(zh_en), want_probs, atol=1e-4, rtol=0)
     shutil.rmtree(d)

@@ -28,7 +28,7 @@ from model.evaluation.calibration import (
 )
 from model.evaluation.metrics import classification_metrics
 from model.evaluation.sections import format_section, polarity, score_section
-from model.format.calibration import read_fused_temperature, read_temperature, write_calibration
+from model.format.calibration import read_route_temperatures, read_temperature, write_calibration
 from model.serving import load_classifier
 from model.testing import make_tiny_model_dir
 
@@ -145,30 +145,33 @@ def test_served_temperature(tmp_path: Path) -> None:
     for bad in (0, -1, "x", float("nan")):
         with pytest.raises(ModelFormatError):
             read_temperature({"calibration": {"temperature": bad}})
-        with pytest.raises(ModelFormatError):
-            read_fused_temperature({"calibration": {"temperature": 1.0, "fused_temperature": bad}})
-        with pytest.raises(ModelFormatError):
-            write_calibration(calibrated, 1.0, fused_temperature=bad)
+        for key in ("fused_temperature", "char_temperature"):
+            with pytest.raises(ModelFormatError):
+                read_route_temperatures({"calibration": {"temperature": 1.0, key: bad}})
+            with pytest.raises(ModelFormatError):
+                write_calibration(calibrated, 1.0, **{key: bad})
     with pytest.raises(ModelFormatError):
         read_temperature({"calibration": [2.0]})
 
 
-def test_fused_temperature_reads_back_and_defaults_to_the_temperature(tmp_path: Path) -> None:
+def test_route_temperatures_read_back_and_default_to_the_temperature(tmp_path: Path) -> None:
     d = make_tiny_model_dir(tmp_path / "m", seed=0)
-    assert read_fused_temperature({}) == 1.0
-    assert read_fused_temperature({"calibration": {"temperature": 0.8}}) == 0.8  # absent: T
-    write_calibration(d, 0.8, fused_temperature=1.25, fitted_on="unit test", n_fused=3)
+    assert read_route_temperatures({}) == (1.0, 1.0, 1.0)
+    assert read_route_temperatures({"calibration": {"temperature": 0.8}}) == (0.8, 0.8, 0.8)
+    write_calibration(d, 0.8, fused_temperature=1.25, fitted_on="unit test", n=3)
     cfg = json.loads((d / "config.json").read_text())
     assert cfg["calibration"] == {
         "temperature": 0.8,
         "fused_temperature": 1.25,
         "fitted_on": "unit test",
-        "n_fused": 3,
+        "n": 3,
     }
-    assert (read_temperature(cfg), read_fused_temperature(cfg)) == (0.8, 1.25)
-    write_calibration(d, 0.9)  # a single temperature again: the pair is gone
+    assert read_route_temperatures(cfg) == (0.8, 1.25, 0.8)
+    write_calibration(d, 0.8, char_temperature=1.1)
+    assert read_route_temperatures(json.loads((d / "config.json").read_text())) == (0.8, 0.8, 1.1)
+    write_calibration(d, 0.9)  # a single temperature again: the others are gone
     cfg = json.loads((d / "config.json").read_text())
-    assert (read_temperature(cfg), read_fused_temperature(cfg)) == (0.9, 0.9)
+    assert (read_temperature(cfg), read_route_temperatures(cfg)) == (0.9, (0.9, 0.9, 0.9))
 
 
 def test_per_row_temperatures_in_sections() -> None:

@@ -198,9 +198,10 @@ def test_a_temperature_per_route_is_fitted_saved_and_served(
     _serve_with_fakes(out)
     text_spec, val, test = str(root / "text.csv"), str(root / "val.npz"), str(root / "test.npz")
     before = fusion_scores(out, val)  # no calibration yet: T = 1 on both routes
-    assert before.expert.any() and (~before.expert).any()
+    expert = before.routes == 0  # the text route (the rest: the Transformer's)
+    assert expert.any() and (~expert).any() and set(before.routes.tolist()) == {0, 1}
     run = dict(n_resamples=20, progress=False)
-    with pytest.raises(ValueError, match="both routes"):  # a text split alone: one route
+    with pytest.raises(ValueError, match="'fused' route"):  # a text split alone: one route
         evaluate_sources(out, [test], calibrate_on=text_spec, per_route=True, **run)
 
     rc = evaluate_sources(
@@ -215,7 +216,8 @@ def test_a_temperature_per_route_is_fitted_saved_and_served(
     assert rc == 0
     cal = json.loads((out / "config.json").read_text())["calibration"]
     t, tf = cal["temperature"], cal["fused_temperature"]
-    assert abs(t - tf) > 1e-3 and cal["n_fused"] == int((~before.expert).sum())
+    assert abs(t - tf) > 1e-3 and cal["n_by_route"]["fused"] == int((~expert).sum())
+    assert "char_temperature" not in cal  # no character expert: no such route
 
     # each is its own route's NLL optimum
     clf = model.load_classifier(trained, device="cpu")  # the uncalibrated model, text rows
@@ -223,25 +225,25 @@ def test_a_temperature_per_route_is_fitted_saved_and_served(
         rows = list(csv.DictReader(f))
     texts = [r["text"] for r in rows]
     ty = [list(clf.labels).index(r["label"]) for r in rows]
-    expert_logits = np.log(np.concatenate([predict_texts(clf, texts), before.probs[before.expert]]))
-    expert_y = np.concatenate([ty, before.y[before.expert]])
+    expert_logits = np.log(np.concatenate([predict_texts(clf, texts), before.probs[expert]]))
+    expert_y = np.concatenate([ty, before.y[expert]])
     assert t == pytest.approx(fit_temperature(expert_logits, expert_y), abs=1e-4)
-    fused = np.log(before.probs[~before.expert])
-    assert tf == pytest.approx(fit_temperature(fused, before.y[~before.expert]), abs=1e-4)
+    fused = np.log(before.probs[~expert])
+    assert tf == pytest.approx(fit_temperature(fused, before.y[~expert]), abs=1e-4)
 
     after = fusion_scores(out, val)
-    want = apply_temperature(np.log(before.probs), np.where(before.expert, t, tf))
+    want = apply_temperature(np.log(before.probs), np.where(expert, t, tf))
     np.testing.assert_allclose(after.probs, want, atol=1e-4)
     assert (after.probs.argmax(1) == before.probs.argmax(1)).all()  # only the scores move
     served = model.load_classifier(out, device="cpu")
-    assert (served.temperature, served.fused_temperature) == (t, tf)
+    assert served.temperatures == (t, tf, t)
     pic = np.full((24, 24, 3), 200, np.uint8)
     batch = [CommentInput("I love it, perfect"), CommentInput("broken", images=[pic])]
     raw = np.log(clf.predict_proba(batch).numpy())
     np.testing.assert_allclose(
         served.predict_proba(batch).numpy(), apply_temperature(raw, np.array([t, tf])), atol=1e-4
     )
-    assert served.expert_rows_of_texts(["a comment", "", "  "]).tolist() == [True, False, False]
+    assert served.routes_of_texts(["a comment", "", "  "]).tolist() == [0, 1, 1]
 
 
 def test_the_char_expert_reaches_text_only_comments_of_the_default_model(
@@ -261,7 +263,8 @@ def test_the_char_expert_reaches_text_only_comments_of_the_default_model(
         CommentInput("I love it, perfect"),
     ]
     plain = model.load_classifier(out, device="cpu").predict_proba(batch)
-    chars = fit_char_ngram(["好棒满意", "差劲失望"] * 5, [True, False] * 5, CharNgramConfig(1, 2, 64))
+    texts, labels = ["好棒满意", "差劲失望"] * 5, [True, False] * 5
+    chars = fit_char_ngram(texts, labels, CharNgramConfig(1, 2, 64))
     write_char_expert(out, chars, language="zh", weight=1.0)
     served = model.load_classifier(out, device="cpu")
     got = served.predict_proba(batch)

@@ -27,16 +27,36 @@ def test_config_declares_languages_calibration_and_v3_experts() -> None:
     assert not any(p.suffix in (".bin", ".pt", ".pkl") for p in MODEL.iterdir())
 
 
+def test_the_chinese_character_expert_ships_with_both_models() -> None:
+    """1.4.0 / 3.4.0: the character expert reads Chinese, with its own temperature, and the
+    default model carries the same one (train-fusion copies it)."""
+    import json
+
+    from model.format.calibration import read_route_temperatures
+    from model.format.char_expert import read_char_expert
+
+    for path in (MODEL, MODEL.parent / "multimodal"):
+        cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        expert = read_char_expert(path, cfg)
+        assert expert is not None and expert.language == "zh" and expert.weight > 0
+        assert cfg["char_expert"]["chosen_on"] == "mix:-hutto_amazon:val"  # not test
+        text_t, _, char_t = read_route_temperatures(cfg)
+        assert char_t != text_t  # fitted on the Chinese validation rows alone
+        assert (path / "char_expert.safetensors").read_bytes() == (
+            MODEL / "char_expert.safetensors"
+        ).read_bytes()
+
+
 def test_the_default_model_calibrates_each_route_on_validation() -> None:
     """models/multimodal (3.3.1): one temperature for text-only comments (its text expert) and
     one for comments with media (its Transformer), both fitted on validation splits."""
     import json
 
-    from model.format.calibration import read_fused_temperature, read_temperature
+    from model.format.calibration import read_route_temperatures
 
     cfg = json.loads((MODEL.parent / "multimodal" / "config.json").read_text(encoding="utf-8"))
     assert cfg["fusion"]["text_only_expert"] is True  # else there is one route only
-    t, tf = read_temperature(cfg), read_fused_temperature(cfg)
+    t, tf, _ = read_route_temperatures(cfg)
     assert 0.5 < t < 1.0 < tf < 2.0  # the text expert sharpened, the Transformer softened
     fitted_on = cfg["calibration"]["fitted_on"].split(" + ")
     assert fitted_on == ["mix:-hutto_amazon:val", ".cache/mm/val.npz"]  # validation, not test
