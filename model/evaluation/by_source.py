@@ -384,10 +384,11 @@ def evaluate_sources(
         c = result["calibration"]
         total = fitted * served_t  # by route
         keys = {ROUTE_FUSED: "fused_temperature", ROUTE_CHAR: "char_temperature"}
+        several = per_route or len({float(total[r]) for r in served_routes}) > 1
         path = write_calibration(
             model,
             total[ROUTE_TEXT],
-            **{keys[r]: total[r] for r in served_routes if r in keys},
+            **{keys[r]: total[r] for r in served_routes if r in keys and several},
             fitted_on=c["fitted_on"],
             n=c["n"],
             **({"n_by_route": {k: v["n"] for k, v in c["routes"].items()}} if per_route else {}),
