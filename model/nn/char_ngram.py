@@ -57,7 +57,7 @@ def _counts(text: str, config: CharNgramConfig) -> dict[int, int]:
     out: dict[int, int] = {}
     for n in range(config.n_min, config.n_max + 1):
         for i in range(len(text) - n + 1):
-            b = zlib.crc32(text[i : i + n].encode("utf-8")) % config.buckets
+            b = zlib.crc32(text[i : i + n].encode("utf-8", "surrogatepass")) % config.buckets
             out[b] = out.get(b, 0) + 1
     return out
 

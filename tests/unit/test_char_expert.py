@@ -10,12 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from model.errors import ModelFormatError
 from model.format.char_expert import copy_char_expert, read_char_expert, write_char_expert
 from model.nn.char_ngram import CharNgramConfig, CharNgramModel, fit_char_ngram
 from model.serving import load_classifier
 from model.serving.char_expert import apply_char_expert, char_expert_rows
+from model.serving.language import script_language
 from model.testing import make_tiny_model_dir
 
 GOOD = "好棒赞喜欢满意推荐"
@@ -191,3 +194,34 @@ def test_train_char_expert_fits_on_train_and_chooses_the_weight_on_val(tmp_path:
     want_probs = torch.softmax(raw / torch.tensor([[tc], [t]]), dim=-1)
     torch.testing.assert_close(after.predict_proba(zh_en), want_probs, atol=1e-4, rtol=0)
     shutil.rmtree(d)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.text(max_size=60),
+            st.text(alphabet=GOOD + BAD + FILL + "ab 1!！。😀\u200b\ud800かな한", max_size=30),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_any_text_is_served_and_only_chinese_rows_move(texts: list[str]) -> None:
+    """Property: whatever the texts (any script, control characters, lone surrogates, emoji),
+    the rows are the Chinese-script ones, the margin stays finite and the others stay put."""
+    from model.format.char_expert import CharExpert
+
+    expert = CharExpert(_FUZZ_MODEL, "zh", 1.5)
+    rows = char_expert_rows(expert, texts)
+    assert rows == [i for i, t in enumerate(texts) if script_language(t) == "zh"]
+    logits = torch.zeros(len(texts), 3)
+    out = apply_char_expert(logits, expert, ["negative", "neutral", "positive"], texts, str, rows)
+    assert torch.isfinite(out).all()
+    still = [i for i in range(len(texts)) if i not in rows]
+    assert torch.equal(out[still], logits[still]) and torch.equal(out[:, 1], logits[:, 1])
+    torch.testing.assert_close(out[rows, 0], -out[rows, 2])  # the margin moves symmetrically
+    assert _FUZZ_MODEL(texts).shape == (len(texts),)  # raw text too (surrogates included)
+
+
+_FUZZ_MODEL = fit_char_ngram(*_reviews(60, 7), CharNgramConfig(buckets=1 << 10))
