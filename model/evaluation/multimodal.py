@@ -82,9 +82,8 @@ def fusion_scores(model_dir: str | Path, features: str | Path, bs: int = 256) ->
     from model.encoders.experts import text_config_from_json
     from model.format.calibration import read_route_temperatures
     from model.format.char_expert import read_char_expert
-    from model.serving.char_expert import apply_char_expert, char_expert_rows
     from model.serving.normalise import text_normaliser
-    from model.serving.routes import route_temperatures, row_routes
+    from model.serving.routes import calibrated_probs
 
     fusion, cfg = load_fusion_dir(model_dir)
     fs = load_features(features)
@@ -98,15 +97,16 @@ def fusion_scores(model_dir: str | Path, features: str | Path, bs: int = 256) ->
     src = Path(str(fs.meta.get("source", "")))
     by_id = _texts_by_id(src) if src.is_file() else {}
     texts = [by_id.get(str(i), "") for i in fs.ids[pool.rows]]
-    logits = _fusion_logits(fusion, pool, dims, bs).float()
-    expert = fusion.expert_rows(pool.present)
-    chars = read_char_expert(model_dir, cfg)
-    rows = char_expert_rows(chars, texts, expert.tolist())
     clean = getattr(text_config_from_json(cfg["encoders"]["text"]), "clean", False)
-    labels = list(fusion.config.heads[SENTIMENT_HEAD])
-    logits = apply_char_expert(logits, chars, labels, texts, text_normaliser(clean), rows)
-    routes = row_routes(len(logits), expert, rows)
-    probs = torch.softmax(logits / route_temperatures(routes, read_route_temperatures(cfg)), -1)
+    probs, routes = calibrated_probs(  # the serving path's tail
+        _fusion_logits(fusion, pool, dims, bs).float(),
+        list(fusion.config.heads[SENTIMENT_HEAD]),
+        read_route_temperatures(cfg),
+        texts=texts,
+        prepare=text_normaliser(clean),
+        char_expert=read_char_expert(model_dir, cfg),
+        expert_rows=fusion.expert_rows(pool.present),
+    )
     kinds = np.asarray(pool.kinds)
     return FusionScores(probs.numpy(), pool.y.numpy(), kinds, texts, routes.numpy())
 

@@ -20,7 +20,12 @@ from model.errors import ModelFormatError
 from model.format.char_expert import CharExpert
 from model.serving.language import script_language
 
-__all__ = ["apply_char_expert", "char_expert_rows"]
+__all__ = ["apply_char_expert", "char_expert_rows", "is_active"]
+
+
+def is_active(expert: CharExpert | None) -> bool:
+    """Whether ``expert`` moves any score (present, with a weight above 0)."""
+    return expert is not None and expert.weight > 0
 
 
 def char_expert_rows(
@@ -28,7 +33,7 @@ def char_expert_rows(
 ) -> list[int]:
     """Indices of the ``texts`` (raw, as the comments came) the expert reads; ``eligible``
     limits them further (the multimodal model: the rows its text expert answers)."""
-    if expert is None or expert.weight == 0:
+    if not is_active(expert):
         return []
     return [
         i

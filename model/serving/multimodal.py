@@ -32,10 +32,10 @@ from model.media.decode import DecodeConfig
 from model.nn.acoustic import MelConfig
 from model.nn.fusion import PRESENCE, FusionModel
 from model.serving.cache import CachedComponent, ContentCache
-from model.serving.char_expert import apply_char_expert, char_expert_rows
+from model.serving.char_expert import char_expert_rows, is_active
 from model.serving.features import FeatureExtractor, Features
 from model.serving.language import Language, LanguageGate, languages_from_config
-from model.serving.routes import route_temperatures, row_routes
+from model.serving.routes import calibrated_probs, row_routes
 from model.serving.routing import minilm_route, route_features
 from model.serving.shared_cache import SharedFeatureCache
 
@@ -123,19 +123,16 @@ class MultimodalClassifier:
         on_cuda = self.device.startswith("cuda")
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda):
             logits = self.fusion(batch)[SENTIMENT_HEAD].float().cpu()  # (B, C)
-        expert = self.fusion.expert_rows(batch["present"]).cpu()  # (B,)
-        rows = self._char_rows(texts, expert)
-        logits = apply_char_expert(
-            logits, self.char_expert, self.labels, texts or [], self.extractor.prepare, rows
+        probs, _ = calibrated_probs(
+            logits,
+            self.labels,
+            self.temperatures,
+            texts=texts,
+            prepare=self.extractor.prepare,
+            char_expert=self.char_expert,
+            expert_rows=self.fusion.expert_rows(batch["present"]).cpu(),
         )
-        t = route_temperatures(row_routes(len(logits), expert, rows), self.temperatures)
-        return torch.softmax(logits / t, dim=-1)  # (B, C)
-
-    def _char_rows(self, texts: Sequence[str] | None, expert: torch.Tensor) -> list[int]:
-        """The rows the character expert reads: text-only (``expert``) and in its language."""
-        if texts is None:
-            return []
-        return char_expert_rows(self.char_expert, texts, expert.tolist())
+        return probs  # (B, C)
 
     def predict_proba(self, batch: Sequence[CommentInput]) -> torch.Tensor:
         """Probabilities ``(B, C)`` float32 on CPU, in :attr:`labels` order. Blocking."""
@@ -149,8 +146,9 @@ class MultimodalClassifier:
         """The route ids this model's rows can take (:mod:`model.serving.routes`)."""
         if not self.fusion.config.text_only_expert:
             return (ROUTE_FUSED,)
-        has_char = self.char_expert is not None and self.char_expert.weight > 0
-        return (ROUTE_TEXT, ROUTE_FUSED, ROUTE_CHAR) if has_char else (ROUTE_TEXT, ROUTE_FUSED)
+        if is_active(self.char_expert):
+            return (ROUTE_TEXT, ROUTE_FUSED, ROUTE_CHAR)
+        return (ROUTE_TEXT, ROUTE_FUSED)
 
     def routes_of_texts(self, texts: Sequence[str]) -> np.ndarray:
         """``(N,)`` the route id of each comment sent as text alone (:mod:`model.serving.routes`):
@@ -159,7 +157,8 @@ class MultimodalClassifier:
         present = torch.zeros(len(texts), len(PRESENCE), dtype=torch.bool)  # (N, 5)
         present[:, 0] = torch.tensor([bool(self.extractor.prepare(t or "")) for t in texts])
         expert = self.fusion.expert_rows(present)
-        return row_routes(len(texts), expert, self._char_rows(texts, expert)).numpy()
+        rows = char_expert_rows(self.char_expert, texts, expert.tolist())
+        return row_routes(len(texts), expert, rows).numpy()
 
     def _inputs(self, feats: Features, langs: Sequence[Language]) -> dict[str, torch.Tensor]:
         """The fusion inputs of ``feats``, the text slot routed (:mod:`model.serving.routing`)."""

@@ -7,13 +7,15 @@ the character expert's language: the head plus :mod:`model.serving.char_expert`)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
 from model.format.calibration import ROUTE_CHAR, ROUTE_FUSED, ROUTE_TEXT
+from model.format.char_expert import CharExpert
+from model.serving.char_expert import apply_char_expert, char_expert_rows
 
-__all__ = ["route_temperatures", "row_routes"]
+__all__ = ["calibrated_probs", "route_temperatures", "row_routes"]
 
 
 def row_routes(
@@ -35,3 +37,24 @@ def row_routes(
 def route_temperatures(routes: torch.Tensor, temperatures: Sequence[float]) -> torch.Tensor:
     """``(n, 1)`` float32: each row's temperature, ``temperatures`` indexed by route id."""
     return torch.tensor([float(t) for t in temperatures], dtype=torch.float32)[routes][:, None]
+
+
+def calibrated_probs(
+    logits: torch.Tensor,
+    labels: Sequence[str],
+    temperatures: Sequence[float],
+    *,
+    texts: Sequence[str] | None = None,
+    prepare: Callable[[str], str] = str,
+    char_expert: CharExpert | None = None,
+    expert_rows: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The served probabilities ``(N, C)`` of sentiment ``logits`` (CPU) and each row's route:
+    the character expert on the rows it reads (text-only, ``expert_rows`` when given, and in its
+    language; ``texts`` None skips it), then each row divided by its route's temperature. One
+    tail for both classifiers and the evaluator's ``fusion_scores``."""
+    eligible = None if expert_rows is None else expert_rows.tolist()
+    rows = char_expert_rows(char_expert, texts, eligible) if texts is not None else []
+    logits = apply_char_expert(logits, char_expert, labels, texts or [], prepare, rows)
+    routes = row_routes(len(logits), expert_rows, rows)
+    return torch.softmax(logits / route_temperatures(routes, temperatures), dim=-1), routes

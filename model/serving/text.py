@@ -18,10 +18,10 @@ from model.format.calibration import ROUTE_CHAR, ROUTE_TEXT, read_route_temperat
 from model.format.char_expert import CharExpert, read_char_expert
 from model.format.text import read_text_dir
 from model.nn.heads import MLPHead
-from model.serving.char_expert import apply_char_expert, char_expert_rows
+from model.serving.char_expert import char_expert_rows, is_active
 from model.serving.language import Language, LanguageGate, languages_from_config
 from model.serving.normalise import text_normaliser
-from model.serving.routes import route_temperatures, row_routes
+from model.serving.routes import calibrated_probs, row_routes
 from model.serving.routing import minilm_route, route_features
 
 __all__ = ["TextClassifier", "load_text"]
@@ -86,18 +86,21 @@ class TextClassifier:
         feats = self.encoder.encode_tensor(prepared, self.batch_size, progress)  # (N, F)
         feats = route_features(feats, unsupported, self.minilm_cols, self.head.feat_mean)
         logits = self.head(feats).float().cpu()  # (N, C)
-        chars = self.char_expert
-        rows = char_expert_rows(chars, texts)
-        logits = apply_char_expert(logits, chars, self.labels, texts, self.normalise, rows)
         temps = (self.temperature, self.temperature, self.char_temperature)  # no fused route
-        t = route_temperatures(row_routes(len(texts), None, rows), temps)  # (N, 1)
-        return torch.softmax(logits / t, dim=-1)  # (N, C)
+        probs, _ = calibrated_probs(
+            logits,
+            self.labels,
+            temps,
+            texts=texts,
+            prepare=self.normalise,
+            char_expert=self.char_expert,
+        )
+        return probs  # (N, C)
 
     @property
     def served_routes(self) -> tuple[int, ...]:
         """The route ids this model's rows can take (:mod:`model.serving.routes`)."""
-        has_char = self.char_expert is not None and self.char_expert.weight > 0
-        return (ROUTE_TEXT, ROUTE_CHAR) if has_char else (ROUTE_TEXT,)
+        return (ROUTE_TEXT, ROUTE_CHAR) if is_active(self.char_expert) else (ROUTE_TEXT,)
 
     def routes_of_texts(self, texts: Sequence[str]) -> np.ndarray:
         """``(N,)`` the route id of each text (:mod:`model.serving.routes`): ``text``, or
