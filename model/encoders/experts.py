@@ -35,6 +35,7 @@ from model.errors import ModelFormatError
 
 __all__ = [
     "minilm_columns",
+    "multilingual_columns",
     "EXPERTS_SOURCE",
     "ExpertConfig",
     "SentenceEncoder",
@@ -129,6 +130,21 @@ def minilm_columns(cfg: TextConfig) -> slice | None:
     start = 0
     for expert in cfg.experts:
         if isinstance(expert, TextEncoderConfig):
+            return slice(start, start + expert.out_dim)
+        start += expert.out_dim
+    return None
+
+
+def multilingual_columns(cfg: TextConfig) -> slice | None:
+    """Where the USE-m3 features sit in the text features ``cfg`` makes (all of them for USE-m3
+    alone, its block for experts), or None when ``cfg`` has no USE-m3."""
+    if isinstance(cfg, MultilingualEncoderConfig):
+        return slice(0, cfg.out_dim)
+    if not isinstance(cfg, TextExpertsConfig):
+        return None
+    start = 0
+    for expert in cfg.experts:
+        if isinstance(expert, MultilingualEncoderConfig):
             return slice(start, start + expert.out_dim)
         start += expert.out_dim
     return None

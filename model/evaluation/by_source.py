@@ -27,7 +27,8 @@ applies it. ``--temperature-per-route`` fits one temperature per route the model
 (:mod:`model.format.calibration`: the text head's rows, the fusion Transformer's rows with
 media, the rows the character expert also reads), each on its own calibration rows, saved as
 ``temperature``, ``fused_temperature`` and ``char_temperature``; every section is then rescaled
-row by row. Output: ``metrics.json``
+row by row. The fallback head's rows (languages the model was not trained on) keep its own
+temperature and stay out of every fit. Output: ``metrics.json``
 (every number), ``reliability.png`` and one ``confusion_<section>.png`` per section.
 """
 
@@ -67,6 +68,7 @@ from model.evaluation.obfuscation import format_obfuscation, obfuscation_report
 from model.evaluation.sections import format_section, score_section, temperature_label
 from model.format.calibration import (
     ROUTE_CHAR,
+    ROUTE_FALLBACK,
     ROUTE_FUSED,
     ROUTE_TEXT,
     ROUTES,
@@ -151,12 +153,18 @@ def _fit_routes(
     logits: np.ndarray, y: np.ndarray, routes: np.ndarray, per_route: bool, served: Sequence[int]
 ) -> np.ndarray:
     """The temperature of each route (:data:`~model.format.calibration.ROUTES` order) fitted on
-    ``logits``: one pooled ``T`` for all, or (``per_route``) each route the model serves
-    (``served``) on its own rows."""
+    ``logits``, on top of the served ones: one pooled ``T`` for all, or (``per_route``) each
+    route the model serves (``served``) on its own rows. The fallback route is never refitted
+    (1.0): its temperature is its head's, fitted on a language it never saw, and its rows are
+    left out of the pooled fit."""
+    fixed = routes == ROUTE_FALLBACK
     if not per_route:
-        return np.full(len(ROUTES), fit_temperature(logits, y))
+        out = np.full(len(ROUTES), fit_temperature(logits[~fixed], y[~fixed]))
+        out[ROUTE_FALLBACK] = 1.0
+        return out
     out = np.full(len(ROUTES), np.nan)
-    for r in served:
+    out[ROUTE_FALLBACK] = 1.0
+    for r in (r for r in served if r != ROUTE_FALLBACK):
         keep = routes == r
         if not keep.any():
             raise ValueError(
@@ -264,6 +272,8 @@ def evaluate_sources(
         }
         for r in served_routes:
             keep = vr == r
+            if not keep.any():  # the fallback's languages are in no calibration split
+                continue
             result["calibration"]["routes"][ROUTES[r]] = {
                 "n": int(keep.sum()),
                 "temperature": round(float(fitted[r]), 4),
@@ -384,7 +394,8 @@ def evaluate_sources(
         c = result["calibration"]
         total = fitted * served_t  # by route
         keys = {ROUTE_FUSED: "fused_temperature", ROUTE_CHAR: "char_temperature"}
-        several = per_route or len({float(total[r]) for r in served_routes}) > 1
+        own = [r for r in served_routes if r in keys or r == ROUTE_TEXT]  # not the fallback's
+        several = per_route or len({float(total[r]) for r in own}) > 1
         path = write_calibration(
             model,
             total[ROUTE_TEXT],

@@ -76,12 +76,15 @@ class FusionScores:
 @torch.no_grad()
 def fusion_scores(model_dir: str | Path, features: str | Path, bs: int = 256) -> FusionScores:
     """The served scores of a multimodal model on an extracted feature file (the fusion on
-    cached features, the character expert on the text-only rows in its language, each row divided
-    by its route's served temperature); each item's comment text is read from the data file the
+    cached features, the character expert on the text-only rows in its language, the fallback
+    head on the text-only rows in a language the model was not trained on, each row divided by
+    its route's served temperature); each item's comment text is read from the data file the
     features came from."""
     from model.encoders.experts import text_config_from_json
     from model.format.calibration import read_route_temperatures
     from model.format.char_expert import read_char_expert
+    from model.format.fallback_head import read_fallback_head
+    from model.serving.language import LanguageGate, languages_from_config
     from model.serving.normalise import text_normaliser
     from model.serving.routes import calibrated_probs
 
@@ -97,15 +100,22 @@ def fusion_scores(model_dir: str | Path, features: str | Path, bs: int = 256) ->
     src = Path(str(fs.meta.get("source", "")))
     by_id = _texts_by_id(src) if src.is_file() else {}
     texts = [by_id.get(str(i), "") for i in fs.ids[pool.rows]]
-    clean = getattr(text_config_from_json(cfg["encoders"]["text"]), "clean", False)
+    text_cfg = text_config_from_json(cfg["encoders"]["text"])
+    clean = getattr(text_cfg, "clean", False)
+    labels = list(fusion.config.heads[SENTIMENT_HEAD])
+    fallback = read_fallback_head(model_dir, cfg, text_cfg, labels)
+    langs = LanguageGate(languages_from_config(cfg)).assess(texts) if fallback else None
     probs, routes = calibrated_probs(  # the serving path's tail
         _fusion_logits(fusion, pool, dims, bs).float(),
-        list(fusion.config.heads[SENTIMENT_HEAD]),
+        labels,
         read_route_temperatures(cfg),
         texts=texts,
         prepare=text_normaliser(clean),
         char_expert=read_char_expert(model_dir, cfg),
         expert_rows=fusion.expert_rows(pool.present),
+        fallback=fallback,
+        languages=langs,
+        features=pool.text,
     )
     kinds = np.asarray(pool.kinds)
     return FusionScores(probs.numpy(), pool.y.numpy(), kinds, texts, routes.numpy())

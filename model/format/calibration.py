@@ -6,7 +6,7 @@ the sentiment logits by ``T`` before the softmax (temperature scaling, fitted by
 directories written before it serve exactly as they did. The argmax, hence every label, is the
 same for any ``T``; only the scores move.
 
-A served row takes one of three **routes** (:data:`ROUTES`), and each may have a temperature
+A served row takes one of four **routes** (:data:`ROUTES`), and each may have a temperature
 of its own (``commentflow evaluate --temperature-per-route``), because each is a different
 model with a different confidence:
 
@@ -17,7 +17,10 @@ model with a different confidence:
   media comments' scores too much;
 - ``char``: text-only comments in the language of the model's character expert
   (:mod:`model.format.char_expert`), whose margin is the head's plus the expert's:
-  ``char_temperature``.
+  ``char_temperature``;
+- ``fallback``: text-only comments in a language the model was not trained on, which its
+  fallback head answers (:mod:`model.format.fallback_head`): that head's own ``temperature``,
+  kept in its block (fitted on a language it never saw; no calibration split has its rows).
 
 An absent route temperature is ``temperature``.
 """
@@ -32,10 +35,12 @@ from typing import Any
 
 from model.errors import ModelFormatError
 from model.format.directory import replace_config
+from model.format.fallback_head import read_fallback_temperature
 
 __all__ = [
     "ROUTES",
     "ROUTE_CHAR",
+    "ROUTE_FALLBACK",
     "ROUTE_FUSED",
     "ROUTE_TEXT",
     "read_route_temperatures",
@@ -44,8 +49,8 @@ __all__ = [
 ]
 
 #: The routes of a served row, in the order of :func:`read_route_temperatures`.
-ROUTES: tuple[str, ...] = ("text", "fused", "char")
-ROUTE_TEXT, ROUTE_FUSED, ROUTE_CHAR = range(len(ROUTES))
+ROUTES: tuple[str, ...] = ("text", "fused", "char", "fallback")
+ROUTE_TEXT, ROUTE_FUSED, ROUTE_CHAR, ROUTE_FALLBACK = range(len(ROUTES))
 _KEYS = ("temperature", "fused_temperature", "char_temperature")
 
 
@@ -71,12 +76,13 @@ def read_temperature(config: Mapping[str, Any]) -> float:
     return _positive(_block(config), "temperature")
 
 
-def read_route_temperatures(config: Mapping[str, Any]) -> tuple[float, float, float]:
+def read_route_temperatures(config: Mapping[str, Any]) -> tuple[float, float, float, float]:
     """The temperature of each route, in :data:`ROUTES` order (an absent one is
-    :func:`read_temperature`)."""
+    :func:`read_temperature`; the fallback's is its head's)."""
     block, t = _block(config), read_temperature(config)
     text, fused, char = (_positive(block, k) if k in block else t for k in _KEYS)
-    return text, fused, char
+    fallback = read_fallback_temperature(config)
+    return text, fused, char, text if fallback is None else fallback
 
 
 def write_calibration(

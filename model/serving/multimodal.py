@@ -22,17 +22,20 @@ from model.encoders.text import resolve_device
 from model.errors import ModelFormatError
 from model.format.calibration import (
     ROUTE_CHAR,
+    ROUTE_FALLBACK,
     ROUTE_FUSED,
     ROUTE_TEXT,
     read_route_temperatures,
 )
 from model.format.char_expert import read_char_expert
+from model.format.fallback_head import read_fallback_head
 from model.format.multimodal import load_fusion_dir, read_preprocess
 from model.media.decode import DecodeConfig
 from model.nn.acoustic import MelConfig
 from model.nn.fusion import PRESENCE, FusionModel
 from model.serving.cache import CachedComponent, ContentCache
 from model.serving.char_expert import char_expert_rows, is_active
+from model.serving.fallback import fallback_rows
 from model.serving.features import FeatureExtractor, Features
 from model.serving.language import Language, LanguageGate, languages_from_config
 from model.serving.routes import calibrated_probs, row_routes
@@ -96,7 +99,7 @@ class MultimodalClassifier:
         self.model_dir = model_dir
         self.config = dict(config or {})
         self.languages = LanguageGate(languages_from_config(self.config))
-        # model.format.calibration: (text, fused, char) temperatures, 1.0 unless calibrated
+        # model.format.calibration: (text, fused, char, fallback) temperatures
         self.temperatures = read_route_temperatures(self.config)
         self.temperature = self.temperatures[0]
         # model.serving.routing: the text slot of an unsupported language past MiniLM, as the
@@ -104,6 +107,12 @@ class MultimodalClassifier:
         text_cfg = getattr(extractor.text_encoder, "config", None)
         self.minilm_cols = minilm_route(self.config, text_cfg) if text_cfg is not None else None
         self.char_expert = read_char_expert(model_dir, self.config) if model_dir else None
+        # model.serving.fallback: text-only comments in languages the model was not trained on
+        self.fallback = (
+            read_fallback_head(model_dir, self.config, text_cfg, self.labels)
+            if model_dir and text_cfg is not None
+            else None
+        )
 
     @property
     def decode_config(self) -> DecodeConfig:
@@ -112,12 +121,17 @@ class MultimodalClassifier:
 
     @torch.inference_mode()
     def predict_tensors(
-        self, batch: Mapping[str, torch.Tensor], texts: Sequence[str] | None = None
+        self,
+        batch: Mapping[str, torch.Tensor],
+        texts: Sequence[str] | None = None,
+        languages: Sequence[Language] | None = None,
     ) -> torch.Tensor:
         """Sentiment probabilities ``(B, C)`` float32 on CPU from fusion inputs (any device).
 
         ``texts``: the comments' raw texts, for the character expert
-        (:mod:`model.serving.char_expert`) on the rows the text expert answers; None skips it.
+        (:mod:`model.serving.char_expert`) on the rows the text expert answers; ``languages``
+        (the gate's view of them) for the fallback head (:mod:`model.serving.fallback`) on
+        those rows; None skips either.
         """
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         on_cuda = self.device.startswith("cuda")
@@ -131,34 +145,42 @@ class MultimodalClassifier:
             prepare=self.extractor.prepare,
             char_expert=self.char_expert,
             expert_rows=self.fusion.expert_rows(batch["present"]).cpu(),
+            fallback=self.fallback,
+            languages=languages,
+            features=batch["text"],
         )
         return probs  # (B, C)
 
     def predict_proba(self, batch: Sequence[CommentInput]) -> torch.Tensor:
         """Probabilities ``(B, C)`` float32 on CPU, in :attr:`labels` order. Blocking."""
         feats = self.extractor.extract(batch)
-        routed = self.minilm_cols is not None  # only then do the languages change the inputs
+        # only then do the languages change the scores
+        routed = self.minilm_cols is not None or self.fallback is not None
         langs = self.languages.assess(c.text or "" for c in batch) if routed else []
-        return self.predict_tensors(self._inputs(feats, langs), [c.text or "" for c in batch])
+        texts = [c.text or "" for c in batch]
+        return self.predict_tensors(self._inputs(feats, langs), texts, langs or None)
 
     @property
     def served_routes(self) -> tuple[int, ...]:
         """The route ids this model's rows can take (:mod:`model.serving.routes`)."""
         if not self.fusion.config.text_only_expert:
             return (ROUTE_FUSED,)
-        if is_active(self.char_expert):
-            return (ROUTE_TEXT, ROUTE_FUSED, ROUTE_CHAR)
-        return (ROUTE_TEXT, ROUTE_FUSED)
+        routes = (ROUTE_TEXT, ROUTE_FUSED, ROUTE_CHAR) if is_active(self.char_expert) else None
+        routes = routes or (ROUTE_TEXT, ROUTE_FUSED)
+        return (*routes, ROUTE_FALLBACK) if self.fallback is not None else routes
 
     def routes_of_texts(self, texts: Sequence[str]) -> np.ndarray:
         """``(N,)`` the route id of each comment sent as text alone (:mod:`model.serving.routes`):
         ``text`` (its text expert), ``char`` (and the character expert), or ``fused`` (a text
-        the normaliser empties has no slot: the Transformer scores it, as "no signal")."""
+        the normaliser empties has no slot: the Transformer scores it, as "no signal"), or
+        ``fallback`` (its fallback head: a language it was not trained on)."""
         present = torch.zeros(len(texts), len(PRESENCE), dtype=torch.bool)  # (N, 5)
         present[:, 0] = torch.tensor([bool(self.extractor.prepare(t or "")) for t in texts])
         expert = self.fusion.expert_rows(present)
         rows = char_expert_rows(self.char_expert, texts, expert.tolist())
-        return row_routes(len(texts), expert, rows).numpy()
+        langs = self.languages.assess(texts) if self.fallback is not None else None
+        foreign = fallback_rows(self.fallback, langs, expert.tolist(), rows)
+        return row_routes(len(texts), expert, rows, foreign).numpy()
 
     def _inputs(self, feats: Features, langs: Sequence[Language]) -> dict[str, torch.Tensor]:
         """The fusion inputs of ``feats``, the text slot routed (:mod:`model.serving.routing`)."""
@@ -206,7 +228,8 @@ class MultimodalClassifier:
             return []
         feats = self.extractor.extract(batch)
         langs = self.languages.assess(c.text or "" for c in batch)
-        probs = self.predict_tensors(self._inputs(feats, langs), [c.text or "" for c in batch])
+        texts = [c.text or "" for c in batch]
+        probs = self.predict_tensors(self._inputs(feats, langs), texts, langs)
         best = probs.argmax(-1).tolist()
         labels = self.labels
         return [

@@ -14,11 +14,18 @@ import torch
 from model.base import ClassOutput, CommentInput
 from model.encoders.experts import SentenceEncoder, build_text_encoder
 from model.encoders.text import resolve_device
-from model.format.calibration import ROUTE_CHAR, ROUTE_TEXT, read_route_temperatures
+from model.format.calibration import (
+    ROUTE_CHAR,
+    ROUTE_FALLBACK,
+    ROUTE_TEXT,
+    read_route_temperatures,
+)
 from model.format.char_expert import CharExpert, read_char_expert
+from model.format.fallback_head import FallbackHead, read_fallback_head
 from model.format.text import read_text_dir
 from model.nn.heads import MLPHead
 from model.serving.char_expert import char_expert_rows, is_active
+from model.serving.fallback import fallback_rows
 from model.serving.language import Language, LanguageGate, languages_from_config
 from model.serving.normalise import text_normaliser
 from model.serving.routes import calibrated_probs, row_routes
@@ -51,6 +58,7 @@ class TextClassifier:
         minilm_cols: slice | None = None,
         char_expert: CharExpert | None = None,
         char_temperature: float | None = None,
+        fallback: FallbackHead | None = None,
     ) -> None:
         self.encoder = encoder
         self.head = head.to(encoder.device).eval()
@@ -66,6 +74,7 @@ class TextClassifier:
         self.minilm_cols = minilm_cols  # model.serving.routing: unsupported languages past MiniLM
         self.char_expert = char_expert  # model.serving.char_expert: its language's comments
         self.char_temperature = temperature if char_temperature is None else char_temperature
+        self.fallback = fallback  # model.serving.fallback: languages it was not trained on
 
     @torch.inference_mode()
     def predict_proba(
@@ -77,35 +86,45 @@ class TextClassifier:
         """Class probabilities ``(N, n_classes)`` float32 on CPU, in :attr:`labels` order.
 
         ``languages`` (the gate's view of each text) saves assessing them again when the model
-        routes unsupported languages past MiniLM (:mod:`model.serving.routing`)."""
+        routes unsupported languages past MiniLM (:mod:`model.serving.routing`) or to its
+        fallback head (:mod:`model.serving.fallback`)."""
         unsupported: list[bool] = []
-        if self.minilm_cols is not None:  # the gate reads the raw texts, before normalising
+        langs: Sequence[Language] | None = None
+        if self.minilm_cols is not None or self.fallback is not None:  # on the raw texts
             langs = languages if languages is not None else self.languages.assess(texts)
             unsupported = [not lang.supported for lang in langs]
         prepared = [self.normalise(t) for t in texts]
         feats = self.encoder.encode_tensor(prepared, self.batch_size, progress)  # (N, F)
         feats = route_features(feats, unsupported, self.minilm_cols, self.head.feat_mean)
         logits = self.head(feats).float().cpu()  # (N, C)
-        temps = (self.temperature, self.temperature, self.char_temperature)  # no fused route
-        probs, _ = calibrated_probs(
+        fallback_t = self.fallback.temperature if self.fallback else self.temperature
+        temps = (self.temperature, self.temperature, self.char_temperature, fallback_t)
+        probs, _ = calibrated_probs(  # (no fused route in a text model)
             logits,
             self.labels,
             temps,
             texts=texts,
             prepare=self.normalise,
             char_expert=self.char_expert,
+            fallback=self.fallback,
+            languages=langs,
+            features=feats,
         )
         return probs  # (N, C)
 
     @property
     def served_routes(self) -> tuple[int, ...]:
         """The route ids this model's rows can take (:mod:`model.serving.routes`)."""
-        return (ROUTE_TEXT, ROUTE_CHAR) if is_active(self.char_expert) else (ROUTE_TEXT,)
+        routes = (ROUTE_TEXT, ROUTE_CHAR) if is_active(self.char_expert) else (ROUTE_TEXT,)
+        return (*routes, ROUTE_FALLBACK) if self.fallback is not None else routes
 
     def routes_of_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """``(N,)`` the route id of each text (:mod:`model.serving.routes`): ``text``, or
-        ``char`` where the character expert reads it."""
-        return row_routes(len(texts), None, char_expert_rows(self.char_expert, texts)).numpy()
+        """``(N,)`` the route id of each text (:mod:`model.serving.routes`): ``text``, ``char``
+        where the character expert reads it, ``fallback`` where the fallback head answers."""
+        chars = char_expert_rows(self.char_expert, texts)
+        langs = self.languages.assess(texts) if self.fallback is not None else None
+        foreign = fallback_rows(self.fallback, langs, None, chars)
+        return row_routes(len(texts), None, chars, foreign).numpy()
 
     def predict(self, batch: Sequence[CommentInput]) -> list[ClassOutput]:
         """One :class:`ClassOutput` per comment, in order. Blocking."""
@@ -135,7 +154,7 @@ def load_text(
     """Load a format-v1 model directory (the encoder's forward in ``precision``:
     :mod:`model.precision`). Raises ModelFormatError / UnsafeWeightsError."""
     d = read_text_dir(model_dir)
-    temperature, _, char_temperature = read_route_temperatures(d.config)
+    temperature, _, char_temperature, _ = read_route_temperatures(d.config)
     encoder = build_text_encoder(
         d.encoder, base_dir=d.path, device=resolve_device(device), precision=precision
     )
@@ -151,4 +170,5 @@ def load_text(
         minilm_cols=minilm_route(d.config, d.encoder),
         char_expert=read_char_expert(d.path, d.config),
         char_temperature=char_temperature,
+        fallback=read_fallback_head(d.path, d.config, d.encoder, d.head.config.labels),
     )

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from model.encoders.experts import TextConfig, TextExpertsConfig
+from model.encoders.multilingual import MultilingualEncoderConfig
 from model.encoders.text import DEFAULT_PACKAGE, TextEncoderConfig, no_hf_progress_bars
 from model.format.text import save_model_dir
 from model.nn.heads import HeadConfig, MLPHead
@@ -35,8 +37,9 @@ _TOKENIZER_FILES = (
 )
 
 
-def make_tiny_model_dir(path: str | Path, seed: int = 0) -> Path:
-    """Write a complete format-v1 model directory with a tiny BERT encoder and a random head.
+def make_tiny_model_dir(path: str | Path, seed: int = 0, *, usem3: bool = False) -> Path:
+    """Write a complete format-v1 model directory with a tiny BERT encoder and a random head;
+    ``usem3``: the real USE-m3 (its package's weights, 512-d) as a second expert beside it.
 
     ``load_classifier(path)`` works on the result; outputs are meaningless but deterministic for
     a given ``seed``. Safe to call repeatedly on the same path (files are overwritten).
@@ -57,7 +60,7 @@ def make_tiny_model_dir(path: str | Path, seed: int = 0) -> Path:
         for name in _TOKENIZER_FILES:
             if (pkg_dir / name).is_file():
                 (src / name).write_bytes((pkg_dir / name).read_bytes())
-        enc_cfg = TextEncoderConfig(
+        enc_cfg: TextConfig = TextEncoderConfig(
             source="path",
             package=None,
             path="text_encoder",
@@ -65,6 +68,8 @@ def make_tiny_model_dir(path: str | Path, seed: int = 0) -> Path:
             pooling="mean",
             dim=TINY_BERT["hidden_size"],
         )
+        if usem3:
+            enc_cfg = TextExpertsConfig((enc_cfg, MultilingualEncoderConfig()))
         head = MLPHead(HeadConfig(in_dim=enc_cfg.out_dim, hidden_dim=16, dropout=0.0)).eval()
         save_model_dir(
             out,

@@ -57,6 +57,7 @@ from model.encoders.text import TextEncoderConfig
 from model.evaluation.metrics import format_report, metrics_by_kind, plot_confusion_matrix
 from model.format.char_expert import copy_char_expert
 from model.format.directory import read_config
+from model.format.fallback_head import copy_fallback_head
 from model.format.multimodal import default_encoders_config, save_multimodal_dir
 from model.nn.acoustic import AcousticEncoderConfig, MelConfig
 from model.nn.fusion import PRESENCE, FusionConfig, FusionModel
@@ -493,8 +494,9 @@ class FusionTrainer(EpochLoop):
             metrics=metrics,
             model_card=model_card(metrics),
         )
-        if self._has_expert():  # the text model's character expert, as its text expert's
-            copy_char_expert(self.cfg.text_model, self.out)
+        if self._has_expert():  # the text model's character expert and fallback head, as its
+            copy_char_expert(self.cfg.text_model, self.out)  # text expert's
+            copy_fallback_head(self.cfg.text_model, self.out)
         main = results.get("test", results["test_text"])
         plot_confusion_matrix(
             main,

@@ -156,8 +156,8 @@ def test_served_temperature(tmp_path: Path) -> None:
 
 def test_route_temperatures_read_back_and_default_to_the_temperature(tmp_path: Path) -> None:
     d = make_tiny_model_dir(tmp_path / "m", seed=0)
-    assert read_route_temperatures({}) == (1.0, 1.0, 1.0)
-    assert read_route_temperatures({"calibration": {"temperature": 0.8}}) == (0.8, 0.8, 0.8)
+    assert read_route_temperatures({}) == (1.0, 1.0, 1.0, 1.0)
+    assert read_route_temperatures({"calibration": {"temperature": 0.8}}) == (0.8, 0.8, 0.8, 0.8)
     write_calibration(d, 0.8, fused_temperature=1.25, fitted_on="unit test", n=3)
     cfg = json.loads((d / "config.json").read_text())
     assert cfg["calibration"] == {
@@ -166,12 +166,15 @@ def test_route_temperatures_read_back_and_default_to_the_temperature(tmp_path: P
         "fitted_on": "unit test",
         "n": 3,
     }
-    assert read_route_temperatures(cfg) == (0.8, 1.25, 0.8)
+    assert read_route_temperatures(cfg) == (0.8, 1.25, 0.8, 0.8)
     write_calibration(d, 0.8, char_temperature=1.1)
-    assert read_route_temperatures(json.loads((d / "config.json").read_text())) == (0.8, 0.8, 1.1)
+    cfg = json.loads((d / "config.json").read_text())
+    assert read_route_temperatures(cfg) == (0.8, 0.8, 1.1, 0.8)
+    # the fallback head's temperature is its own, kept in its block (model.format.fallback_head)
+    assert read_route_temperatures({**cfg, "fallback_head": {"temperature": 1.5}})[3] == 1.5
     write_calibration(d, 0.9)  # a single temperature again: the others are gone
     cfg = json.loads((d / "config.json").read_text())
-    assert (read_temperature(cfg), read_route_temperatures(cfg)) == (0.9, (0.9, 0.9, 0.9))
+    assert (read_temperature(cfg), read_route_temperatures(cfg)) == (0.9, (0.9, 0.9, 0.9, 0.9))
 
 
 def test_per_row_temperatures_in_sections() -> None:

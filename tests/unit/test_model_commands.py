@@ -16,6 +16,8 @@ MODEL_VERBS = (
     "build_data",
     "features",
     "train_fusion",
+    "train_char_expert",
+    "train_fallback",
     "evaluate_multimodal",
     "bench_model",
     "gpu_check",

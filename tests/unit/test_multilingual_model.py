@@ -40,7 +40,7 @@ def test_the_chinese_character_expert_ships_with_both_models() -> None:
         expert = read_char_expert(path, cfg)
         assert expert is not None and expert.language == "zh" and expert.weight > 0
         assert cfg["char_expert"]["chosen_on"] == "mix:-hutto_amazon:val"  # not test
-        text_t, _, char_t = read_route_temperatures(cfg)
+        text_t, _, char_t, _ = read_route_temperatures(cfg)
         assert char_t != text_t  # fitted on the Chinese validation rows alone
         assert (path / "char_expert.safetensors").read_bytes() == (
             MODEL / "char_expert.safetensors"
@@ -56,7 +56,7 @@ def test_the_default_model_calibrates_each_route_on_validation() -> None:
 
     cfg = json.loads((MODEL.parent / "multimodal" / "config.json").read_text(encoding="utf-8"))
     assert cfg["fusion"]["text_only_expert"] is True  # else there is one route only
-    t, tf, _ = read_route_temperatures(cfg)
+    t, tf, _, _ = read_route_temperatures(cfg)
     assert 0.5 < t < 1.0 < tf < 2.0  # the text expert sharpened, the Transformer softened
     fitted_on = cfg["calibration"]["fitted_on"].split(" + ")
     assert fitted_on == ["mix:-hutto_amazon:val", ".cache/mm/val.npz"]  # validation, not test
