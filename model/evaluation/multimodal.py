@@ -104,7 +104,8 @@ def fusion_scores(model_dir: str | Path, features: str | Path, bs: int = 256) ->
     clean = getattr(text_cfg, "clean", False)
     labels = list(fusion.config.heads[SENTIMENT_HEAD])
     fallback = read_fallback_head(model_dir, cfg, text_cfg, labels)
-    langs = LanguageGate(languages_from_config(cfg)).assess(texts) if fallback else None
+    gate = LanguageGate(languages_from_config(cfg), normalise=text_normaliser(clean))
+    langs = gate.assess(texts) if fallback else None
     probs, routes = calibrated_probs(  # the serving path's tail
         _fusion_logits(fusion, pool, dims, bs).float(),
         labels,

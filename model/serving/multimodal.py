@@ -98,7 +98,9 @@ class MultimodalClassifier:
         self.modalities: tuple[str, ...] = MODALITIES
         self.model_dir = model_dir
         self.config = dict(config or {})
-        self.languages = LanguageGate(languages_from_config(self.config))
+        self.languages = LanguageGate(
+            languages_from_config(self.config), normalise=extractor.prepare
+        )
         # model.format.calibration: (text, fused, char, fallback) temperatures
         self.temperatures = read_route_temperatures(self.config)
         self.temperature = self.temperatures[0]

@@ -165,7 +165,9 @@ def load_text(
         version=str(d.config["version"]),
         batch_size=batch_size,
         model_dir=d.path,
-        languages=LanguageGate(languages_from_config(d.config)),
+        languages=LanguageGate(
+            languages_from_config(d.config), normalise=text_normaliser(d.encoder.clean)
+        ),
         temperature=temperature,
         minilm_cols=minilm_route(d.config, d.encoder),
         char_expert=read_char_expert(d.path, d.config),

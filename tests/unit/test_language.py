@@ -53,6 +53,33 @@ def test_gate_flags_only_confident_undeclared_languages() -> None:
     assert LanguageGate(["en", "es"], DETECTOR).assess(["el servicio es terrible"])[0].supported
 
 
+def test_obfuscated_english_is_asked_again_as_the_model_reads_it() -> None:
+    """Struck-through or leet English looks Spanish / Turkish to fastText; the gate asks again
+    on the normalised text and keeps that answer. Real foreign text stays foreign."""
+    from model.serving.normalise import text_normaliser
+
+    struck = "I " + "".join(ch + "\u0336" for ch in "absolutely love this new phone") + ", great"
+    leet = "I ab5olut3ly l0ve th1s new ph0ne, gr34t ba7t3ry"
+    foreign = [
+        "La comida estaba fría y el camarero fue grosero.",
+        "Ужасное качество, деньги на ветер",
+    ]
+    raw = LanguageGate(["en"], DETECTOR).assess([struck, leet, *foreign])
+    assert [lang.supported for lang in raw] == [False, False, False, False]  # without it
+    gate = LanguageGate(["en"], DETECTOR, normalise=text_normaliser("v3"))
+    got = gate.assess([struck, leet, *foreign])
+    assert [(lang.code, lang.supported) for lang in got] == [
+        ("en", True),
+        ("en", True),
+        ("es", False),
+        ("ru", False),
+    ]
+    calls: list[str] = []
+    spy = LanguageGate(["en"], DETECTOR, normalise=lambda t: calls.append(t) or t)
+    spy.assess(["terrible service, never again", "😍😍😍", foreign[0]])
+    assert calls == [foreign[0]]  # only what looked foreign is normalised and asked again
+
+
 def test_languages_from_config() -> None:
     assert languages_from_config({}) == ("en",)
     assert languages_from_config({"languages": ["en", "zh"]}) == ("en", "zh")
