@@ -71,7 +71,7 @@ __all__ = ["FusionData", "FusionTrainConfig", "FusionTrainer", "augment_text_row
 MODEL_NAME = "commentflow-multimodal-fusion"
 #: 3: multilingual text path, text-only routing, new kinds; 3.1, 3.2, 3.3: text 1.1, 1.2, 1.3;
 #: 3.3.1: a temperature per route; 3.4: text 1.4 (its Chinese character expert, copied)
-MODEL_VERSION = "3.4.0"
+MODEL_VERSION = "3.5.0"
 _TEXT, _IMAGE, _OCR, _SPEECH, _ACOUSTIC = range(len(PRESENCE))
 
 

