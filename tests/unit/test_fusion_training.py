@@ -236,7 +236,7 @@ def test_a_temperature_per_route_is_fitted_saved_and_served(
     np.testing.assert_allclose(after.probs, want, atol=1e-4)
     assert (after.probs.argmax(1) == before.probs.argmax(1)).all()  # only the scores move
     served = model.load_classifier(out, device="cpu")
-    assert served.temperatures == (t, tf, t)
+    assert served.temperatures == (t, tf, t, t)  # no char expert, no fallback: the text T
     pic = np.full((24, 24, 3), 200, np.uint8)
     batch = [CommentInput("I love it, perfect"), CommentInput("broken", images=[pic])]
     raw = np.log(clf.predict_proba(batch).numpy())
