@@ -122,17 +122,22 @@ class TextExpertsConfig:
 TextConfig = TextEncoderConfig | MultilingualEncoderConfig | TextExpertsConfig
 
 
-def minilm_columns(cfg: TextConfig) -> slice | None:
-    """Where the MiniLM expert's features sit in the experts' concatenated features, or None
-    when ``cfg`` is not experts with a MiniLM among them (a single encoder has nothing else)."""
+def _block_of(cfg: TextConfig, kind: type) -> slice | None:
+    """The columns of the first expert of type ``kind`` in experts' concatenated features."""
     if not isinstance(cfg, TextExpertsConfig):
         return None
     start = 0
     for expert in cfg.experts:
-        if isinstance(expert, TextEncoderConfig):
+        if isinstance(expert, kind):
             return slice(start, start + expert.out_dim)
         start += expert.out_dim
     return None
+
+
+def minilm_columns(cfg: TextConfig) -> slice | None:
+    """Where the MiniLM expert's features sit in the experts' concatenated features, or None
+    when ``cfg`` is not experts with a MiniLM among them (a single encoder has nothing else)."""
+    return _block_of(cfg, TextEncoderConfig)
 
 
 def multilingual_columns(cfg: TextConfig) -> slice | None:
@@ -140,14 +145,7 @@ def multilingual_columns(cfg: TextConfig) -> slice | None:
     alone, its block for experts), or None when ``cfg`` has no USE-m3."""
     if isinstance(cfg, MultilingualEncoderConfig):
         return slice(0, cfg.out_dim)
-    if not isinstance(cfg, TextExpertsConfig):
-        return None
-    start = 0
-    for expert in cfg.experts:
-        if isinstance(expert, MultilingualEncoderConfig):
-            return slice(start, start + expert.out_dim)
-        start += expert.out_dim
-    return None
+    return _block_of(cfg, MultilingualEncoderConfig)
 
 
 def text_config_from_json(section: object) -> TextConfig:
