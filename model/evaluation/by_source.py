@@ -272,7 +272,7 @@ def evaluate_sources(
         }
         for r in served_routes:
             keep = vr == r
-            if not keep.any():  # the fallback's languages are in no calibration split
+            if not keep.any():  # e.g. the fallback's route: no calibration row took it
                 continue
             result["calibration"]["routes"][ROUTES[r]] = {
                 "n": int(keep.sum()),

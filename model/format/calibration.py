@@ -20,7 +20,7 @@ model with a different confidence:
   ``char_temperature``;
 - ``fallback``: text-only comments in a language the model was not trained on, which its
   fallback head answers (:mod:`model.format.fallback_head`): that head's own ``temperature``,
-  kept in its block (fitted on a language it never saw; no calibration split has its rows).
+  kept in its block (fitted on a language it never saw; calibration leaves it alone).
 
 An absent route temperature is ``temperature``.
 """
