@@ -16,8 +16,8 @@ a linear probe on the USE-m3 block of the text features alone (:mod:`model.nn.li
    ``DATA:val`` labelled negative or positive (Chinese by default), polarity accuracy (positive
    against negative logit); the English validation macro-F1 is reported beside it;
 3. **calibrate** on those same rows: the temperature that minimises their NLL, so the fallback's
-   scores are scaled for a language it does not know (served rows keep it; no calibration split
-   has rows in its languages);
+   scores are scaled for a language it does not know (served rows keep it; the calibration of
+   the other routes leaves it alone);
 4. **serve** for USE-m3's languages the model does not declare (``config.json`` ``languages``):
    written into the model directory (:mod:`model.format.fallback_head`).
 
