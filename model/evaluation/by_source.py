@@ -394,7 +394,7 @@ def evaluate_sources(
         c = result["calibration"]
         total = fitted * served_t  # by route
         keys = {ROUTE_FUSED: "fused_temperature", ROUTE_CHAR: "char_temperature"}
-        own = [r for r in served_routes if r in keys or r == ROUTE_TEXT]  # not the fallback's
+        own = [r for r in served_routes if r != ROUTE_FALLBACK]  # its T is its head's
         several = per_route or len({float(total[r]) for r in own}) > 1
         path = write_calibration(
             model,

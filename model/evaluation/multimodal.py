@@ -101,17 +101,17 @@ def fusion_scores(model_dir: str | Path, features: str | Path, bs: int = 256) ->
     by_id = _texts_by_id(src) if src.is_file() else {}
     texts = [by_id.get(str(i), "") for i in fs.ids[pool.rows]]
     text_cfg = text_config_from_json(cfg["encoders"]["text"])
-    clean = getattr(text_cfg, "clean", False)
+    prepare = text_normaliser(getattr(text_cfg, "clean", False))
     labels = list(fusion.config.heads[SENTIMENT_HEAD])
     fallback = read_fallback_head(model_dir, cfg, text_cfg, labels)
-    gate = LanguageGate(languages_from_config(cfg), normalise=text_normaliser(clean))
+    gate = LanguageGate(languages_from_config(cfg), normalise=prepare)
     langs = gate.assess(texts) if fallback else None
     probs, routes = calibrated_probs(  # the serving path's tail
         _fusion_logits(fusion, pool, dims, bs).float(),
         labels,
         read_route_temperatures(cfg),
         texts=texts,
-        prepare=text_normaliser(clean),
+        prepare=prepare,
         char_expert=read_char_expert(model_dir, cfg),
         expert_rows=fusion.expert_rows(pool.present),
         fallback=fallback,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 
 from model.errors import ModelFormatError
-from model.format.directory import replace_config
+from model.format.directory import copy_config_part, declared_safetensors, replace_config
 from model.nn.char_ngram import CharNgramConfig, CharNgramModel
 
 __all__ = [
@@ -65,9 +64,7 @@ def read_char_expert(model_dir: str | Path, config: Mapping[str, Any]) -> CharEx
         raise ModelFormatError(f"{CHAR_EXPERT_KEY} is incomplete or mistyped: {exc}") from None
     if not math.isfinite(weight) or weight < 0 or not language:
         raise ModelFormatError(f"{CHAR_EXPERT_KEY}: weight must be >= 0, language named: {block}")
-    path = Path(model_dir) / name
-    if Path(name).name != name or path.suffix != ".safetensors" or not path.is_file():
-        raise ModelFormatError(f"{CHAR_EXPERT_KEY}.file must be a .safetensors in {model_dir}")
+    path = declared_safetensors(model_dir, CHAR_EXPERT_KEY, name)
     tensors = load_file(str(path))
     model = CharNgramModel(ngram)
     try:
@@ -101,14 +98,4 @@ def write_char_expert(
 def copy_char_expert(src_dir: str | Path, dst_dir: str | Path) -> bool:
     """Copy the expert of ``src_dir`` (a text model) into ``dst_dir``'s files and config; False
     when ``src_dir`` has none."""
-    src, dst = Path(src_dir), Path(dst_dir)
-    cfg = json.loads((src / "config.json").read_text(encoding="utf-8"))
-    if read_char_expert(src, cfg) is None:
-        return False
-    block = cfg[CHAR_EXPERT_KEY]
-    shutil.copyfile(src / block["file"], dst / block["file"])
-    dst_cfg = json.loads((dst / "config.json").read_text(encoding="utf-8"))
-    dst_cfg[CHAR_EXPERT_KEY] = dict(block)
-    read_char_expert(dst, dst_cfg)
-    replace_config(dst, dst_cfg)
-    return True
+    return copy_config_part(src_dir, dst_dir, CHAR_EXPERT_KEY, read_char_expert)

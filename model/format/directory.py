@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,9 @@ __all__ = [
     "FORMAT",
     "PICKLE_SUFFIXES",
     "check_no_pickles",
+    "copy_config_part",
     "copy_local_encoder",
+    "declared_safetensors",
     "model_kind",
     "open_model_dir",
     "read_config",
@@ -111,6 +113,40 @@ def replace_config(model_dir: str | Path, cfg: Mapping[str, Any]) -> Path:
     tmp.write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+def declared_safetensors(model_dir: str | Path, key: str, name: str) -> Path:
+    """The weights file a ``config.json`` block ``key`` names: a plain ``.safetensors`` file name
+    of a file inside ``model_dir``; anything else (a path, another suffix, absent) is refused."""
+    path = Path(model_dir) / name
+    if Path(name).name != name or path.suffix != ".safetensors" or not path.is_file():
+        raise ModelFormatError(f"{key}.file must be a .safetensors in {model_dir}")
+    return path
+
+
+def copy_config_part(
+    src_dir: str | Path,
+    dst_dir: str | Path,
+    key: str,
+    check: Callable[[Path, Mapping[str, Any]], object],
+) -> bool:
+    """Copy the ``key`` block of ``src_dir``'s ``config.json`` and the weights file it names
+    (its ``file``) into ``dst_dir`` (the rest of that config kept); False when ``src_dir`` has
+    none. ``check(directory, config)`` (a reader that raises ModelFormatError) vets the source
+    before anything is copied and the new config before it replaces the old one."""
+    src, dst = Path(src_dir), Path(dst_dir)
+    cfg = json.loads((src / "config.json").read_text(encoding="utf-8"))
+    if cfg.get(key) is None:
+        return False
+    check(src, cfg)
+    block = cfg[key]
+    name = str(block["file"])
+    shutil.copyfile(declared_safetensors(src, key, name), dst / name)
+    dst_cfg = json.loads((dst / "config.json").read_text(encoding="utf-8"))
+    dst_cfg[key] = dict(block)
+    check(dst, dst_cfg)
+    replace_config(dst, dst_cfg)
+    return True
 
 
 def write_config_files(

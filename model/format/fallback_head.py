@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from safetensors.torch import load_file, save_file
 
 from model.encoders.experts import TextConfig, multilingual_columns
 from model.errors import ModelFormatError
-from model.format.directory import replace_config
+from model.format.directory import copy_config_part, declared_safetensors, replace_config
 from model.nn.linear_probe import LinearProbe
 
 __all__ = [
@@ -107,9 +106,7 @@ def read_fallback_head(
     columns = multilingual_columns(text)
     if columns is None:
         raise ModelFormatError(f"{FALLBACK_KEY} reads USE-m3, and the text features have none")
-    path = Path(model_dir) / name
-    if Path(name).name != name or path.suffix != ".safetensors" or not path.is_file():
-        raise ModelFormatError(f"{FALLBACK_KEY}.file must be a .safetensors in {model_dir}")
+    path = declared_safetensors(model_dir, FALLBACK_KEY, name)
     tensors = load_file(str(path))
     width = columns.stop - columns.start
     probe = LinearProbe(width, len(own_labels))
@@ -151,14 +148,14 @@ def write_fallback_head(
 
 def copy_fallback_head(src_dir: str | Path, dst_dir: str | Path) -> bool:
     """Copy the fallback of ``src_dir`` (a text model) into ``dst_dir``'s files and config;
-    False when ``src_dir`` has none. (The reader checks it where the model is loaded.)"""
-    src, dst = Path(src_dir), Path(dst_dir)
-    cfg = json.loads((src / "config.json").read_text(encoding="utf-8"))
-    block = _block(cfg)
-    if block is None:
-        return False
-    shutil.copyfile(src / str(block["file"]), dst / str(block["file"]))
-    dst_cfg = json.loads((dst / "config.json").read_text(encoding="utf-8"))
-    dst_cfg[FALLBACK_KEY] = dict(block)
-    replace_config(dst, dst_cfg)
-    return True
+    False when ``src_dir`` has none. Its block and file are vetted here; the columns and labels
+    it reads, where the model is loaded (they depend on the model's own text features)."""
+    return copy_config_part(src_dir, dst_dir, FALLBACK_KEY, _check_block)
+
+
+def _check_block(model_dir: Path, config: Mapping[str, Any]) -> None:
+    """What can be vetted of a fallback block without the model's text features."""
+    read_fallback_temperature(config)
+    block = _block(config)
+    assert block is not None
+    declared_safetensors(model_dir, FALLBACK_KEY, str(block.get("file", "")))

@@ -105,6 +105,15 @@ def test_files_round_trip_copy_and_refusals(tmp_path: Path) -> None:
         d / "fallback_head.safetensors"
     ).read_bytes()
     assert copy_fallback_head(make_tiny_model_dir(tmp_path / "x"), other) is False
+    # a source block naming a file outside its directory is refused before anything is copied
+    evil = make_tiny_model_dir(tmp_path / "evil")
+    (evil / "config.json").write_text(
+        json.dumps({**cfg, "fallback_head": {**cfg["fallback_head"], "file": "../m/x.safetensors"}})
+    )
+    target = make_tiny_model_dir(tmp_path / "t")
+    with pytest.raises(ModelFormatError, match="fallback_head.file"):
+        copy_fallback_head(evil, target)
+    assert "fallback_head" not in json.loads((target / "config.json").read_text())
 
     block = cfg["fallback_head"]
     bad = [
