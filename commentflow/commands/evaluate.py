@@ -40,6 +40,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "in every section",
     )
     a(
+        "--calibrate-unseen",
+        action="append",
+        default=None,
+        metavar="MODEL=SPEC",
+        help="with --calibrate-on: also fit on SPEC (a text split of a source MODEL never "
+        "trained on, MODEL being this recipe trained without it), the two weighted equally, "
+        "so the scores stay calibrated on a source the served model never saw; repeatable",
+    )
+    a(
         "--save-temperature",
         action="store_true",
         help="write the fitted temperature into the model's config.json (served from then on)",
@@ -105,6 +114,13 @@ def _entities(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_spec(value: str) -> tuple[str, str]:
+    model, sep, spec = value.partition("=")
+    if not (sep and model and spec):
+        raise SystemExit(f"--calibrate-unseen wants MODEL=SPEC, got {value!r}")
+    return model, spec
+
+
 def _sentiment(args: argparse.Namespace, data: list[str]) -> int:
     sections = len(data) > 1 or args.calibrate_on or data[0].startswith("mix:")
     if sections or data[0] == "emoji-only":
@@ -115,6 +131,7 @@ def _sentiment(args: argparse.Namespace, data: list[str]) -> int:
             args.model,
             data,
             calibrate_on=args.calibrate_on,
+            calibrate_unseen=[_model_spec(v) for v in args.calibrate_unseen or ()],
             text_model=args.text_model or None,
             save_temperature=args.save_temperature,
             per_route=args.temperature_per_route,

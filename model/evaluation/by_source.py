@@ -58,7 +58,7 @@ from model.evaluation.bootstrap import DEFAULT_RESAMPLES
 from model.evaluation.calibration import (
     apply_temperature,
     expected_calibration_error,
-    fit_temperature,
+    fit_shared_temperature,
     logits_from_probs,
     nll,
     plot_reliability,
@@ -150,16 +150,33 @@ def _is_features(spec: str) -> bool:
 
 
 def _fit_routes(
-    logits: np.ndarray, y: np.ndarray, routes: np.ndarray, per_route: bool, served: Sequence[int]
+    logits: np.ndarray,
+    y: np.ndarray,
+    routes: np.ndarray,
+    per_route: bool,
+    served: Sequence[int],
+    unseen: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """The temperature of each route (:data:`~model.format.calibration.ROUTES` order) fitted on
     ``logits``, on top of the served ones: one pooled ``T`` for all, or (``per_route``) each
     route the model serves (``served``) on its own rows. The fallback route is never refitted
     (1.0): its temperature is its head's, fitted on a language it never saw, and its rows are
-    left out of the pooled fit."""
+    left out of the pooled fit.
+
+    ``unseen``: ``(logits, y, routes)`` of sources the model never trained on (scores of a
+    model of the same recipe trained without them, in this model's served scale): a route
+    with such rows gets the ``T`` that minimises the mean of the two NLLs, the validation
+    rows' and theirs (:func:`~model.evaluation.calibration.fit_shared_temperature`), so its
+    scores are calibrated for a familiar source and a new one alike."""
     fixed = routes == ROUTE_FALLBACK
+    uz, uy, ur = unseen if unseen is not None else (logits[:0], y[:0], routes[:0])
+    ufixed = ur == ROUTE_FALLBACK
+
+    def fit(keep: np.ndarray, ukeep: np.ndarray) -> float:
+        return fit_shared_temperature([(logits[keep], y[keep]), (uz[ukeep], uy[ukeep])])
+
     if not per_route:
-        out = np.full(len(ROUTES), fit_temperature(logits[~fixed], y[~fixed]))
+        out = np.full(len(ROUTES), fit(~fixed, ~ufixed))
         out[ROUTE_FALLBACK] = 1.0
         return out
     out = np.full(len(ROUTES), np.nan)
@@ -172,8 +189,42 @@ def _fit_routes(
                 "(give specs that cover every route: a text split, a multimodal .npz, text in the "
                 "character expert's language)"
             )
-        out[r] = fit_temperature(logits[keep], y[keep])
+        out[r] = fit(keep, ur == r)
     return np.where(np.isnan(out), out[served[0]], out)
+
+
+def _unseen_scores(
+    pairs: Sequence[tuple[str, str]],
+    labels: Sequence[str],
+    served_t: np.ndarray,
+    split_seed: int,
+    batch_size: int,
+    device: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(logits, y, routes)`` of each ``(model, spec)`` pair's text spec as that model serves
+    it, its own temperatures undone and the evaluated model's (``served_t``, by route) applied,
+    so a temperature fitted on top of the served ones means the same on both; the fallback
+    route's rows are dropped (its temperature is never refitted). None without pairs."""
+    parts = []
+    for model, spec in pairs:
+        if _is_features(spec):
+            raise ValueError(f"--calibrate-unseen takes text specs, not {spec}")
+        clf: Any = load_classifier(model, device=device)
+        if list(clf.labels) != list(labels):
+            raise ValueError(f"{model}'s labels {list(clf.labels)} are not {list(labels)}")
+        rows, _ = load_spec(spec, seed=split_seed)
+        texts = [r.text for r in rows]
+        z = logits_from_probs(predict_texts(clf, texts, batch_size))
+        routes = np.asarray(clf.routes_of_texts(texts), dtype=np.int64)
+        own_t = np.array(read_route_temperatures(read_config(Path(model))))
+        keep = routes != ROUTE_FALLBACK
+        z = z * (own_t[routes] / served_t[routes])[:, None]
+        y = np.array([labels.index(r.label) for r in rows], dtype=np.int64)
+        parts.append((z[keep], y[keep], routes[keep]))
+        print(f"unseen-source calibration rows: {int(keep.sum())} of {spec} scored by {model}")
+    if not parts:
+        return None
+    return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))  # type: ignore[return-value]
 
 
 def evaluate_sources(
@@ -181,6 +232,7 @@ def evaluate_sources(
     specs: Sequence[str],
     *,
     calibrate_on: str | Sequence[str] | None = None,
+    calibrate_unseen: Sequence[tuple[str, str]] = (),
     text_model: str | None = None,
     save_temperature: bool = False,
     per_route: bool = False,
@@ -197,6 +249,10 @@ def evaluate_sources(
     """Score ``model`` on every spec; print and save the sections; return the exit status.
 
     ``per_route``: fit (and save) a temperature per route the model serves instead of one.
+
+    ``calibrate_unseen``: ``(model, spec)`` pairs, each a model of the same recipe trained
+    without a source and that source's validation split: the routes they reach are fitted on
+    the calibration rows and these together, equally weighted (:func:`_fit_routes`).
 
     ``obfuscation``: also each spec's clean-vs-obfuscated accuracy
     (:func:`~model.evaluation.obfuscation.obfuscation_report`, under ``obfuscation`` by spec),
@@ -250,13 +306,16 @@ def evaluate_sources(
 
     fitted: np.ndarray | None = None  # a temperature per route, on top of the served ones
     cal_specs = [calibrate_on] if isinstance(calibrate_on, str) else list(calibrate_on or ())
+    if calibrate_unseen and not cal_specs:
+        raise ValueError("--calibrate-unseen needs --calibrate-on (the familiar sources' rows)")
     if cal_specs:
         parts = [(*scored(spec)[1:], routes_of[spec]) for spec in cal_specs]
         vp = np.concatenate([p for p, _, _ in parts])
         vy = np.concatenate([y for _, y, _ in parts])
         vr = np.concatenate([r for _, _, r in parts])
         logits = logits_from_probs(vp)
-        fitted = _fit_routes(logits, vy, vr, per_route, served_routes)
+        unseen = _unseen_scores(calibrate_unseen, labels, served_t, split_seed, batch_size, device)
+        fitted = _fit_routes(logits, vy, vr, per_route, served_routes, unseen)
         vt = fitted[vr]  # (N,)
         result["calibration"] = {
             "fitted_on": " + ".join(cal_specs),
@@ -270,6 +329,18 @@ def evaluate_sources(
             "ece_scaled": round(expected_calibration_error(apply_temperature(logits, vt), vy), 4),
             "routes": {},
         }
+        if unseen is not None:
+            uz, uy, ur = unseen
+            up, ut = apply_temperature(uz, 1.0), fitted[ur]
+            result["calibration"]["unseen"] = {
+                "fitted_on": " + ".join(f"{m}={s}" for m, s in calibrate_unseen),
+                "n": int(len(uy)),
+                "routes": dict(Counter(ROUTES[r] for r in ur.tolist())),
+                "nll": round(nll(uz, uy), 4),
+                "nll_scaled": round(nll(uz, uy, ut), 4),
+                "ece": round(expected_calibration_error(up, uy), 4),
+                "ece_scaled": round(expected_calibration_error(apply_temperature(uz, ut), uy), 4),
+            }
         for r in served_routes:
             keep = vr == r
             if not keep.any():  # e.g. the fallback's route: no calibration row took it
@@ -402,6 +473,11 @@ def evaluate_sources(
             **{keys[r]: total[r] for r in served_routes if r in keys and several},
             fitted_on=c["fitted_on"],
             n=c["n"],
+            **(
+                {"unseen": c["unseen"]["fitted_on"], "n_unseen": c["unseen"]["n"]}
+                if "unseen" in c
+                else {}
+            ),
             **({"n_by_route": {k: v["n"] for k, v in c["routes"].items()}} if per_route else {}),
             ece_before=c["ece"],
             ece_after=c["ece_scaled"],

@@ -31,6 +31,7 @@ __all__ = [
     "apply_temperature",
     "ece_interval",
     "expected_calibration_error",
+    "fit_shared_temperature",
     "fit_temperature",
     "logits_from_probs",
     "nll",
@@ -74,13 +75,27 @@ def fit_temperature(
     logits: np.ndarray, y: Sequence[int] | np.ndarray, bounds: tuple[float, float] = T_BOUNDS
 ) -> float:
     """The ``T`` in ``bounds`` that minimises the NLL of ``y`` (golden section on ``1 / T``)."""
-    y = np.asarray(y, dtype=np.int64)
-    if len(y) == 0:
+    return fit_shared_temperature([(logits, y)], bounds)
+
+
+def fit_shared_temperature(
+    groups: Sequence[tuple[np.ndarray, Sequence[int] | np.ndarray]],
+    bounds: tuple[float, float] = T_BOUNDS,
+) -> float:
+    """The ``T`` in ``bounds`` that minimises the mean over ``groups`` of each group's mean NLL.
+
+    Each ``(logits, y)`` group weighs the same, whatever its size: e.g. the validation rows of
+    the sources a model trained on, and the rows of a source a model of the same recipe never
+    saw (a test set of unknown origin is either). A sum of convex functions of ``1 / T`` is
+    convex, so the golden-section search still finds the global minimum."""
+    parts = [(np.asarray(z), np.asarray(y, dtype=np.int64)) for z, y in groups]
+    parts = [(z, y) for z, y in parts if len(y)]
+    if not parts:
         raise ValueError("no rows to fit a temperature on")
     a, b = 1.0 / bounds[1], 1.0 / bounds[0]
 
     def f(beta: float) -> float:
-        return nll(logits, y, 1.0 / beta)
+        return sum(nll(z, y, 1.0 / beta) for z, y in parts) / len(parts)
 
     c, d = b - _GOLDEN * (b - a), a + _GOLDEN * (b - a)
     fc, fd = f(c), f(d)

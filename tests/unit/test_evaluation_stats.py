@@ -21,6 +21,7 @@ from model.evaluation.calibration import (
     apply_temperature,
     ece_interval,
     expected_calibration_error,
+    fit_shared_temperature,
     fit_temperature,
     logits_from_probs,
     nll,
@@ -238,3 +239,87 @@ def test_evaluate_per_source_command(tmp_path: Path) -> None:
     assert {"text", "label", "predicted", "language", "confidence"} <= set(gate["rows"][0])
     t = json.loads((d / "config.json").read_text())["calibration"]["temperature"]
     assert load_classifier(d, device="cpu").temperature == pytest.approx(t)
+
+
+def _drawn(true_t: float, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels drawn from ``softmax(z / true_t)``."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0, 3, size=(n, 3))
+    probs = apply_temperature(z, true_t)
+    return z, (rng.random(n)[:, None] > np.cumsum(probs, axis=1)).sum(axis=1)
+
+
+def test_shared_temperature_weighs_each_group_the_same() -> None:
+    """One temperature for two groups that want different ones: the argmin of the mean of
+    their NLLs, whatever each group's size; one group is fit_temperature."""
+    sharp, sy = _drawn(0.6, 4000, 1)  # a familiar source: the scores want sharpening
+    soft, fy = _drawn(1.8, 1000, 2)  # a new source: they want softening
+    t = fit_shared_temperature([(sharp, sy), (soft, fy)])
+    assert fit_temperature(sharp, sy) < t < fit_temperature(soft, fy)
+    grid = np.linspace(0.3, 3.0, 2701)
+    best = grid[np.argmin([nll(sharp, sy, g) + nll(soft, fy, g) for g in grid])]
+    assert t == pytest.approx(best, abs=2e-3)
+    # four copies of the small group change nothing: groups are weighed, not rows
+    soft4, fy4 = np.concatenate([soft] * 4), np.concatenate([fy] * 4)
+    assert fit_shared_temperature([(sharp, sy), (soft4, fy4)]) == pytest.approx(t, abs=1e-5)
+    # an empty group is no group; none at all is an error
+    empty = (sharp[:0], sy[:0])
+    assert fit_shared_temperature([(sharp, sy), empty]) == pytest.approx(
+        fit_temperature(sharp, sy), abs=1e-6
+    )
+    with pytest.raises(ValueError, match="no rows"):
+        fit_shared_temperature([empty])
+
+
+def test_evaluate_calibrates_on_an_unseen_source_too(tmp_path: Path) -> None:
+    """--calibrate-unseen MODEL=SPEC: the text route's temperature minimises the mean NLL of
+    the calibration rows and of SPEC as MODEL serves it, with MODEL's own temperature undone
+    and the evaluated model's applied; the facts land in metrics.json and config.json."""
+    import argparse
+
+    from commentflow.commands import evaluate
+
+    d = make_tiny_model_dir(tmp_path / "m", seed=0)
+    other = make_tiny_model_dir(tmp_path / "other", seed=1)
+    write_calibration(d, 1.3)
+    write_calibration(other, 0.7)
+    words = {"negative": "awful bad", "neutral": "the table", "positive": "great love"}
+    rng = np.random.default_rng(0)
+    vocab = ["".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), 7)) for _ in range(300)]
+    rows = [
+        f"{words[lab]} {' '.join(rng.choice(vocab, 5))},{lab}" for _ in range(40) for lab in words
+    ]
+    data = tmp_path / "d.csv"
+    data.write_text("text,label\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    parser = argparse.ArgumentParser()
+    evaluate.add_arguments(parser)
+    out = tmp_path / "eval"
+    args = parser.parse_args(
+        ["--model", str(d), "--data", f"{data}:test", "--calibrate-on", f"{data}:val",
+         "--calibrate-unseen", f"{other}={data}:train", "--bootstrap", "20", "--out", str(out),
+         "--no-progress", "--save-temperature"]
+    )  # fmt: skip
+    served = load_classifier(d, device="cpu")
+    second = load_classifier(other, device="cpu")
+    from model.data.specs import load_spec
+
+    val, _ = load_spec(f"{data}:val")
+    new, _ = load_spec(f"{data}:train")
+    y_val = np.array([served.labels.index(r.label) for r in val])
+    y_new = np.array([served.labels.index(r.label) for r in new])
+    z_val = np.log(served.predict_proba([r.text for r in val]).numpy())
+    z_new = np.log(second.predict_proba([r.text for r in new]).numpy()) * 0.7 / 1.3
+    want = 1.3 * fit_shared_temperature([(z_val, y_val), (z_new, y_new)])
+    assert evaluate.run(args, None) == 0
+    cal = json.loads((d / "config.json").read_text())["calibration"]
+    assert cal["temperature"] == pytest.approx(want, rel=1e-4)
+    assert cal["unseen"] == f"{other}={data}:train" and cal["n_unseen"] == len(new)
+    alone = 1.3 * fit_temperature(z_val, y_val)
+    assert abs(alone - want) > 1e-3  # the unseen rows moved it
+    report = json.loads((out / "metrics.json").read_text())["calibration"]["unseen"]
+    assert report["n"] == len(new) and report["routes"] == {"text": len(new)}
+    assert report["nll_scaled"] == pytest.approx(nll(z_new, y_new, want / 1.3), abs=1e-4)
+    with pytest.raises(SystemExit, match="MODEL=SPEC"):
+        evaluate.run(parser.parse_args(["--model", str(d), "--data", f"{data}:test",
+                                        "--calibrate-on", f"{data}:val",
+                                        "--calibrate-unseen", f"{data}:train"]), None)  # fmt: skip
