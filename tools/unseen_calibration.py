@@ -1,0 +1,185 @@
+"""Can one temperature be calibrated on a familiar source and on a new one? (validation only)
+
+    .venv/bin/commentflow train --data mix:-rt_snippets-hutto_movies $RECIPE --out runs/no-movies
+    .venv/bin/python tools/unseen_calibration.py --model models/text-multilingual \
+        --calibrate-on mix:-hutto_amazon:val \
+        --unseen runs/no-movies=mix:rt_snippets+hutto_movies:val \
+        --out docs/eval/text-multilingual/unseen-calibration.json
+
+The served temperature of the text route is fitted on the validation rows of the sources the
+model trained on. Every independent test set is a source it never saw, so this tool asks what
+the scores of a *new* source want, with a stand-in: the same recipe trained without the movie
+reviews (``--unseen MODEL=SPEC``), scored on their validation rows. Only text-route rows are
+used (the head; the character expert's and the fallback's rows have their own temperatures),
+as raw head logits (the members' mean, before any temperature), with each row's ensemble
+spread (the mean L1 distance of the members' softmax to their mean: the head is an ensemble
+of ``--members`` MLPs, and they disagree more on what they never saw).
+
+It reports the ECE of both groups under: the in-domain temperature (as served), ``T = 1``,
+the temperature that minimises the mean of the two groups' NLLs
+(:func:`~model.evaluation.calibration.fit_shared_temperature`, what ``commentflow evaluate
+--calibrate-unseen`` fits), and a per-row temperature ``T0 * (1 + alpha * spread)`` fitted
+the same way (grid search), also fitted on random halves of both groups and scored on the
+other halves. A picture of ECE against ``T`` for both groups is saved beside the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from model.data.specs import load_spec
+from model.evaluation.calibration import (
+    apply_temperature,
+    expected_calibration_error,
+    fit_shared_temperature,
+    fit_temperature,
+    nll,
+)
+from model.format.calibration import ROUTE_TEXT
+from model.serving import load_classifier
+from model.serving.routing import route_features
+
+T0_GRID = np.round(np.arange(0.30, 1.5001, 0.02), 2)
+ALPHA_GRID = np.round(np.arange(0.0, 40.001, 0.5), 1)
+
+
+def head_rows(model: str, spec: str) -> dict[str, np.ndarray]:
+    """The text-route rows of ``spec`` as ``model``'s head scores them: raw logits (the
+    members' mean), each row's ensemble spread, and the label ids."""
+    clf: Any = load_classifier(model, device="cpu")
+    rows, _ = load_spec(spec)
+    texts = [r.text for r in rows]
+    langs = clf.languages.assess(texts)
+    feats = clf.encoder.encode_tensor([clf.normalise(t) for t in texts], 64, True)
+    feats = route_features(feats, [not g.supported for g in langs], clf.minilm_cols,
+                           clf.head.feat_mean)  # fmt: skip
+    with torch.inference_mode():
+        members = clf.head.member_logits(feats).float().cpu().numpy()  # (M, N, C)
+    p = np.exp(members - members.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    spread = np.abs(p - p.mean(0)).sum(-1).mean(0)  # (N,)
+    keep = clf.routes_of_texts(texts) == ROUTE_TEXT
+    y = np.array([list(clf.labels).index(r.label) for r in rows], dtype=np.int64)
+    return {"z": members.mean(0)[keep], "spread": spread[keep], "y": y[keep]}
+
+
+def _ece(g: dict[str, np.ndarray], t: float | np.ndarray) -> float:
+    return round(expected_calibration_error(apply_temperature(g["z"], t), g["y"]), 4)
+
+
+def fit_spread(groups: list[dict[str, np.ndarray]]) -> tuple[float, float]:
+    """``(T0, alpha)`` on the grids minimising the mean NLL of the groups under
+    ``T = T0 * (1 + alpha * spread)``."""
+    best = (np.inf, 1.0, 0.0)
+    for t0 in T0_GRID:
+        for alpha in ALPHA_GRID:
+            f = sum(nll(g["z"], g["y"], t0 * (1 + alpha * g["spread"])) for g in groups)
+            best = min(best, (f / len(groups), float(t0), float(alpha)))
+    return best[1], best[2]
+
+
+def _half(g: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: v[idx] for k, v in g.items()}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="models/text-multilingual")
+    ap.add_argument("--calibrate-on", default="mix:-hutto_amazon:val")
+    ap.add_argument("--unseen", default="runs/no-movies=mix:rt_snippets+hutto_movies:val")
+    ap.add_argument("--halves", type=int, default=10, help="random half splits to score")
+    ap.add_argument("--out", default="docs/eval/text-multilingual/unseen-calibration.json")
+    args = ap.parse_args()
+    unseen_model, _, unseen_spec = args.unseen.partition("=")
+    familiar = head_rows(args.model, args.calibrate_on)
+    new = head_rows(unseen_model, unseen_spec)
+    groups = {"familiar": familiar, "unseen": new}
+    t_in = fit_temperature(familiar["z"], familiar["y"])
+    t_new = fit_temperature(new["z"], new["y"])
+    t_shared = fit_shared_temperature([(g["z"], g["y"]) for g in groups.values()])
+    t0, alpha = fit_spread([familiar, new])
+    options = {
+        f"in-domain T {t_in:.3f} (as served)": t_in,
+        "T = 1": 1.0,
+        f"shared T {t_shared:.3f}": t_shared,
+        f"unseen's own T {t_new:.3f}": t_new,
+    }
+    table = {name: {k: _ece(g, t) for k, g in groups.items()} for name, t in options.items()}
+    table[f"spread T0 {t0:.2f} alpha {alpha:.1f}"] = {
+        k: _ece(g, t0 * (1 + alpha * g["spread"])) for k, g in groups.items()
+    }
+    rng = np.random.default_rng(0)
+    scored = []
+    for _ in range(args.halves):
+        splits = {k: rng.permutation(len(g["y"])) for k, g in groups.items()}
+        fit_part = [_half(g, splits[k][: len(g["y"]) // 2]) for k, g in groups.items()]
+        a, b = fit_spread(fit_part)
+        s = [a, b]
+        for k, g in groups.items():
+            h = _half(g, splits[k][len(g["y"]) // 2 :])
+            s.append(_ece(h, a * (1 + b * h["spread"])))
+        scored.append(s)
+        print(f"half: T0 {a:.2f} alpha {b:.1f} -> ECE familiar {s[2]:.4f}, unseen {s[3]:.4f}")
+    mean = np.mean(scored, axis=0)
+    report = {
+        "model": args.model,
+        "familiar": {"spec": args.calibrate_on, "n": len(familiar["y"])},
+        "unseen": {"model": unseen_model, "spec": unseen_spec, "n": len(new["y"])},
+        "spread_mean": {k: round(float(g["spread"].mean()), 4) for k, g in groups.items()},
+        "accuracy": {
+            k: round(float((g["z"].argmax(1) == g["y"]).mean()), 4) for k, g in groups.items()
+        },
+        "ece": table,
+        "spread_fit_on_halves": {
+            "halves": args.halves,
+            "t0": round(float(mean[0]), 3),
+            "alpha": round(float(mean[1]), 2),
+            "ece_other_half": {
+                "familiar": round(float(mean[2]), 4),
+                "unseen": round(float(mean[3]), 4),
+            },
+        },  # fmt: skip
+    }
+    print(f"{'temperature':<34} {'familiar':>9} {'unseen':>9}")
+    for name, row in table.items():
+        print(f"{name:<34} {row['familiar']:>9.4f} {row['unseen']:>9.4f}")
+    print(json.dumps(report["spread_fit_on_halves"]))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    _plot(groups, options, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+    return 0
+
+
+def _plot(groups: dict[str, dict[str, np.ndarray]], marks: dict[str, float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ts = np.linspace(0.5, 2.0, 61)
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name, g in groups.items():
+        ax.plot(ts, [_ece(g, t) for t in ts], label=f"{name} (n={len(g['y'])})")
+    for name, t in marks.items():
+        ax.axvline(t, color="grey", lw=0.8, ls=":")
+        ax.text(t, ax.get_ylim()[1] * 0.97, name.split(" (")[0], rotation=90, fontsize=7,
+                va="top", ha="right")  # fmt: skip
+    ax.axhline(0.05, color="red", lw=0.8, ls="--", label="target 0.05")
+    ax.set(xlabel="temperature T (text route)", ylabel="ECE (15 bins)",
+           title="One temperature: familiar sources vs a source never trained on")  # fmt: skip
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
