@@ -45,8 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="MODEL=SPEC",
         help="with --calibrate-on: also fit on SPEC (a text split of a source MODEL never "
-        "trained on, MODEL being this recipe trained without it), the two weighted equally, "
-        "so the scores stay calibrated on a source the served model never saw; repeatable",
+        "trained on, MODEL being this recipe trained without it), the two weighted equally: "
+        "a temperature for familiar and new sources alike, a trade (README: calibration on "
+        "a source never trained on); repeatable, the pairs pooled",
     )
     a(
         "--save-temperature",
