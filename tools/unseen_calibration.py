@@ -10,22 +10,22 @@
 
 The served temperature of the text route is fitted on the validation rows of the sources the
 model trained on. Every independent test set is a source it never saw, so this tool asks what
-the scores of a *new* source want, with a stand-in: the same recipe trained without the movie
-reviews (``--unseen MODEL=SPEC``), scored on their validation rows. Only text-route rows are
-used (the head; the character expert's and the fallback's rows have their own temperatures),
-as raw head logits (the members' mean, before any temperature), with each row's ensemble
-spread (the mean L1 distance of the members' softmax to their mean: the head is an ensemble
-of ``--members`` MLPs, and they disagree more on what they never saw).
+the scores of a *new* source want, with stand-ins: the same recipe trained without a source (the
+movie reviews; the NYT sentences), scored on its validation rows (``--unseen MODEL=SPEC``). Only
+text-route rows are used (the head; the character expert's and the fallback's rows have their
+own temperatures), as raw head logits (the members' mean, before any temperature), with each
+row's ensemble spread (the mean L1 distance of the members' softmax to their mean: the head is
+an ensemble of ``--members`` MLPs, and they disagree more on what they never saw).
 
-It reports the ECE of every group under: the in-domain temperature (as served), ``T = 1``,
-the temperature that minimises the mean of the groups' NLLs
-(:func:`~model.evaluation.calibration.fit_shared_temperature`, what ``commentflow evaluate
---calibrate-unseen`` fits), each new source's own, and a per-row temperature
-``T0 * (1 + alpha * spread)`` fitted the same way (grid search), also fitted on random halves
-of every group and scored on the other halves and, with two or more new sources, fitted
-without each one and scored on it (the honest test: the next new source is none of these).
-``$RECIPE`` is the head's recipe (``ML_TRAIN`` in the Makefile without its ``--data``). A
-picture of ECE against ``T`` for every group is saved beside the JSON.
+It reports the ECE of every group under: the in-domain temperature (as served), ``T = 1``, the
+temperature that minimises the mean of the groups' NLLs
+(:func:`~model.evaluation.calibration.fit_shared_temperature`; with one stand-in, what
+``commentflow evaluate --calibrate-unseen`` fits, which pools several into one group), each new
+source's own, and a per-row temperature ``T0 * (1 + alpha * spread)`` fitted the same way (grid
+search), also fitted on random halves of every group and scored on the other halves and, with
+two or more new sources, fitted without each one and scored on it (the honest test: the next new
+source is none of these). ``$RECIPE`` is the head's recipe (``ML_TRAIN`` in the Makefile without
+its ``--data``). A picture of ECE against ``T`` for every group is saved beside the JSON.
 """
 
 from __future__ import annotations
