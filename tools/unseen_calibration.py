@@ -48,7 +48,6 @@ from model.evaluation.calibration import (
 )
 from model.format.calibration import ROUTE_TEXT
 from model.serving import load_classifier
-from model.serving.routing import route_features
 
 T0_GRID = np.round(np.arange(0.30, 1.5001, 0.02), 2)
 DEFAULT_UNSEEN = "runs/no-movies=mix:rt_snippets+hutto_movies:val"
@@ -61,10 +60,7 @@ def head_rows(model: str, spec: str) -> dict[str, np.ndarray]:
     clf: Any = load_classifier(model, device="cpu")
     rows, _ = load_spec(spec)
     texts = [r.text for r in rows]
-    langs = clf.languages.assess(texts)
-    feats = clf.encoder.encode_tensor([clf.normalise(t) for t in texts], 64, True)
-    feats = route_features(feats, [not g.supported for g in langs], clf.minilm_cols,
-                           clf.head.feat_mean)  # fmt: skip
+    feats, _ = clf.head_features(texts, progress=True)
     with torch.inference_mode():
         members = clf.head.member_logits(feats).float().cpu().numpy()  # (M, N, C)
     p = np.exp(members - members.max(-1, keepdims=True))
@@ -134,9 +130,8 @@ def main() -> int:
         f"shared T {t_shared:.3f}": t_shared,
     }
     for k, g in list(groups.items())[1:]:
-        options[f"{k}'s own T {fit_temperature(g['z'], g['y']):.3f}"] = fit_temperature(
-            g["z"], g["y"]
-        )
+        own = fit_temperature(g["z"], g["y"])
+        options[f"{k}'s own T {own:.3f}"] = own
     table = {name: {k: _ece(g, t) for k, g in groups.items()} for name, t in options.items()}
     table[f"spread T0 {t0:.2f} alpha {alpha:.1f}"] = {
         k: _ece(g, _spread_t(g, t0, alpha)) for k, g in groups.items()

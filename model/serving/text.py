@@ -88,14 +88,7 @@ class TextClassifier:
         ``languages`` (the gate's view of each text) saves assessing them again when the model
         routes unsupported languages past MiniLM (:mod:`model.serving.routing`) or to its
         fallback head (:mod:`model.serving.fallback`)."""
-        unsupported: list[bool] = []
-        langs: Sequence[Language] | None = None
-        if self.minilm_cols is not None or self.fallback is not None:  # on the raw texts
-            langs = languages if languages is not None else self.languages.assess(texts)
-            unsupported = [not lang.supported for lang in langs]
-        prepared = [self.normalise(t) for t in texts]
-        feats = self.encoder.encode_tensor(prepared, self.batch_size, progress)  # (N, F)
-        feats = route_features(feats, unsupported, self.minilm_cols, self.head.feat_mean)
+        feats, langs = self.head_features(texts, progress, languages)
         logits = self.head(feats).float().cpu()  # (N, C)
         fallback_t = self.fallback.temperature if self.fallback else self.temperature
         temps = (self.temperature, self.temperature, self.char_temperature, fallback_t)
@@ -111,6 +104,26 @@ class TextClassifier:
             features=feats,
         )
         return probs  # (N, C)
+
+    @torch.inference_mode()
+    def head_features(
+        self,
+        texts: Sequence[str],
+        progress: bool = False,
+        languages: Sequence[Language] | None = None,
+    ) -> tuple[torch.Tensor, Sequence[Language] | None]:
+        """What the head reads, ``(N, F)`` on the model's device: the normalised texts'
+        encodings, MiniLM's columns routed for unsupported languages
+        (:mod:`model.serving.routing`); and the gate's view of the raw texts when the model
+        routes by language (``languages`` when given), else None."""
+        unsupported: list[bool] = []
+        langs: Sequence[Language] | None = None
+        if self.minilm_cols is not None or self.fallback is not None:  # on the raw texts
+            langs = languages if languages is not None else self.languages.assess(texts)
+            unsupported = [not lang.supported for lang in langs]
+        prepared = [self.normalise(t) for t in texts]
+        feats = self.encoder.encode_tensor(prepared, self.batch_size, progress)  # (N, F)
+        return route_features(feats, unsupported, self.minilm_cols, self.head.feat_mean), langs
 
     @property
     def served_routes(self) -> tuple[int, ...]:
