@@ -193,6 +193,30 @@ def _fit_routes(
     return np.where(np.isnan(out), out[served[0]], out)
 
 
+def _text_scores(
+    clf: Any,
+    spec: str,
+    labels: Sequence[str],
+    split_seed: int,
+    batch_size: int,
+    progress: bool = False,
+) -> tuple[list[Example], dict[str, Any], np.ndarray, np.ndarray, np.ndarray]:
+    """A text spec as ``clf`` serves it: its rows, its load report (plus the scoring
+    ``seconds``), the served probabilities ``(N, C)``, the label ids and the route ids."""
+    rows, report = load_spec(spec, seed=split_seed)
+    unknown = sorted({r.label for r in rows} - set(labels))
+    if unknown:
+        raise ValueError(f"labels {unknown} in {spec} are not among the model's {list(labels)}")
+    texts = [r.text for r in rows]
+    t0 = time.perf_counter()
+    probs = predict_texts(clf, texts, batch_size, progress)
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    index = {lab: i for i, lab in enumerate(labels)}
+    y = np.array([index[r.label] for r in rows], dtype=np.int64)
+    routes = np.asarray(clf.routes_of_texts(texts), dtype=np.int64)
+    return rows, report, probs, y, routes
+
+
 def _unseen_scores(
     pairs: Sequence[tuple[str, str]],
     labels: Sequence[str],
@@ -212,14 +236,10 @@ def _unseen_scores(
         clf: Any = load_classifier(model, device=device)
         if list(clf.labels) != list(labels):
             raise ValueError(f"{model}'s labels {list(clf.labels)} are not {list(labels)}")
-        rows, _ = load_spec(spec, seed=split_seed)
-        texts = [r.text for r in rows]
-        z = logits_from_probs(predict_texts(clf, texts, batch_size))
-        routes = np.asarray(clf.routes_of_texts(texts), dtype=np.int64)
+        _, _, probs, y, routes = _text_scores(clf, spec, labels, split_seed, batch_size)
         own_t = np.array(read_route_temperatures(read_config(Path(model))))
         keep = routes != ROUTE_FALLBACK
-        z = z * (own_t[routes] / served_t[routes])[:, None]
-        y = np.array([labels.index(r.label) for r in rows], dtype=np.int64)
+        z = logits_from_probs(probs) * (own_t[routes] / served_t[routes])[:, None]
         parts.append((z[keep], y[keep], routes[keep]))
         print(f"unseen-source calibration rows: {int(keep.sum())} of {spec} scored by {model}")
     if not parts:
@@ -263,7 +283,6 @@ def evaluate_sources(
     out = Path(out or f"runs/eval-{datetime.now(UTC):%Y%m%d-%H%M%S}")
     clf: Any = load_classifier(model, device=device)
     labels = list(clf.labels)
-    index = {lab: i for i, lab in enumerate(labels)}
     served_routes = tuple(clf.served_routes)
     served_t = np.array(read_route_temperatures(read_config(Path(model))))  # by route
     result: dict[str, Any] = {
@@ -290,19 +309,14 @@ def evaluate_sources(
             rows = [Example(t, labels[int(i)]) for t, i in zip(fs.texts, fs.y, strict=True)]
             result["data"][spec] = {"features": spec, "kinds": dict(Counter(fs.kinds.tolist()))}
             return rows, fs.probs, fs.y
-        rows, report = load_spec(spec, seed=split_seed)
-        unknown = sorted({r.label for r in rows} - set(index))
-        if unknown:
-            raise ValueError(f"labels {unknown} in {spec} are not among the model's {labels}")
-        t0 = time.perf_counter()
-        probs = predict_texts(clf, [r.text for r in rows], batch_size, progress)
-        report["seconds"] = round(time.perf_counter() - t0, 1)
+        rows, report, probs, y, routes_of[spec] = _text_scores(
+            clf, spec, labels, split_seed, batch_size, progress
+        )
         gate = getattr(clf, "languages", None)
         if gate is not None:  # what the served prediction says about the language
             report["language_gate"] = _gate_report(gate, rows, probs, labels)
         result["data"][spec] = report
-        routes_of[spec] = clf.routes_of_texts([r.text for r in rows])
-        return rows, probs, np.array([index[r.label] for r in rows], dtype=np.int64)
+        return rows, probs, y
 
     fitted: np.ndarray | None = None  # a temperature per route, on top of the served ones
     cal_specs = [calibrate_on] if isinstance(calibrate_on, str) else list(calibrate_on or ())
